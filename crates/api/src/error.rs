@@ -1,0 +1,86 @@
+//! Errors of the HTTP API and, in one place, the HTTP status each maps to.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+use crate::rqlite;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The request itself is wrong; nothing was applied.
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    NotFound(String),
+    /// No leader is known (an election is under way): retry shortly.
+    #[error("no leader is known right now (an election may be in progress); retry shortly")]
+    NoLeader,
+    /// The cluster could not complete the request in time or at all; retrying may work.
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::NoLeader | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl From<rqlite::RequestError> for ApiError {
+    fn from(e: rqlite::RequestError) -> Self {
+        ApiError::BadRequest(e.to_string())
+    }
+}
+
+impl From<raftlite_consensus::node::WriteError> for ApiError {
+    fn from(e: raftlite_consensus::node::WriteError) -> Self {
+        use raftlite_consensus::node::WriteError;
+        match e {
+            WriteError::NotLeader { leader: None } => ApiError::NoLeader,
+            WriteError::NotLeader {
+                leader: Some((id, _)),
+            } => ApiError::Unavailable(format!(
+                "node {id} is the leader but the request could not be forwarded to it; retry"
+            )),
+            WriteError::Unavailable(m) => ApiError::Unavailable(m),
+        }
+    }
+}
+
+impl From<raftlite_store::StoreError> for ApiError {
+    fn from(e: raftlite_store::StoreError) -> Self {
+        ApiError::Internal(e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::warn!(status = status.as_u16(), error = %self, "request failed");
+        }
+        let body = rqlite::to_body(
+            &rqlite::encode_error(&self.to_string(), &Default::default()),
+            false,
+        );
+        let mut response = (status, body).into_response();
+        response.headers_mut().insert(
+            axum::http::header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static("application/json; charset=utf-8"),
+        );
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+        }
+        response
+    }
+}

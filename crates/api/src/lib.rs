@@ -1,0 +1,5 @@
+//! The HTTP API: rqlite-compatible endpoints, cluster management and metrics.
+
+pub mod error;
+pub mod rqlite;
+pub mod server;

@@ -1,0 +1,700 @@
+//! The client-facing HTTP API (rqlite-compatible) and cluster management endpoints.
+//!
+//! Writes and leader-only reads that reach a follower are forwarded to the leader over HTTP
+//! (or answered with 301 and `Location` under `?redirect`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::Router;
+use metrics_exporter_prometheus::PrometheusHandle;
+use raftlite_consensus::node::{RaftNode, WriteError, WriteOutcome};
+use raftlite_consensus::{NodeAddr, NodeId};
+use raftlite_store::{Statement, StatementResult, WriteRequest};
+use serde::Deserialize;
+use serde_json::{json, Value as Json};
+
+use crate::error::ApiError;
+use crate::rqlite;
+
+/// Marks a request a node forwarded to the leader, so a stale leader view never loops.
+const FORWARDED_HEADER: &str = "x-raftlite-forwarded";
+/// Largest request body accepted; larger ones are refused with 400.
+pub const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct ApiState {
+    pub node: RaftNode,
+    pub client: reqwest::Client,
+    pub metrics: Option<PrometheusHandle>,
+    pub started: Instant,
+    pub data_dir: std::path::PathBuf,
+}
+
+type Params = Query<HashMap<String, String>>;
+
+pub fn router(state: Arc<ApiState>) -> Router {
+    Router::new()
+        .route("/db/execute", post(execute))
+        .route("/db/query", get(query).post(query))
+        .route("/db/request", post(request))
+        .route("/status", get(status))
+        .route("/nodes", get(nodes))
+        .route("/readyz", get(readyz))
+        .route("/leader", get(leader))
+        .route("/remove", delete(remove))
+        .route("/join", post(join))
+        .route("/metrics", get(metrics))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|e| {
+        ApiError::BadRequest(format!(
+            "cannot read the request body ({e}); bodies are limited to {} MiB",
+            MAX_BODY_BYTES / (1024 * 1024)
+        ))
+    })
+}
+
+fn content_type(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+}
+
+fn flag(params: &HashMap<String, String>, key: &str) -> bool {
+    params
+        .get(key)
+        .is_some_and(|v| !v.trim().eq_ignore_ascii_case("false"))
+}
+
+/// Parses Go-style durations as rqlite accepts them: `500ms`, `2s`, `1m`, `1.5s`.
+fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let split = text.find(|c: char| c.is_ascii_alphabetic())?;
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number.parse().ok()?;
+    let secs = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        "us" | "µs" => value / 1_000_000.0,
+        _ => return None,
+    };
+    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
+}
+
+fn timeout_of(params: &HashMap<String, String>) -> Result<Duration, ApiError> {
+    match params.get("timeout") {
+        None => Ok(DEFAULT_TIMEOUT),
+        Some(t) => parse_duration(t).ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "invalid timeout {t:?}: use a duration such as 500ms, 5s or 1m"
+            ))
+        }),
+    }
+}
+
+fn json_response(status: StatusCode, value: &Json, pretty: bool) -> Response {
+    let mut response = (status, rqlite::to_body(value, pretty)).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    response
+}
+
+/// What a node does with a request that only the leader can serve.
+struct LeaderOnly<'a> {
+    method: Method,
+    uri: &'a Uri,
+    headers: &'a HeaderMap,
+    body: Bytes,
+    redirect: bool,
+}
+
+async fn to_leader(state: &ApiState, req: LeaderOnly<'_>, err: WriteError) -> Response {
+    let WriteError::NotLeader {
+        leader: Some((leader_id, leader)),
+    } = err
+    else {
+        return ApiError::from(err).into_response();
+    };
+    if leader_id == state.node.id() || req.headers.contains_key(FORWARDED_HEADER) {
+        return ApiError::Unavailable(
+            "leadership is changing; retry the request shortly".to_string(),
+        )
+        .into_response();
+    }
+    let path = req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let target = format!("{}{path}", api_base(&leader));
+    if req.redirect {
+        let mut response = StatusCode::MOVED_PERMANENTLY.into_response();
+        if let Ok(location) = HeaderValue::from_str(&target) {
+            response.headers_mut().insert(header::LOCATION, location);
+        }
+        return response;
+    }
+    let mut forwarded = state
+        .client
+        .request(req.method, &target)
+        .header(FORWARDED_HEADER, state.node.id().to_string())
+        .body(req.body);
+    for name in [header::CONTENT_TYPE, header::AUTHORIZATION] {
+        if let Some(v) = req.headers.get(&name) {
+            forwarded = forwarded.header(name, v);
+        }
+    }
+    match forwarded.send().await {
+        Ok(resp) => {
+            let status = StatusCode::from_u16(resp.status().as_u16())
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let content_type = resp.headers().get(header::CONTENT_TYPE).cloned();
+            match resp.bytes().await {
+                Ok(bytes) => {
+                    let mut response = (status, bytes).into_response();
+                    if let Some(ct) = content_type {
+                        response.headers_mut().insert(header::CONTENT_TYPE, ct);
+                    }
+                    response
+                }
+                Err(e) => ApiError::Unavailable(format!(
+                    "leader {leader_id} failed while answering a forwarded request ({e}); the \
+                     request may or may not have been applied"
+                ))
+                .into_response(),
+            }
+        }
+        Err(e) => ApiError::Unavailable(format!(
+            "cannot forward to leader {leader_id} at {}: {e}; retry shortly",
+            leader.api_addr
+        ))
+        .into_response(),
+    }
+}
+
+fn api_base(addr: &NodeAddr) -> String {
+    if addr.api_addr.starts_with("http://") || addr.api_addr.starts_with("https://") {
+        addr.api_addr.clone()
+    } else {
+        format!("http://{}", addr.api_addr)
+    }
+}
+
+async fn write_with_timeout(
+    node: &RaftNode,
+    request: WriteRequest,
+    timeout: Duration,
+) -> Result<WriteOutcome, WriteError> {
+    match tokio::time::timeout(timeout, node.write(request)).await {
+        Ok(r) => r,
+        Err(_) => Err(WriteError::Unavailable(format!(
+            "the write was not committed within {timeout:?} (no quorum?); it may still be \
+             applied later"
+        ))),
+    }
+}
+
+async fn execute(
+    State(state): State<Arc<ApiState>>,
+    Query(params): Params,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    metrics::counter!("raftlite_http_requests_total", "endpoint" => "execute").increment(1);
+    let started = Instant::now();
+    let opts = rqlite::response_options(&params);
+    let result: Result<Response, ApiError> = async {
+        let body = body_bytes(body)?;
+        let statements = rqlite::parse_statements(&body, content_type(&headers))?;
+        let timeout = timeout_of(&params)?;
+        let request = WriteRequest {
+            statements,
+            transaction: flag(&params, "transaction"),
+        };
+        match write_with_timeout(&state.node, request, timeout).await {
+            Ok(outcome) => Ok(json_response(
+                StatusCode::OK,
+                &rqlite::encode_results(
+                    &outcome.results,
+                    &opts,
+                    Some(started.elapsed().as_secs_f64()),
+                    flag(&params, "raft_index").then_some(outcome.raft_index),
+                ),
+                opts.pretty,
+            )),
+            Err(err) => {
+                let req = LeaderOnly {
+                    method,
+                    uri: &uri,
+                    headers: &headers,
+                    body,
+                    redirect: flag(&params, "redirect"),
+                };
+                Ok(to_leader(&state, req, err).await)
+            }
+        }
+    }
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Level {
+    None,
+    Weak,
+    Linearizable,
+}
+
+fn level_of(params: &HashMap<String, String>) -> Result<Level, ApiError> {
+    match params
+        .get("level")
+        .map(|s| s.to_ascii_lowercase())
+        .as_deref()
+    {
+        None | Some("weak") | Some("") => Ok(Level::Weak),
+        Some("none") => Ok(Level::None),
+        Some("strong") | Some("linearizable") => Ok(Level::Linearizable),
+        Some(other) => Err(ApiError::BadRequest(format!(
+            "unknown read consistency level {other:?}: use none, weak, strong or linearizable"
+        ))),
+    }
+}
+
+/// Checks that this node may serve a read at `level`.
+async fn read_allowed(node: &RaftNode, level: Level, timeout: Duration) -> Result<(), WriteError> {
+    match level {
+        Level::None => Ok(()),
+        Level::Weak => {
+            if node.is_leader() {
+                Ok(())
+            } else {
+                Err(WriteError::NotLeader {
+                    leader: node.leader(),
+                })
+            }
+        }
+        Level::Linearizable => {
+            match tokio::time::timeout(timeout, node.ensure_linearizable()).await {
+                Ok(r) => r,
+                Err(_) => Err(WriteError::Unavailable(format!(
+                    "could not confirm leadership within {timeout:?}"
+                ))),
+            }
+        }
+    }
+}
+
+async fn run_query(
+    state: &ApiState,
+    statements: Vec<Statement>,
+) -> Result<Vec<StatementResult>, ApiError> {
+    let store = state.node.store();
+    tokio::task::spawn_blocking(move || store.query(&statements))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(ApiError::from)
+}
+
+async fn query(
+    State(state): State<Arc<ApiState>>,
+    Query(params): Params,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    metrics::counter!("raftlite_http_requests_total", "endpoint" => "query").increment(1);
+    let started = Instant::now();
+    let opts = rqlite::response_options(&params);
+    let result: Result<Response, ApiError> = async {
+        let body = body_bytes(body)?;
+        let statements = if method == Method::GET {
+            let q = params.get("q").map(String::as_str).unwrap_or("");
+            let statements = rqlite::parse_query_param(q);
+            if statements.is_empty() {
+                return Err(ApiError::BadRequest(
+                    "query parameter q is not set: use /db/query?q=SELECT...".into(),
+                ));
+            }
+            statements
+        } else {
+            rqlite::parse_statements(&body, content_type(&headers))?
+        };
+        let level = level_of(&params)?;
+        let timeout = timeout_of(&params)?;
+        if let Err(err) = read_allowed(&state.node, level, timeout).await {
+            let req = LeaderOnly {
+                method,
+                uri: &uri,
+                headers: &headers,
+                body,
+                redirect: flag(&params, "redirect"),
+            };
+            return Ok(to_leader(&state, req, err).await);
+        }
+        let results = run_query(&state, statements).await?;
+        Ok(json_response(
+            StatusCode::OK,
+            &rqlite::encode_results(&results, &opts, Some(started.elapsed().as_secs_f64()), None),
+            opts.pretty,
+        ))
+    }
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `/db/request`: reads go the read path, anything that writes goes through the log.
+async fn request(
+    State(state): State<Arc<ApiState>>,
+    Query(params): Params,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    metrics::counter!("raftlite_http_requests_total", "endpoint" => "request").increment(1);
+    let started = Instant::now();
+    let opts = rqlite::response_options(&params);
+    let result: Result<Response, ApiError> = async {
+        let body = body_bytes(body)?;
+        let statements = rqlite::parse_statements(&body, content_type(&headers))?;
+        let timeout = timeout_of(&params)?;
+        let store = state.node.store();
+        let probe = statements.clone();
+        let read_only = tokio::task::spawn_blocking(move || store.is_read_only(&probe))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))??;
+        let redirect = flag(&params, "redirect");
+        let outcome = if read_only {
+            let level = level_of(&params)?;
+            match read_allowed(&state.node, level, timeout).await {
+                Ok(()) => Ok((run_query(&state, statements).await?, None)),
+                Err(e) => Err(e),
+            }
+        } else {
+            let request = WriteRequest {
+                statements,
+                transaction: flag(&params, "transaction"),
+            };
+            write_with_timeout(&state.node, request, timeout)
+                .await
+                .map(|o| (o.results, Some(o.raft_index)))
+        };
+        match outcome {
+            Ok((results, index)) => Ok(json_response(
+                StatusCode::OK,
+                &rqlite::encode_unified_results(
+                    &results,
+                    &opts,
+                    Some(started.elapsed().as_secs_f64()),
+                    index.filter(|_| flag(&params, "raft_index")),
+                ),
+                opts.pretty,
+            )),
+            Err(err) => {
+                let req = LeaderOnly {
+                    method,
+                    uri: &uri,
+                    headers: &headers,
+                    body,
+                    redirect,
+                };
+                Ok(to_leader(&state, req, err).await)
+            }
+        }
+    }
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+fn state_name(state: openraft::ServerState) -> &'static str {
+    match state {
+        openraft::ServerState::Leader => "Leader",
+        openraft::ServerState::Follower => "Follower",
+        openraft::ServerState::Candidate => "Candidate",
+        openraft::ServerState::Learner => "Learner",
+        openraft::ServerState::Shutdown => "Shutdown",
+    }
+}
+
+async fn status(State(state): State<Arc<ApiState>>, Query(params): Params) -> Response {
+    let node = &state.node;
+    let m = node.metrics();
+    let store = node.store();
+    let meta = tokio::task::spawn_blocking(move || store.meta()).await;
+    let (timeline, history) = match meta {
+        Ok(Ok(meta)) => (
+            meta.timeline().map(|t| json!(t)).unwrap_or(Json::Null),
+            json!(meta.timeline_history),
+        ),
+        _ => (Json::Null, Json::Null),
+    };
+    let leader = node.leader();
+    let membership = m.membership_config.membership();
+    let voters: Vec<NodeId> = membership.voter_ids().collect();
+    let body = json!({
+        "build": { "version": env!("CARGO_PKG_VERSION") },
+        "node": {
+            "id": node.id(),
+            "uptime_secs": state.started.elapsed().as_secs(),
+            "api_addr": node.addr().api_addr,
+        },
+        "store": {
+            "node_id": node.id(),
+            "dir": state.data_dir.display().to_string(),
+            "db_size": node.store().file_size(),
+            "timeline": timeline,
+            "timeline_history": history,
+            "leader": {
+                "node_id": leader.as_ref().map(|(id, _)| *id),
+                "addr": leader.as_ref().map(|(_, a)| a.raft_addr.clone()),
+                "api_addr": leader.as_ref().map(|(_, a)| a.api_addr.clone()),
+            },
+            "raft": {
+                "state": state_name(m.state),
+                "term": m.current_term,
+                "applied_index": m.last_applied.map(|l| l.index).unwrap_or(0),
+                // openraft does not publish the commit index; what is applied is committed.
+                "commit_index": m.last_applied.map(|l| l.index).unwrap_or(0),
+                "last_log_index": m.last_log_index.unwrap_or(0),
+                "snapshot_index": m.snapshot.map(|l| l.index).unwrap_or(0),
+                "purged_index": m.purged.map(|l| l.index).unwrap_or(0),
+                "voter": voters.contains(&node.id()),
+                "voters": voters,
+            },
+        },
+    });
+    let body = match params.get("key") {
+        Some(path) => path
+            .split('.')
+            .try_fold(&body, |v, k| v.get(k))
+            .cloned()
+            .unwrap_or(Json::Null),
+        None => body,
+    };
+    json_response(StatusCode::OK, &body, flag(&params, "pretty"))
+}
+
+async fn nodes(State(state): State<Arc<ApiState>>, Query(params): Params) -> Response {
+    let m = state.node.metrics();
+    let membership = m.membership_config.membership();
+    let voters: Vec<NodeId> = membership.voter_ids().collect();
+    let leader = m.current_leader;
+    let is_leader = state.node.is_leader();
+    let replication = m.replication.clone();
+    let entries: Vec<Json> = membership
+        .nodes()
+        .map(|(id, addr)| {
+            let reachable = *id == state.node.id()
+                || Some(*id) == leader
+                || (is_leader
+                    && replication
+                        .as_ref()
+                        .and_then(|r| r.get(id))
+                        .is_some_and(|matched| matched.is_some()));
+            json!({
+                "id": id.to_string(),
+                "api_addr": api_base(addr),
+                "addr": addr.raft_addr,
+                "voter": voters.contains(id),
+                "reachable": reachable,
+                "leader": Some(*id) == leader,
+            })
+        })
+        .collect();
+    let pretty = flag(&params, "pretty");
+    if params.get("ver").map(String::as_str) == Some("2") {
+        return json_response(StatusCode::OK, &json!({ "nodes": entries }), pretty);
+    }
+    let mut legacy = serde_json::Map::new();
+    for e in entries {
+        if let Some(id) = e.get("id").and_then(|v| v.as_str()) {
+            legacy.insert(id.to_string(), e.clone());
+        }
+    }
+    json_response(StatusCode::OK, &Json::Object(legacy), pretty)
+}
+
+async fn readyz(State(state): State<Arc<ApiState>>, Query(params): Params) -> Response {
+    let has_leader = state.node.leader().is_some();
+    let (status, body) = if flag(&params, "noleader") || has_leader {
+        (
+            StatusCode::OK,
+            if has_leader {
+                "[+]node ok\n[+]leader ok\n[+]store ok\n"
+            } else {
+                "[+]node ok\n"
+            },
+        )
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "[+]node ok\n[-]leader not ok: no leader is known yet\n",
+        )
+    };
+    (status, body).into_response()
+}
+
+async fn leader(State(state): State<Arc<ApiState>>) -> Response {
+    match state.node.leader() {
+        Some((id, addr)) => json_response(
+            StatusCode::OK,
+            &json!({"leader": {"id": id.to_string(), "addr": addr.raft_addr, "api_addr": api_base(&addr)}}),
+            false,
+        ),
+        None => ApiError::NoLeader.into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct RemoveBody {
+    id: Json,
+}
+
+fn node_id_of(v: &Json) -> Option<NodeId> {
+    match v {
+        Json::Number(n) => n.as_u64(),
+        Json::String(s) => s.parse().ok(),
+        _ => None,
+    }
+}
+
+async fn remove(
+    State(state): State<Arc<ApiState>>,
+    Query(params): Params,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let result: Result<Response, ApiError> = async {
+        let body = body_bytes(body)?;
+        let parsed: RemoveBody = serde_json::from_slice(&body)
+            .map_err(|e| ApiError::BadRequest(format!("expected {{\"id\": <node id>}}: {e}")))?;
+        let id = node_id_of(&parsed.id)
+            .ok_or_else(|| ApiError::BadRequest("node id must be a number".into()))?;
+        match state.node.remove_node(id).await {
+            Ok(()) => Ok(StatusCode::OK.into_response()),
+            Err(WriteError::Unavailable(m)) if m.contains("not a member") => {
+                Err(ApiError::NotFound(m))
+            }
+            Err(err) => {
+                let req = LeaderOnly {
+                    method: Method::DELETE,
+                    uri: &uri,
+                    headers: &headers,
+                    body,
+                    redirect: flag(&params, "redirect"),
+                };
+                Ok(to_leader(&state, req, err).await)
+            }
+        }
+    }
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// Body of `POST /join`, sent by a starting node to any member.
+#[derive(Debug, Deserialize, serde::Serialize)]
+pub struct JoinRequest {
+    pub id: Json,
+    /// Raft address (rqlite calls it `addr`).
+    #[serde(alias = "raft_addr")]
+    pub addr: String,
+    pub api_addr: String,
+}
+
+async fn join(
+    State(state): State<Arc<ApiState>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let result: Result<Response, ApiError> = async {
+        let body = body_bytes(body)?;
+        let parsed: JoinRequest = serde_json::from_slice(&body).map_err(|e| {
+            ApiError::BadRequest(format!(
+                "expected {{\"id\": N, \"addr\": \"raft host:port\", \"api_addr\": \"host:port\"}}: {e}"
+            ))
+        })?;
+        let id = node_id_of(&parsed.id)
+            .ok_or_else(|| ApiError::BadRequest("node id must be a number".into()))?;
+        let addr = NodeAddr {
+            raft_addr: parsed.addr,
+            api_addr: parsed.api_addr,
+        };
+        match state.node.add_node(id, addr).await {
+            Ok(()) => Ok(StatusCode::OK.into_response()),
+            Err(err) => {
+                let req = LeaderOnly {
+                    method: Method::POST,
+                    uri: &uri,
+                    headers: &headers,
+                    body,
+                    redirect: false,
+                };
+                Ok(to_leader(&state, req, err).await)
+            }
+        }
+    }
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
+    let m = state.node.metrics();
+    metrics::gauge!("raftlite_raft_term").set(m.current_term as f64);
+    metrics::gauge!("raftlite_raft_applied_index")
+        .set(m.last_applied.map(|l| l.index).unwrap_or(0) as f64);
+    metrics::gauge!("raftlite_raft_last_log_index").set(m.last_log_index.unwrap_or(0) as f64);
+    metrics::gauge!("raftlite_raft_is_leader").set(if state.node.is_leader() { 1.0 } else { 0.0 });
+    metrics::gauge!("raftlite_raft_leader_id").set(m.current_leader.unwrap_or(0) as f64);
+    metrics::gauge!("raftlite_db_size_bytes").set(state.node.store().file_size() as f64);
+    match &state.metrics {
+        Some(handle) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            handle.render(),
+        )
+            .into_response(),
+        None => ApiError::NotFound("metrics are not enabled".into()).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_like_go() {
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2s"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("1m"), Some(Duration::from_secs(60)));
+        assert_eq!(parse_duration("10"), None);
+        assert_eq!(parse_duration("-1s"), None);
+        assert_eq!(parse_duration("abc"), None);
+    }
+
+    #[test]
+    fn levels() {
+        let mut p = HashMap::new();
+        assert_eq!(level_of(&p).unwrap(), Level::Weak);
+        p.insert("level".into(), "strong".into());
+        assert_eq!(level_of(&p).unwrap(), Level::Linearizable);
+        p.insert("level".into(), "bogus".into());
+        assert!(level_of(&p).is_err());
+    }
+}

@@ -1,0 +1,14 @@
+//! Consensus: openraft types, the redb log store, the SQLite state machine adapter, the HTTP
+//! network and the node that ties them together.
+
+// openraft's StorageError is large, and the storage traits prescribe it as the error type.
+#![allow(clippy::result_large_err)]
+
+pub mod log_store;
+pub mod network;
+pub mod node;
+pub mod startup;
+pub mod state_machine;
+pub mod types;
+
+pub use types::*;

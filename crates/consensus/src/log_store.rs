@@ -1,0 +1,847 @@
+//! The Raft log and vote store, on redb.
+//!
+//! One file, `<raft_dir>/raft.redb`, with two tables:
+//!
+//! - `entries`: `u64` log index -> postcard-encoded [`Entry`];
+//! - `meta`: `&str` key -> postcard-encoded value, with the keys `"vote"` ([`Vote`]),
+//!   `"committed"` ([`LogId`]) and `"last_purged"` ([`LogId`]).
+//!
+//! Every write transaction commits with [`redb::Durability::Immediate`] (fsync) before the call
+//! that made it returns, and `append` reports its entries flushed only after that commit. redb is
+//! blocking, so every async method runs its redb work on tokio's blocking pool
+//! ([`tokio::task::spawn_blocking`], which works on any tokio runtime flavour); openraft serializes
+//! the write calls (each one is awaited before the next is issued). [`LogStore::open`] and
+//! [`probe`] are synchronous start-up calls.
+//!
+//! Nothing read from disk is trusted: the file is opened with redb's integrity check (every page's
+//! checksum is verified, which reads the whole file once per open), and a record that does not
+//! decode, or an entry stored under an index other than its own, is an error naming the file,
+//! never a panic.
+
+use std::fmt;
+use std::fmt::Debug;
+use std::io;
+use std::ops::{Bound, RangeBounds};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
+use openraft::{AnyError, OptionalSend, StorageIOError};
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, TableError,
+    WriteTransaction,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::types::{Entry, LogId, StorageError, TypeConfig, Vote};
+
+/// The log file's name inside the raft directory.
+pub const LOG_FILE_NAME: &str = "raft.redb";
+
+const ENTRIES: TableDefinition<u64, &[u8]> = TableDefinition::new("entries");
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+
+const KEY_VOTE: &str = "vote";
+const KEY_COMMITTED: &str = "committed";
+const KEY_LAST_PURGED: &str = "last_purged";
+
+/// redb's page cache. The log is written at its tail and read near it (replication, apply), so a
+/// modest cache serves it; redb's default (1 GiB) would let a long log grow the process a lot.
+const CACHE_BYTES: usize = 64 * 1024 * 1024;
+
+/// The Raft log and vote of one node. Cloning is cheap: clones share the open database.
+#[derive(Clone)]
+pub struct LogStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Database,
+    path: PathBuf,
+}
+
+impl Debug for LogStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LogStore")
+            .field("path", &self.inner.path)
+            .finish()
+    }
+}
+
+/// What an existing log says, read without starting a node (see [`probe`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LogProbe {
+    /// Whether `raft.redb` exists. When false every other field is `None`.
+    pub exists: bool,
+    pub vote: Option<Vote>,
+    pub last_purged: Option<LogId>,
+    /// The last entry's log id or, with no entry, `last_purged` (as openraft's log state).
+    pub last_log_id: Option<LogId>,
+    pub committed: Option<LogId>,
+}
+
+/// Why an operation on the log file failed.
+#[derive(Debug, thiserror::Error)]
+enum Cause {
+    #[error(transparent)]
+    Redb(#[from] redb::Error),
+    #[error("cannot decode {what}: {source}")]
+    Decode {
+        what: String,
+        #[source]
+        source: postcard::Error,
+    },
+    #[error("cannot encode {what}: {source}")]
+    Encode {
+        what: String,
+        #[source]
+        source: postcard::Error,
+    },
+    #[error("the entry stored under index {key} has log id {log_id}")]
+    IndexMismatch { key: u64, log_id: LogId },
+    #[error("the blocking task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+macro_rules! redb_cause {
+    ($($t:ty),* $(,)?) => {
+        $(impl From<$t> for Cause {
+            fn from(e: $t) -> Self {
+                Cause::Redb(redb::Error::from(e))
+            }
+        })*
+    };
+}
+
+redb_cause!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    redb::SetDurabilityError,
+);
+
+/// A failure on the log file, naming the file and the operation.
+#[derive(Debug, thiserror::Error)]
+#[error("raft log {}: {op}: {cause}", path.display())]
+struct FileError {
+    path: PathBuf,
+    op: &'static str,
+    cause: Cause,
+}
+
+impl FileError {
+    /// The error as openraft carries it: the message alone (it already includes the cause).
+    fn any(&self) -> AnyError {
+        AnyError::error(self)
+    }
+}
+
+fn encode<T: Serialize>(what: &str, value: &T) -> Result<Vec<u8>, Cause> {
+    postcard::to_stdvec(value).map_err(|source| Cause::Encode {
+        what: what.to_string(),
+        source,
+    })
+}
+
+fn decode<T: DeserializeOwned>(what: impl FnOnce() -> String, bytes: &[u8]) -> Result<T, Cause> {
+    postcard::from_bytes(bytes).map_err(|source| Cause::Decode {
+        what: what(),
+        source,
+    })
+}
+
+/// Decodes the entry stored under `key` and checks it is the entry for that index.
+fn decode_entry(key: u64, bytes: &[u8]) -> Result<Entry, Cause> {
+    let entry: Entry = decode(|| format!("the log entry at index {key}"), bytes)?;
+    if entry.log_id.index != key {
+        return Err(Cause::IndexMismatch {
+            key,
+            log_id: entry.log_id,
+        });
+    }
+    Ok(entry)
+}
+
+fn meta_get<T: DeserializeOwned>(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    key: &str,
+) -> Result<Option<T>, Cause> {
+    match table.get(key)? {
+        None => Ok(None),
+        Some(guard) => decode(|| format!("meta record {key:?}"), guard.value()).map(Some),
+    }
+}
+
+/// The log id of the entry with the greatest index, if any.
+fn last_entry_log_id(
+    table: &impl ReadableTable<u64, &'static [u8]>,
+) -> Result<Option<LogId>, Cause> {
+    match table.last()? {
+        None => Ok(None),
+        Some((key, value)) => Ok(Some(decode_entry(key.value(), value.value())?.log_id)),
+    }
+}
+
+/// Opens the log file, checking the integrity of every page (so a damaged file is an error, not a
+/// panic inside redb). `create` also creates or initializes an absent or empty file.
+fn open_db(path: &Path, create: bool) -> Result<Database, redb::DatabaseError> {
+    let mut builder = Database::builder();
+    builder
+        .set_cache_size(CACHE_BYTES)
+        .set_check_integrity_on_open(true);
+    if create {
+        builder.create(path)
+    } else {
+        builder.open(path)
+    }
+}
+
+/// A write transaction that is durable (fsynced) once `commit` returns.
+fn begin_durable_write(db: &Database) -> Result<WriteTransaction, Cause> {
+    let mut txn = db.begin_write()?;
+    txn.set_durability(Durability::Immediate)?;
+    Ok(txn)
+}
+
+/// Converts a range of indexes to `[start, end)`, `end` None for unbounded; None if it is empty.
+fn half_open(lo: Bound<&u64>, hi: Bound<&u64>) -> Option<(u64, Option<u64>)> {
+    let start = match lo {
+        Bound::Included(&x) => x,
+        Bound::Excluded(&x) => x.checked_add(1)?,
+        Bound::Unbounded => 0,
+    };
+    let end = match hi {
+        Bound::Included(&x) => x.checked_add(1),
+        Bound::Excluded(&x) => Some(x),
+        Bound::Unbounded => None,
+    };
+    match end {
+        Some(end) if start >= end => None,
+        _ => Some((start, end)),
+    }
+}
+
+impl Inner {
+    fn read_entries(&self, start: u64, end: Option<u64>) -> Result<Vec<Entry>, Cause> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(ENTRIES)?;
+        let upper = end.map_or(Bound::Unbounded, Bound::Excluded);
+        let mut out = Vec::new();
+        for item in table.range((Bound::Included(start), upper))? {
+            let (key, value) = item?;
+            out.push(decode_entry(key.value(), value.value())?);
+        }
+        Ok(out)
+    }
+
+    fn log_state(&self) -> Result<(Option<LogId>, Option<LogId>), Cause> {
+        let txn = self.db.begin_read()?;
+        let meta = txn.open_table(META)?;
+        let last_purged: Option<LogId> = meta_get(&meta, KEY_LAST_PURGED)?;
+        let entries = txn.open_table(ENTRIES)?;
+        let last = last_entry_log_id(&entries)?.or(last_purged);
+        Ok((last_purged, last))
+    }
+
+    fn meta_read<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, Cause> {
+        let txn = self.db.begin_read()?;
+        let meta = txn.open_table(META)?;
+        meta_get(&meta, key)
+    }
+
+    /// Sets (or, with None, removes) one meta record, durably.
+    fn meta_write<T: Serialize>(&self, key: &str, value: Option<&T>) -> Result<(), Cause> {
+        let txn = begin_durable_write(&self.db)?;
+        {
+            let mut meta = txn.open_table(META)?;
+            match value {
+                Some(v) => {
+                    let bytes = encode(key, v)?;
+                    meta.insert(key, bytes.as_slice())?;
+                }
+                None => {
+                    meta.remove(key)?;
+                }
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    fn append(&self, entries: &[Entry]) -> Result<(), Cause> {
+        let txn = begin_durable_write(&self.db)?;
+        {
+            let mut table = txn.open_table(ENTRIES)?;
+            for entry in entries {
+                let bytes = encode("a log entry", entry)?;
+                table.insert(entry.log_id.index, bytes.as_slice())?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Deletes the entries at `index` and after.
+    fn truncate(&self, index: u64) -> Result<(), Cause> {
+        let txn = begin_durable_write(&self.db)?;
+        {
+            let mut table = txn.open_table(ENTRIES)?;
+            table.retain_in((Bound::Included(index), Bound::Unbounded), |_, _| false)?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Records `log_id` as purged and deletes the entries up to it, in one durable transaction.
+    fn purge(&self, log_id: &LogId) -> Result<(), Cause> {
+        let txn = begin_durable_write(&self.db)?;
+        {
+            let mut meta = txn.open_table(META)?;
+            let prev: Option<LogId> = meta_get(&meta, KEY_LAST_PURGED)?;
+            // Never move the purge point back: openraft does not ask to, and a stale request must
+            // not make purged entries look present.
+            if prev.as_ref().is_none_or(|p| p < log_id) {
+                let bytes = encode(KEY_LAST_PURGED, log_id)?;
+                meta.insert(KEY_LAST_PURGED, bytes.as_slice())?;
+            }
+            let mut table = txn.open_table(ENTRIES)?;
+            table.retain_in((Bound::Unbounded, Bound::Included(log_id.index)), |_, _| {
+                false
+            })?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+}
+
+impl LogStore {
+    /// Opens `raft_dir/raft.redb`, creating the directory and the file if needed.
+    // openraft's error type is large; it is what every caller of the store handles anyway.
+    #[allow(clippy::result_large_err)]
+    pub fn open(raft_dir: &Path) -> Result<LogStore, StorageError> {
+        let path = raft_dir.join(LOG_FILE_NAME);
+        let fail = |op: &'static str, cause: Cause| -> StorageError {
+            let e = FileError {
+                path: path.clone(),
+                op,
+                cause,
+            };
+            StorageIOError::read_logs(e.any()).into()
+        };
+        std::fs::create_dir_all(raft_dir)
+            .map_err(|e| fail("create the directory", Cause::Redb(redb::Error::Io(e))))?;
+        let db = open_db(&path, true).map_err(|e| fail("open", e.into()))?;
+        // Create the tables up front, so readers always find them.
+        let init = || -> Result<(), Cause> {
+            let txn = begin_durable_write(&db)?;
+            txn.open_table(ENTRIES)?;
+            txn.open_table(META)?;
+            txn.commit()?;
+            Ok(())
+        };
+        init().map_err(|e| fail("create the tables", e))?;
+        Ok(LogStore {
+            inner: Arc::new(Inner { db, path }),
+        })
+    }
+
+    /// The log file's path.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Runs `f` on the blocking pool, naming the file and `op` in its error.
+    async fn blocking<T, F>(&self, op: &'static str, f: F) -> Result<T, FileError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Inner) -> Result<T, Cause> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        let res = tokio::task::spawn_blocking(move || f(&inner)).await;
+        let cause = match res {
+            Ok(Ok(v)) => return Ok(v),
+            Ok(Err(cause)) => cause,
+            Err(join) => Cause::Join(join),
+        };
+        Err(FileError {
+            path: self.inner.path.clone(),
+            op,
+            cause,
+        })
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, StorageError> {
+        let Some((start, end)) = half_open(range.start_bound(), range.end_bound()) else {
+            return Ok(Vec::new());
+        };
+        self.blocking("read entries", move |inner| inner.read_entries(start, end))
+            .await
+            .map_err(|e| StorageIOError::read_logs(e.any()).into())
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
+        let (last_purged_log_id, last_log_id) = self
+            .blocking("read the log state", |inner| inner.log_state())
+            .await
+            .map_err(|e| StorageIOError::read_logs(e.any()))?;
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
+        let vote = *vote;
+        self.blocking("save the vote", move |inner| {
+            inner.meta_write(KEY_VOTE, Some(&vote))
+        })
+        .await
+        .map_err(|e| StorageIOError::write_vote(e.any()).into())
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
+        self.blocking("read the vote", |inner| inner.meta_read(KEY_VOTE))
+            .await
+            .map_err(|e| StorageIOError::read_vote(e.any()).into())
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+        self.blocking("save the committed log id", move |inner| {
+            inner.meta_write(KEY_COMMITTED, committed.as_ref())
+        })
+        .await
+        .map_err(|e| StorageIOError::write(e.any()).into())
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
+        self.blocking("read the committed log id", |inner| {
+            inner.meta_read(KEY_COMMITTED)
+        })
+        .await
+        .map_err(|e| StorageIOError::read(e.any()).into())
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        let res = if entries.is_empty() {
+            Ok(())
+        } else {
+            self.blocking("append entries", move |inner| inner.append(&entries))
+                .await
+        };
+        // The commit above was durable (fsynced) before the flush is reported.
+        match res {
+            Ok(()) => {
+                callback.log_io_completed(Ok(()));
+                Ok(())
+            }
+            Err(e) => {
+                callback.log_io_completed(Err(io::Error::other(e.to_string())));
+                Err(StorageIOError::write_logs(e.any()).into())
+            }
+        }
+    }
+
+    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        let index = log_id.index;
+        self.blocking("truncate the log", move |inner| inner.truncate(index))
+            .await
+            .map_err(|e| StorageIOError::write_logs(e.any()).into())
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        self.blocking("purge the log", move |inner| inner.purge(&log_id))
+            .await
+            .map_err(|e| StorageIOError::write_logs(e.any()).into())
+    }
+}
+
+/// Reads what an existing log holds, for start-up classification, without creating anything:
+/// an absent `raft_dir/raft.redb` (or an absent `raft_dir`) gives `exists: false`. An existing
+/// file is opened as redb does (which checks it, and may repair it after a crash) and only read;
+/// a zero-length file, which holds nothing, gives `exists: true` and no values. A log that a
+/// running [`LogStore`] holds open (redb locks the file) cannot be probed: that is an error.
+pub fn probe(raft_dir: &Path) -> Result<LogProbe, String> {
+    let path = raft_dir.join(LOG_FILE_NAME);
+    let fail =
+        |what: &str, e: &dyn fmt::Display| format!("raft log {}: {what}: {e}", path.display());
+    let meta = match std::fs::metadata(&path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(LogProbe::default()),
+        Err(e) => return Err(fail("stat", &e)),
+    };
+    if !meta.is_file() {
+        return Err(fail("probe", &"not a regular file"));
+    }
+    let present = LogProbe {
+        exists: true,
+        ..LogProbe::default()
+    };
+    if meta.len() == 0 {
+        return Ok(present);
+    }
+    let db = open_db(&path, false).map_err(|e| fail("open", &e))?;
+    let read = || -> Result<LogProbe, Cause> {
+        let txn = db.begin_read()?;
+        let (vote, last_purged, committed) = match txn.open_table(META) {
+            Ok(meta) => (
+                meta_get(&meta, KEY_VOTE)?,
+                meta_get(&meta, KEY_LAST_PURGED)?,
+                meta_get(&meta, KEY_COMMITTED)?,
+            ),
+            Err(TableError::TableDoesNotExist(_)) => (None, None, None),
+            Err(e) => return Err(e.into()),
+        };
+        let last_entry = match txn.open_table(ENTRIES) {
+            Ok(entries) => last_entry_log_id(&entries)?,
+            Err(TableError::TableDoesNotExist(_)) => None,
+            Err(e) => return Err(e.into()),
+        };
+        Ok(LogProbe {
+            vote,
+            last_purged,
+            last_log_id: last_entry.or(last_purged),
+            committed,
+            ..present
+        })
+    };
+    read().map_err(|e| fail("read", &e))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use openraft::{CommittedLeaderId, EntryPayload, Membership};
+
+    use super::*;
+    use crate::types::{Command, NodeAddr};
+
+    fn log_id(term: u64, index: u64) -> LogId {
+        LogId::new(CommittedLeaderId::new(term, 1), index)
+    }
+
+    fn blank(term: u64, index: u64) -> Entry {
+        Entry {
+            log_id: log_id(term, index),
+            payload: EntryPayload::Blank,
+        }
+    }
+
+    fn normal(term: u64, index: u64) -> Entry {
+        Entry {
+            log_id: log_id(term, index),
+            payload: EntryPayload::Normal(Command::Write {
+                requests: Vec::new(),
+                at_unix_ms: 1_700_000_000_000 + index as i64,
+                seed: index,
+            }),
+        }
+    }
+
+    fn membership(term: u64, index: u64) -> Entry {
+        let nodes = BTreeMap::from([(
+            1,
+            NodeAddr {
+                raft_addr: "127.0.0.1:7001".into(),
+                api_addr: "127.0.0.1:8001".into(),
+            },
+        )]);
+        Entry {
+            log_id: log_id(term, index),
+            payload: EntryPayload::Membership(Membership::new(vec![BTreeSet::from([1])], nodes)),
+        }
+    }
+
+    /// Appends through the storage API and waits for the flush callback.
+    async fn append(store: &mut LogStore, entries: Vec<Entry>) {
+        use openraft::storage::RaftLogStorageExt;
+        store.blocking_append(entries).await.unwrap();
+    }
+
+    async fn all_entries(store: &mut LogStore) -> Vec<Entry> {
+        store.try_get_log_entries(..).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn append_and_read_back_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let raft_dir = dir.path().join("raft");
+        let written = vec![blank(1, 1), membership(1, 2), normal(1, 3), normal(2, 4)];
+        {
+            let mut store = LogStore::open(&raft_dir).unwrap();
+            append(&mut store, written.clone()).await;
+            assert_eq!(all_entries(&mut store).await, written);
+            assert_eq!(
+                store.try_get_log_entries(2..4).await.unwrap(),
+                written[1..3].to_vec()
+            );
+            assert_eq!(
+                store.try_get_log_entries(3..=4).await.unwrap(),
+                written[2..4].to_vec()
+            );
+            // Empty and out-of-range requests are empty, not errors.
+            assert!(store.try_get_log_entries(3..3).await.unwrap().is_empty());
+            assert!(store.try_get_log_entries(9..).await.unwrap().is_empty());
+            assert!(store
+                .try_get_log_entries((Bound::Excluded(u64::MAX), Bound::Unbounded))
+                .await
+                .unwrap()
+                .is_empty());
+        }
+        let mut store = LogStore::open(&raft_dir).unwrap();
+        assert_eq!(all_entries(&mut store).await, written);
+        let state = store.get_log_state().await.unwrap();
+        assert_eq!(state.last_log_id, Some(log_id(2, 4)));
+        assert_eq!(state.last_purged_log_id, None);
+        // The reader shares the store.
+        let mut reader = store.get_log_reader().await;
+        append(&mut store, vec![normal(2, 5)]).await;
+        assert_eq!(
+            reader.try_get_log_entries(5..6).await.unwrap(),
+            vec![normal(2, 5)]
+        );
+    }
+
+    #[tokio::test]
+    async fn vote_and_committed_persist_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let vote = Vote::new_committed(3, 2);
+        {
+            let mut store = LogStore::open(dir.path()).unwrap();
+            assert_eq!(store.read_vote().await.unwrap(), None);
+            assert_eq!(store.read_committed().await.unwrap(), None);
+            store.save_vote(&Vote::new(2, 1)).await.unwrap();
+            store.save_vote(&vote).await.unwrap();
+            store.save_committed(Some(log_id(3, 7))).await.unwrap();
+        }
+        let mut store = LogStore::open(dir.path()).unwrap();
+        assert_eq!(store.read_vote().await.unwrap(), Some(vote));
+        assert_eq!(store.read_committed().await.unwrap(), Some(log_id(3, 7)));
+        store.save_committed(None).await.unwrap();
+        assert_eq!(store.read_committed().await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn purge_and_log_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = LogStore::open(dir.path()).unwrap();
+        let empty = store.get_log_state().await.unwrap();
+        assert_eq!((empty.last_purged_log_id, empty.last_log_id), (None, None));
+
+        append(&mut store, (1..=10).map(|i| normal(1, i)).collect()).await;
+        store.purge(log_id(1, 4)).await.unwrap();
+        let state = store.get_log_state().await.unwrap();
+        assert_eq!(state.last_purged_log_id, Some(log_id(1, 4)));
+        assert_eq!(state.last_log_id, Some(log_id(1, 10)));
+        let left = all_entries(&mut store).await;
+        assert_eq!(left.first().map(|e| e.log_id), Some(log_id(1, 5)));
+        assert_eq!(left.len(), 6);
+
+        // Purging everything leaves last_log_id at the purge point, also after a reopen.
+        store.purge(log_id(1, 10)).await.unwrap();
+        drop(store);
+        let mut store = LogStore::open(dir.path()).unwrap();
+        assert!(all_entries(&mut store).await.is_empty());
+        let state = store.get_log_state().await.unwrap();
+        assert_eq!(state.last_purged_log_id, Some(log_id(1, 10)));
+        assert_eq!(state.last_log_id, Some(log_id(1, 10)));
+
+        // The log continues after the purge point.
+        append(&mut store, vec![normal(2, 11)]).await;
+        let state = store.get_log_state().await.unwrap();
+        assert_eq!(state.last_purged_log_id, Some(log_id(1, 10)));
+        assert_eq!(state.last_log_id, Some(log_id(2, 11)));
+    }
+
+    #[tokio::test]
+    async fn truncate_deletes_from_index_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = LogStore::open(dir.path()).unwrap();
+        append(&mut store, (1..=10).map(|i| normal(1, i)).collect()).await;
+        store.truncate(log_id(1, 7)).await.unwrap();
+        let left = all_entries(&mut store).await;
+        assert_eq!(
+            left.iter().map(|e| e.log_id.index).collect::<Vec<_>>(),
+            (1..=6).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            store.get_log_state().await.unwrap().last_log_id,
+            Some(log_id(1, 6))
+        );
+        // A conflicting suffix is replaced.
+        append(&mut store, vec![normal(2, 7), normal(2, 8)]).await;
+        assert_eq!(
+            store.try_get_log_entries(6..).await.unwrap(),
+            vec![normal(1, 6), normal(2, 7), normal(2, 8)]
+        );
+        store.truncate(log_id(1, 1)).await.unwrap();
+        assert!(all_entries(&mut store).await.is_empty());
+        assert_eq!(store.get_log_state().await.unwrap().last_log_id, None);
+    }
+
+    #[tokio::test]
+    async fn probe_missing_and_populated() {
+        let dir = tempfile::tempdir().unwrap();
+        let raft_dir = dir.path().join("raft");
+
+        // Absent: nothing is created.
+        assert_eq!(probe(&raft_dir).unwrap(), LogProbe::default());
+        assert!(!raft_dir.exists());
+        std::fs::create_dir(&raft_dir).unwrap();
+        assert_eq!(probe(&raft_dir).unwrap(), LogProbe::default());
+        assert!(!raft_dir.join(LOG_FILE_NAME).exists());
+
+        let vote = Vote::new_committed(4, 1);
+        {
+            let mut store = LogStore::open(&raft_dir).unwrap();
+            // redb locks the file: a probe of a log in use is an error, not a second writer.
+            let err = probe(&raft_dir).unwrap_err();
+            assert!(err.contains(LOG_FILE_NAME), "{err}");
+            append(&mut store, (1..=5).map(|i| normal(4, i)).collect()).await;
+            store.save_vote(&vote).await.unwrap();
+            store.save_committed(Some(log_id(4, 5))).await.unwrap();
+            store.purge(log_id(4, 2)).await.unwrap();
+        }
+        assert_eq!(
+            probe(&raft_dir).unwrap(),
+            LogProbe {
+                exists: true,
+                vote: Some(vote),
+                last_purged: Some(log_id(4, 2)),
+                last_log_id: Some(log_id(4, 5)),
+                committed: Some(log_id(4, 5)),
+            }
+        );
+        // Probing left the log usable.
+        let mut store = LogStore::open(&raft_dir).unwrap();
+        store.purge(log_id(4, 5)).await.unwrap();
+        drop(store);
+        let p = probe(&raft_dir).unwrap();
+        assert_eq!(p.last_log_id, Some(log_id(4, 5)));
+        assert_eq!(p.last_purged, Some(log_id(4, 5)));
+
+        // A freshly created log exists and is empty.
+        let other = dir.path().join("other");
+        drop(LogStore::open(&other).unwrap());
+        assert_eq!(
+            probe(&other).unwrap(),
+            LogProbe {
+                exists: true,
+                ..LogProbe::default()
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn garbage_file_is_an_error_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(LOG_FILE_NAME);
+        // Deterministic pseudo-random bytes (xorshift), several pages' worth.
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let garbage: Vec<u8> = (0..64 * 1024)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        std::fs::write(&path, &garbage).unwrap();
+
+        let err = LogStore::open(dir.path()).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains(&path.display().to_string()), "{msg}");
+
+        let err = probe(dir.path()).unwrap_err();
+        assert!(err.contains(&path.display().to_string()), "{err}");
+        // Neither call replaced the file.
+        assert_eq!(std::fs::read(&path).unwrap(), garbage);
+    }
+
+    #[tokio::test]
+    async fn damaged_file_never_panics() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut store = LogStore::open(dir.path()).unwrap();
+            for i in 1..=100 {
+                append(&mut store, vec![normal(1, i)]).await;
+            }
+            store.save_vote(&Vote::new_committed(1, 1)).await.unwrap();
+        }
+        let path = dir.path().join(LOG_FILE_NAME);
+        let pristine = std::fs::read(&path).unwrap();
+        // Flip one byte at a time across the file: each open either fails with an error naming the
+        // file or succeeds, and what it then reads is entries or errors, never a panic.
+        let mut failed = 0;
+        for offset in (0..pristine.len()).step_by(509) {
+            let mut damaged = pristine.clone();
+            damaged[offset] ^= 0x5A;
+            std::fs::write(&path, &damaged).unwrap();
+            match LogStore::open(dir.path()) {
+                Err(e) => {
+                    failed += 1;
+                    assert!(e.to_string().contains(LOG_FILE_NAME), "{e}");
+                }
+                Ok(mut store) => {
+                    let _ = store.try_get_log_entries(..).await;
+                    let _ = store.get_log_state().await;
+                    let _ = store.read_vote().await;
+                }
+            }
+            let _ = probe(dir.path());
+        }
+        assert!(failed > 0, "no flip was detected");
+    }
+
+    #[tokio::test]
+    async fn corrupt_record_is_an_error_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = LogStore::open(dir.path()).unwrap();
+        append(&mut store, vec![normal(1, 1)]).await;
+        // Write bytes that are not an entry, and an entry under the wrong index.
+        let inner = Arc::clone(&store.inner);
+        let txn = begin_durable_write(&inner.db).unwrap();
+        {
+            let mut table = txn.open_table(ENTRIES).unwrap();
+            table.insert(2, [0xFFu8; 3].as_slice()).unwrap();
+            let wrong = encode("entry", &normal(1, 9)).unwrap();
+            table.insert(3, wrong.as_slice()).unwrap();
+        }
+        txn.commit().unwrap();
+
+        let err = store.try_get_log_entries(2..3).await.unwrap_err();
+        assert!(err.to_string().contains("raft.redb"), "{err}");
+        let err = store.try_get_log_entries(3..4).await.unwrap_err();
+        assert!(err.to_string().contains("index 3"), "{err}");
+        assert!(store.get_log_state().await.is_err());
+        assert_eq!(
+            store.try_get_log_entries(1..2).await.unwrap(),
+            vec![normal(1, 1)]
+        );
+    }
+}

@@ -1,0 +1,444 @@
+//! A running Raft node: storage, network and openraft tied together, plus group commit, cluster
+//! membership and the one code path that initializes the first timeline.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{ChangeMembers, Config, ServerState, SnapshotPolicy};
+use raftlite_store::{StatementResult, Store, TimelineRecord, WriteRequest};
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+use crate::log_store::LogStore;
+use crate::network::HttpNetworkFactory;
+use crate::state_machine::SqliteStateMachine;
+use crate::types::*;
+
+/// Requests merged into one log entry at most.
+const MAX_BATCH: usize = 512;
+/// Entries proposed concurrently; while they are in flight new requests queue up and form the
+/// next, larger batch, which is what makes group commit adapt to load.
+const MAX_IN_FLIGHT: usize = 4;
+
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub node_id: NodeId,
+    pub data_dir: PathBuf,
+    /// Addresses other members and clients use to reach this node.
+    pub addr: NodeAddr,
+    /// Take a Raft snapshot after this many entries since the last one.
+    pub snapshot_threshold: u64,
+    pub heartbeat_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+}
+
+impl NodeConfig {
+    pub fn new(node_id: NodeId, data_dir: &Path, addr: NodeAddr) -> NodeConfig {
+        NodeConfig {
+            node_id,
+            data_dir: data_dir.to_path_buf(),
+            addr,
+            snapshot_threshold: 8192,
+            heartbeat_ms: 150,
+            election_timeout_min_ms: 1000,
+            election_timeout_max_ms: 2000,
+        }
+    }
+}
+
+/// Paths inside a data dir. The layout is part of the operator contract (see README).
+pub struct DataDirLayout {
+    pub db: PathBuf,
+    pub raft: PathBuf,
+    pub snapshots: PathBuf,
+}
+
+impl DataDirLayout {
+    pub fn new(data_dir: &Path) -> DataDirLayout {
+        DataDirLayout {
+            db: data_dir.join("db.sqlite"),
+            raft: data_dir.join("raft"),
+            snapshots: data_dir.join("snapshots"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("cannot open storage: {0}")]
+    Storage(String),
+    #[error("invalid Raft configuration: {0}")]
+    Config(String),
+    #[error("raft failed: {0}")]
+    Raft(String),
+}
+
+/// Why a write or a leader-only read did not happen here.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum WriteError {
+    #[error("this node is not the leader")]
+    NotLeader { leader: Option<(NodeId, NodeAddr)> },
+    #[error("cluster unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Results of one write request and the log index it was committed at.
+#[derive(Debug, Clone)]
+pub struct WriteOutcome {
+    pub results: Vec<StatementResult>,
+    pub raft_index: u64,
+}
+
+struct PendingWrite {
+    request: WriteRequest,
+    reply: oneshot::Sender<Result<WriteOutcome, WriteError>>,
+}
+
+struct Inner {
+    id: NodeId,
+    addr: NodeAddr,
+    raft: Raft,
+    store: Arc<Store>,
+    writes: mpsc::Sender<PendingWrite>,
+}
+
+/// Handle to a running node; cheap to clone.
+#[derive(Clone)]
+pub struct RaftNode {
+    inner: Arc<Inner>,
+}
+
+pub fn unix_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl RaftNode {
+    /// Opens storage and starts Raft. Does not bootstrap or join: see [`RaftNode::bootstrap`].
+    pub async fn start(config: NodeConfig) -> Result<RaftNode, NodeError> {
+        let layout = DataDirLayout::new(&config.data_dir);
+        let log_store =
+            LogStore::open(&layout.raft).map_err(|e| NodeError::Storage(e.to_string()))?;
+        let (db, snapshots) = (layout.db.clone(), layout.snapshots.clone());
+        let state_machine =
+            tokio::task::spawn_blocking(move || SqliteStateMachine::open(&db, &snapshots))
+                .await
+                .map_err(|e| NodeError::Storage(e.to_string()))?
+                .map_err(|e| NodeError::Storage(e.to_string()))?;
+        let store = state_machine.store();
+
+        let raft_config = Config {
+            cluster_name: "raftlite".to_string(),
+            heartbeat_interval: config.heartbeat_ms,
+            election_timeout_min: config.election_timeout_min_ms,
+            election_timeout_max: config.election_timeout_max_ms,
+            // Snapshot chunks of a multi-GB database take longer than openraft's 200 ms default.
+            install_snapshot_timeout: 30_000,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_threshold),
+            max_in_snapshot_log_to_keep: 1000,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| NodeError::Config(e.to_string()))?;
+
+        let raft = Raft::new(
+            config.node_id,
+            Arc::new(raft_config),
+            HttpNetworkFactory::new(),
+            log_store,
+            state_machine,
+        )
+        .await
+        .map_err(|e| NodeError::Raft(e.to_string()))?;
+
+        let (tx, rx) = mpsc::channel(MAX_BATCH * 4);
+        tokio::spawn(run_group_commit(raft.clone(), rx));
+        let node = RaftNode {
+            inner: Arc::new(Inner {
+                id: config.node_id,
+                addr: config.addr,
+                raft,
+                store,
+                writes: tx,
+            }),
+        };
+        tokio::spawn(node.clone().initialize_timeline_when_leader());
+        Ok(node)
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.inner.id
+    }
+
+    pub fn addr(&self) -> &NodeAddr {
+        &self.inner.addr
+    }
+
+    pub fn raft(&self) -> &Raft {
+        &self.inner.raft
+    }
+
+    pub fn store(&self) -> Arc<Store> {
+        self.inner.store.clone()
+    }
+
+    /// Makes this node a single-voter cluster if it has never been part of one.
+    pub async fn bootstrap(&self) -> Result<bool, NodeError> {
+        let initialized = self
+            .inner
+            .raft
+            .is_initialized()
+            .await
+            .map_err(|e| NodeError::Raft(e.to_string()))?;
+        if initialized {
+            return Ok(false);
+        }
+        let mut members = BTreeMap::new();
+        members.insert(self.inner.id, self.inner.addr.clone());
+        self.inner
+            .raft
+            .initialize(members)
+            .await
+            .map_err(|e| NodeError::Raft(e.to_string()))?;
+        tracing::info!(
+            node_id = self.inner.id,
+            "bootstrapped a new single-node cluster"
+        );
+        Ok(true)
+    }
+
+    pub fn metrics(&self) -> openraft::RaftMetrics<NodeId, NodeAddr> {
+        self.inner.raft.metrics().borrow().clone()
+    }
+
+    /// The leader as this node currently knows it.
+    pub fn leader(&self) -> Option<(NodeId, NodeAddr)> {
+        let metrics = self.inner.raft.metrics();
+        let m = metrics.borrow();
+        let id = m.current_leader?;
+        let node = m.membership_config.membership().get_node(&id)?.clone();
+        Some((id, node))
+    }
+
+    pub fn is_leader(&self) -> bool {
+        let metrics = self.inner.raft.metrics();
+        let m = metrics.borrow();
+        m.state == ServerState::Leader && m.current_leader == Some(self.inner.id)
+    }
+
+    /// Proposes a client's write through group commit and waits until it is applied.
+    pub async fn write(&self, request: WriteRequest) -> Result<WriteOutcome, WriteError> {
+        let (reply, rx) = oneshot::channel();
+        self.inner
+            .writes
+            .send(PendingWrite { request, reply })
+            .await
+            .map_err(|_| WriteError::Unavailable("node is shutting down".into()))?;
+        rx.await
+            .map_err(|_| WriteError::Unavailable("node is shutting down".into()))?
+    }
+
+    /// Waits until this node, as leader, has applied everything committed before the call.
+    pub async fn ensure_linearizable(&self) -> Result<(), WriteError> {
+        match self.inner.raft.ensure_linearizable().await {
+            Ok(_) => Ok(()),
+            Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f))) => {
+                Err(not_leader(f))
+            }
+            Err(e) => Err(WriteError::Unavailable(e.to_string())),
+        }
+    }
+
+    /// Adds a node as learner, then as voter. A node already a voter at the same address is a
+    /// no-op, so a restarted node with the same `--join` flags is harmless.
+    pub async fn add_node(&self, id: NodeId, addr: NodeAddr) -> Result<(), WriteError> {
+        let metrics = self.metrics();
+        let membership = metrics.membership_config.membership();
+        let is_voter = membership.voter_ids().any(|v| v == id);
+        if is_voter && membership.get_node(&id) == Some(&addr) {
+            return Ok(());
+        }
+        if membership.get_node(&id).is_none() || membership.get_node(&id) != Some(&addr) {
+            self.inner
+                .raft
+                .add_learner(id, addr.clone(), true)
+                .await
+                .map_err(map_write_err)?;
+        }
+        if !is_voter {
+            self.inner
+                .raft
+                .change_membership(ChangeMembers::AddVoterIds([id].into()), false)
+                .await
+                .map_err(map_write_err)?;
+        }
+        tracing::info!(node_id = id, %addr, "node joined the cluster");
+        Ok(())
+    }
+
+    /// Removes a node from the membership (voter or learner).
+    pub async fn remove_node(&self, id: NodeId) -> Result<(), WriteError> {
+        let metrics = self.metrics();
+        let membership = metrics.membership_config.membership();
+        if membership.get_node(&id).is_none() {
+            return Err(WriteError::Unavailable(format!(
+                "node {id} is not a member"
+            )));
+        }
+        if membership.voter_ids().any(|v| v == id) {
+            self.inner
+                .raft
+                .change_membership(ChangeMembers::RemoveVoters([id].into()), false)
+                .await
+                .map_err(map_write_err)?;
+        }
+        let metrics = self.metrics();
+        if metrics
+            .membership_config
+            .membership()
+            .get_node(&id)
+            .is_some()
+        {
+            self.inner
+                .raft
+                .change_membership(ChangeMembers::RemoveNodes([id].into()), false)
+                .await
+                .map_err(map_write_err)?;
+        }
+        tracing::info!(node_id = id, "node removed from the cluster");
+        Ok(())
+    }
+
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.inner.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft did not shut down cleanly");
+        }
+    }
+
+    /// The single code path that gives a database its first timeline: the leader proposes it
+    /// once through the log, and applying it is a no-op when one exists, so a repeated or raced
+    /// proposal can never conflict.
+    async fn initialize_timeline_when_leader(self) {
+        let mut metrics = self.inner.raft.metrics();
+        loop {
+            let has_timeline = {
+                let store = self.inner.store.clone();
+                tokio::task::spawn_blocking(move || store.meta().map(|m| m.timeline().is_some()))
+                    .await
+            };
+            match has_timeline {
+                Ok(Ok(true)) => return,
+                Ok(Err(e)) => tracing::warn!(error = %e, "cannot read timeline"),
+                _ => {}
+            }
+            if self.is_leader() {
+                let record = TimelineRecord {
+                    id: format!("{:032x}", rand::random::<u128>()),
+                    counter: 1,
+                    parent: None,
+                    parent_index: None,
+                    reason: "bootstrap".to_string(),
+                    at_unix_ms: unix_ms(),
+                };
+                match self
+                    .inner
+                    .raft
+                    .client_write(Command::InitTimeline(record))
+                    .await
+                {
+                    Ok(_) => continue,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "timeline initialization will be retried")
+                    }
+                }
+            }
+            let changed = tokio::time::timeout(Duration::from_secs(1), metrics.changed()).await;
+            if let Ok(Err(_)) = changed {
+                return; // raft shut down
+            }
+        }
+    }
+}
+
+fn not_leader(f: openraft::error::ForwardToLeader<NodeId, NodeAddr>) -> WriteError {
+    WriteError::NotLeader {
+        leader: f.leader_id.zip(f.leader_node),
+    }
+}
+
+fn map_write_err(e: RaftError<NodeId, ClientWriteError<NodeId, NodeAddr>>) -> WriteError {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => not_leader(f),
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => {
+            WriteError::Unavailable(c.to_string())
+        }
+        RaftError::Fatal(f) => WriteError::Unavailable(f.to_string()),
+    }
+}
+
+/// Group commit: requests that arrive while earlier entries are in flight share the next entry,
+/// so many concurrent clients pay for one log append and one fsync per node.
+async fn run_group_commit(raft: Raft, mut rx: mpsc::Receiver<PendingWrite>) {
+    let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    while let Some(first) = rx.recv().await {
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            return;
+        };
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(w) => batch.push(w),
+                Err(_) => break,
+            }
+        }
+        let raft = raft.clone();
+        tokio::spawn(async move {
+            propose_batch(&raft, batch).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn propose_batch(raft: &Raft, batch: Vec<PendingWrite>) {
+    let (requests, replies): (Vec<_>, Vec<_>) =
+        batch.into_iter().map(|p| (p.request, p.reply)).unzip();
+    let command = Command::Write {
+        requests,
+        at_unix_ms: unix_ms(),
+        seed: rand::random(),
+    };
+    match raft.client_write(command).await {
+        Ok(response) => {
+            let index = response.log_id.index;
+            match response.data {
+                CommandResponse::Write(results) if results.len() == replies.len() => {
+                    for (reply, results) in replies.into_iter().zip(results) {
+                        let _ = reply.send(Ok(WriteOutcome {
+                            results,
+                            raft_index: index,
+                        }));
+                    }
+                }
+                other => {
+                    let err = WriteError::Unavailable(format!(
+                        "state machine answered a write with {other:?}"
+                    ));
+                    for reply in replies {
+                        let _ = reply.send(Err(err.clone()));
+                    }
+                }
+            }
+        }
+        Err(e) => {
+            let err = map_write_err(e);
+            for reply in replies {
+                let _ = reply.send(Err(err.clone()));
+            }
+        }
+    }
+}

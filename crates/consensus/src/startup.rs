@@ -1,0 +1,271 @@
+//! Start-up classification of a data dir (DESIGN.md section 6), before anything is written.
+//!
+//! The probe only reads: it never creates the data dir, the log, the database or a snapshot.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use crate::log_store::{self, LogProbe};
+use crate::node::DataDirLayout;
+use crate::state_machine::{log_id_to_position, SnapshotDir};
+
+/// What the data dir holds, and so what the node may do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DataDirState {
+    /// No log, no vote, no database: bootstrap or join.
+    Empty,
+    /// Log and database agree: serve.
+    Consistent {
+        applied_index: u64,
+        last_log_index: u64,
+    },
+    /// The log is present but the database is missing or behind: it is rebuilt automatically from
+    /// the newest snapshot and the log.
+    DbLost {
+        db_index: Option<u64>,
+        snapshot_index: Option<u64>,
+        last_log_index: u64,
+    },
+    /// The database (or a snapshot) is at `db_index` > 0 but the log or vote is gone. Serving
+    /// would silently fork the cluster, so the node refuses.
+    LogLost { db_index: u64, db_file: PathBuf },
+    /// A file failed its checks.
+    Corrupt { file: PathBuf, detail: String },
+}
+
+impl DataDirState {
+    /// Whether a node may start on this data dir without an operator's decision.
+    pub fn can_start(&self) -> bool {
+        matches!(
+            self,
+            DataDirState::Empty | DataDirState::Consistent { .. } | DataDirState::DbLost { .. }
+        )
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            DataDirState::Empty => "empty",
+            DataDirState::Consistent { .. } => "consistent",
+            DataDirState::DbLost { .. } => "db lost",
+            DataDirState::LogLost { .. } => "log lost",
+            DataDirState::Corrupt { .. } => "corrupt",
+        }
+    }
+}
+
+impl fmt::Display for DataDirState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DataDirState::Empty => write!(f, "empty data dir: a new node"),
+            DataDirState::Consistent {
+                applied_index,
+                last_log_index,
+            } => write!(
+                f,
+                "consistent: database at index {applied_index}, log up to {last_log_index}"
+            ),
+            DataDirState::DbLost {
+                db_index,
+                snapshot_index,
+                last_log_index,
+            } => write!(
+                f,
+                "database missing or behind (database at {}, snapshot at {}, log up to \
+                 {last_log_index}): it will be rebuilt from the snapshot and the log",
+                opt(db_index),
+                opt(snapshot_index)
+            ),
+            DataDirState::LogLost { db_index, db_file } => write!(
+                f,
+                "the Raft log (raft/) is missing or empty, but the database {} is at log index \
+                 {db_index}. Starting normally would fork the cluster's history, so the node \
+                 refuses. Options: (1) restart with --recovery-mode to start a new single-node \
+                 cluster from this database on a new timeline (writes committed after index \
+                 {db_index} that this database never applied are lost; other nodes then join it \
+                 with empty data dirs); (2) if other members of the cluster still run, move this \
+                 data dir aside and start the node empty with --join so it copies their data; \
+                 (3) restore from a backup.",
+                db_file.display()
+            ),
+            DataDirState::Corrupt { file, detail } => write!(
+                f,
+                "{} is damaged ({detail}). Options: if other members still run, move this data \
+                 dir aside and start empty with --join; otherwise restore from a backup. \
+                 Nothing was changed.",
+                file.display()
+            ),
+        }
+    }
+}
+
+fn opt(v: &Option<u64>) -> String {
+    v.map(|i| i.to_string())
+        .unwrap_or_else(|| "none".to_string())
+}
+
+/// Classifies `data_dir` by reading the log, the database and the snapshots.
+pub fn classify(data_dir: &Path) -> DataDirState {
+    let layout = DataDirLayout::new(data_dir);
+    let log = match log_store::probe(&layout.raft) {
+        Ok(log) => log,
+        Err(detail) => {
+            return DataDirState::Corrupt {
+                file: layout.raft.join(log_store::LOG_FILE_NAME),
+                detail,
+            }
+        }
+    };
+    let db_index = match raftlite_store::probe(&layout.db) {
+        Ok(meta) => meta.and_then(|m| m.applied).map(|p| p.index),
+        Err(e) => {
+            return DataDirState::Corrupt {
+                file: layout.db.clone(),
+                detail: e.to_string(),
+            }
+        }
+    };
+    let snapshot_index = match SnapshotDir::read_only(&layout.snapshots).current() {
+        Ok(s) => s.and_then(|(m, _)| m.last_log_id.map(|l| log_id_to_position(&l).index)),
+        Err(e) => {
+            return DataDirState::Corrupt {
+                file: layout.snapshots.clone(),
+                detail: e.to_string(),
+            }
+        }
+    };
+    decide(&log, db_index, snapshot_index, &layout.db)
+}
+
+fn decide(
+    log: &LogProbe,
+    db_index: Option<u64>,
+    snapshot_index: Option<u64>,
+    db_file: &Path,
+) -> DataDirState {
+    let log_empty = log.vote.is_none() && log.last_log_id.is_none();
+    let data_index = db_index.max(snapshot_index);
+    if log_empty {
+        return match data_index {
+            None => DataDirState::Empty,
+            // A database never written by Raft (or only at index 0) has nothing to lose.
+            Some(0) => DataDirState::Empty,
+            Some(db_index) => DataDirState::LogLost {
+                db_index,
+                db_file: db_file.to_path_buf(),
+            },
+        };
+    }
+    let last_log_index = log.last_log_id.map(|l| l.index).unwrap_or(0);
+    if let Some(data) = data_index {
+        if data > last_log_index {
+            // The log ends before data that was applied from it: entries are missing.
+            return DataDirState::LogLost {
+                db_index: data,
+                db_file: db_file.to_path_buf(),
+            };
+        }
+    }
+    let purged = log.last_purged.map(|l| l.index);
+    let rebuildable_from = snapshot_index.max(db_index);
+    if purged.is_some() && rebuildable_from < purged {
+        return DataDirState::Corrupt {
+            file: db_file.to_path_buf(),
+            detail: format!(
+                "the database (index {}) and snapshots (index {}) are older than the log's \
+                 purged prefix (up to {}), so the data cannot be rebuilt here",
+                opt(&db_index),
+                opt(&snapshot_index),
+                opt(&purged)
+            ),
+        };
+    }
+    match db_index {
+        Some(applied_index) if db_index >= snapshot_index => DataDirState::Consistent {
+            applied_index,
+            last_log_index,
+        },
+        _ => DataDirState::DbLost {
+            db_index,
+            snapshot_index,
+            last_log_index,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::LogId;
+
+    fn log_id(index: u64) -> LogId {
+        LogId::new(openraft::CommittedLeaderId::new(1, 1), index)
+    }
+
+    fn log(last: Option<u64>, purged: Option<u64>) -> LogProbe {
+        LogProbe {
+            exists: true,
+            vote: Some(openraft::Vote::new(1, 1)),
+            last_purged: purged.map(log_id),
+            last_log_id: last.map(log_id),
+            committed: None,
+        }
+    }
+
+    #[test]
+    fn classification_table() {
+        let db = Path::new("/d/db.sqlite");
+        let none = LogProbe::default();
+        assert_eq!(decide(&none, None, None, db), DataDirState::Empty);
+        assert_eq!(decide(&none, Some(0), None, db), DataDirState::Empty);
+        assert!(matches!(
+            decide(&none, Some(7), None, db),
+            DataDirState::LogLost { db_index: 7, .. }
+        ));
+        assert!(matches!(
+            decide(&none, None, Some(9), db),
+            DataDirState::LogLost { db_index: 9, .. }
+        ));
+        assert_eq!(
+            decide(&log(Some(10), None), Some(10), None, db),
+            DataDirState::Consistent {
+                applied_index: 10,
+                last_log_index: 10
+            }
+        );
+        assert!(matches!(
+            decide(&log(Some(10), None), None, None, db),
+            DataDirState::DbLost { .. }
+        ));
+        assert!(matches!(
+            decide(&log(Some(100), Some(50)), Some(20), Some(60), db),
+            DataDirState::DbLost { .. }
+        ));
+        assert!(matches!(
+            decide(&log(Some(100), Some(50)), None, None, db),
+            DataDirState::Corrupt { .. }
+        ));
+        assert!(matches!(
+            decide(&log(Some(5), None), Some(9), None, db),
+            DataDirState::LogLost { .. }
+        ));
+    }
+
+    #[test]
+    fn probe_of_a_missing_dir_creates_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("data");
+        assert_eq!(classify(&dir), DataDirState::Empty);
+        assert!(!dir.exists());
+    }
+
+    #[test]
+    fn messages_name_the_fix() {
+        let s = DataDirState::LogLost {
+            db_index: 42,
+            db_file: PathBuf::from("/d/db.sqlite"),
+        };
+        let text = s.to_string();
+        assert!(text.contains("--recovery-mode") && text.contains("42"));
+        assert!(!s.can_start());
+    }
+}

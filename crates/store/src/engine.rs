@@ -1,0 +1,1087 @@
+//! The SQLite state machine: one writer connection applying Raft entries, a pool of read-only
+//! connections serving queries, consistent snapshots through the online backup API, and atomic
+//! installation of a snapshot file.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::Instant;
+
+use fallible_iterator::FallibleIterator;
+use rusqlite::backup::{Backup, StepResult};
+use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
+use rusqlite::types::ValueRef;
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+
+use crate::deterministic::{self, EntryScope};
+use crate::error::StoreError;
+use crate::types::*;
+
+/// Name of the table that records where the data stands in the Raft log.
+pub const META_TABLE: &str = "_raftlite_meta";
+
+const META_APPLIED: &str = "applied";
+const META_MEMBERSHIP: &str = "membership";
+const META_TIMELINES: &str = "timeline_history";
+
+/// Idle read-only connections kept open between queries.
+const MAX_IDLE_READERS: usize = 8;
+
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    /// How long a query waits for a lock before answering "database is locked".
+    pub busy_timeout_ms: u64,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            busy_timeout_ms: 5_000,
+        }
+    }
+}
+
+/// The leader's clock and random seed for one entry; see [`crate::deterministic`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EntryTime {
+    pub at_unix_ms: i64,
+    pub seed: u64,
+}
+
+/// What `_raftlite_meta` must receive with an entry's data, in the same transaction.
+enum MetaChange<'a> {
+    None,
+    Membership(&'a str),
+    Timeline(&'a TimelineRecord),
+}
+
+/// Why the statement guard refused a statement, read back after SQLite reports "not authorized".
+#[derive(Default)]
+struct Guard {
+    /// Set while preparing statements that came from a client.
+    client_sql: AtomicBool,
+    refusal: Mutex<Option<String>>,
+}
+
+impl Guard {
+    fn authorize(&self, ctx: AuthContext<'_>) -> Authorization {
+        if !self.client_sql.load(Ordering::Relaxed) {
+            return Authorization::Allow;
+        }
+        let refusal = match ctx.action {
+            AuthAction::Transaction { .. } | AuthAction::Savepoint { .. } => {
+                "BEGIN, COMMIT, ROLLBACK, SAVEPOINT and RELEASE are not allowed in a request: \
+                 raftlite runs each request in its own transaction; use ?transaction to make \
+                 all statements of a request commit or fail together"
+            }
+            AuthAction::Attach { .. } | AuthAction::Detach { .. } => {
+                "ATTACH and DETACH are not allowed: every node must hold the same single database"
+            }
+            AuthAction::Delete { table_name }
+            | AuthAction::Insert { table_name }
+            | AuthAction::DropTable { table_name, .. }
+            | AuthAction::AlterTable { table_name, .. }
+                if table_name == META_TABLE =>
+            {
+                "the _raftlite_meta table is maintained by raftlite and cannot be modified"
+            }
+            AuthAction::Update { table_name, .. } if table_name == META_TABLE => {
+                "the _raftlite_meta table is maintained by raftlite and cannot be modified"
+            }
+            _ => return Authorization::Allow,
+        };
+        if let Ok(mut slot) = self.refusal.lock() {
+            *slot = Some(refusal.to_string());
+        }
+        Authorization::Deny
+    }
+
+    /// Turns SQLite's generic "not authorized" into the guard's reason.
+    fn explain(&self, err: rusqlite::Error) -> String {
+        let reason = self.refusal.lock().ok().and_then(|mut slot| slot.take());
+        match reason {
+            Some(reason) if err.to_string().contains("not authorized") => reason,
+            _ => err.to_string(),
+        }
+    }
+}
+
+/// A request's statements could not run because one of them rolled back the whole enclosing
+/// transaction (`INSERT OR ROLLBACK`, `RAISE(ROLLBACK)`).
+struct EndedTransaction;
+
+pub struct Store {
+    path: PathBuf,
+    options: StoreOptions,
+    writer: Mutex<Connection>,
+    readers: Mutex<Vec<Connection>>,
+    /// Queries hold it shared; swapping the database file holds it exclusively.
+    swap_gate: RwLock<()>,
+    writer_guard: Arc<Guard>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path` for applying entries and serving reads.
+    pub fn open(path: &Path, options: StoreOptions) -> Result<Store, StoreError> {
+        deterministic::register_vfs()?;
+        let writer_guard = Arc::new(Guard::default());
+        let writer = open_writer(path, &options, writer_guard.clone())?;
+        Ok(Store {
+            path: path.to_path_buf(),
+            options,
+            writer: Mutex::new(writer),
+            readers: Mutex::new(Vec::new()),
+            swap_gate: RwLock::new(()),
+            writer_guard,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn writer(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave SQLite half-written (its own transaction
+        // guarantees that), so a poisoned lock is safe to reuse.
+        self.writer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The meta table as the database currently says.
+    pub fn meta(&self) -> Result<MetaState, StoreError> {
+        read_meta(&self.writer(), &self.path)
+    }
+
+    /// Applies one entry of client writes. Each request runs in a savepoint of the entry's
+    /// transaction; the applied position is written in the same transaction.
+    pub fn apply_write(
+        &self,
+        position: LogPosition,
+        time: EntryTime,
+        requests: &[WriteRequest],
+    ) -> Result<Vec<Vec<StatementResult>>, StoreError> {
+        let conn = self.writer();
+        let scope = EntryScope::enter(time.at_unix_ms, time.seed);
+        // A request that ends the enclosing transaction is answered with an error and the entry is
+        // applied again without it; that happens identically on every node.
+        let mut excluded: HashSet<usize> = HashSet::new();
+        loop {
+            scope.reseed(time.seed);
+            conn.execute_batch("BEGIN IMMEDIATE")?;
+            let mut all = Vec::with_capacity(requests.len());
+            let mut ended = None;
+            for (i, request) in requests.iter().enumerate() {
+                if excluded.contains(&i) {
+                    all.push(vec![StatementResult::Error(
+                        "a statement of this request rolled back the whole transaction \
+                         (ON CONFLICT ROLLBACK or RAISE(ROLLBACK)); use ABORT or FAIL instead"
+                            .to_string(),
+                    )]);
+                    continue;
+                }
+                match self.run_request(&conn, request) {
+                    Ok(results) => all.push(results),
+                    Err(EndedTransaction) => {
+                        ended = Some(i);
+                        break;
+                    }
+                }
+            }
+            if let Some(i) = ended {
+                if !conn.is_autocommit() {
+                    conn.execute_batch("ROLLBACK")?;
+                }
+                excluded.insert(i);
+                continue;
+            }
+            let committed = write_applied(&conn, position, MetaChange::None)
+                .and_then(|_| conn.execute_batch("COMMIT").map_err(StoreError::from));
+            if let Err(e) = committed {
+                if !conn.is_autocommit() {
+                    let _ = conn.execute_batch("ROLLBACK");
+                }
+                return Err(e);
+            }
+            return Ok(all);
+        }
+    }
+
+    fn run_request(
+        &self,
+        conn: &Connection,
+        request: &WriteRequest,
+    ) -> Result<Vec<StatementResult>, EndedTransaction> {
+        let mut results = Vec::with_capacity(request.statements.len());
+        if conn.execute_batch("SAVEPOINT request").is_err() {
+            return Err(EndedTransaction);
+        }
+        for statement in &request.statements {
+            let result = execute_statement(conn, statement, &self.writer_guard);
+            if conn.is_autocommit() {
+                return Err(EndedTransaction);
+            }
+            let failed = matches!(result, StatementResult::Error(_));
+            results.push(result);
+            if failed && request.transaction {
+                if conn
+                    .execute_batch("ROLLBACK TO request; RELEASE request")
+                    .is_err()
+                {
+                    return Err(EndedTransaction);
+                }
+                return Ok(results);
+            }
+        }
+        if conn.execute_batch("RELEASE request").is_err() {
+            return Err(EndedTransaction);
+        }
+        Ok(results)
+    }
+
+    /// Records an entry that changes no data (a blank or membership entry).
+    pub fn apply_membership(
+        &self,
+        position: LogPosition,
+        membership_json: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let conn = self.writer();
+        let change = match membership_json {
+            Some(m) => MetaChange::Membership(m),
+            None => MetaChange::None,
+        };
+        in_transaction(&conn, |c| write_applied(c, position, change))
+    }
+
+    /// Starts the first timeline if the database has none. Returns the timeline in force
+    /// afterwards. Idempotent: a database that already has a timeline keeps it.
+    pub fn apply_init_timeline(
+        &self,
+        position: LogPosition,
+        record: &TimelineRecord,
+    ) -> Result<TimelineRecord, StoreError> {
+        let conn = self.writer();
+        in_transaction(&conn, |c| {
+            let history = read_timelines(c, &self.path)?;
+            match history.last() {
+                Some(current) => {
+                    write_applied(c, position, MetaChange::None)?;
+                    Ok(current.clone())
+                }
+                None => {
+                    write_applied(c, position, MetaChange::Timeline(record))?;
+                    Ok(record.clone())
+                }
+            }
+        })
+    }
+
+    /// Runs read-only statements on a pooled read-only connection.
+    pub fn query(&self, statements: &[Statement]) -> Result<Vec<StatementResult>, StoreError> {
+        let _shared = self.swap_gate.read().unwrap_or_else(|p| p.into_inner());
+        let reader = self.take_reader()?;
+        let results = statements
+            .iter()
+            .map(|s| query_statement(&reader.conn, s, &reader.guard))
+            .collect();
+        self.return_reader(reader);
+        Ok(results)
+    }
+
+    /// Whether every statement only reads. A statement that does not compile counts as a read,
+    /// so its error is reported by the cheap read path instead of going through the log.
+    pub fn is_read_only(&self, statements: &[Statement]) -> Result<bool, StoreError> {
+        let _shared = self.swap_gate.read().unwrap_or_else(|p| p.into_inner());
+        let reader = self.take_reader()?;
+        let mut read_only = true;
+        'outer: for statement in statements {
+            let mut batch = rusqlite::Batch::new(&reader.conn, &statement.sql);
+            loop {
+                match batch.next() {
+                    Ok(Some(stmt)) if !stmt.readonly() => {
+                        read_only = false;
+                        break 'outer;
+                    }
+                    Ok(Some(_)) => {}
+                    Ok(None) | Err(_) => break,
+                }
+            }
+        }
+        self.return_reader(reader);
+        Ok(read_only)
+    }
+
+    fn take_reader(&self) -> Result<Reader, StoreError> {
+        let pooled = self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let conn = match pooled {
+            Some(conn) => conn,
+            None => open_reader(&self.path, &self.options)?,
+        };
+        Ok(Reader::new(conn))
+    }
+
+    fn return_reader(&self, reader: Reader) {
+        if !reader.conn.is_autocommit() {
+            return; // never pool a connection left inside a transaction
+        }
+        let mut pool = self.readers.lock().unwrap_or_else(|p| p.into_inner());
+        if pool.len() < MAX_IDLE_READERS {
+            pool.push(reader.into_conn());
+        }
+    }
+
+    /// Writes a consistent copy of the database to `dest` with SQLite's online backup API, in
+    /// one step on its own read transaction, so writes continue meanwhile and rowids are kept.
+    /// The copy is fsync'd and self-contained (rollback journal mode). Returns the copy's meta.
+    pub fn snapshot_to(&self, dest: &Path) -> Result<MetaState, StoreError> {
+        let source = open_reader(&self.path, &self.options)?;
+        let _ = std::fs::remove_file(dest);
+        let mut target = Connection::open(dest)?;
+        {
+            let backup = Backup::new(&source, &mut target)?;
+            loop {
+                match backup.step(-1)? {
+                    StepResult::Done => break,
+                    StepResult::More | StepResult::Busy | StepResult::Locked => {
+                        std::thread::sleep(std::time::Duration::from_millis(5))
+                    }
+                    _ => std::thread::sleep(std::time::Duration::from_millis(5)),
+                }
+            }
+        }
+        target.pragma_update(None, "journal_mode", "DELETE")?;
+        let meta = read_meta(&target, dest)?;
+        drop(target);
+        sync_file(dest)?;
+        Ok(meta)
+    }
+
+    /// Replaces the database with the SQLite file at `source` (left in place), atomically: a
+    /// reader sees the old data or the new, never a mix, and a crash at any point leaves one
+    /// complete file. Returns the new database's meta.
+    pub fn install_from(&self, source: &Path) -> Result<MetaState, StoreError> {
+        let incoming = validate_database(source)?;
+        let staging = self.path.with_extension("sqlite.installing");
+        std::fs::copy(source, &staging).map_err(|e| StoreError::io(&staging, e))?;
+        sync_file(&staging)?;
+
+        let _exclusive = self.swap_gate.write().unwrap_or_else(|p| p.into_inner());
+        let mut writer = self.writer();
+        self.readers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        // Fold the WAL into the old file first: once the connections close, a stale WAL must
+        // never be replayed onto the new file.
+        writer.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        let old = std::mem::replace(&mut *writer, Connection::open_in_memory()?);
+        drop(old);
+        for suffix in ["-wal", "-shm"] {
+            let side = sidecar(&self.path, suffix);
+            match std::fs::remove_file(&side) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(StoreError::io(side, e)),
+            }
+        }
+        std::fs::rename(&staging, &self.path).map_err(|e| StoreError::io(&self.path, e))?;
+        sync_parent_dir(&self.path)?;
+        *writer = open_writer(&self.path, &self.options, self.writer_guard.clone())?;
+        let meta = read_meta(&writer, &self.path)?;
+        if meta.applied != incoming.applied {
+            return Err(StoreError::CorruptMeta {
+                path: self.path.clone(),
+                detail: "installed file does not report the position it was validated at".into(),
+            });
+        }
+        Ok(meta)
+    }
+
+    /// Size of the database file in bytes (without WAL).
+    pub fn file_size(&self) -> u64 {
+        std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0)
+    }
+}
+
+struct Reader {
+    conn: Connection,
+    guard: Arc<Guard>,
+}
+
+impl Reader {
+    fn new(mut conn: Connection) -> Reader {
+        let guard = Arc::new(Guard::default());
+        guard.client_sql.store(true, Ordering::Relaxed);
+        let hook_guard = guard.clone();
+        let _ = conn.authorizer(Some(move |ctx: AuthContext<'_>| hook_guard.authorize(ctx)));
+        Reader { conn, guard }
+    }
+
+    fn into_conn(mut self) -> Connection {
+        let _ = self
+            .conn
+            .authorizer(None::<fn(AuthContext<'_>) -> Authorization>);
+        self.conn
+    }
+}
+
+/// Reads the meta table of a database file without changing anything on disk. `Ok(None)` when
+/// there is no file. Used by start-up classification and by `doctor`.
+pub fn probe(path: &Path) -> Result<Option<MetaState>, StoreError> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| StoreError::NotADatabase {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    })?;
+    let has_meta: bool =
+        conn.query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
+            [META_TABLE],
+            |r| r.get::<_, i64>(0),
+        )
+        .map_err(|e| StoreError::NotADatabase {
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        })? > 0;
+    if !has_meta {
+        return Ok(Some(MetaState::default()));
+    }
+    read_meta(&conn, path).map(Some)
+}
+
+/// Checks that `path` is a complete SQLite database that passes `PRAGMA quick_check`, and
+/// returns its meta (empty for a database raftlite never wrote).
+pub fn validate_database(path: &Path) -> Result<MetaState, StoreError> {
+    let not_db = |detail: String| StoreError::NotADatabase {
+        path: path.to_path_buf(),
+        detail,
+    };
+    let mut header = [0u8; 16];
+    {
+        use std::io::Read;
+        let mut f = std::fs::File::open(path).map_err(|e| StoreError::io(path, e))?;
+        f.read_exact(&mut header)
+            .map_err(|_| not_db("file is shorter than a SQLite header".into()))?;
+    }
+    if &header != b"SQLite format 3\0" {
+        return Err(not_db("missing the SQLite header".into()));
+    }
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| not_db(e.to_string()))?;
+    let check: String = conn
+        .query_row("PRAGMA quick_check", [], |r| r.get(0))
+        .map_err(|e| not_db(e.to_string()))?;
+    if check != "ok" {
+        return Err(not_db(format!("quick_check failed: {check}")));
+    }
+    drop(conn);
+    probe(path)?.ok_or_else(|| not_db("file disappeared during validation".into()))
+}
+
+fn sidecar(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_os_string();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+fn sync_file(path: &Path) -> Result<(), StoreError> {
+    std::fs::File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| StoreError::io(path, e))
+}
+
+pub(crate) fn sync_parent_dir(path: &Path) -> Result<(), StoreError> {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    std::fs::File::open(parent)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| StoreError::io(parent, e))
+}
+
+fn open_writer(
+    path: &Path,
+    options: &StoreOptions,
+    guard: Arc<Guard>,
+) -> Result<Connection, StoreError> {
+    let vfs = deterministic::VFS_NAME
+        .to_str()
+        .map_err(|e| StoreError::Refused(e.to_string()))?;
+    let mut conn = Connection::open_with_flags_and_vfs(path, OpenFlags::default(), vfs)?;
+    // The Raft log is the durable record: a crash may lose the last commits of the database,
+    // never of the log, and replay restores them. So the database need not fsync every commit.
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.busy_timeout(std::time::Duration::from_millis(options.busy_timeout_ms))?;
+    conn.execute_batch(&format!(
+        "CREATE TABLE IF NOT EXISTS {META_TABLE} (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
+    ))?;
+    deterministic::install_functions(&conn)?;
+    conn.authorizer(Some(move |ctx: AuthContext<'_>| guard.authorize(ctx)))?;
+    Ok(conn)
+}
+
+fn open_reader(path: &Path, options: &StoreOptions) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_URI,
+    )?;
+    conn.busy_timeout(std::time::Duration::from_millis(options.busy_timeout_ms))?;
+    Ok(conn)
+}
+
+fn in_transaction<T>(
+    conn: &Connection,
+    f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    match f(conn).and_then(|v| conn.execute_batch("COMMIT").map(|_| v).map_err(Into::into)) {
+        Ok(v) => Ok(v),
+        Err(e) => {
+            if !conn.is_autocommit() {
+                let _ = conn.execute_batch("ROLLBACK");
+            }
+            Err(e)
+        }
+    }
+}
+
+fn write_applied(
+    conn: &Connection,
+    position: LogPosition,
+    change: MetaChange<'_>,
+) -> Result<(), StoreError> {
+    let mut upsert = conn.prepare_cached(&format!(
+        "INSERT INTO {META_TABLE}(key, value) VALUES (?1, ?2) \
+         ON CONFLICT(key) DO UPDATE SET value = excluded.value"
+    ))?;
+    upsert.execute(params![META_APPLIED, to_json(&position)?])?;
+    match change {
+        MetaChange::None => {}
+        MetaChange::Membership(m) => {
+            upsert.execute(params![META_MEMBERSHIP, m])?;
+        }
+        MetaChange::Timeline(record) => {
+            let mut history = read_timelines(conn, Path::new(""))?;
+            history.push(record.clone());
+            upsert.execute(params![META_TIMELINES, to_json(&history)?])?;
+        }
+    }
+    Ok(())
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
+    serde_json::to_string(v).map_err(|e| StoreError::Refused(format!("cannot encode meta: {e}")))
+}
+
+fn meta_value(conn: &Connection, key: &str) -> Result<Option<String>, StoreError> {
+    Ok(conn
+        .query_row(
+            &format!("SELECT value FROM {META_TABLE} WHERE key = ?1"),
+            [key],
+            |r| r.get(0),
+        )
+        .optional()?)
+}
+
+fn read_timelines(conn: &Connection, path: &Path) -> Result<Vec<TimelineRecord>, StoreError> {
+    match meta_value(conn, META_TIMELINES)? {
+        None => Ok(Vec::new()),
+        Some(json) => serde_json::from_str(&json).map_err(|e| StoreError::CorruptMeta {
+            path: path.to_path_buf(),
+            detail: format!("timeline history: {e}"),
+        }),
+    }
+}
+
+fn read_meta(conn: &Connection, path: &Path) -> Result<MetaState, StoreError> {
+    let applied = match meta_value(conn, META_APPLIED)? {
+        None => None,
+        Some(json) => Some(
+            serde_json::from_str(&json).map_err(|e| StoreError::CorruptMeta {
+                path: path.to_path_buf(),
+                detail: format!("applied position: {e}"),
+            })?,
+        ),
+    };
+    Ok(MetaState {
+        applied,
+        membership_json: meta_value(conn, META_MEMBERSHIP)?,
+        timeline_history: read_timelines(conn, path)?,
+    })
+}
+
+fn bind_params(stmt: &mut rusqlite::Statement<'_>, params: &Params) -> Result<(), String> {
+    match params {
+        Params::None => Ok(()),
+        Params::Positional(values) => {
+            let expected = stmt.parameter_count();
+            if values.len() != expected {
+                return Err(format!(
+                    "statement has {expected} parameter(s) but {} were given",
+                    values.len()
+                ));
+            }
+            for (i, v) in values.iter().enumerate() {
+                stmt.raw_bind_parameter(i + 1, SqlValue(v))
+                    .map_err(|e| e.to_string())?;
+            }
+            Ok(())
+        }
+        Params::Named(pairs) => {
+            for (name, v) in pairs {
+                let index = [":", "@", "$"].iter().find_map(|sigil| {
+                    stmt.parameter_index(&format!("{sigil}{name}"))
+                        .ok()
+                        .flatten()
+                });
+                match index {
+                    Some(i) => stmt
+                        .raw_bind_parameter(i, SqlValue(v))
+                        .map_err(|e| e.to_string())?,
+                    None => return Err(format!("statement has no parameter named {name}")),
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+struct SqlValue<'a>(&'a Value);
+
+impl rusqlite::ToSql for SqlValue<'_> {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        use rusqlite::types::ToSqlOutput::Borrowed;
+        Ok(match self.0 {
+            Value::Null => Borrowed(ValueRef::Null),
+            Value::Integer(i) => Borrowed(ValueRef::Integer(*i)),
+            Value::Real(f) => Borrowed(ValueRef::Real(*f)),
+            Value::Text(s) => Borrowed(ValueRef::Text(s.as_bytes())),
+            Value::Blob(b) => Borrowed(ValueRef::Blob(b)),
+        })
+    }
+}
+
+fn from_sql(v: ValueRef<'_>) -> Value {
+    match v {
+        ValueRef::Null => Value::Null,
+        ValueRef::Integer(i) => Value::Integer(i),
+        ValueRef::Real(f) => Value::Real(f),
+        ValueRef::Text(t) => Value::Text(String::from_utf8_lossy(t).into_owned()),
+        ValueRef::Blob(b) => Value::Blob(b.to_vec()),
+    }
+}
+
+/// Runs every statement in `sql` (a string may hold several, separated by `;`), binding the
+/// parameters to the first. Returns rows when a statement produces columns.
+fn run_sql(
+    conn: &Connection,
+    statement: &Statement,
+    guard: &Guard,
+    read_only: bool,
+) -> StatementResult {
+    let started = Instant::now();
+    guard.client_sql.store(true, Ordering::Relaxed);
+    let result = run_sql_inner(conn, statement, guard, read_only, started);
+    guard.client_sql.store(false, Ordering::Relaxed);
+    result.unwrap_or_else(StatementResult::Error)
+}
+
+fn run_sql_inner(
+    conn: &Connection,
+    statement: &Statement,
+    guard: &Guard,
+    read_only: bool,
+    started: Instant,
+) -> Result<StatementResult, String> {
+    if statement.sql.trim().is_empty() {
+        return Err("empty statement".to_string());
+    }
+    let mut batch = rusqlite::Batch::new(conn, &statement.sql);
+    let mut last = None;
+    let mut first = true;
+    let changes_before = conn.total_changes();
+    // Reported only when this statement inserted: the connection-wide value would otherwise leak
+    // rowids of earlier requests (and of raftlite's own meta table) into unrelated results.
+    let rowid_before = conn.last_insert_rowid();
+    while let Some(mut stmt) = batch.next().map_err(|e| guard.explain(e))? {
+        if first {
+            bind_params(&mut stmt, &statement.params)?;
+            first = false;
+        } else if stmt.parameter_count() > 0 {
+            return Err("parameters can only be bound to the first statement of a string".into());
+        }
+        if read_only && !stmt.readonly() {
+            return Err("attempt to change database via query operation".to_string());
+        }
+        let column_count = stmt.column_count();
+        if column_count > 0 {
+            let columns: Vec<String> = stmt.column_names().map(|c| c.to_string()).collect();
+            let types: Vec<String> = stmt
+                .columns()
+                .map(|c| c.decl_type().unwrap_or("").to_lowercase())
+                .collect();
+            let mut values = Vec::new();
+            let mut rows = stmt.raw_query();
+            while let Some(row) = rows.next().map_err(|e| guard.explain(e))? {
+                let mut out = Vec::with_capacity(column_count);
+                for i in 0..column_count {
+                    out.push(from_sql(row.get_ref(i).map_err(|e| e.to_string())?));
+                }
+                values.push(out);
+            }
+            last = Some(StatementResult::Rows(Rows {
+                columns,
+                types,
+                values,
+                time_secs: 0.0,
+            }));
+        } else {
+            stmt.raw_execute().map_err(|e| guard.explain(e))?;
+            last = None;
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    Ok(match last {
+        Some(StatementResult::Rows(mut rows)) => {
+            rows.time_secs = elapsed;
+            StatementResult::Rows(rows)
+        }
+        _ => StatementResult::Execute {
+            last_insert_id: match conn.last_insert_rowid() {
+                id if id != rowid_before => id,
+                _ => 0,
+            },
+            rows_affected: conn.total_changes().saturating_sub(changes_before),
+            time_secs: elapsed,
+        },
+    })
+}
+
+fn execute_statement(conn: &Connection, statement: &Statement, guard: &Guard) -> StatementResult {
+    run_sql(conn, statement, guard, false)
+}
+
+fn query_statement(conn: &Connection, statement: &Statement, guard: &Guard) -> StatementResult {
+    let result = run_sql(conn, statement, guard, true);
+    // Keep the guard armed on pooled readers: every statement there comes from a client.
+    guard.client_sql.store(true, Ordering::Relaxed);
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pos(index: u64) -> LogPosition {
+        LogPosition {
+            term: 1,
+            leader_node: 1,
+            index,
+        }
+    }
+
+    const T: EntryTime = EntryTime {
+        at_unix_ms: 1_700_000_000_000,
+        seed: 7,
+    };
+
+    fn req(sqls: &[&str], transaction: bool) -> WriteRequest {
+        WriteRequest {
+            statements: sqls.iter().map(|s| Statement::new(*s)).collect(),
+            transaction,
+        }
+    }
+
+    fn open(dir: &Path) -> Store {
+        Store::open(&dir.join("db.sqlite"), StoreOptions::default()).unwrap()
+    }
+
+    #[test]
+    fn applied_position_is_stored_with_the_data_and_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        assert_eq!(store.meta().unwrap().applied, None);
+        let r = store
+            .apply_write(
+                pos(3),
+                T,
+                &[req(
+                    &[
+                        "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)",
+                        "INSERT INTO t(v) VALUES ('a')",
+                    ],
+                    false,
+                )],
+            )
+            .unwrap();
+        assert_eq!(
+            r[0][1],
+            StatementResult::Execute {
+                last_insert_id: 1,
+                rows_affected: 1,
+                time_secs: match &r[0][1] {
+                    StatementResult::Execute { time_secs, .. } => *time_secs,
+                    _ => 0.0,
+                }
+            }
+        );
+        drop(store);
+        let store = open(dir.path());
+        assert_eq!(store.meta().unwrap().applied, Some(pos(3)));
+        assert_eq!(
+            probe(&dir.path().join("db.sqlite"))
+                .unwrap()
+                .unwrap()
+                .applied,
+            Some(pos(3))
+        );
+    }
+
+    #[test]
+    fn transaction_request_rolls_back_on_first_error_and_others_are_unaffected() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        store
+            .apply_write(
+                pos(1),
+                T,
+                &[req(&["CREATE TABLE t(id INTEGER PRIMARY KEY)"], false)],
+            )
+            .unwrap();
+        let results = store
+            .apply_write(
+                pos(2),
+                T,
+                &[
+                    req(
+                        &[
+                            "INSERT INTO t VALUES (1)",
+                            "INSERT INTO nope VALUES (1)",
+                            "INSERT INTO t VALUES (2)",
+                        ],
+                        true,
+                    ),
+                    req(
+                        &[
+                            "INSERT INTO t VALUES (10)",
+                            "INSERT INTO nope VALUES (1)",
+                            "INSERT INTO t VALUES (11)",
+                        ],
+                        false,
+                    ),
+                ],
+            )
+            .unwrap();
+        assert_eq!(results[0].len(), 2, "transaction stops at the first error");
+        assert!(matches!(results[0][1], StatementResult::Error(_)));
+        assert_eq!(results[1].len(), 3);
+        let rows = store
+            .query(&[Statement::new("SELECT id FROM t ORDER BY id")])
+            .unwrap();
+        match &rows[0] {
+            StatementResult::Rows(r) => assert_eq!(
+                r.values,
+                vec![vec![Value::Integer(10)], vec![Value::Integer(11)]]
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn transaction_control_and_meta_writes_are_refused_with_a_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let r = store
+            .apply_write(
+                pos(1),
+                T,
+                &[req(
+                    &["BEGIN", "COMMIT", "DELETE FROM _raftlite_meta"],
+                    false,
+                )],
+            )
+            .unwrap();
+        for result in &r[0] {
+            match result {
+                StatementResult::Error(e) => assert!(
+                    e.contains("not allowed") || e.contains("maintained by raftlite"),
+                    "{e}"
+                ),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(store.meta().unwrap().applied, Some(pos(1)));
+    }
+
+    #[test]
+    fn or_rollback_request_is_answered_with_an_error_and_the_rest_of_the_entry_applies() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        store
+            .apply_write(
+                pos(1),
+                T,
+                &[req(
+                    &[
+                        "CREATE TABLE t(id INTEGER PRIMARY KEY)",
+                        "INSERT INTO t VALUES (1)",
+                    ],
+                    false,
+                )],
+            )
+            .unwrap();
+        let r = store
+            .apply_write(
+                pos(2),
+                T,
+                &[
+                    req(&["INSERT INTO t VALUES (2)"], false),
+                    req(&["INSERT OR ROLLBACK INTO t VALUES (1)"], false),
+                    req(&["INSERT INTO t VALUES (3)"], false),
+                ],
+            )
+            .unwrap();
+        assert!(matches!(r[1][0], StatementResult::Error(_)));
+        let rows = store
+            .query(&[Statement::new("SELECT count(*) FROM t")])
+            .unwrap();
+        match &rows[0] {
+            StatementResult::Rows(r) => assert_eq!(r.values, vec![vec![Value::Integer(3)]]),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(store.meta().unwrap().applied, Some(pos(2)));
+    }
+
+    #[test]
+    fn params_bind_positional_and_named_and_queries_report_types() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let r = store
+            .apply_write(
+                pos(1),
+                T,
+                &[WriteRequest {
+                    statements: vec![
+                        Statement::new("CREATE TABLE t(id INTEGER PRIMARY KEY, name TEXT, b BLOB)"),
+                        Statement::with_params(
+                            "INSERT INTO t(name, b) VALUES (?, ?)",
+                            vec![Value::Text("x".into()), Value::Blob(vec![1, 2])],
+                        ),
+                        Statement {
+                            sql: "INSERT INTO t(name) VALUES (:name)".into(),
+                            params: Params::Named(vec![("name".into(), Value::Text("y".into()))]),
+                        },
+                        Statement::with_params("INSERT INTO t(name) VALUES (?)", vec![]),
+                    ],
+                    transaction: false,
+                }],
+            )
+            .unwrap();
+        assert!(matches!(&r[0][3], StatementResult::Error(e) if e.contains("1 parameter")));
+        let q = store
+            .query(&[Statement::new("SELECT id, name, b, 1+1 FROM t ORDER BY id")])
+            .unwrap();
+        match &q[0] {
+            StatementResult::Rows(rows) => {
+                assert_eq!(rows.columns, vec!["id", "name", "b", "1+1"]);
+                assert_eq!(rows.types, vec!["integer", "text", "blob", ""]);
+                assert_eq!(rows.values[0][2], Value::Blob(vec![1, 2]));
+                assert_eq!(rows.values[1][1], Value::Text("y".into()));
+            }
+            other => panic!("{other:?}"),
+        }
+        let refused = store
+            .query(&[Statement::new("INSERT INTO t(name) VALUES ('z')")])
+            .unwrap();
+        assert!(matches!(&refused[0], StatementResult::Error(_)));
+    }
+
+    #[test]
+    fn snapshot_and_install_round_trip_atomically() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = open(dir.path());
+        a.apply_write(
+            pos(1),
+            T,
+            &[req(
+                &[
+                    "CREATE TABLE t(v)",
+                    "INSERT INTO t VALUES (1)",
+                    "INSERT INTO t VALUES (2)",
+                ],
+                false,
+            )],
+        )
+        .unwrap();
+        let snap = dir.path().join("snap.sqlite");
+        let meta = a.snapshot_to(&snap).unwrap();
+        assert_eq!(meta.applied, Some(pos(1)));
+
+        let other = tempfile::tempdir().unwrap();
+        let b = open(other.path());
+        b.apply_write(pos(1), T, &[req(&["CREATE TABLE old(v)"], false)])
+            .unwrap();
+        let installed = b.install_from(&snap).unwrap();
+        assert_eq!(installed.applied, Some(pos(1)));
+        let q = b
+            .query(&[Statement::new("SELECT count(*) FROM t")])
+            .unwrap();
+        assert!(
+            matches!(&q[0], StatementResult::Rows(r) if r.values == vec![vec![Value::Integer(2)]])
+        );
+        let old = b.query(&[Statement::new("SELECT * FROM old")]).unwrap();
+        assert!(matches!(&old[0], StatementResult::Error(_)));
+        // Writes continue on the installed file.
+        b.apply_write(pos(2), T, &[req(&["INSERT INTO t VALUES (3)"], false)])
+            .unwrap();
+        assert!(snap.exists(), "the source is left in place");
+    }
+
+    #[test]
+    fn install_refuses_garbage_and_keeps_serving() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        store
+            .apply_write(pos(1), T, &[req(&["CREATE TABLE t(v)"], false)])
+            .unwrap();
+        let bad = dir.path().join("bad.sqlite");
+        std::fs::write(&bad, b"definitely not sqlite").unwrap();
+        assert!(matches!(
+            store.install_from(&bad),
+            Err(StoreError::NotADatabase { .. })
+        ));
+        assert_eq!(store.meta().unwrap().applied, Some(pos(1)));
+    }
+
+    #[test]
+    fn timeline_initializes_once_and_repeats_are_no_ops() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let first = TimelineRecord {
+            id: "aa".into(),
+            counter: 1,
+            parent: None,
+            parent_index: None,
+            reason: "bootstrap".into(),
+            at_unix_ms: 1,
+        };
+        let mut second = first.clone();
+        second.id = "bb".into();
+        assert_eq!(store.apply_init_timeline(pos(1), &first).unwrap(), first);
+        assert_eq!(store.apply_init_timeline(pos(2), &second).unwrap(), first);
+        assert_eq!(store.apply_init_timeline(pos(3), &first).unwrap(), first);
+        assert_eq!(store.meta().unwrap().timeline_history, vec![first]);
+    }
+}

@@ -1,0 +1,14 @@
+//! The storage engine: one SQLite file that is the Raft state machine.
+//!
+//! Every applied Raft entry runs in one SQLite transaction that also records the applied log
+//! position, the membership and the timeline in `_raftlite_meta`, so a restarted node reads its
+//! position from the file itself and never guesses.
+
+pub mod deterministic;
+pub mod engine;
+pub mod error;
+pub mod types;
+
+pub use engine::{probe, validate_database, EntryTime, Store, StoreOptions, META_TABLE};
+pub use error::StoreError;
+pub use types::*;

@@ -1,0 +1,669 @@
+//! Command-line and configuration-file handling for the `raftlite` binary.
+//!
+//! `raftlite serve` settings come from four places, highest precedence first:
+//! command-line flag, `RAFTLITE_<NAME>` environment variable, TOML file given
+//! by `--config FILE` (or `RAFTLITE_CONFIG`), built-in default. Clap handles
+//! flag-over-env; [`resolve`] merges the result with the file and defaults and
+//! validates everything into a [`ServeConfig`].
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Parser, Subcommand};
+use serde::Deserialize;
+
+pub const DEFAULT_DATA_DIR: &str = "./raftlite-data";
+pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:4001";
+pub const DEFAULT_RAFT_ADDR: &str = "127.0.0.1:4002";
+pub const DEFAULT_SNAPSHOT_THRESHOLD: u64 = 8192;
+pub const DEFAULT_LOG_LEVEL: &str = "info";
+
+/// Top-level command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "raftlite",
+    version,
+    about = "Raft-replicated SQLite server with an rqlite-compatible HTTP API"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a raftlite node.
+    Serve(ServeArgs),
+    /// Run the benchmark suite against local clusters.
+    Bench(BenchArgs),
+}
+
+/// Raw `serve` arguments. Every field is optional so that values missing from
+/// the command line and environment can be taken from the config file; call
+/// [`resolve`] to obtain the final [`ServeConfig`].
+#[derive(Debug, Clone, Default, Args)]
+pub struct ServeArgs {
+    /// TOML config file; keys are the flag names with underscores (data_dir, http_addr, ...).
+    #[arg(long, value_name = "FILE", env = "RAFTLITE_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Directory holding the Raft log, snapshots and the SQLite database [default: ./raftlite-data].
+    #[arg(long, value_name = "DIR", env = "RAFTLITE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Address the HTTP API listens on [default: 127.0.0.1:4001].
+    #[arg(long, value_name = "HOST:PORT", env = "RAFTLITE_HTTP_ADDR")]
+    pub http_addr: Option<String>,
+
+    /// Address the Raft RPC server listens on [default: 127.0.0.1:4002].
+    #[arg(long, value_name = "HOST:PORT", env = "RAFTLITE_RAFT_ADDR")]
+    pub raft_addr: Option<String>,
+
+    /// HTTP address other nodes and clients should use [default: --http-addr].
+    #[arg(long, value_name = "HOST:PORT", env = "RAFTLITE_HTTP_ADVERTISE_ADDR")]
+    pub http_advertise_addr: Option<String>,
+
+    /// Raft address other nodes should use [default: --raft-addr].
+    #[arg(long, value_name = "HOST:PORT", env = "RAFTLITE_RAFT_ADVERTISE_ADDR")]
+    pub raft_advertise_addr: Option<String>,
+
+    /// Numeric id of this node (must be unique in the cluster).
+    #[arg(long, value_name = "N", env = "RAFTLITE_NODE_ID")]
+    pub node_id: Option<u64>,
+
+    /// HTTP URL(s) of existing cluster members to join; comma-separated and/or repeated.
+    #[arg(
+        long,
+        value_name = "URL[,URL...]",
+        env = "RAFTLITE_JOIN",
+        value_delimiter = ','
+    )]
+    pub join: Vec<String>,
+
+    /// Take a Raft snapshot after this many log entries [default: 8192].
+    #[arg(long, value_name = "N", env = "RAFTLITE_SNAPSHOT_THRESHOLD")]
+    pub snapshot_threshold: Option<u64>,
+
+    /// Log filter, e.g. `info` or `raftlite=debug,openraft=info` [default: info].
+    #[arg(long, value_name = "LEVEL", env = "RAFTLITE_LOG_LEVEL")]
+    pub log_level: Option<String>,
+}
+
+/// Arguments of `raftlite bench`.
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// Comma-separated numbers of concurrent clients to measure.
+    #[arg(long, value_name = "LIST", value_delimiter = ',', default_values_t = [1usize, 16, 64])]
+    pub clients: Vec<usize>,
+
+    /// Comma-separated cluster sizes to measure.
+    #[arg(long, value_name = "LIST", value_delimiter = ',', default_values_t = [1usize, 3])]
+    pub nodes: Vec<usize>,
+
+    /// Duration of each measurement, in seconds.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub duration_secs: u64,
+
+    /// Directory for the benchmark clusters' data (default: a temporary directory).
+    #[arg(long, value_name = "DIR")]
+    pub work_dir: Option<PathBuf>,
+
+    /// Print results as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Fully resolved settings for `raftlite serve`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServeConfig {
+    pub data_dir: PathBuf,
+    pub http_addr: SocketAddr,
+    pub raft_addr: SocketAddr,
+    pub http_advertise_addr: String,
+    pub raft_advertise_addr: String,
+    pub node_id: Option<u64>,
+    /// Join URLs, each with a scheme (`http://` added when missing) and no trailing `/`.
+    pub join: Vec<String>,
+    pub snapshot_threshold: u64,
+    pub log_level: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {}: {source} (check the path given with --config or RAFTLITE_CONFIG)", path.display())]
+    ReadFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("invalid config file {}: {message}", path.display())]
+    ParseFile { path: PathBuf, message: String },
+
+    #[error(
+        "invalid address `{value}` for {flag}: {reason}; expected HOST:PORT, e.g. 127.0.0.1:4001"
+    )]
+    InvalidAddr {
+        flag: &'static str,
+        value: String,
+        reason: String,
+    },
+
+    #[error("invalid value `{value}` for {flag}: {reason}")]
+    InvalidValue {
+        flag: &'static str,
+        value: String,
+        reason: String,
+    },
+}
+
+/// Contents of the `--config` TOML file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    http_addr: Option<String>,
+    raft_addr: Option<String>,
+    http_advertise_addr: Option<String>,
+    raft_advertise_addr: Option<String>,
+    node_id: Option<u64>,
+    join: Option<JoinList>,
+    snapshot_threshold: Option<u64>,
+    log_level: Option<String>,
+}
+
+/// `join` in the file: an array of strings or one comma-separated string.
+#[derive(Debug, Deserialize)]
+#[serde(
+    untagged,
+    expecting = "`join` must be an array of URL strings or a comma-separated string"
+)]
+enum JoinList {
+    List(Vec<String>),
+    Csv(String),
+}
+
+impl JoinList {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            JoinList::List(v) => v,
+            JoinList::Csv(s) => s.split(',').map(str::to_owned).collect(),
+        }
+    }
+}
+
+fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::ParseFile {
+        path: path.to_path_buf(),
+        message: e.to_string().trim_end().to_owned(),
+    })
+}
+
+fn parse_socket_addr(flag: &'static str, value: &str) -> Result<SocketAddr, ConfigError> {
+    let bad = |reason: String| ConfigError::InvalidAddr {
+        flag,
+        value: value.to_owned(),
+        reason,
+    };
+    let value = value.trim();
+    if let Ok(addr) = value.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    // Accept host names such as `localhost:4001`; require a numeric port first
+    // so that obviously malformed values fail without a name lookup.
+    check_host_port(value).map_err(bad)?;
+    let mut addrs = value.to_socket_addrs().map_err(|e| bad(e.to_string()))?;
+    addrs
+        .next()
+        .ok_or_else(|| bad("host name resolved to no address".to_owned()))
+}
+
+/// Checks the `HOST:PORT` shape of an address without resolving it.
+fn check_host_port(value: &str) -> Result<(), String> {
+    let (host, port) = value
+        .rsplit_once(':')
+        .ok_or_else(|| "missing `:PORT`".to_owned())?;
+    if host.is_empty() {
+        return Err("missing host".to_owned());
+    }
+    port.parse::<u16>()
+        .map(|_| ())
+        .map_err(|_| format!("port `{port}` is not a number between 0 and 65535"))
+}
+
+fn advertise_addr(
+    flag: &'static str,
+    value: Option<String>,
+    bind: SocketAddr,
+) -> Result<String, ConfigError> {
+    match value {
+        None => Ok(bind.to_string()),
+        Some(v) => {
+            let v = v.trim().to_owned();
+            check_host_port(&v).map_err(|reason| ConfigError::InvalidAddr {
+                flag,
+                value: v.clone(),
+                reason,
+            })?;
+            Ok(v)
+        }
+    }
+}
+
+/// Normalises join URLs: trims, drops empty entries, adds `http://` when no
+/// scheme is given and strips trailing slashes.
+fn normalize_join(raw: Vec<String>) -> Result<Vec<String>, ConfigError> {
+    let mut out = Vec::new();
+    for entry in raw {
+        let entry = entry.trim();
+        if entry.is_empty() {
+            continue;
+        }
+        let url = if entry.contains("://") {
+            entry.to_owned()
+        } else {
+            format!("http://{entry}")
+        };
+        let url = url.trim_end_matches('/').to_owned();
+        let host = url.split_once("://").map(|(_, rest)| rest).unwrap_or("");
+        if host.is_empty() {
+            return Err(ConfigError::InvalidValue {
+                flag: "--join",
+                value: entry.to_owned(),
+                reason: "URL has no host; expected e.g. http://10.0.0.1:4001".to_owned(),
+            });
+        }
+        out.push(url);
+    }
+    Ok(out)
+}
+
+/// Merges `args` (flags and environment) with the config file, if any, and
+/// the defaults, and validates the result.
+pub fn resolve(args: ServeArgs) -> Result<ServeConfig, ConfigError> {
+    let file = match &args.config {
+        Some(path) => load_file(path)?,
+        None => FileConfig::default(),
+    };
+
+    let data_dir = args
+        .data_dir
+        .or(file.data_dir)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+    if data_dir.as_os_str().is_empty() {
+        return Err(ConfigError::InvalidValue {
+            flag: "--data-dir",
+            value: String::new(),
+            reason: "must not be empty".to_owned(),
+        });
+    }
+
+    let http_addr_raw = args
+        .http_addr
+        .or(file.http_addr)
+        .unwrap_or_else(|| DEFAULT_HTTP_ADDR.to_owned());
+    let http_addr = parse_socket_addr("--http-addr", &http_addr_raw)?;
+    let raft_addr_raw = args
+        .raft_addr
+        .or(file.raft_addr)
+        .unwrap_or_else(|| DEFAULT_RAFT_ADDR.to_owned());
+    let raft_addr = parse_socket_addr("--raft-addr", &raft_addr_raw)?;
+
+    let http_advertise_addr = advertise_addr(
+        "--http-advertise-addr",
+        args.http_advertise_addr.or(file.http_advertise_addr),
+        http_addr,
+    )?;
+    let raft_advertise_addr = advertise_addr(
+        "--raft-advertise-addr",
+        args.raft_advertise_addr.or(file.raft_advertise_addr),
+        raft_addr,
+    )?;
+
+    let join_raw = if args.join.is_empty() {
+        file.join.map(JoinList::into_vec).unwrap_or_default()
+    } else {
+        args.join
+    };
+    let join = normalize_join(join_raw)?;
+
+    let snapshot_threshold = args
+        .snapshot_threshold
+        .or(file.snapshot_threshold)
+        .unwrap_or(DEFAULT_SNAPSHOT_THRESHOLD);
+    if snapshot_threshold == 0 {
+        return Err(ConfigError::InvalidValue {
+            flag: "--snapshot-threshold",
+            value: "0".to_owned(),
+            reason: "must be at least 1".to_owned(),
+        });
+    }
+
+    let log_level = args
+        .log_level
+        .or(file.log_level)
+        .unwrap_or_else(|| DEFAULT_LOG_LEVEL.to_owned());
+    if log_level.trim().is_empty() {
+        return Err(ConfigError::InvalidValue {
+            flag: "--log-level",
+            value: log_level,
+            reason: "must not be empty; use e.g. `info` or `raftlite=debug`".to_owned(),
+        });
+    }
+
+    Ok(ServeConfig {
+        data_dir,
+        http_addr,
+        raft_addr,
+        http_advertise_addr,
+        raft_advertise_addr,
+        node_id: args.node_id.or(file.node_id),
+        join,
+        snapshot_threshold,
+        log_level,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::sync::{Mutex, MutexGuard};
+
+    /// The environment is process-global: every test that parses a command
+    /// line (clap reads `RAFTLITE_*`) holds this lock.
+    static ENV_LOCK: Mutex<()> = Mutex::new(());
+
+    const ENV_VARS: &[&str] = &[
+        "RAFTLITE_CONFIG",
+        "RAFTLITE_DATA_DIR",
+        "RAFTLITE_HTTP_ADDR",
+        "RAFTLITE_RAFT_ADDR",
+        "RAFTLITE_HTTP_ADVERTISE_ADDR",
+        "RAFTLITE_RAFT_ADVERTISE_ADDR",
+        "RAFTLITE_NODE_ID",
+        "RAFTLITE_JOIN",
+        "RAFTLITE_SNAPSHOT_THRESHOLD",
+        "RAFTLITE_LOG_LEVEL",
+    ];
+
+    /// Holds the env lock, starts from a clean `RAFTLITE_*` environment and
+    /// cleans it again on drop (also when the test panics).
+    struct EnvGuard {
+        _lock: MutexGuard<'static, ()>,
+    }
+
+    impl EnvGuard {
+        fn new() -> Self {
+            let lock = ENV_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+            for v in ENV_VARS {
+                std::env::remove_var(v);
+            }
+            EnvGuard { _lock: lock }
+        }
+        fn set(&self, key: &str, value: &str) {
+            std::env::set_var(key, value);
+        }
+    }
+
+    impl Drop for EnvGuard {
+        fn drop(&mut self) {
+            for v in ENV_VARS {
+                std::env::remove_var(v);
+            }
+        }
+    }
+
+    fn serve_args(argv: &[&str]) -> ServeArgs {
+        let mut full = vec!["raftlite", "serve"];
+        full.extend_from_slice(argv);
+        match Cli::try_parse_from(full)
+            .expect("command line parses")
+            .command
+        {
+            Command::Serve(a) => a,
+            other => panic!("expected serve, got {other:?}"),
+        }
+    }
+
+    /// Writes `contents` to a temporary `.toml` file (deleted on drop).
+    fn temp_toml(contents: &str) -> (tempfile::NamedTempFile, String) {
+        let mut f = tempfile::Builder::new()
+            .suffix(".toml")
+            .tempfile()
+            .expect("create temp file");
+        f.write_all(contents.as_bytes()).expect("write temp file");
+        let p = f.path().to_string_lossy().into_owned();
+        (f, p)
+    }
+
+    #[test]
+    fn defaults() {
+        let _env = EnvGuard::new();
+        let cfg = resolve(serve_args(&[])).expect("defaults resolve");
+        assert_eq!(cfg.data_dir, PathBuf::from("./raftlite-data"));
+        assert_eq!(
+            cfg.http_addr,
+            "127.0.0.1:4001".parse::<SocketAddr>().unwrap()
+        );
+        assert_eq!(
+            cfg.raft_addr,
+            "127.0.0.1:4002".parse::<SocketAddr>().unwrap()
+        );
+        assert_eq!(cfg.http_advertise_addr, "127.0.0.1:4001");
+        assert_eq!(cfg.raft_advertise_addr, "127.0.0.1:4002");
+        assert_eq!(cfg.node_id, None);
+        assert!(cfg.join.is_empty());
+        assert_eq!(cfg.snapshot_threshold, 8192);
+        assert_eq!(cfg.log_level, "info");
+    }
+
+    #[test]
+    fn advertise_defaults_to_bind_addr() {
+        let _env = EnvGuard::new();
+        let cfg = resolve(serve_args(&[
+            "--http-addr",
+            "127.0.0.1:5001",
+            "--raft-addr",
+            "127.0.0.1:5002",
+        ]))
+        .unwrap();
+        assert_eq!(cfg.http_advertise_addr, "127.0.0.1:5001");
+        assert_eq!(cfg.raft_advertise_addr, "127.0.0.1:5002");
+        let cfg = resolve(serve_args(&["--http-advertise-addr", "db1.example:4001"])).unwrap();
+        assert_eq!(cfg.http_advertise_addr, "db1.example:4001");
+    }
+
+    #[test]
+    fn file_overrides_defaults_and_env_overrides_file() {
+        let env = EnvGuard::new();
+        let (_f, path) = temp_toml(
+            r#"
+            data_dir = "/var/lib/raftlite"
+            http_addr = "127.0.0.1:6001"
+            raft_addr = "127.0.0.1:6002"
+            node_id = 7
+            snapshot_threshold = 100
+            log_level = "debug"
+            join = ["10.0.0.1:4001", "https://10.0.0.2:4001/"]
+            "#,
+        );
+        let cfg = resolve(serve_args(&["--config", &path])).unwrap();
+        assert_eq!(cfg.data_dir, PathBuf::from("/var/lib/raftlite"));
+        assert_eq!(cfg.http_addr.port(), 6001);
+        assert_eq!(cfg.node_id, Some(7));
+        assert_eq!(cfg.snapshot_threshold, 100);
+        assert_eq!(cfg.log_level, "debug");
+        assert_eq!(
+            cfg.join,
+            vec!["http://10.0.0.1:4001", "https://10.0.0.2:4001"]
+        );
+
+        env.set("RAFTLITE_CONFIG", &path);
+        env.set("RAFTLITE_HTTP_ADDR", "127.0.0.1:7001");
+        env.set("RAFTLITE_NODE_ID", "9");
+        env.set("RAFTLITE_JOIN", "a:1,b:2");
+        let cfg = resolve(serve_args(&[])).unwrap();
+        assert_eq!(cfg.http_addr.port(), 7001, "env beats file");
+        assert_eq!(cfg.node_id, Some(9), "env beats file");
+        assert_eq!(cfg.join, vec!["http://a:1", "http://b:2"]);
+        assert_eq!(cfg.raft_addr.port(), 6002, "file still used for the rest");
+        assert_eq!(cfg.log_level, "debug");
+    }
+
+    #[test]
+    fn flag_overrides_env() {
+        let env = EnvGuard::new();
+        env.set("RAFTLITE_HTTP_ADDR", "127.0.0.1:7001");
+        env.set("RAFTLITE_SNAPSHOT_THRESHOLD", "5");
+        env.set("RAFTLITE_LOG_LEVEL", "warn");
+        let cfg = resolve(serve_args(&[
+            "--http-addr",
+            "127.0.0.1:8001",
+            "--log-level",
+            "trace",
+        ]))
+        .unwrap();
+        assert_eq!(cfg.http_addr.port(), 8001);
+        assert_eq!(cfg.log_level, "trace");
+        assert_eq!(cfg.snapshot_threshold, 5, "env used when no flag");
+    }
+
+    #[test]
+    fn unknown_key_in_file_is_an_error_naming_it() {
+        let _env = EnvGuard::new();
+        let (_f, path) = temp_toml("http_addr = \"127.0.0.1:4001\"\nhttp_adress = \"x\"\n");
+        let err = resolve(serve_args(&["--config", &path])).unwrap_err();
+        assert!(matches!(err, ConfigError::ParseFile { .. }), "{err:?}");
+        assert!(err.to_string().contains("http_adress"), "{err}");
+    }
+
+    #[test]
+    fn missing_file_is_an_error() {
+        let _env = EnvGuard::new();
+        let err = resolve(serve_args(&["--config", "/nonexistent/raftlite.toml"])).unwrap_err();
+        assert!(matches!(err, ConfigError::ReadFile { .. }), "{err:?}");
+        assert!(
+            err.to_string().contains("/nonexistent/raftlite.toml"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bad_address_names_flag_and_value() {
+        let _env = EnvGuard::new();
+        let err = resolve(serve_args(&["--http-addr", "not-an-address"])).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("--http-addr") && msg.contains("not-an-address"),
+            "{msg}"
+        );
+
+        let err = resolve(serve_args(&["--raft-addr", "127.0.0.1:99999"])).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("--raft-addr") && msg.contains("127.0.0.1:99999"),
+            "{msg}"
+        );
+
+        let err = resolve(serve_args(&["--raft-advertise-addr", "nohost"])).unwrap_err();
+        assert!(err.to_string().contains("--raft-advertise-addr"), "{err}");
+
+        let (_f, path) = temp_toml("http_addr = \"bogus\"\n");
+        let err = resolve(serve_args(&["--config", &path])).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("--http-addr") && msg.contains("bogus"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn join_parsing() {
+        let _env = EnvGuard::new();
+        let cfg = resolve(serve_args(&[
+            "--join",
+            "127.0.0.1:4001, http://127.0.0.1:4003/",
+            "--join",
+            "https://h:4005",
+            "--join",
+            "h2:4007,",
+        ]))
+        .unwrap();
+        assert_eq!(
+            cfg.join,
+            vec![
+                "http://127.0.0.1:4001",
+                "http://127.0.0.1:4003",
+                "https://h:4005",
+                "http://h2:4007"
+            ]
+        );
+
+        let (_f, path) = temp_toml("join = \"a:1, b:2\"\n");
+        let cfg = resolve(serve_args(&["--config", &path])).unwrap();
+        assert_eq!(cfg.join, vec!["http://a:1", "http://b:2"]);
+
+        let (_f2, path2) = temp_toml("join = 5\n");
+        let err = resolve(serve_args(&["--config", &path2])).unwrap_err();
+        assert!(err.to_string().contains("join"), "{err}");
+
+        // A --join flag replaces the file's list rather than merging with it.
+        let cfg = resolve(serve_args(&["--config", &path, "--join", "c:3"])).unwrap();
+        assert_eq!(cfg.join, vec!["http://c:3"]);
+    }
+
+    #[test]
+    fn zero_snapshot_threshold_is_rejected() {
+        let _env = EnvGuard::new();
+        let err = resolve(serve_args(&["--snapshot-threshold", "0"])).unwrap_err();
+        assert!(err.to_string().contains("--snapshot-threshold"), "{err}");
+    }
+
+    #[test]
+    fn bench_defaults_and_lists() {
+        let _env = EnvGuard::new();
+        let Command::Bench(b) = Cli::try_parse_from(["raftlite", "bench"]).unwrap().command else {
+            panic!("expected bench");
+        };
+        assert_eq!(b.clients, vec![1, 16, 64]);
+        assert_eq!(b.nodes, vec![1, 3]);
+        assert_eq!(b.duration_secs, 10);
+        assert_eq!(b.work_dir, None);
+        assert!(!b.json);
+
+        let Command::Bench(b) = Cli::try_parse_from([
+            "raftlite",
+            "bench",
+            "--clients",
+            "2,4",
+            "--nodes",
+            "5",
+            "--duration-secs",
+            "3",
+            "--work-dir",
+            "/tmp/x",
+            "--json",
+        ])
+        .unwrap()
+        .command
+        else {
+            panic!("expected bench");
+        };
+        assert_eq!(b.clients, vec![2, 4]);
+        assert_eq!(b.nodes, vec![5]);
+        assert_eq!(b.duration_secs, 3);
+        assert_eq!(b.work_dir, Some(PathBuf::from("/tmp/x")));
+        assert!(b.json);
+    }
+
+    #[test]
+    fn cli_definition_is_valid() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}
