@@ -480,11 +480,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 }
 
-/// Reads what an existing log holds, for start-up classification, without creating anything:
-/// an absent `raft_dir/raft.redb` (or an absent `raft_dir`) gives `exists: false`. An existing
-/// file is opened as redb does (which checks it, and may repair it after a crash) and only read;
-/// a zero-length file, which holds nothing, gives `exists: true` and no values. A log that a
-/// running [`LogStore`] holds open (redb locks the file) cannot be probed: that is an error.
+/// Reads what an existing log holds, for start-up classification and `doctor`, without creating
+/// or changing anything: an absent `raft_dir/raft.redb` (or an absent `raft_dir`) gives
+/// `exists: false`; an existing file is copied to the temp dir and the copy is opened with the
+/// same integrity checks (and crash recovery) a start runs; a zero-length file, which holds
+/// nothing, gives `exists: true` and no values.
 pub fn probe(raft_dir: &Path) -> Result<LogProbe, String> {
     let path = raft_dir.join(LOG_FILE_NAME);
     let fail =
@@ -504,7 +504,11 @@ pub fn probe(raft_dir: &Path) -> Result<LogProbe, String> {
     if meta.len() == 0 {
         return Ok(present);
     }
-    let db = open_db(&path, false).map_err(|e| fail("open", &e))?;
+    // redb writes to a file it opens read-write (header, and recovery after a crash), and its
+    // read-only open neither recovers nor checks integrity. So the probe opens a private copy
+    // with the same checks a start would run, and the operator's file stays untouched.
+    let copy = ProbeCopy::of(&path).map_err(|e| fail("copy for probing", &e))?;
+    let db = open_db(&copy.0, false).map_err(|e| fail("open", &e))?;
     let read = || -> Result<LogProbe, Cause> {
         let txn = db.begin_read()?;
         let (vote, last_purged, committed) = match txn.open_table(META) {
@@ -530,6 +534,27 @@ pub fn probe(raft_dir: &Path) -> Result<LogProbe, String> {
         })
     };
     read().map_err(|e| fail("read", &e))
+}
+
+/// A temporary copy of a log file, removed when dropped.
+struct ProbeCopy(PathBuf);
+
+impl ProbeCopy {
+    fn of(path: &Path) -> io::Result<ProbeCopy> {
+        let copy = std::env::temp_dir().join(format!(
+            "raftlite-probe-{}-{:016x}.redb",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        std::fs::copy(path, &copy)?;
+        Ok(ProbeCopy(copy))
+    }
+}
+
+impl Drop for ProbeCopy {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 #[cfg(test)]
@@ -719,9 +744,8 @@ mod tests {
         let vote = Vote::new_committed(4, 1);
         {
             let mut store = LogStore::open(&raft_dir).unwrap();
-            // redb locks the file: a probe of a log in use is an error, not a second writer.
-            let err = probe(&raft_dir).unwrap_err();
-            assert!(err.contains(LOG_FILE_NAME), "{err}");
+            // The probe reads a private copy, so a log in use can be probed (by `doctor`).
+            assert!(probe(&raft_dir).unwrap().exists);
             append(&mut store, (1..=5).map(|i| normal(4, i)).collect()).await;
             store.save_vote(&vote).await.unwrap();
             store.save_committed(Some(log_id(4, 5))).await.unwrap();
