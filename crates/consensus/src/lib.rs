@@ -4,6 +4,7 @@
 // openraft's StorageError is large, and the storage traits prescribe it as the error type.
 #![allow(clippy::result_large_err)]
 
+pub mod blocking;
 pub mod log_store;
 pub mod network;
 pub mod node;

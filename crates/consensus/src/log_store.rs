@@ -252,9 +252,21 @@ impl Inner {
         meta_get(&meta, key)
     }
 
-    /// Sets (or, with None, removes) one meta record, durably.
-    fn meta_write<T: Serialize>(&self, key: &str, value: Option<&T>) -> Result<(), Cause> {
-        let txn = begin_durable_write(&self.db)?;
+    /// Sets (or, with None, removes) one meta record. `durable` false skips the fsync: the record
+    /// then becomes durable with the next durable commit (the next append).
+    fn meta_write<T: Serialize>(
+        &self,
+        key: &str,
+        value: Option<&T>,
+        durable: bool,
+    ) -> Result<(), Cause> {
+        let txn = if durable {
+            begin_durable_write(&self.db)?
+        } else {
+            let mut txn = self.db.begin_write()?;
+            txn.set_durability(Durability::None)?;
+            txn
+        };
         {
             let mut meta = txn.open_table(META)?;
             match value {
@@ -360,7 +372,7 @@ impl LogStore {
         F: FnOnce(&Inner) -> Result<T, Cause> + Send + 'static,
     {
         let inner = Arc::clone(&self.inner);
-        let res = tokio::task::spawn_blocking(move || f(&inner)).await;
+        let res = crate::blocking::run_blocking(move || f(&inner)).await;
         let cause = match res {
             Ok(Ok(v)) => return Ok(v),
             Ok(Err(cause)) => cause,
@@ -409,7 +421,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
         let vote = *vote;
         self.blocking("save the vote", move |inner| {
-            inner.meta_write(KEY_VOTE, Some(&vote))
+            inner.meta_write(KEY_VOTE, Some(&vote), true)
         })
         .await
         .map_err(|e| StorageIOError::write_vote(e.any()).into())
@@ -423,7 +435,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
         self.blocking("save the committed log id", move |inner| {
-            inner.meta_write(KEY_COMMITTED, committed.as_ref())
+            // Only a hint for replay after a restart (the state machine records what it applied),
+            // so it is not worth an fsync on every commit; the next append makes it durable.
+            inner.meta_write(KEY_COMMITTED, committed.as_ref(), false)
         })
         .await
         .map_err(|e| StorageIOError::write(e.any()).into())

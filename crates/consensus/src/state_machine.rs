@@ -62,7 +62,7 @@ fn msg(s: impl Into<String>) -> Message {
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
 ) -> Result<T, StorageError> {
-    match tokio::task::spawn_blocking(f).await {
+    match crate::blocking::run_blocking(f).await {
         Ok(r) => r,
         Err(e) => Err(sm_err(
             ErrorVerb::Write,
