@@ -36,6 +36,8 @@ pub enum Command {
     Serve(ServeArgs),
     /// Run the benchmark suite against local clusters.
     Bench(BenchArgs),
+    /// Interactive SQL shell against a running node.
+    Shell(ShellArgs),
 }
 
 /// Raw `serve` arguments. Every field is optional so that values missing from
@@ -87,6 +89,67 @@ pub struct ServeArgs {
     /// Log filter, e.g. `info` or `raftlite=debug,openraft=info` [default: info].
     #[arg(long, value_name = "LEVEL", env = "RAFTLITE_LOG_LEVEL")]
     pub log_level: Option<String>,
+
+    /// rqlite-format permissions file enabling HTTP Basic auth:
+    /// `[{"username": "..", "password": "..", "perms": ["all"]}]`.
+    #[arg(long, value_name = "FILE", env = "RAFTLITE_AUTH")]
+    pub auth: Option<PathBuf>,
+
+    /// User from the --auth file whose credentials this node uses to join and forward.
+    #[arg(long, value_name = "USER", env = "RAFTLITE_JOIN_AS")]
+    pub join_as: Option<String>,
+
+    /// PEM certificate (chain) for HTTPS on the HTTP API.
+    #[arg(long, value_name = "FILE", env = "RAFTLITE_HTTP_CERT")]
+    pub http_cert: Option<PathBuf>,
+
+    /// PEM private key for --http-cert.
+    #[arg(long, value_name = "FILE", env = "RAFTLITE_HTTP_KEY")]
+    pub http_key: Option<PathBuf>,
+
+    /// PEM CA certificate(s) that client certificates of the HTTP API must chain to.
+    #[arg(long, value_name = "FILE", env = "RAFTLITE_HTTP_CA_CERT")]
+    pub http_ca_cert: Option<PathBuf>,
+
+    /// Require HTTP API clients to present a certificate signed by --http-ca-cert.
+    #[arg(long, env = "RAFTLITE_HTTP_VERIFY_CLIENT")]
+    pub http_verify_client: bool,
+
+    /// PEM certificate (chain) for node-to-node traffic (Raft RPC, joins, forwarding).
+    #[arg(long, value_name = "FILE", env = "RAFTLITE_NODE_CERT")]
+    pub node_cert: Option<PathBuf>,
+
+    /// PEM private key for --node-cert.
+    #[arg(long, value_name = "FILE", env = "RAFTLITE_NODE_KEY")]
+    pub node_key: Option<PathBuf>,
+
+    /// PEM CA certificate(s) other nodes' certificates must chain to.
+    #[arg(long, value_name = "FILE", env = "RAFTLITE_NODE_CA")]
+    pub node_ca: Option<PathBuf>,
+
+    /// Require nodes connecting to the Raft port to present a certificate signed by --node-ca.
+    #[arg(long, env = "RAFTLITE_NODE_VERIFY_CLIENT")]
+    pub node_verify_client: bool,
+}
+
+/// Arguments of `raftlite shell`.
+#[derive(Debug, Clone, Args)]
+pub struct ShellArgs {
+    /// HTTP(S) URL of any cluster member.
+    #[arg(default_value = "http://127.0.0.1:4001", env = "RAFTLITE_URL")]
+    pub url: String,
+
+    /// Credentials as USER:PASSWORD for a server started with --auth.
+    #[arg(long, short = 'u', value_name = "USER:PASSWORD", env = "RAFTLITE_USER")]
+    pub user: Option<String>,
+
+    /// PEM CA certificate to trust for an HTTPS server.
+    #[arg(long, value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+
+    /// Accept any server certificate (testing only).
+    #[arg(long)]
+    pub insecure: bool,
 }
 
 /// Arguments of `raftlite bench`.
@@ -126,6 +189,22 @@ pub struct ServeConfig {
     pub join: Vec<String>,
     pub snapshot_threshold: u64,
     pub log_level: String,
+    pub security: SecurityConfig,
+}
+
+/// Authentication and TLS settings; all off by default.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SecurityConfig {
+    pub auth: Option<PathBuf>,
+    pub join_as: Option<String>,
+    pub http_cert: Option<PathBuf>,
+    pub http_key: Option<PathBuf>,
+    pub http_ca_cert: Option<PathBuf>,
+    pub http_verify_client: bool,
+    pub node_cert: Option<PathBuf>,
+    pub node_key: Option<PathBuf>,
+    pub node_ca: Option<PathBuf>,
+    pub node_verify_client: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -170,6 +249,16 @@ struct FileConfig {
     join: Option<JoinList>,
     snapshot_threshold: Option<u64>,
     log_level: Option<String>,
+    auth: Option<PathBuf>,
+    join_as: Option<String>,
+    http_cert: Option<PathBuf>,
+    http_key: Option<PathBuf>,
+    http_ca_cert: Option<PathBuf>,
+    http_verify_client: Option<bool>,
+    node_cert: Option<PathBuf>,
+    node_key: Option<PathBuf>,
+    node_ca: Option<PathBuf>,
+    node_verify_client: Option<bool>,
 }
 
 /// `join` in the file: an array of strings or one comma-separated string.
@@ -365,6 +454,18 @@ pub fn resolve(args: ServeArgs) -> Result<ServeConfig, ConfigError> {
         join,
         snapshot_threshold,
         log_level,
+        security: SecurityConfig {
+            auth: args.auth.or(file.auth),
+            join_as: args.join_as.or(file.join_as),
+            http_cert: args.http_cert.or(file.http_cert),
+            http_key: args.http_key.or(file.http_key),
+            http_ca_cert: args.http_ca_cert.or(file.http_ca_cert),
+            http_verify_client: args.http_verify_client || file.http_verify_client.unwrap_or(false),
+            node_cert: args.node_cert.or(file.node_cert),
+            node_key: args.node_key.or(file.node_key),
+            node_ca: args.node_ca.or(file.node_ca),
+            node_verify_client: args.node_verify_client || file.node_verify_client.unwrap_or(false),
+        },
     })
 }
 

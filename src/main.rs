@@ -3,24 +3,21 @@
 mod bench;
 mod config;
 mod serve;
+mod shell;
 
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let cli = config::Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("raftlite: cannot start the async runtime: {e}");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
     let outcome = match cli.command {
-        config::Command::Serve(args) => runtime.block_on(serve::run(args)),
-        config::Command::Bench(args) => runtime.block_on(bench::run(args)),
+        // The shell is a blocking, line-at-a-time program: no async runtime.
+        config::Command::Shell(args) => shell::run(args),
+        config::Command::Serve(args) => {
+            async_runtime().and_then(|rt| rt.block_on(serve::run(args)))
+        }
+        config::Command::Bench(args) => {
+            async_runtime().and_then(|rt| rt.block_on(bench::run(args)))
+        }
     };
     match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -29,4 +26,11 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::from(2)
         }
     }
+}
+
+fn async_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))
 }
