@@ -35,11 +35,24 @@ pub fn wait_for<T>(mut cond: impl FnMut() -> Option<T>, timeout: Duration, what:
     }
 }
 
-/// Picks a free TCP port on 127.0.0.1 (bind to port 0, then release it; a
-/// small race with other processes is accepted).
+/// Picks a free TCP port on 127.0.0.1 below the kernel's ephemeral range (32768+ on Linux).
+/// Ports from `bind(:0)` come from that range, which outgoing connections also use, so such a
+/// port could be taken by any client socket between the probe and the node's bind. Here each
+/// test process walks its own slice of 20000..32000 (by pid) and checks each port by binding.
 pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local_addr").port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    let base = (std::process::id() % 60) * 200;
+    for _ in 0..SPAN {
+        let offset = (base + NEXT.fetch_add(1, Ordering::Relaxed)) % SPAN;
+        let port = (LOW + offset) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free TCP port on 127.0.0.1 in {LOW}..{}", LOW + SPAN)
 }
 
 /// Last `n` lines of a file, or a note saying why it could not be read.
