@@ -4,6 +4,7 @@ mod bench;
 mod config;
 mod serve;
 mod shell;
+mod tls;
 
 use clap::Parser;
 

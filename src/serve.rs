@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use raftlite_api::auth::{AuthStore, Perm};
 use raftlite_api::server::{router, ApiState, JoinRequest};
-use raftlite_consensus::network::raft_router;
 use raftlite_consensus::node::{NodeConfig, RaftNode};
 use raftlite_consensus::startup::{classify, DataDirState};
 use raftlite_consensus::NodeAddr;
@@ -19,6 +19,8 @@ const NODE_ID_FILE: &str = "node-id";
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = resolve(args)?;
     init_tracing(&config.log_level);
+    let tls = crate::tls::TlsSetup::load(&config.security).context("refusing to start")?;
+    let (auth, join_credentials) = load_auth(&config)?;
 
     let state = classify(&config.data_dir);
     if !state.can_start() {
@@ -34,7 +36,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let node_id = resolve_node_id(&config.data_dir, config.node_id)?;
     let addr = NodeAddr {
         raft_addr: config.raft_advertise_addr.clone(),
-        api_addr: config.http_advertise_addr.clone(),
+        api_addr: tls.advertised_api_addr(&config.http_advertise_addr),
     };
 
     let http_listener = TcpListener::bind(config.http_addr)
@@ -46,34 +48,45 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 
     let mut node_config = NodeConfig::new(node_id, &config.data_dir, addr.clone());
     node_config.snapshot_threshold = config.snapshot_threshold;
+    node_config.raft_client = Some((tls.raft_client()?, tls.raft_scheme()));
     let node = RaftNode::start(node_config).await?;
 
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .map_err(|e| tracing::warn!(error = %e, "metrics disabled"))
         .ok();
+    // Joins and forwarding to other members' APIs: https with the node CA when configured.
+    let node_client = tls.api_client(Duration::from_secs(30))?;
     let api = Arc::new(ApiState {
         node: node.clone(),
-        client: reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .context("cannot build the HTTP client")?,
+        client: node_client.clone(),
         metrics,
         started: Instant::now(),
         data_dir: config.data_dir.clone(),
+        auth,
     });
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let http = tokio::spawn(serve_until(http_listener, router(api), stop_rx.clone()));
+    let http = tokio::spawn(serve_until(
+        http_listener,
+        router(api),
+        stop_rx.clone(),
+        tls.http_server.clone(),
+        "http",
+    ));
     let raft = tokio::spawn(serve_until(
         raft_listener,
-        raft_router(node.raft().clone()),
+        node.raft_router(),
         stop_rx,
+        tls.raft_server.clone(),
+        "raft",
     ));
     tracing::info!(
         node_id,
         http = %config.http_addr,
         raft = %config.raft_addr,
+        https = tls.http_server.is_some(),
+        raft_tls = tls.raft_server.is_some(),
         "raftlite is listening"
     );
 
@@ -82,7 +95,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     let joins = join_targets(&config);
     if !joins.is_empty() {
-        tokio::spawn(join_cluster(joins, node_id, addr));
+        tokio::spawn(join_cluster(
+            node_client,
+            joins,
+            node_id,
+            addr,
+            join_credentials,
+        ));
     }
 
     wait_for_signal().await;
@@ -97,11 +116,19 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Serves `app` until `stop` turns true: over TLS when `tls` is set (see `crate::tls`), else
+/// plain HTTP. `name` labels the server in logs.
 async fn serve_until(
     listener: TcpListener,
     app: axum::Router,
     mut stop: tokio::sync::watch::Receiver<bool>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    name: &'static str,
 ) {
+    if let Some(config) = tls {
+        crate::tls::serve_tls(listener, config, app, stop, name).await;
+        return;
+    }
     let shutdown = async move {
         let _ = stop.wait_for(|s| *s).await;
     };
@@ -109,7 +136,7 @@ async fn serve_until(
         .with_graceful_shutdown(shutdown)
         .await
     {
-        tracing::error!(error = %e, "server stopped");
+        tracing::error!(server = name, error = %e, "server stopped");
     }
 }
 
@@ -180,6 +207,50 @@ fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
+/// What `--auth` and `--join-as` amount to: the loaded permissions file, and the credentials
+/// this node joins with. Any problem refuses the start.
+type AuthSetup = (Option<Arc<AuthStore>>, Option<(String, String)>);
+
+fn load_auth(config: &ServeConfig) -> anyhow::Result<AuthSetup> {
+    let security = &config.security;
+    let Some(path) = &security.auth else {
+        if let Some(user) = &security.join_as {
+            bail!(
+                "refusing to start: --join-as {user:?} needs --auth FILE, the permissions file \
+                 that holds this user's password"
+            );
+        }
+        return Ok((None, None));
+    };
+    let store = AuthStore::load(path).context("refusing to start")?;
+    let credentials = match &security.join_as {
+        Some(user) => {
+            let credentials = store.join_credentials(user).context("refusing to start")?;
+            if !store.user_has(user, Perm::Join) && !store.anyone_has(Perm::Join) {
+                tracing::warn!(
+                    auth_file = %path.display(),
+                    "--join-as {user:?} lacks the \"join\" permission: members using the same \
+                     --auth file will refuse this node's joins with 401; grant \"join\" to it"
+                );
+            }
+            Some(credentials)
+        }
+        None => {
+            if !config.join.is_empty() && !store.anyone_has(Perm::Join) {
+                tracing::warn!(
+                    auth_file = %path.display(),
+                    "--auth is set without --join-as and the \"*\" user lacks the \"join\" \
+                     permission: joining will be refused with 401; pass --join-as USER naming \
+                     a user with the \"join\" permission"
+                );
+            }
+            None
+        }
+    };
+    tracing::info!(auth_file = %path.display(), "HTTP Basic auth is on");
+    Ok((Some(Arc::new(store)), credentials))
+}
+
 fn join_targets(config: &ServeConfig) -> Vec<String> {
     let own = [
         format!("http://{}", config.http_advertise_addr),
@@ -195,17 +266,14 @@ fn join_targets(config: &ServeConfig) -> Vec<String> {
 
 /// Asks the listed members to add this node until one accepts. Joining an existing member is
 /// a no-op on the leader, so this also runs after restarts.
-async fn join_cluster(targets: Vec<String>, node_id: u64, addr: NodeAddr) {
-    let client = match reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-    {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot build the HTTP client for joining");
-            return;
-        }
-    };
+/// `credentials` (from `--join-as`) are sent as HTTP Basic auth.
+async fn join_cluster(
+    client: reqwest::Client,
+    targets: Vec<String>,
+    node_id: u64,
+    addr: NodeAddr,
+    credentials: Option<(String, String)>,
+) {
     let body = JoinRequest {
         id: serde_json::json!(node_id),
         addr: addr.raft_addr.clone(),
@@ -215,7 +283,11 @@ async fn join_cluster(targets: Vec<String>, node_id: u64, addr: NodeAddr) {
     loop {
         for target in &targets {
             let url = format!("{}/join", target.trim_end_matches('/'));
-            match client.post(&url).json(&body).send().await {
+            let mut request = client.post(&url).json(&body);
+            if let Some((user, password)) = &credentials {
+                request = request.basic_auth(user, Some(password));
+            }
+            match request.send().await {
                 Ok(resp) if resp.status().is_success() => {
                     tracing::info!(%url, "joined the cluster");
                     return;
@@ -225,7 +297,11 @@ async fn join_cluster(targets: Vec<String>, node_id: u64, addr: NodeAddr) {
                     let text = resp.text().await.unwrap_or_default();
                     tracing::warn!(%url, %status, body = %text, "join refused; will retry");
                 }
-                Err(e) => tracing::warn!(%url, error = %e, "join failed; will retry"),
+                Err(e) => {
+                    // The whole chain: the cause (refused, TLS certificate problem) is in it.
+                    let error = crate::tls::error_chain(&e);
+                    tracing::warn!(%url, %error, "join failed; will retry")
+                }
             }
         }
         attempt = attempt.saturating_add(1);

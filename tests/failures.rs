@@ -16,8 +16,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{
-    check_results, execute_at, first_values, http_get, http_post, query_at, query_i64s, tail,
-    wait_for, Cluster, Node,
+    check_results, execute_at, first_values, free_port, http_get, http_post, query_at, query_i64s,
+    tail, wait_for, Cluster, Node,
 };
 use serde_json::{json, Value};
 
@@ -241,7 +241,15 @@ fn stopped_node_with_rows(rows: i64) -> (Cluster, u64) {
             json!([["INSERT INTO t(id, v) VALUES(?, ?)", id, format!("v{id}")]]),
         );
     }
-    let applied = status_u64(&c.nodes[0], "applied_index");
+    // The answer to a write can arrive just before the node's metrics report it applied.
+    let applied = wait_for(
+        || {
+            let applied = status_u64(&c.nodes[0], "applied_index");
+            (applied == status_u64(&c.nodes[0], "last_log_index")).then_some(applied)
+        },
+        secs(10),
+        "the node to report every log entry applied",
+    );
     assert!(
         applied as i64 > rows,
         "applied_index {applied} after {rows} writes"
@@ -970,4 +978,28 @@ fn kill9_follower_mid_write_stream_then_restart_loses_nothing() {
     for i in 0..3 {
         wait_ids_present(&c, i, "SELECT id FROM t", &acked, secs(30));
     }
+}
+
+/// A node that advertises a Raft address the leader cannot reach must not become a voter: with
+/// it counted, a 1-node cluster would need 2 votes and stop accepting writes.
+#[test]
+fn join_with_unreachable_raft_address_is_refused_and_quorum_is_kept() {
+    let c = Cluster::start(1, &[]);
+    let leader = c.nodes[0].base_url();
+    exec_ok(&leader, json!(["CREATE TABLE t (id INTEGER PRIMARY KEY)"]));
+    let unreachable = format!("127.0.0.1:{}", free_port());
+    let mut rogue = Node::new(2, c.dir(), &["--raft-advertise-addr", &unreachable]);
+    rogue.start(Some(&leader));
+    wait_for(
+        || {
+            fs::read_to_string(rogue.log_path())
+                .ok()
+                .filter(|log| log.contains("cannot reach its Raft address"))
+        },
+        secs(20),
+        "the join to be refused with the reason",
+    );
+    assert_eq!(c.nodes[0].member_count().expect("nodes"), 1);
+    exec_ok(&leader, json!([["INSERT INTO t(id) VALUES(?)", 1]]));
+    rogue.kill9();
 }

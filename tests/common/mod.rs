@@ -378,6 +378,10 @@ impl Cluster {
     /// one at a time. Returns once all are ready and `/nodes` on the leader
     /// lists all `n` members.
     pub fn start(n: usize, extra_args: &[&str]) -> Cluster {
+        Cluster::start_with(n, extra_args, None)
+    }
+
+    fn start_with(n: usize, extra_args: &[&str], creds: Option<Creds<'_>>) -> Cluster {
         let tmp = tempfile::Builder::new()
             .prefix("raftlite-it-")
             .tempdir()
@@ -395,8 +399,11 @@ impl Cluster {
             let want = i + 1;
             wait_for(
                 || {
-                    let l = c.leader_index()?;
-                    (c.nodes[l].member_count().ok()? >= want).then_some(())
+                    let members = match creds {
+                        None => c.nodes[c.leader_index()?].member_count(),
+                        Some(creds) => c.nodes[c.leader_index_as(creds)?].member_count_as(creds),
+                    };
+                    (members.ok()? >= want).then_some(())
                 },
                 Duration::from_secs(30),
                 &format!("leader's /nodes to list {want} members"),
@@ -470,4 +477,218 @@ impl Drop for Cluster {
             n.kill9();
         }
     }
+}
+
+// ---------------------------------------------------------------------------
+// HTTP Basic auth (servers started with --auth FILE)
+// ---------------------------------------------------------------------------
+
+/// `(user, password)` for HTTP Basic auth.
+pub type Creds<'a> = (&'a str, &'a str);
+
+/// An HTTP answer: status, body and the `WWW-Authenticate` header, if any.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub body: String,
+    pub www_authenticate: Option<String>,
+}
+
+/// Sends `method url` with optional Basic credentials and an optional JSON body.
+/// `Err` only for transport errors.
+pub fn http_request_as(
+    method: &str,
+    url: &str,
+    creds: Option<Creds<'_>>,
+    body: Option<&str>,
+) -> Result<Reply, String> {
+    let m = reqwest::Method::from_bytes(method.as_bytes())
+        .map_err(|e| format!("bad method {method}: {e}"))?;
+    let mut req = client().request(m, url);
+    if let Some((user, password)) = creds {
+        req = req.basic_auth(user, Some(password));
+    }
+    if let Some(b) = body {
+        req = req
+            .header("Content-Type", "application/json")
+            .body(b.to_owned());
+    }
+    let resp = req.send().map_err(|e| format!("{method} {url}: {e}"))?;
+    let status = resp.status().as_u16();
+    let www_authenticate = resp
+        .headers()
+        .get("www-authenticate")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let body = resp
+        .text()
+        .map_err(|e| format!("{method} {url}: reading body: {e}"))?;
+    Ok(Reply {
+        status,
+        body,
+        www_authenticate,
+    })
+}
+
+/// `POST {base}/db/execute` as `creds`; `Ok` is the JSON response on HTTP 200.
+pub fn execute_as(base: &str, creds: Creds<'_>, body: &Value) -> Result<Value, String> {
+    let r = http_request_as(
+        "POST",
+        &format!("{base}/db/execute"),
+        Some(creds),
+        Some(&body.to_string()),
+    )?;
+    ok_json("execute", (r.status, r.body))
+}
+
+/// Single-column integer query (`GET /db/query?q=SQL&level=LEVEL`) as `creds`.
+pub fn query_i64s_as(
+    base: &str,
+    creds: Creds<'_>,
+    sql: &str,
+    level: &str,
+) -> Result<Vec<i64>, String> {
+    let url = format!(
+        "{base}/db/query?q={}&level={}",
+        urlencode(sql),
+        urlencode(level)
+    );
+    let r = http_request_as("GET", &url, Some(creds), None)?;
+    first_values(&ok_json("query", (r.status, r.body))?)?
+        .iter()
+        .map(|row| {
+            row.first()
+                .and_then(Value::as_i64)
+                .ok_or_else(|| format!("not an integer row: {row:?}"))
+        })
+        .collect()
+}
+
+impl Node {
+    /// `/status` as `creds`.
+    pub fn status_as(&self, creds: Creds<'_>) -> Result<Value, String> {
+        let r = http_request_as("GET", &self.url("/status"), Some(creds), None)?;
+        ok_json("status", (r.status, r.body))
+    }
+
+    /// Number of members listed by `/nodes`, asked as `creds`.
+    pub fn member_count_as(&self, creds: Creds<'_>) -> Result<usize, String> {
+        let r = http_request_as("GET", &self.url("/nodes"), Some(creds), None)?;
+        match ok_json("nodes", (r.status, r.body))? {
+            Value::Array(a) => Ok(a.len()),
+            Value::Object(o) => match o.get("nodes") {
+                Some(Value::Array(a)) => Ok(a.len()),
+                _ => Ok(o.len()),
+            },
+            v => Err(format!("unexpected /nodes body: {v}")),
+        }
+    }
+}
+
+impl Cluster {
+    /// [`Cluster::start`] for nodes started with `--auth`: `/status` and `/nodes` are asked as
+    /// `creds` (a user with the `status` permission). `/readyz` must be open to everyone (the
+    /// `*` user needs `ready`).
+    pub fn start_as(n: usize, extra_args: &[&str], creds: Creds<'_>) -> Cluster {
+        Cluster::start_with(n, extra_args, Some(creds))
+    }
+
+    /// [`Cluster::leader_index`] asking `/status` as `creds`.
+    pub fn leader_index_as(&self, creds: Creds<'_>) -> Option<usize> {
+        self.nodes.iter().position(|n| {
+            n.is_started()
+                && n.status_as(creds)
+                    .map(|s| s["store"]["raft"]["state"] == "Leader")
+                    .unwrap_or(false)
+        })
+    }
+
+    /// `SELECT COUNT(*)` with `level=none` (local read) as `creds`.
+    pub fn try_count_rows_as(
+        &self,
+        node: usize,
+        creds: Creds<'_>,
+        table: &str,
+    ) -> Result<i64, String> {
+        let sql = format!("SELECT COUNT(*) FROM {table}");
+        query_i64s_as(&self.nodes[node].base_url(), creds, &sql, "none").and_then(|v| {
+            v.first()
+                .copied()
+                .ok_or_else(|| "no COUNT(*) row".to_owned())
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Binary bodies (backup and load)
+// ---------------------------------------------------------------------------
+
+/// A client that never follows redirects, so a `301` can be inspected.
+fn raw_client() -> &'static reqwest::blocking::Client {
+    static CLIENT: OnceLock<reqwest::blocking::Client> = OnceLock::new();
+    CLIENT.get_or_init(|| {
+        reqwest::blocking::Client::builder()
+            .timeout(HTTP_TIMEOUT)
+            .pool_max_idle_per_host(0)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("build HTTP client")
+    })
+}
+
+/// A response with its raw body.
+pub struct RawResponse {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl RawResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// GET `url` without following redirects; the body as bytes.
+pub fn http_get_raw(url: &str) -> Result<RawResponse, String> {
+    let resp = raw_client()
+        .get(url)
+        .send()
+        .map_err(|e| format!("GET {url}: {e}"))?;
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp
+        .bytes()
+        .map_err(|e| format!("GET {url}: reading body: {e}"))?
+        .to_vec();
+    Ok(RawResponse {
+        status,
+        headers,
+        body,
+    })
+}
+
+/// POST `body` (bytes) to `url` with `content_type`, without following redirects.
+pub fn http_post_raw(url: &str, content_type: &str, body: Vec<u8>) -> Result<RawResponse, String> {
+    let resp = raw_client()
+        .post(url)
+        .header("Content-Type", content_type)
+        .body(body)
+        .send()
+        .map_err(|e| format!("POST {url}: {e}"))?;
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp
+        .bytes()
+        .map_err(|e| format!("POST {url}: reading body: {e}"))?
+        .to_vec();
+    Ok(RawResponse {
+        status,
+        headers,
+        body,
+    })
 }

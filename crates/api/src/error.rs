@@ -12,6 +12,9 @@ pub enum ApiError {
     BadRequest(String),
     #[error("{0}")]
     NotFound(String),
+    /// Missing or wrong credentials, or a user without the needed permission (as rqlite: 401).
+    #[error("{0}")]
+    Unauthorized(String),
     /// No leader is known (an election is under way): retry shortly.
     #[error("no leader is known right now (an election may be in progress); retry shortly")]
     NoLeader,
@@ -27,6 +30,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::NoLeader | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

@@ -25,7 +25,7 @@ use crate::error::ApiError;
 use crate::rqlite;
 
 /// Marks a request a node forwarded to the leader, so a stale leader view never loops.
-const FORWARDED_HEADER: &str = "x-raftlite-forwarded";
+pub(crate) const FORWARDED_HEADER: &str = "x-raftlite-forwarded";
 /// Largest request body accepted; larger ones are refused with 400.
 pub const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -36,24 +36,30 @@ pub struct ApiState {
     pub metrics: Option<PrometheusHandle>,
     pub started: Instant,
     pub data_dir: std::path::PathBuf,
+    /// HTTP Basic auth (`--auth FILE`); `None` lets every request through.
+    pub auth: Option<Arc<crate::auth::AuthStore>>,
 }
 
 type Params = Query<HashMap<String, String>>;
 
 pub fn router(state: Arc<ApiState>) -> Router {
-    Router::new()
+    let auth = state.auth.clone();
+    let app = Router::new()
         .route("/db/execute", post(execute))
         .route("/db/query", get(query).post(query))
         .route("/db/request", post(request))
         .route("/status", get(status))
         .route("/nodes", get(nodes))
         .route("/readyz", get(readyz))
-        .route("/leader", get(leader))
+        .route("/leader", get(leader).post(step_down))
         .route("/remove", delete(remove))
         .route("/join", post(join))
         .route("/metrics", get(metrics))
+        .merge(crate::transfer::routes())
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(state)
+        .with_state(state);
+    // Last, so that every route above (merged ones included) is checked.
+    crate::auth::protect(app, auth)
 }
 
 fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
@@ -71,7 +77,7 @@ fn content_type(headers: &HeaderMap) -> Option<&str> {
         .and_then(|v| v.to_str().ok())
 }
 
-fn flag(params: &HashMap<String, String>, key: &str) -> bool {
+pub(crate) fn flag(params: &HashMap<String, String>, key: &str) -> bool {
     params
         .get(key)
         .is_some_and(|v| !v.trim().eq_ignore_ascii_case("false"))
@@ -89,12 +95,13 @@ fn parse_duration(text: &str) -> Option<Duration> {
         "m" => value * 60.0,
         "h" => value * 3600.0,
         "us" | "µs" => value / 1_000_000.0,
+        "ns" => value / 1_000_000_000.0,
         _ => return None,
     };
     (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
 }
 
-fn timeout_of(params: &HashMap<String, String>) -> Result<Duration, ApiError> {
+pub(crate) fn timeout_of(params: &HashMap<String, String>) -> Result<Duration, ApiError> {
     match params.get("timeout") {
         None => Ok(DEFAULT_TIMEOUT),
         Some(t) => parse_duration(t).ok_or_else(|| {
@@ -105,7 +112,7 @@ fn timeout_of(params: &HashMap<String, String>) -> Result<Duration, ApiError> {
     }
 }
 
-fn json_response(status: StatusCode, value: &Json, pretty: bool) -> Response {
+pub(crate) fn json_response(status: StatusCode, value: &Json, pretty: bool) -> Response {
     let mut response = (status, rqlite::to_body(value, pretty)).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -115,15 +122,15 @@ fn json_response(status: StatusCode, value: &Json, pretty: bool) -> Response {
 }
 
 /// What a node does with a request that only the leader can serve.
-struct LeaderOnly<'a> {
-    method: Method,
-    uri: &'a Uri,
-    headers: &'a HeaderMap,
-    body: Bytes,
-    redirect: bool,
+pub(crate) struct LeaderOnly<'a> {
+    pub(crate) method: Method,
+    pub(crate) uri: &'a Uri,
+    pub(crate) headers: &'a HeaderMap,
+    pub(crate) body: Bytes,
+    pub(crate) redirect: bool,
 }
 
-async fn to_leader(state: &ApiState, req: LeaderOnly<'_>, err: WriteError) -> Response {
+pub(crate) async fn to_leader(state: &ApiState, req: LeaderOnly<'_>, err: WriteError) -> Response {
     let WriteError::NotLeader {
         leader: Some((leader_id, leader)),
     } = err
@@ -183,7 +190,7 @@ async fn to_leader(state: &ApiState, req: LeaderOnly<'_>, err: WriteError) -> Re
     }
 }
 
-fn api_base(addr: &NodeAddr) -> String {
+pub(crate) fn api_base(addr: &NodeAddr) -> String {
     if addr.api_addr.starts_with("http://") || addr.api_addr.starts_with("https://") {
         addr.api_addr.clone()
     } else {
@@ -191,7 +198,7 @@ fn api_base(addr: &NodeAddr) -> String {
     }
 }
 
-async fn write_with_timeout(
+pub(crate) async fn write_with_timeout(
     node: &RaftNode,
     request: WriteRequest,
     timeout: Duration,
@@ -224,6 +231,9 @@ async fn execute(
             statements,
             transaction: flag(&params, "transaction"),
         };
+        if flag(&params, "queue") && state.node.is_leader() {
+            return Ok(queue_write(&state, request, &params, &opts, timeout).await);
+        }
         match write_with_timeout(&state.node, request, timeout).await {
             Ok(outcome) => Ok(json_response(
                 StatusCode::OK,
@@ -258,40 +268,134 @@ enum Level {
     Linearizable,
 }
 
-fn level_of(params: &HashMap<String, String>) -> Result<Level, ApiError> {
+/// How a read may be served (rqlite's `level`, `freshness`, `freshness_strict`, `db_timeout`).
+#[derive(Clone, Copy, Debug)]
+struct ReadOptions {
+    level: Level,
+    /// With `level=none`: the most time allowed since this node last heard from the leader.
+    freshness: Option<Duration>,
+    /// Also require the last applied write to be no older than `freshness`.
+    freshness_strict: bool,
+    db_timeout: Option<Duration>,
+}
+
+fn duration_param(
+    params: &HashMap<String, String>,
+    key: &str,
+) -> Result<Option<Duration>, ApiError> {
+    match params.get(key) {
+        None => Ok(None),
+        Some(t) => parse_duration(t).map(Some).ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "invalid {key} {t:?}: use a duration such as 500ms, 5s or 1m"
+            ))
+        }),
+    }
+}
+
+/// rqlite's rules: unknown or missing levels mean `weak`; `auto` means `none` on a non-voter
+/// (read-only node) and `weak` on a voter.
+fn level_of(params: &HashMap<String, String>, node: &RaftNode) -> Level {
     match params
         .get("level")
         .map(|s| s.to_ascii_lowercase())
         .as_deref()
     {
-        None | Some("weak") | Some("") => Ok(Level::Weak),
-        Some("none") => Ok(Level::None),
-        Some("strong") | Some("linearizable") => Ok(Level::Linearizable),
-        Some(other) => Err(ApiError::BadRequest(format!(
-            "unknown read consistency level {other:?}: use none, weak, strong or linearizable"
-        ))),
+        Some("none") => Level::None,
+        Some("strong") | Some("linearizable") => Level::Linearizable,
+        Some("auto") => {
+            let voters: Vec<NodeId> = node
+                .metrics()
+                .membership_config
+                .membership()
+                .voter_ids()
+                .collect();
+            if voters.contains(&node.id()) {
+                Level::Weak
+            } else {
+                Level::None
+            }
+        }
+        _ => Level::Weak,
     }
 }
 
-/// Checks that this node may serve a read at `level`.
-async fn read_allowed(node: &RaftNode, level: Level, timeout: Duration) -> Result<(), WriteError> {
-    match level {
-        Level::None => Ok(()),
+fn read_options(
+    params: &HashMap<String, String>,
+    node: &RaftNode,
+) -> Result<ReadOptions, ApiError> {
+    Ok(ReadOptions {
+        level: level_of(params, node),
+        freshness: duration_param(params, "freshness")?,
+        freshness_strict: flag(params, "freshness_strict"),
+        db_timeout: duration_param(params, "db_timeout")?,
+    })
+}
+
+/// Why a read cannot be served here.
+enum ReadRefusal {
+    /// Only the leader may serve it (forward or redirect).
+    Leader(WriteError),
+    /// `freshness` is not met: rqlite answers with an error instead of stale data.
+    Stale(String),
+}
+
+/// Checks that this node may serve a read with these options.
+async fn read_allowed(
+    node: &RaftNode,
+    opts: &ReadOptions,
+    timeout: Duration,
+) -> Result<(), ReadRefusal> {
+    match opts.level {
+        Level::None => {
+            match opts.freshness {
+                // The leader is always within any freshness bound.
+                Some(limit) if !node.is_leader() => {
+                    match node.since_leader_contact() {
+                        Some(since) if since <= limit => {}
+                        Some(since) => {
+                            return Err(ReadRefusal::Stale(format!(
+                            "stale read: last contact with the leader was {since:?} ago, more than \
+                             freshness {limit:?}"
+                        )))
+                        }
+                        None => return Err(ReadRefusal::Stale(
+                            "stale read: this node has not heard from a leader since it started"
+                                .to_string(),
+                        )),
+                    }
+                    if opts.freshness_strict {
+                        let age_ms = node
+                            .store()
+                            .last_write_at_ms()
+                            .map(|at| (raftlite_consensus::node::unix_ms() - at).max(0) as u128);
+                        if let Some(age_ms) = age_ms.filter(|a| *a > limit.as_millis()) {
+                            return Err(ReadRefusal::Stale(format!(
+                                "stale read: the last write applied here is {age_ms} ms old, more \
+                             than freshness {limit:?} (freshness_strict)"
+                            )));
+                        }
+                    }
+                    Ok(())
+                }
+                _ => Ok(()),
+            }
+        }
         Level::Weak => {
             if node.is_leader() {
                 Ok(())
             } else {
-                Err(WriteError::NotLeader {
+                Err(ReadRefusal::Leader(WriteError::NotLeader {
                     leader: node.leader(),
-                })
+                }))
             }
         }
         Level::Linearizable => {
             match tokio::time::timeout(timeout, node.ensure_linearizable()).await {
-                Ok(r) => r,
-                Err(_) => Err(WriteError::Unavailable(format!(
+                Ok(r) => r.map_err(ReadRefusal::Leader),
+                Err(_) => Err(ReadRefusal::Leader(WriteError::Unavailable(format!(
                     "could not confirm leadership within {timeout:?}"
-                ))),
+                )))),
             }
         }
     }
@@ -300,9 +404,10 @@ async fn read_allowed(node: &RaftNode, level: Level, timeout: Duration) -> Resul
 async fn run_query(
     state: &ApiState,
     statements: Vec<Statement>,
+    db_timeout: Option<Duration>,
 ) -> Result<Vec<StatementResult>, ApiError> {
     let store = state.node.store();
-    tokio::task::spawn_blocking(move || store.query(&statements))
+    tokio::task::spawn_blocking(move || store.query_with_timeout(&statements, db_timeout))
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?
         .map_err(ApiError::from)
@@ -333,19 +438,29 @@ async fn query(
         } else {
             rqlite::parse_statements(&body, content_type(&headers))?
         };
-        let level = level_of(&params)?;
+        let read = read_options(&params, &state.node)?;
         let timeout = timeout_of(&params)?;
-        if let Err(err) = read_allowed(&state.node, level, timeout).await {
-            let req = LeaderOnly {
-                method,
-                uri: &uri,
-                headers: &headers,
-                body,
-                redirect: flag(&params, "redirect"),
-            };
-            return Ok(to_leader(&state, req, err).await);
+        match read_allowed(&state.node, &read, timeout).await {
+            Ok(()) => {}
+            Err(ReadRefusal::Stale(msg)) => {
+                return Ok(json_response(
+                    StatusCode::OK,
+                    &rqlite::encode_request_failure(&msg, &opts, None),
+                    opts.pretty,
+                ))
+            }
+            Err(ReadRefusal::Leader(err)) => {
+                let req = LeaderOnly {
+                    method,
+                    uri: &uri,
+                    headers: &headers,
+                    body,
+                    redirect: flag(&params, "redirect"),
+                };
+                return Ok(to_leader(&state, req, err).await);
+            }
         }
-        let results = run_query(&state, statements).await?;
+        let results = run_query(&state, statements, read.db_timeout).await?;
         Ok(json_response(
             StatusCode::OK,
             &rqlite::encode_results(&results, &opts, Some(started.elapsed().as_secs_f64()), None),
@@ -379,10 +494,17 @@ async fn request(
             .map_err(|e| ApiError::Internal(e.to_string()))??;
         let redirect = flag(&params, "redirect");
         let outcome = if read_only {
-            let level = level_of(&params)?;
-            match read_allowed(&state.node, level, timeout).await {
-                Ok(()) => Ok((run_query(&state, statements).await?, None)),
-                Err(e) => Err(e),
+            let read = read_options(&params, &state.node)?;
+            match read_allowed(&state.node, &read, timeout).await {
+                Ok(()) => Ok((run_query(&state, statements, read.db_timeout).await?, None)),
+                Err(ReadRefusal::Stale(msg)) => {
+                    return Ok(json_response(
+                        StatusCode::OK,
+                        &rqlite::encode_request_failure(&msg, &opts, None),
+                        opts.pretty,
+                    ))
+                }
+                Err(ReadRefusal::Leader(e)) => Err(e),
             }
         } else {
             let request = WriteRequest {
@@ -493,26 +615,55 @@ async fn nodes(State(state): State<Arc<ApiState>>, Query(params): Params) -> Res
     let membership = m.membership_config.membership();
     let voters: Vec<NodeId> = membership.voter_ids().collect();
     let leader = m.current_leader;
-    let is_leader = state.node.is_leader();
-    let replication = m.replication.clone();
-    let entries: Vec<Json> = membership
+    let probe_timeout = match timeout_of(&params) {
+        Ok(t) => t.min(Duration::from_secs(5)),
+        Err(e) => return e.into_response(),
+    };
+    let members: Vec<(NodeId, NodeAddr)> = membership
         .nodes()
-        .map(|(id, addr)| {
-            let reachable = *id == state.node.id()
-                || Some(*id) == leader
-                || (is_leader
-                    && replication
-                        .as_ref()
-                        .and_then(|r| r.get(id))
-                        .is_some_and(|matched| matched.is_some()));
-            json!({
+        .map(|(id, addr)| (*id, addr.clone()))
+        .collect();
+    // Like rqlite, every member is contacted (a TCP connect to its Raft address, concurrently),
+    // so `reachable` and `time` describe the network as this node sees it now.
+    let probes = members.iter().map(|(id, addr)| {
+        let is_self = *id == state.node.id();
+        let raft_addr = addr.raft_addr.clone();
+        async move {
+            if is_self {
+                return (true, 0.0, None);
+            }
+            let started = Instant::now();
+            match tokio::time::timeout(probe_timeout, tokio::net::TcpStream::connect(&raft_addr))
+                .await
+            {
+                Ok(Ok(_)) => (true, started.elapsed().as_secs_f64(), None),
+                Ok(Err(e)) => (false, started.elapsed().as_secs_f64(), Some(e.to_string())),
+                Err(_) => (
+                    false,
+                    started.elapsed().as_secs_f64(),
+                    Some(format!("no answer within {probe_timeout:?}")),
+                ),
+            }
+        }
+    });
+    let results = futures::future::join_all(probes).await;
+    let entries: Vec<Json> = members
+        .iter()
+        .zip(results)
+        .map(|((id, addr), (reachable, time, error))| {
+            let mut entry = json!({
                 "id": id.to_string(),
                 "api_addr": api_base(addr),
                 "addr": addr.raft_addr,
                 "voter": voters.contains(id),
                 "reachable": reachable,
                 "leader": Some(*id) == leader,
-            })
+                "time": time,
+            });
+            if let (Some(e), Some(obj)) = (error, entry.as_object_mut()) {
+                obj.insert("error".into(), Json::String(e));
+            }
+            entry
         })
         .collect();
     let pretty = flag(&params, "pretty");
@@ -529,6 +680,19 @@ async fn nodes(State(state): State<Arc<ApiState>>, Query(params): Params) -> Res
 }
 
 async fn readyz(State(state): State<Arc<ApiState>>, Query(params): Params) -> Response {
+    if flag(&params, "sync") && !flag(&params, "noleader") {
+        let timeout = match timeout_of(&params) {
+            Ok(t) => t,
+            Err(e) => return e.into_response(),
+        };
+        if !caught_up(&state.node, timeout).await {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "[+]node ok\n[-]sync not ok: the node has not applied its log within the timeout\n",
+            )
+                .into_response();
+        }
+    }
     let has_leader = state.node.leader().is_some();
     let (status, body) = if flag(&params, "noleader") || has_leader {
         (
@@ -653,6 +817,170 @@ async fn join(
     result.unwrap_or_else(IntoResponse::into_response)
 }
 
+/// rqlite's queued writes: the leader answers at once with a sequence number and applies the
+/// request in the background (through the same group commit as every write); `?wait` answers
+/// only once it is applied.
+async fn queue_write(
+    state: &ApiState,
+    request: WriteRequest,
+    params: &HashMap<String, String>,
+    opts: &rqlite::ResponseOptions,
+    timeout: Duration,
+) -> Response {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST_SEQUENCE: AtomicU64 = AtomicU64::new(0);
+    // Like rqlite: nanoseconds since the epoch, strictly increasing.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let sequence = LAST_SEQUENCE
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |last| {
+            Some(now.max(last + 1))
+        })
+        .map(|last| now.max(last + 1))
+        .unwrap_or(now);
+    let node = state.node.clone();
+    let applied = tokio::spawn(async move {
+        match node.write(request).await {
+            Ok(outcome) => Ok(outcome),
+            Err(e) => {
+                metrics::counter!("raftlite_queued_write_failures_total").increment(1);
+                tracing::warn!(sequence, error = %e, "queued write failed");
+                Err(e)
+            }
+        }
+    });
+    if flag(params, "wait") {
+        match tokio::time::timeout(timeout, applied).await {
+            Ok(Ok(Ok(_))) => {}
+            Ok(Ok(Err(e))) => return ApiError::from(e).into_response(),
+            Ok(Err(e)) => return ApiError::Internal(e.to_string()).into_response(),
+            Err(_) => {
+                return ApiError::Unavailable(format!(
+                    "queued write {sequence} was not applied within {timeout:?}"
+                ))
+                .into_response()
+            }
+        }
+    }
+    json_response(
+        StatusCode::OK,
+        &json!({"results": [], "sequence_number": sequence}),
+        opts.pretty,
+    )
+}
+
+/// Whether this node applies everything in its log within `timeout` (`/readyz?sync`).
+async fn caught_up(node: &RaftNode, timeout: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let target = node.metrics().last_log_index.unwrap_or(0);
+    loop {
+        let applied = node.metrics().last_applied.map(|l| l.index).unwrap_or(0);
+        if applied >= target {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[derive(Deserialize, Default)]
+struct StepDownBody {
+    id: Option<Json>,
+}
+
+/// `POST /leader`: the leader hands leadership to another voter (the given `{"id": N}`, or the
+/// most up-to-date one) and answers with the new leader. `?elect` is the internal call that
+/// asks the chosen node to campaign.
+async fn step_down(
+    State(state): State<Arc<ApiState>>,
+    Query(params): Params,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let result: Result<Response, ApiError> = async {
+        let body = body_bytes(body)?;
+        if flag(&params, "elect") {
+            let old_leader = params
+                .get("from")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            state.node.campaign(old_leader);
+            return Ok(StatusCode::ACCEPTED.into_response());
+        }
+        if !state.node.is_leader() {
+            let req = LeaderOnly {
+                method: Method::POST,
+                uri: &uri,
+                headers: &headers,
+                body,
+                redirect: flag(&params, "redirect"),
+            };
+            let err = WriteError::NotLeader {
+                leader: state.node.leader(),
+            };
+            return Ok(to_leader(&state, req, err).await);
+        }
+        let parsed: StepDownBody = if body.iter().all(|b| b.is_ascii_whitespace()) {
+            StepDownBody::default()
+        } else {
+            serde_json::from_slice(&body).map_err(|e| {
+                ApiError::BadRequest(format!("expected an empty body or {{\"id\": N}}: {e}"))
+            })?
+        };
+        let requested = match &parsed.id {
+            None => None,
+            Some(v) => Some(
+                node_id_of(v)
+                    .ok_or_else(|| ApiError::BadRequest("node id must be a number".into()))?,
+            ),
+        };
+        let timeout = timeout_of(&params)?;
+        let (target_id, target) = state.node.transfer_target(requested)?;
+        let me = state.node.id();
+        state.node.pause_leadership(true);
+        let mut ask = state.client.post(format!(
+            "{}/leader?elect&from={me}",
+            api_base(&target)
+        ));
+        if let Some(auth) = headers.get(header::AUTHORIZATION) {
+            ask = ask.header(header::AUTHORIZATION, auth);
+        }
+        let asked = ask.send().await;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let new_leader = loop {
+            match state.node.leader() {
+                Some((id, addr)) if id != me => break Some((id, addr)),
+                _ => {}
+            }
+            if tokio::time::Instant::now() >= deadline {
+                break None;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        state.node.pause_leadership(false);
+        match (new_leader, asked) {
+            (Some((id, addr)), _) => Ok(json_response(
+                StatusCode::OK,
+                &json!({"leader": {"id": id.to_string(), "addr": addr.raft_addr, "api_addr": api_base(&addr)}}),
+                flag(&params, "pretty"),
+            )),
+            (None, Err(e)) => Err(ApiError::Unavailable(format!(
+                "could not reach node {target_id} to hand over leadership: {e}; this node stays leader"
+            ))),
+            (None, Ok(_)) => Err(ApiError::Unavailable(format!(
+                "no new leader within {timeout:?}; this node resumes leading"
+            ))),
+        }
+    }
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
 async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
     let m = state.node.metrics();
     metrics::gauge!("raftlite_raft_term").set(m.current_term as f64);
@@ -686,15 +1014,5 @@ mod tests {
         assert_eq!(parse_duration("10"), None);
         assert_eq!(parse_duration("-1s"), None);
         assert_eq!(parse_duration("abc"), None);
-    }
-
-    #[test]
-    fn levels() {
-        let mut p = HashMap::new();
-        assert_eq!(level_of(&p).unwrap(), Level::Weak);
-        p.insert("level".into(), "strong".into());
-        assert_eq!(level_of(&p).unwrap(), Level::Linearizable);
-        p.insert("level".into(), "bogus".into());
-        assert!(level_of(&p).is_err());
     }
 }

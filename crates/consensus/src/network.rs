@@ -119,7 +119,7 @@ impl TransportError {
 }
 
 /// `error: cause: cause-of-cause`, skipping causes whose text is already included.
-fn error_chain(error: &dyn StdError) -> String {
+pub fn error_chain(error: &dyn StdError) -> String {
     let mut out = error.to_string();
     let mut source = error.source();
     while let Some(e) = source {
@@ -183,6 +183,8 @@ where
 #[derive(Clone, Debug)]
 pub struct HttpNetworkFactory {
     client: reqwest::Client,
+    /// URL scheme of peers' Raft ports: `http`, or `https` when the cluster uses node TLS.
+    scheme: &'static str,
 }
 
 impl HttpNetworkFactory {
@@ -193,12 +195,28 @@ impl HttpNetworkFactory {
 
     /// A factory using the given client (e.g. one shared with other node-to-node calls).
     pub fn with_client(client: reqwest::Client) -> Self {
-        Self { client }
+        Self::with_client_and_scheme(client, "http")
+    }
+
+    /// A factory using the given client and URL scheme (`"http"` or `"https"`); for node TLS,
+    /// pass a client that trusts the node CA (and presents this node's certificate).
+    pub fn with_client_and_scheme(client: reqwest::Client, scheme: &'static str) -> Self {
+        Self { client, scheme }
     }
 
     /// The underlying client, for reuse by other node-to-node calls.
     pub fn client(&self) -> &reqwest::Client {
         &self.client
+    }
+
+    /// Checks that a peer's Raft port answers this node's client: TCP reachable and, with node
+    /// TLS, a handshake both sides trust. Any HTTP answer counts (a GET on a POST route is 405).
+    pub async fn probe(&self, raft_addr: &str, timeout: Duration) -> Result<(), String> {
+        let url = format!("{}://{raft_addr}{APPEND_PATH}", self.scheme);
+        match self.client.get(&url).timeout(timeout).send().await {
+            Ok(_) => Ok(()),
+            Err(e) => Err(error_chain(&e)),
+        }
     }
 }
 
@@ -211,11 +229,7 @@ impl Default for HttpNetworkFactory {
 /// The HTTP client the Raft transport uses: pooled keep-alive connections, TCP_NODELAY (Raft
 /// RPCs are small, latency-bound request/response exchanges), short connect timeout, no proxy.
 pub fn raft_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .tcp_nodelay(true)
-        .connect_timeout(CONNECT_TIMEOUT)
-        .pool_idle_timeout(Duration::from_secs(60))
-        .no_proxy()
+    raft_client_builder()
         .build()
         // Building only fails on TLS backend / resolver initialisation, neither of which this
         // configuration uses; fall back to a default client rather than failing.
@@ -223,6 +237,15 @@ pub fn raft_client() -> reqwest::Client {
             tracing::warn!(error = %error_chain(&e), "cannot build raft HTTP client, using defaults");
             reqwest::Client::new()
         })
+}
+
+/// The settings of [`raft_client`], for callers that add TLS before building.
+pub fn raft_client_builder() -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .tcp_nodelay(true)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .pool_idle_timeout(Duration::from_secs(60))
+        .no_proxy()
 }
 
 impl RaftNetworkFactory<TypeConfig> for HttpNetworkFactory {
@@ -233,6 +256,7 @@ impl RaftNetworkFactory<TypeConfig> for HttpNetworkFactory {
             target,
             addr: node.raft_addr.clone(),
             client: self.client.clone(),
+            scheme: self.scheme,
         }
     }
 }
@@ -243,13 +267,14 @@ pub struct HttpNetwork {
     target: NodeId,
     addr: String,
     client: reqwest::Client,
+    scheme: &'static str,
 }
 
 type RpcResult<T, E = Infallible> = Result<T, RPCError<NodeId, NodeAddr, RaftError<NodeId, E>>>;
 
 impl HttpNetwork {
     fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
+        format!("{}://{}{}", self.scheme, self.addr, path)
     }
 
     /// POSTs `req` to `path` and unpacks the peer's `Result<Resp, RaftError<NodeId, E>>`.
@@ -714,6 +739,20 @@ mod tests {
         .await
         .expect_err("timeout");
         assert!(matches!(err, TransportError::Timeout { .. }), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn factory_scheme_is_used_in_urls() {
+        let peer = NodeAddr {
+            raft_addr: "10.0.0.9:4002".into(),
+            api_addr: String::new(),
+        };
+        let net = HttpNetworkFactory::new().new_client(2, &peer).await;
+        assert_eq!(net.url(VOTE_PATH), "http://10.0.0.9:4002/raft/vote");
+        let net = HttpNetworkFactory::with_client_and_scheme(raft_client(), "https")
+            .new_client(2, &peer)
+            .await;
+        assert_eq!(net.url(APPEND_PATH), "https://10.0.0.9:4002/raft/append");
     }
 
     // --- HttpNetwork error mapping ---

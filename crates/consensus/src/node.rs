@@ -18,6 +18,13 @@ use crate::types::*;
 
 /// Requests merged into one log entry at most.
 const MAX_BATCH: usize = 512;
+/// Bytes of SQL and parameters merged into one log entry at most (a single larger request
+/// still travels alone): every entry must replicate within one heartbeat interval.
+const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
+/// How long the leader waits for a joining node's Raft port to answer before refusing the join.
+const JOIN_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one join request waits for the new learner to catch up before asking it to retry.
+const JOIN_CATCH_UP_WAIT: Duration = Duration::from_secs(10);
 
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
@@ -30,6 +37,9 @@ pub struct NodeConfig {
     pub heartbeat_ms: u64,
     pub election_timeout_min_ms: u64,
     pub election_timeout_max_ms: u64,
+    /// Client and URL scheme (`"http"`/`"https"`) for Raft RPCs to peers; `None` is plain
+    /// HTTP with [`crate::network::raft_client`]. Node TLS passes a client trusting the node CA.
+    pub raft_client: Option<(reqwest::Client, &'static str)>,
 }
 
 impl NodeConfig {
@@ -39,9 +49,13 @@ impl NodeConfig {
             data_dir: data_dir.to_path_buf(),
             addr,
             snapshot_threshold: 8192,
-            heartbeat_ms: 150,
-            election_timeout_min_ms: 1000,
-            election_timeout_max_ms: 2000,
+            // openraft 0.9 also uses the heartbeat interval as the deadline of every
+            // AppendEntries request, so it must leave room for a follower to receive and fsync a
+            // full batch; elections stay well above it.
+            heartbeat_ms: 300,
+            election_timeout_min_ms: 1500,
+            election_timeout_max_ms: 3000,
+            raft_client: None,
         }
     }
 }
@@ -100,6 +114,11 @@ struct Inner {
     raft: Raft,
     store: Arc<Store>,
     writes: mpsc::Sender<PendingWrite>,
+    /// When a leader's append (entries or heartbeat) was last accepted here.
+    leader_contact: std::sync::Mutex<Option<std::time::Instant>>,
+    /// The Raft client, to check that a joining node is reachable before adding it.
+    network: HttpNetworkFactory,
+    election_timeout_max: Duration,
 }
 
 /// Handle to a running node; cheap to clone.
@@ -143,10 +162,14 @@ impl RaftNode {
         .validate()
         .map_err(|e| NodeError::Config(e.to_string()))?;
 
+        let network = match config.raft_client.clone() {
+            Some((client, scheme)) => HttpNetworkFactory::with_client_and_scheme(client, scheme),
+            None => HttpNetworkFactory::new(),
+        };
         let raft = Raft::new(
             config.node_id,
             Arc::new(raft_config),
-            HttpNetworkFactory::new(),
+            network.clone(),
             log_store,
             state_machine,
         )
@@ -162,6 +185,9 @@ impl RaftNode {
                 raft,
                 store,
                 writes: tx,
+                leader_contact: std::sync::Mutex::new(None),
+                network,
+                election_timeout_max: Duration::from_millis(config.election_timeout_max_ms),
             }),
         };
         tokio::spawn(node.clone().initialize_timeline_when_leader());
@@ -222,6 +248,44 @@ impl RaftNode {
         Some((id, node))
     }
 
+    /// The Raft RPC router for this node; it also notes every append accepted from a leader,
+    /// for [`RaftNode::since_leader_contact`].
+    pub fn raft_router(&self) -> axum::Router {
+        let node = self.clone();
+        crate::network::raft_router(self.inner.raft.clone()).layer(axum::middleware::from_fn(
+            move |request: axum::extract::Request, next: axum::middleware::Next| {
+                let node = node.clone();
+                async move {
+                    let is_append = request.uri().path() == crate::network::APPEND_PATH;
+                    let response = next.run(request).await;
+                    if is_append && response.status().is_success() {
+                        node.note_leader_contact();
+                    }
+                    response
+                }
+            },
+        ))
+    }
+
+    fn note_leader_contact(&self) {
+        if let Ok(mut at) = self.inner.leader_contact.lock() {
+            *at = Some(std::time::Instant::now());
+        }
+    }
+
+    /// How long ago this node last heard from a leader: zero on the leader itself, `None` when
+    /// it never has since start-up. rqlite's `freshness` compares against this.
+    pub fn since_leader_contact(&self) -> Option<Duration> {
+        if self.is_leader() {
+            return Some(Duration::ZERO);
+        }
+        self.inner
+            .leader_contact
+            .lock()
+            .ok()
+            .and_then(|at| at.map(|t| t.elapsed()))
+    }
+
     pub fn is_leader(&self) -> bool {
         let metrics = self.inner.raft.metrics();
         let m = metrics.borrow();
@@ -253,6 +317,13 @@ impl RaftNode {
 
     /// Adds a node as learner, then as voter. A node already a voter at the same address is a
     /// no-op, so a restarted node with the same `--join` flags is harmless.
+    ///
+    /// The joining node's Raft port is checked first with this node's own Raft client: openraft
+    /// counts an unreachable learner as caught up while the log is short, and promoting a node
+    /// the leader cannot reach (wrong advertised address, untrusted certificate) would leave the
+    /// cluster without a quorum. The learner is promoted only once it has acknowledged the log up
+    /// to its own membership entry; one still catching up (a large snapshot) stays a learner and
+    /// is promoted when the joining node retries.
     pub async fn add_node(&self, id: NodeId, addr: NodeAddr) -> Result<(), WriteError> {
         let metrics = self.metrics();
         let membership = metrics.membership_config.membership();
@@ -260,12 +331,41 @@ impl RaftNode {
         if is_voter && membership.get_node(&id) == Some(&addr) {
             return Ok(());
         }
-        if membership.get_node(&id).is_none() || membership.get_node(&id) != Some(&addr) {
+        if let Err(cause) = self
+            .inner
+            .network
+            .probe(&addr.raft_addr, JOIN_PROBE_TIMEOUT)
+            .await
+        {
+            return Err(WriteError::Unavailable(format!(
+                "refusing to add node {id}: the leader cannot reach its Raft address {} ({cause}); \
+                 check --raft-advertise-addr and, with TLS, that its certificate is signed by \
+                 --node-ca. Nothing was changed",
+                addr.raft_addr
+            )));
+        }
+        let target_index = if membership.get_node(&id) != Some(&addr) {
             self.inner
                 .raft
-                .add_learner(id, addr.clone(), true)
+                .add_learner(id, addr.clone(), false)
                 .await
-                .map_err(map_write_err)?;
+                .map_err(map_write_err)?
+                .log_id
+                .index
+        } else {
+            metrics.last_log_index.unwrap_or(0)
+        };
+        if let Some(matched) = self
+            .wait_replicated(id, target_index, JOIN_CATCH_UP_WAIT)
+            .await
+        {
+            return Err(WriteError::Unavailable(format!(
+                "node {id} is still catching up (acknowledged index {} of {target_index}); it \
+                 stays a learner and is promoted when it retries the join",
+                matched
+                    .map(|m| m.to_string())
+                    .unwrap_or_else(|| "none yet".into())
+            )));
         }
         if !is_voter {
             self.inner
@@ -276,6 +376,28 @@ impl RaftNode {
         }
         tracing::info!(node_id = id, %addr, "node joined the cluster");
         Ok(())
+    }
+
+    /// Waits until node `id` has acknowledged the log up to `index`. `None` when it has;
+    /// otherwise what it acknowledged when the wait ran out.
+    async fn wait_replicated(&self, id: NodeId, index: u64, wait: Duration) -> Option<Option<u64>> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut metrics = self.inner.raft.metrics();
+        loop {
+            let matched = metrics
+                .borrow()
+                .replication
+                .as_ref()
+                .and_then(|r| r.get(&id).cloned().flatten())
+                .map(|l| l.index);
+            if matched.is_some_and(|m| m >= index) {
+                return None;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Some(matched);
+            }
+            let _ = tokio::time::timeout_at(deadline, metrics.changed()).await;
+        }
     }
 
     /// Removes a node from the membership (voter or learner).
@@ -309,6 +431,78 @@ impl RaftNode {
         }
         tracing::info!(node_id = id, "node removed from the cluster");
         Ok(())
+    }
+
+    /// The voter a leader should hand leadership to: `requested` if it is another voter, else
+    /// the follower that has replicated the most.
+    pub fn transfer_target(
+        &self,
+        requested: Option<NodeId>,
+    ) -> Result<(NodeId, NodeAddr), WriteError> {
+        let metrics = self.metrics();
+        let membership = metrics.membership_config.membership();
+        let candidates: Vec<NodeId> = membership
+            .voter_ids()
+            .filter(|id| *id != self.inner.id)
+            .collect();
+        let chosen = match requested {
+            Some(id) if candidates.contains(&id) => id,
+            Some(id) => {
+                return Err(WriteError::Unavailable(format!(
+                    "node {id} is not another voter of this cluster; voters: {candidates:?}"
+                )))
+            }
+            None => {
+                let matched = |id: &NodeId| {
+                    metrics
+                        .replication
+                        .as_ref()
+                        .and_then(|r| r.get(id).cloned().flatten())
+                        .map(|l| l.index)
+                };
+                candidates
+                    .iter()
+                    .copied()
+                    .max_by_key(|id| matched(id))
+                    .ok_or_else(|| {
+                        WriteError::Unavailable(
+                            "this is a single-voter cluster: there is no other node to lead".into(),
+                        )
+                    })?
+            }
+        };
+        let addr = membership
+            .get_node(&chosen)
+            .cloned()
+            .ok_or_else(|| WriteError::Unavailable(format!("node {chosen} has no address")))?;
+        Ok((chosen, addr))
+    }
+
+    /// Stops (or resumes) this node's heartbeats and elections. openraft 0.9 cannot hand over
+    /// leadership directly, and voters refuse votes while the leader's lease is fresh, so a
+    /// leader stepping down goes quiet until another node has been elected.
+    pub fn pause_leadership(&self, paused: bool) {
+        let runtime = self.inner.raft.runtime_config();
+        runtime.heartbeat(!paused);
+        runtime.elect(!paused);
+    }
+
+    /// Starts an election here once `old_leader`'s lease has run out (used when that leader hands
+    /// over leadership to this node). Stops as soon as any leader other than `old_leader` exists.
+    pub fn campaign(&self, old_leader: NodeId) {
+        let node = self.clone();
+        tokio::spawn(async move {
+            for _ in 0..3 {
+                tokio::time::sleep(node.inner.election_timeout_max).await;
+                if node.leader().is_some_and(|(id, _)| id != old_leader) {
+                    return;
+                }
+                if let Err(e) = node.inner.raft.trigger().elect().await {
+                    tracing::warn!(error = %e, "cannot start an election");
+                    return;
+                }
+            }
+        });
     }
 
     pub async fn shutdown(&self) {
@@ -385,15 +579,43 @@ fn map_write_err(e: RaftError<NodeId, ClientWriteError<NodeId, NodeAddr>>) -> Wr
 /// `raftlite bench`: 3 nodes, 64 clients, 12.4k inserts/s with one in flight, 10.0k with four).
 async fn run_group_commit(raft: Raft, mut rx: mpsc::Receiver<PendingWrite>) {
     while let Some(first) = rx.recv().await {
+        let mut bytes = request_size(&first.request);
         let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
+        while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
             match rx.try_recv() {
-                Ok(w) => batch.push(w),
+                Ok(w) => {
+                    bytes += request_size(&w.request);
+                    batch.push(w);
+                }
                 Err(_) => break,
             }
         }
         propose_batch(&raft, batch).await;
     }
+}
+
+/// Approximate encoded size of a request: its SQL text and parameter payloads.
+fn request_size(request: &WriteRequest) -> usize {
+    use raftlite_store::{Params, Value};
+    let value_size = |v: &Value| match v {
+        Value::Text(t) => t.len(),
+        Value::Blob(b) => b.len(),
+        _ => 9,
+    };
+    request
+        .statements
+        .iter()
+        .map(|s| {
+            s.sql.len()
+                + match &s.params {
+                    Params::None => 0,
+                    Params::Positional(values) => values.iter().map(value_size).sum(),
+                    Params::Named(pairs) => {
+                        pairs.iter().map(|(n, v)| n.len() + value_size(v)).sum()
+                    }
+                }
+        })
+        .sum()
 }
 
 async fn propose_batch(raft: &Raft, batch: Vec<PendingWrite>) {

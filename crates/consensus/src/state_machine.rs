@@ -16,6 +16,10 @@ use crate::types::*;
 
 const META_SUFFIX: &str = ".meta.json";
 const DATA_SUFFIX: &str = ".sqlite";
+/// Scratch files (a database being loaded, a backup being prepared for download). Unlike
+/// `.tmp` files they survive [`SnapshotDir::prune`], which runs while they are in use; they are
+/// removed when their work ends, and leftovers of a crash at start-up.
+const SCRATCH_SUFFIX: &str = ".partial";
 
 pub fn log_id_to_position(log_id: &LogId) -> LogPosition {
     LogPosition {
@@ -107,6 +111,34 @@ impl SnapshotDir {
     pub fn temp_path(&self, purpose: &str) -> PathBuf {
         self.dir
             .join(format!("{purpose}-{:016x}.tmp", rand::random::<u64>()))
+    }
+
+    /// A fresh path for a scratch file (`<purpose>-<random>.partial`) that snapshot pruning
+    /// leaves alone; the caller removes it when done.
+    pub fn scratch_path(&self, purpose: &str) -> PathBuf {
+        self.dir.join(format!(
+            "{purpose}-{:032x}{SCRATCH_SUFFIX}",
+            rand::random::<u128>()
+        ))
+    }
+
+    /// Removes scratch files left by a crash. Call only before anything can be using them
+    /// (at start-up).
+    pub fn remove_scratch(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            if entry
+                .file_name()
+                .to_string_lossy()
+                .ends_with(SCRATCH_SUFFIX)
+            {
+                if let Err(e) = std::fs::remove_file(entry.path()) {
+                    tracing::warn!(file = %entry.path().display(), error = %e, "could not remove a leftover scratch file");
+                }
+            }
+        }
     }
 
     /// The newest complete snapshot: its meta and data file.
@@ -204,6 +236,50 @@ fn store_err(verb: ErrorVerb) -> impl Fn(StoreError) -> StorageError {
     move |e| sm_err(verb, e)
 }
 
+/// Applies a [`Command::Load`]: the bytes go to a scratch file (fsync'd), which
+/// `Store::load_from` copies, stamps with this entry's position, the current membership and the
+/// new timeline, and swaps in. The scratch file is removed whatever happens.
+fn apply_load(
+    store: &Store,
+    snapshots: &SnapshotDir,
+    position: LogPosition,
+    database: &[u8],
+    timeline: &raftlite_store::TimelineRecord,
+) -> Result<(), StorageError> {
+    let already = store.meta().map_err(store_err(ErrorVerb::Read))?.applied;
+    if already.is_some_and(|a| a.index >= position.index) {
+        return Ok(()); // a replay of an entry the database already reflects
+    }
+    let scratch = snapshots.scratch_path("load");
+    let result = write_synced(&scratch, database)
+        .map_err(|e| {
+            sm_err(
+                ErrorVerb::Write,
+                msg(format!(
+                    "cannot write the loaded database to {}: {e}",
+                    scratch.display()
+                )),
+            )
+        })
+        .and_then(|_| {
+            store
+                .load_from(&scratch, position, None, timeline)
+                .map_err(store_err(ErrorVerb::Write))
+        });
+    if let Err(e) = std::fs::remove_file(&scratch) {
+        if e.kind() != ErrorKind::NotFound {
+            tracing::warn!(file = %scratch.display(), error = %e, "could not remove a scratch file");
+        }
+    }
+    let meta = result?;
+    tracing::info!(
+        index = position.index,
+        timeline = meta.timeline().map(|t| t.id.as_str()).unwrap_or(""),
+        "loaded a new database"
+    );
+    Ok(())
+}
+
 /// The Raft state machine: applies entries to SQLite and builds and installs snapshots.
 pub struct SqliteStateMachine {
     store: Arc<Store>,
@@ -221,6 +297,7 @@ impl SqliteStateMachine {
         let snapshots = SnapshotDir::open(snapshot_dir)?;
         let current = snapshots.current()?;
         snapshots.prune(current.as_ref().map(|(m, _)| m.snapshot_id.as_str()));
+        snapshots.remove_scratch();
         if let Some((meta, data)) = &current {
             let applied = store.meta().map_err(store_err(ErrorVerb::Read))?.applied;
             let snapshot_at = meta.last_log_id.as_ref().map(log_id_to_position);
@@ -346,6 +423,7 @@ impl RaftStateMachine<TypeConfig> for SqliteStateMachine {
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
         let store = self.store.clone();
+        let snapshots = self.snapshots.clone();
         blocking(move || {
             let mut responses = Vec::with_capacity(entries.len());
             for entry in entries {
@@ -381,6 +459,10 @@ impl RaftStateMachine<TypeConfig> for SqliteStateMachine {
                         store
                             .apply_init_timeline(position, &record)
                             .map_err(store_err(ErrorVerb::Write))?;
+                        CommandResponse::None
+                    }
+                    EntryPayload::Normal(Command::Load { database, timeline }) => {
+                        apply_load(&store, &snapshots, position, &database, &timeline)?;
                         CommandResponse::None
                     }
                 };
@@ -456,5 +538,175 @@ impl RaftStateMachine<TypeConfig> for SqliteStateMachine {
             meta,
             snapshot: Box::new(file),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use openraft::{EntryPayload, Membership};
+    use raftlite_store::{Statement, StatementResult, TimelineRecord, Value, WriteRequest};
+
+    use super::*;
+
+    fn entry(index: u64, payload: EntryPayload<TypeConfig>) -> Entry {
+        Entry {
+            log_id: LogId::new(openraft::CommittedLeaderId::new(1, 1), index),
+            payload,
+        }
+    }
+
+    fn write(index: u64, sql: &[&str]) -> Entry {
+        entry(
+            index,
+            EntryPayload::Normal(Command::Write {
+                requests: vec![WriteRequest {
+                    statements: sql.iter().map(|s| Statement::new(*s)).collect(),
+                    transaction: false,
+                }],
+                at_unix_ms: 1_700_000_000_000,
+                seed: 1,
+            }),
+        )
+    }
+
+    fn record(id: &str, reason: &str) -> TimelineRecord {
+        TimelineRecord {
+            id: id.into(),
+            counter: 1,
+            parent: None,
+            parent_index: None,
+            reason: reason.into(),
+            at_unix_ms: 5,
+        }
+    }
+
+    fn count(store: &Store, table: &str) -> i64 {
+        let q = store
+            .query(&[Statement::new(format!("SELECT count(*) FROM {table}"))])
+            .expect("query");
+        match &q[0] {
+            StatementResult::Rows(r) => match r.values.first().and_then(|row| row.first()) {
+                Some(Value::Integer(n)) => *n,
+                other => panic!("{other:?}"),
+            },
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn load_entry_replaces_the_database_keeps_membership_and_replays_as_a_no_op() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let snapshots = dir.path().join("snapshots");
+        let mut sm = SqliteStateMachine::open(&dir.path().join("db.sqlite"), &snapshots)
+            .expect("open state machine");
+
+        // The file to load: a database made elsewhere (with a meta table of its own).
+        let elsewhere = tempfile::tempdir().expect("tempdir");
+        let source = dir.path().join("source.sqlite");
+        {
+            let other = Store::open(&elsewhere.path().join("db.sqlite"), StoreOptions::default())
+                .expect("open other store");
+            other
+                .apply_write(
+                    LogPosition {
+                        term: 9,
+                        leader_node: 9,
+                        index: 99,
+                    },
+                    EntryTime {
+                        at_unix_ms: 1,
+                        seed: 1,
+                    },
+                    &[WriteRequest {
+                        statements: vec![
+                            Statement::new("CREATE TABLE loaded(v)"),
+                            Statement::new("INSERT INTO loaded VALUES (1), (2), (3)"),
+                        ],
+                        transaction: false,
+                    }],
+                )
+                .expect("fill source");
+            other.snapshot_to(&source).expect("export source");
+        }
+        let bytes = std::fs::read(&source).expect("read source");
+
+        let nodes: BTreeMap<NodeId, NodeAddr> = [(1, NodeAddr::default())].into();
+        let membership = Membership::new(vec![BTreeSet::from([1])], nodes);
+        let load = entry(
+            4,
+            EntryPayload::Normal(Command::Load {
+                database: bytes.clone(),
+                timeline: record("second", "load"),
+            }),
+        );
+        sm.apply(vec![
+            entry(
+                1,
+                EntryPayload::Normal(Command::InitTimeline(record("first", "bootstrap"))),
+            ),
+            entry(2, EntryPayload::Membership(membership.clone())),
+            write(3, &["CREATE TABLE old(v)", "INSERT INTO old VALUES (1)"]),
+            load.clone(),
+        ])
+        .await
+        .expect("apply");
+
+        let store = sm.store();
+        assert_eq!(count(&store, "loaded"), 3);
+        let meta = store.meta().expect("meta");
+        assert_eq!(meta.applied.map(|a| a.index), Some(4));
+        let history = &meta.timeline_history;
+        assert_eq!(history.len(), 2, "{history:?}");
+        assert_eq!(history[1].id, "second");
+        assert_eq!(history[1].parent.as_deref(), Some("first"));
+        assert_eq!(history[1].parent_index, Some(3));
+        assert_eq!(history[1].counter, 2);
+        let (applied, stored) = sm.applied_state().await.expect("applied state");
+        assert_eq!(applied.map(|l| l.index), Some(4));
+        assert_eq!(
+            stored.membership(),
+            &membership,
+            "membership is the cluster's, kept"
+        );
+
+        // Later writes apply on the loaded data; replaying the load entry changes nothing.
+        sm.apply(vec![write(5, &["INSERT INTO loaded VALUES (4)"])])
+            .await
+            .expect("apply write");
+        sm.apply(vec![load]).await.expect("replay load");
+        assert_eq!(count(&store, "loaded"), 4);
+        assert_eq!(store.meta().expect("meta").timeline_history.len(), 2);
+
+        assert_eq!(
+            std::fs::read(&source).expect("source"),
+            bytes,
+            "source untouched"
+        );
+        let leftovers: Vec<String> = std::fs::read_dir(&snapshots)
+            .expect("snapshots dir")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(leftovers.is_empty(), "scratch files removed: {leftovers:?}");
+    }
+
+    #[test]
+    fn scratch_files_survive_pruning_and_are_removed_at_start_up() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let snapshots = SnapshotDir::open(&dir.path().join("snapshots")).expect("dir");
+        let scratch = snapshots.scratch_path("backup");
+        std::fs::write(&scratch, b"x").expect("write");
+        snapshots.prune(None);
+        assert!(
+            scratch.exists(),
+            "pruning snapshots leaves scratch files alone"
+        );
+        drop(
+            SqliteStateMachine::open(&dir.path().join("db.sqlite"), snapshots.path())
+                .expect("open"),
+        );
+        assert!(!scratch.exists(), "start-up removes leftover scratch files");
     }
 }

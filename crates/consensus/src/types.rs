@@ -34,6 +34,68 @@ pub enum Command {
     },
     /// Sets the first timeline if the database has none; a no-op otherwise.
     InitTimeline(TimelineRecord),
+    /// Replaces the whole database with `database`, the bytes of a SQLite file the leader
+    /// validated (header and `quick_check`) before proposing (`POST /db/load`). Every node
+    /// writes the bytes to a file and swaps it in with `Store::load_from`, which rewrites the
+    /// copy's meta (applied position = this entry, membership = the current one) and appends
+    /// `timeline` (its counter, parent and parent index are filled in on apply from the
+    /// store's own state, so every node records the same history). Applying it again at or
+    /// below the store's applied index (a replay) is a no-op.
+    ///
+    /// The whole file travels in one entry, so it is held in memory several times over and
+    /// must fit one AppendEntries request: acceptable for now (bodies are capped below the
+    /// Raft body limit); a later issue replaces it with chunked, bounded-memory entries
+    /// followed by a small commit entry.
+    Load {
+        #[serde(with = "byte_string")]
+        database: Vec<u8>,
+        timeline: TimelineRecord,
+    },
+}
+
+/// Serializes a byte vector as one byte string instead of element by element. For postcard the
+/// wire format is the same as a plain `Vec<u8>` (a varint length, then the raw bytes), but
+/// encoding and decoding are a copy instead of one serde call per byte, which matters for
+/// megabytes inside the AppendEntries time limit.
+mod byte_string {
+    use std::fmt;
+
+    use serde::de::{Deserializer, Error, SeqAccess, Visitor};
+    use serde::Serializer;
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(bytes)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
+        deserializer.deserialize_byte_buf(BytesVisitor)
+    }
+
+    struct BytesVisitor;
+
+    impl<'de> Visitor<'de> for BytesVisitor {
+        type Value = Vec<u8>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a byte string")
+        }
+
+        fn visit_bytes<E: Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+            Ok(v.to_vec())
+        }
+
+        fn visit_byte_buf<E: Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+            Ok(v)
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u8>, A::Error> {
+            let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1 << 20));
+            while let Some(b) = seq.next_element()? {
+                out.push(b);
+            }
+            Ok(out)
+        }
+    }
 }
 
 /// What applying one entry produced; `Write` holds one result list per request.
@@ -65,3 +127,41 @@ pub type StorageError = openraft::StorageError<NodeId>;
 pub type StoredMembership = openraft::StoredMembership<NodeId, NodeAddr>;
 pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, NodeAddr>;
 pub type Snapshot = openraft::Snapshot<TypeConfig>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn load_bytes_have_the_plain_vec_wire_format_and_round_trip() {
+        let timeline = TimelineRecord {
+            id: "ab".into(),
+            counter: 2,
+            parent: Some("aa".into()),
+            parent_index: Some(9),
+            reason: "load".into(),
+            at_unix_ms: 1,
+        };
+        let database: Vec<u8> = (0..=255u8).cycle().take(70_000).collect();
+        let command = Command::Load {
+            database: database.clone(),
+            timeline: timeline.clone(),
+        };
+        let encoded = postcard::to_allocvec(&command).expect("encode");
+
+        #[derive(Serialize)]
+        enum Plain {
+            _Write,
+            _InitTimeline,
+            Load {
+                database: Vec<u8>,
+                timeline: TimelineRecord,
+            },
+        }
+        let plain =
+            postcard::to_allocvec(&Plain::Load { database, timeline }).expect("encode plain");
+        assert_eq!(encoded, plain);
+        let decoded: Command = postcard::from_bytes(&encoded).expect("decode");
+        assert_eq!(decoded, command);
+    }
+}

@@ -119,6 +119,8 @@ pub struct Store {
     /// Queries hold it shared; swapping the database file holds it exclusively.
     swap_gate: RwLock<()>,
     writer_guard: Arc<Guard>,
+    /// Leader clock (Unix ms) of the last applied write entry; 0 before the first.
+    last_write_at_ms: std::sync::atomic::AtomicI64,
 }
 
 impl Store {
@@ -134,11 +136,21 @@ impl Store {
             readers: Mutex::new(Vec::new()),
             swap_gate: RwLock::new(()),
             writer_guard,
+            last_write_at_ms: std::sync::atomic::AtomicI64::new(0),
         })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The leader's clock (Unix ms) when it proposed the last write this node applied, if any
+    /// since start-up. Used for rqlite's `freshness_strict`.
+    pub fn last_write_at_ms(&self) -> Option<i64> {
+        match self.last_write_at_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(ms),
+        }
     }
 
     fn writer(&self) -> MutexGuard<'_, Connection> {
@@ -202,6 +214,8 @@ impl Store {
                 }
                 return Err(e);
             }
+            self.last_write_at_ms
+                .store(time.at_unix_ms, Ordering::Relaxed);
             return Ok(all);
         }
     }
@@ -277,12 +291,33 @@ impl Store {
 
     /// Runs read-only statements on a pooled read-only connection.
     pub fn query(&self, statements: &[Statement]) -> Result<Vec<StatementResult>, StoreError> {
+        self.query_with_timeout(statements, None)
+    }
+
+    /// Like [`Store::query`], interrupting statements still running after `timeout` (rqlite's
+    /// `db_timeout`); an interrupted statement reports an error naming the timeout. Never used
+    /// for applying entries: an apply must run to the same end on every node.
+    pub fn query_with_timeout(
+        &self,
+        statements: &[Statement],
+        timeout: Option<std::time::Duration>,
+    ) -> Result<Vec<StatementResult>, StoreError> {
         let _shared = self.swap_gate.read().unwrap_or_else(|p| p.into_inner());
         let reader = self.take_reader()?;
+        let watchdog = timeout.map(|t| QueryWatchdog::start(&reader.conn, t));
         let results = statements
             .iter()
-            .map(|s| query_statement(&reader.conn, s, &reader.guard))
+            .map(|s| match query_statement(&reader.conn, s, &reader.guard) {
+                StatementResult::Error(e) if watchdog.as_ref().is_some_and(|w| w.fired()) => {
+                    StatementResult::Error(format!(
+                        "{e}: the query ran longer than db_timeout ({:?}) and was interrupted",
+                        timeout.unwrap_or_default()
+                    ))
+                }
+                other => other,
+            })
             .collect();
+        drop(watchdog);
         self.return_reader(reader);
         Ok(results)
     }
@@ -360,10 +395,81 @@ impl Store {
     /// complete file. Returns the new database's meta.
     pub fn install_from(&self, source: &Path) -> Result<MetaState, StoreError> {
         let incoming = validate_database(source)?;
-        let staging = self.path.with_extension("sqlite.installing");
+        let staging = self.staging_path();
         std::fs::copy(source, &staging).map_err(|e| StoreError::io(&staging, e))?;
         sync_file(&staging)?;
+        self.swap_in(&staging, incoming.applied)
+    }
 
+    /// Replaces the database with a copy of the SQLite file at `source` (a user's database, as
+    /// `/db/load` receives it) as the state at Raft log `position`. The copy's `_raftlite_meta`
+    /// is rewritten (created if absent) so that it says: applied = `position`; membership =
+    /// `membership_json`, or this store's current membership when `None` (never the loaded
+    /// file's); timeline history = this store's history plus `timeline`. The source file is
+    /// never modified. The swap is atomic, as in [`Store::install_from`].
+    ///
+    /// `timeline`'s `counter`, `parent` and `parent_index` are set here from this store's current
+    /// timeline and applied index, so every node (all apply the same entries) records the same
+    /// history even if the proposer's view was stale; its `id`, `reason` and `at_unix_ms` are
+    /// kept. Applying at a position the store already reached is a no-op (a replay after a
+    /// restart), returning the current meta.
+    pub fn load_from(
+        &self,
+        source: &Path,
+        position: LogPosition,
+        membership_json: Option<String>,
+        timeline: &TimelineRecord,
+    ) -> Result<MetaState, StoreError> {
+        let current = self.meta()?;
+        if current.applied.is_some_and(|a| a.index >= position.index) {
+            return Ok(current);
+        }
+        validate_database(source)?;
+        let mut record = timeline.clone();
+        match current.timeline() {
+            Some(parent) => {
+                record.counter = parent.counter + 1;
+                record.parent = Some(parent.id.clone());
+                record.parent_index = Some(current.applied.map(|a| a.index).unwrap_or(0));
+            }
+            None => {
+                record.counter = 1;
+                record.parent = None;
+                record.parent_index = None;
+            }
+        }
+        let mut history = current.timeline_history.clone();
+        history.push(record);
+        let membership = membership_json.or(current.membership_json);
+
+        let staging = self.staging_path();
+        let prepared = std::fs::copy(source, &staging)
+            .map_err(|e| StoreError::io(&staging, e))
+            .and_then(|_| rewrite_meta(&staging, position, membership.as_deref(), &history))
+            .and_then(|_| sync_file(&staging));
+        if let Err(e) = prepared {
+            for leftover in [staging.clone(), sidecar(&staging, "-journal")] {
+                let _ = std::fs::remove_file(leftover);
+            }
+            return Err(e);
+        }
+        self.swap_in(&staging, Some(position))
+    }
+
+    /// Where a replacement database is prepared before it is swapped in.
+    fn staging_path(&self) -> PathBuf {
+        self.path.with_extension("sqlite.installing")
+    }
+
+    /// Makes the complete, fsync'd SQLite file at `staging` the database, atomically: under the
+    /// exclusive gate (waiting for in-flight reads) the WAL is checkpointed, the connections are
+    /// closed, `-wal`/`-shm` removed, `staging` renamed over the database and the directory
+    /// fsync'd, then the writer reopens. `expected` is the position the new file must report.
+    fn swap_in(
+        &self,
+        staging: &Path,
+        expected: Option<LogPosition>,
+    ) -> Result<MetaState, StoreError> {
         let _exclusive = self.swap_gate.write().unwrap_or_else(|p| p.into_inner());
         let mut writer = self.writer();
         self.readers
@@ -383,11 +489,11 @@ impl Store {
                 Err(e) => return Err(StoreError::io(side, e)),
             }
         }
-        std::fs::rename(&staging, &self.path).map_err(|e| StoreError::io(&self.path, e))?;
+        std::fs::rename(staging, &self.path).map_err(|e| StoreError::io(&self.path, e))?;
         sync_parent_dir(&self.path)?;
         *writer = open_writer(&self.path, &self.options, self.writer_guard.clone())?;
         let meta = read_meta(&writer, &self.path)?;
-        if meta.applied != incoming.applied {
+        if meta.applied != expected {
             return Err(StoreError::CorruptMeta {
                 path: self.path.clone(),
                 detail: "installed file does not report the position it was validated at".into(),
@@ -399,6 +505,39 @@ impl Store {
     /// Size of the database file in bytes (without WAL).
     pub fn file_size(&self) -> u64 {
         std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0)
+    }
+}
+
+/// Interrupts the statements of one connection once a deadline passes.
+struct QueryWatchdog {
+    done: std::sync::mpsc::Sender<()>,
+    fired: Arc<AtomicBool>,
+}
+
+impl QueryWatchdog {
+    fn start(conn: &Connection, timeout: std::time::Duration) -> QueryWatchdog {
+        let handle = conn.get_interrupt_handle();
+        let fired = Arc::new(AtomicBool::new(false));
+        let (done, finished) = std::sync::mpsc::channel::<()>();
+        let flag = fired.clone();
+        std::thread::spawn(move || {
+            if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = finished.recv_timeout(timeout)
+            {
+                flag.store(true, Ordering::SeqCst);
+                handle.interrupt();
+            }
+        });
+        QueryWatchdog { done, fired }
+    }
+
+    fn fired(&self) -> bool {
+        self.fired.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for QueryWatchdog {
+    fn drop(&mut self) {
+        let _ = self.done.send(());
     }
 }
 
@@ -484,6 +623,36 @@ pub fn validate_database(path: &Path) -> Result<MetaState, StoreError> {
     }
     drop(conn);
     probe(path)?.ok_or_else(|| not_db("file disappeared during validation".into()))
+}
+
+/// Replaces the `_raftlite_meta` table of the database at `path` (a staging copy nobody else
+/// has open) with the given position, membership and timeline history, in one transaction, and
+/// leaves the file in rollback-journal mode so it is complete on its own.
+fn rewrite_meta(
+    path: &Path,
+    position: LogPosition,
+    membership_json: Option<&str>,
+    history: &[TimelineRecord],
+) -> Result<(), StoreError> {
+    let mut conn = Connection::open(path)?;
+    conn.pragma_update(None, "journal_mode", "DELETE")?;
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    tx.execute_batch(&format!(
+        "DROP TABLE IF EXISTS {META_TABLE}; \
+         CREATE TABLE {META_TABLE} (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
+    ))?;
+    {
+        let mut insert = tx.prepare(&format!(
+            "INSERT INTO {META_TABLE}(key, value) VALUES (?1, ?2)"
+        ))?;
+        insert.execute(params![META_APPLIED, to_json(&position)?])?;
+        if let Some(m) = membership_json {
+            insert.execute(params![META_MEMBERSHIP, m])?;
+        }
+        insert.execute(params![META_TIMELINES, to_json(&history)?])?;
+    }
+    tx.commit()?;
+    conn.close().map_err(|(_, e)| StoreError::from(e))
 }
 
 fn sidecar(path: &Path, suffix: &str) -> PathBuf {
@@ -1050,6 +1219,32 @@ mod tests {
     }
 
     #[test]
+    fn db_timeout_interrupts_a_long_query_and_the_reader_stays_usable() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let slow = Statement::new(
+            "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) \
+             SELECT count(*) FROM c WHERE x < 0",
+        );
+        let started = Instant::now();
+        let r = store
+            .query_with_timeout(&[slow], Some(std::time::Duration::from_millis(50)))
+            .unwrap();
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        assert!(
+            matches!(&r[0], StatementResult::Error(e) if e.contains("db_timeout")),
+            "{r:?}"
+        );
+        let ok = store
+            .query_with_timeout(
+                &[Statement::new("SELECT 1")],
+                Some(std::time::Duration::from_secs(5)),
+            )
+            .unwrap();
+        assert!(matches!(&ok[0], StatementResult::Rows(_)));
+    }
+
+    #[test]
     fn install_refuses_garbage_and_keeps_serving() {
         let dir = tempfile::tempdir().unwrap();
         let store = open(dir.path());
@@ -1083,5 +1278,165 @@ mod tests {
         assert_eq!(store.apply_init_timeline(pos(2), &second).unwrap(), first);
         assert_eq!(store.apply_init_timeline(pos(3), &first).unwrap(), first);
         assert_eq!(store.meta().unwrap().timeline_history, vec![first]);
+    }
+
+    fn timeline(id: &str) -> TimelineRecord {
+        TimelineRecord {
+            id: id.into(),
+            counter: 1,
+            parent: None,
+            parent_index: None,
+            reason: "bootstrap".into(),
+            at_unix_ms: 1,
+        }
+    }
+
+    fn count(store: &Store, sql: &str) -> i64 {
+        match &store.query(&[Statement::new(sql)]).unwrap()[0] {
+            StatementResult::Rows(r) => match r.values.first().and_then(|row| row.first()) {
+                Some(Value::Integer(n)) => *n,
+                other => panic!("{other:?}"),
+            },
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn load_replaces_data_and_rewrites_meta_without_touching_the_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let first = timeline("t1");
+        store.apply_init_timeline(pos(1), &first).unwrap();
+        store
+            .apply_membership(pos(2), Some("{\"current\":true}"))
+            .unwrap();
+        store
+            .apply_write(pos(3), T, &[req(&["CREATE TABLE old(v)"], false)])
+            .unwrap();
+
+        // The source is another raftlite database: its own meta must not leak in.
+        let other_dir = tempfile::tempdir().unwrap();
+        let other = open(other_dir.path());
+        other
+            .apply_init_timeline(pos(1), &timeline("foreign"))
+            .unwrap();
+        other
+            .apply_membership(pos(40), Some("{\"foreign\":true}"))
+            .unwrap();
+        other
+            .apply_write(
+                pos(41),
+                T,
+                &[req(
+                    &["CREATE TABLE t(v)", "INSERT INTO t VALUES (1), (2)"],
+                    false,
+                )],
+            )
+            .unwrap();
+        let source = other_dir.path().join("export.sqlite");
+        other.snapshot_to(&source).unwrap();
+        let before = std::fs::read(&source).unwrap();
+
+        let mut record = timeline("t2");
+        record.reason = "load".into();
+        record.counter = 99; // a stale proposer's guess: corrected on apply
+        let meta = store.load_from(&source, pos(4), None, &record).unwrap();
+
+        assert_eq!(
+            std::fs::read(&source).unwrap(),
+            before,
+            "the source is never modified"
+        );
+        assert_eq!(meta.applied, Some(pos(4)));
+        assert_eq!(meta.membership_json.as_deref(), Some("{\"current\":true}"));
+        let expected = TimelineRecord {
+            id: "t2".into(),
+            counter: 2,
+            parent: Some("t1".into()),
+            parent_index: Some(3),
+            reason: "load".into(),
+            at_unix_ms: 1,
+        };
+        assert_eq!(meta.timeline_history, vec![first.clone(), expected.clone()]);
+        assert_eq!(store.meta().unwrap(), meta);
+        assert_eq!(count(&store, "SELECT count(*) FROM t"), 2);
+        assert!(matches!(
+            &store.query(&[Statement::new("SELECT * FROM old")]).unwrap()[0],
+            StatementResult::Error(_)
+        ));
+
+        // Writes continue; replaying the load entry afterwards changes nothing.
+        store
+            .apply_write(pos(5), T, &[req(&["INSERT INTO t VALUES (3)"], false)])
+            .unwrap();
+        let replay = store.load_from(&source, pos(4), None, &record).unwrap();
+        assert_eq!(replay.applied, Some(pos(5)));
+        assert_eq!(count(&store, "SELECT count(*) FROM t"), 3);
+        assert_eq!(
+            store.meta().unwrap().timeline_history,
+            vec![first, expected]
+        );
+        drop(store);
+        let reopened = open(dir.path());
+        assert_eq!(count(&reopened, "SELECT count(*) FROM t"), 3);
+    }
+
+    #[test]
+    fn load_accepts_a_plain_wal_mode_file_and_creates_the_meta_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        store.apply_init_timeline(pos(1), &timeline("t1")).unwrap();
+        let source = dir.path().join("plain.sqlite");
+        {
+            let conn = Connection::open(&source).unwrap();
+            conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+            conn.execute_batch("CREATE TABLE p(v); INSERT INTO p VALUES ('x');")
+                .unwrap();
+        }
+        let meta = store
+            .load_from(&source, pos(2), Some("{\"m\":1}".into()), &timeline("t2"))
+            .unwrap();
+        assert_eq!(meta.applied, Some(pos(2)));
+        assert_eq!(meta.membership_json.as_deref(), Some("{\"m\":1}"));
+        assert_eq!(meta.timeline_history.len(), 2);
+        assert_eq!(count(&store, "SELECT count(*) FROM p"), 1);
+        assert!(
+            !sidecar(&store.staging_path(), "-journal").exists() && !store.staging_path().exists()
+        );
+    }
+
+    #[test]
+    fn load_refuses_a_damaged_file_and_keeps_the_old_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        store
+            .apply_write(
+                pos(1),
+                T,
+                &[req(
+                    &["CREATE TABLE t(v)", "INSERT INTO t VALUES (1)"],
+                    false,
+                )],
+            )
+            .unwrap();
+        let good = dir.path().join("good.sqlite");
+        store.snapshot_to(&good).unwrap();
+        let bytes = std::fs::read(&good).unwrap();
+        let truncated = dir.path().join("truncated.sqlite");
+        std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+        let garbage = dir.path().join("garbage.sqlite");
+        std::fs::write(&garbage, b"not a database at all").unwrap();
+        for bad in [&truncated, &garbage] {
+            assert!(
+                matches!(
+                    store.load_from(bad, pos(2), None, &timeline("x")),
+                    Err(StoreError::NotADatabase { .. })
+                ),
+                "{}",
+                bad.display()
+            );
+        }
+        assert_eq!(store.meta().unwrap().applied, Some(pos(1)));
+        assert_eq!(count(&store, "SELECT count(*) FROM t"), 1);
     }
 }
