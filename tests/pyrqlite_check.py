@@ -5,6 +5,7 @@ Exits non-zero with a message on the first mismatch.
 """
 
 import sys
+import time
 
 import pyrqlite.dbapi2 as dbapi2
 
@@ -42,8 +43,26 @@ def main() -> None:
     else:
         raise AssertionError("an insert into a missing table did not fail")
 
-    cur.execute("SELECT count(*) FROM gadgets")
-    assert cur.fetchone()[0] == 4
+    # executemany runs as one rqlite transaction: one bad row and none of them is stored.
+    cur.executemany(
+        "INSERT INTO gadgets(id, name, price, data) VALUES(?, ?, ?, ?)",
+        [(100, "tx-a", 1.0, b"a"), (1, "duplicate id", 1.0, b"b"), (101, "tx-c", 1.0, b"c")],
+    )
+    cur.execute("SELECT count(*) FROM gadgets WHERE name LIKE 'tx-%'")
+    assert cur.fetchone()[0] == 0, "a failed transaction left rows behind"
+
+    # Reads through this (follower) node at every consistency level. `none` reads the follower's
+    # own copy, which may trail the leader by a heartbeat: poll it.
+    for level in ("weak", "strong", "linearizable"):
+        cur.execute("SELECT count(*) FROM gadgets", consistency=level)
+        assert cur.fetchone()[0] == 4, level
+    deadline = time.monotonic() + 10
+    while True:
+        cur.execute("SELECT count(*) FROM gadgets", consistency="none")
+        if cur.fetchone()[0] == 4:
+            break
+        assert time.monotonic() < deadline, "level=none never caught up"
+        time.sleep(0.05)
     print("pyrqlite: ok")
 
 
