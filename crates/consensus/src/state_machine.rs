@@ -16,9 +16,9 @@ use crate::types::*;
 
 const META_SUFFIX: &str = ".meta.json";
 const DATA_SUFFIX: &str = ".sqlite";
-/// Scratch files (a database being loaded, a backup being prepared for download). Unlike
-/// `.tmp` files they survive [`SnapshotDir::prune`], which runs while they are in use; they are
-/// removed when their work ends, and leftovers of a crash at start-up.
+/// Scratch files (a database being loaded, a backup being prepared for download). Like the
+/// `.tmp` files of snapshots being built or received, they are removed when their work ends, and
+/// leftovers of a crash at start-up; [`SnapshotDir::prune`] never touches either.
 const SCRATCH_SUFFIX: &str = ".partial";
 
 pub fn log_id_to_position(log_id: &LogId) -> LogPosition {
@@ -129,11 +129,10 @@ impl SnapshotDir {
             return;
         };
         for entry in entries.flatten() {
-            if entry
-                .file_name()
-                .to_string_lossy()
-                .ends_with(SCRATCH_SUFFIX)
-            {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            // Only at start-up: while the node runs, these files belong to work in progress
+            // (a snapshot being built or received, a backup or load).
+            if name.ends_with(SCRATCH_SUFFIX) || name.ends_with(".tmp") {
                 if let Err(e) = std::fs::remove_file(entry.path()) {
                     tracing::warn!(file = %entry.path().display(), error = %e, "could not remove a leftover scratch file");
                 }
@@ -190,7 +189,8 @@ impl SnapshotDir {
         Ok(final_data)
     }
 
-    /// Removes every snapshot but `keep_id`, and leftovers of interrupted work.
+    /// Removes every snapshot but `keep_id`. Temporary files are left to
+    /// [`SnapshotDir::remove_scratch`] at start-up: now they may belong to work in progress.
     pub fn prune(&self, keep_id: Option<&str>) {
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
             return;
@@ -200,12 +200,10 @@ impl SnapshotDir {
             let id = name
                 .strip_suffix(META_SUFFIX)
                 .or_else(|| name.strip_suffix(DATA_SUFFIX));
-            let stale = match id {
-                Some(id) => Some(id) != keep_id,
-                None => name.ends_with(".tmp"),
-            };
+            let stale = id.is_some_and(|id| Some(id) != keep_id);
             if stale {
-                // Meta before data, so a crash never leaves a meta pointing at nothing.
+                // A meta whose data file is gone is skipped by `current`, so the order of the
+                // two removals does not matter after a crash.
                 if let Err(e) = std::fs::remove_file(entry.path()) {
                     tracing::warn!(file = %entry.path().display(), error = %e, "could not remove old snapshot file");
                 }
