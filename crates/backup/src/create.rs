@@ -1,0 +1,533 @@
+//! Creating a backup set: SQLite file -> sha256 -> zstd -> (age) -> sha256 -> multipart upload,
+//! then `manifest.json`.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use object_store::{ObjectStoreExt, PutPayload, WriteMultipart};
+use raftlite_store::MetaState;
+use tokio::sync::mpsc;
+
+use crate::crypto::Encryption;
+use crate::destination::Destination;
+use crate::error::BackupError;
+use crate::manifest::{
+    check_segment, compact_timestamp, rfc3339, BackupId, Compression, Manifest, TimelineRef,
+    DATA_FILE, DATA_FILE_ENCRYPTED, FORMAT_VERSION, MANIFEST_FILE,
+};
+use crate::pipe::{ChannelWriter, Digester, CHANNEL_DEPTH};
+
+/// Size of one multipart part. S3 requires at least 5 MiB for every part but the last.
+pub const PART_SIZE: usize = 5 * 1024 * 1024;
+/// Parts uploading at once. With the part being filled, the upload side holds at most
+/// `(PARTS_IN_FLIGHT + 1) * PART_SIZE` bytes.
+pub const PARTS_IN_FLIGHT: usize = 2;
+/// Bytes read from the SQLite file at a time.
+const READ_BYTES: usize = 256 * 1024;
+/// zstd worker threads at most (each holds a few MiB of window and job buffers).
+const MAX_ZSTD_WORKERS: usize = 2;
+
+/// Where the backed-up database stands: what the manifest records about its origin.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackupMeta {
+    /// Names the folder under the destination prefix: `[A-Za-z0-9._-]`, 1-128 characters.
+    pub cluster_id: String,
+    /// The node taking the backup.
+    pub node_id: u64,
+    pub timeline: TimelineRef,
+    /// Raft log position the file reflects.
+    pub log_index: u64,
+    pub log_term: u64,
+}
+
+impl BackupMeta {
+    /// From the [`MetaState`] that `Store::snapshot_to` returned for the file being backed up.
+    /// Fails for a database that has no timeline yet (nothing was ever bootstrapped).
+    pub fn from_meta_state(
+        cluster_id: impl Into<String>,
+        node_id: u64,
+        state: &MetaState,
+    ) -> Result<BackupMeta, BackupError> {
+        let timeline = state.timeline().ok_or_else(|| BackupError::InvalidMeta {
+            reason: "the database has no timeline yet; back up after the cluster has \
+                     bootstrapped (a leader initializes the timeline)"
+                .into(),
+        })?;
+        let applied = state.applied.unwrap_or_default();
+        Ok(BackupMeta {
+            cluster_id: cluster_id.into(),
+            node_id,
+            timeline: TimelineRef {
+                id: timeline.id.clone(),
+                counter: timeline.counter,
+            },
+            log_index: applied.index,
+            log_term: applied.term,
+        })
+    }
+
+    fn check(&self) -> Result<(), BackupError> {
+        check_segment(&self.cluster_id).map_err(|reason| BackupError::InvalidMeta {
+            reason: format!("cluster id {:?}: {reason}", self.cluster_id),
+        })?;
+        if self.timeline.id.is_empty() {
+            return Err(BackupError::InvalidMeta {
+                reason: "the timeline id is empty".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// How to compress and encrypt.
+#[derive(Clone, Debug)]
+pub struct CreateOptions {
+    /// zstd level (1-22; 3 is zstd's default, a good speed/size balance).
+    pub level: i32,
+    /// `None` stores `db.sqlite.zst`; `Some` stores `db.sqlite.zst.age`.
+    pub encryption: Option<Encryption>,
+}
+
+impl Default for CreateOptions {
+    fn default() -> Self {
+        CreateOptions {
+            level: 3,
+            encryption: None,
+        }
+    }
+}
+
+/// What the SQLite header says.
+#[derive(Clone, Copy, Debug)]
+struct SourceInfo {
+    page_size: u32,
+    page_count: u64,
+    len: u64,
+}
+
+/// Backs up `source`, a consistent SQLite file nobody writes to (as `Store::snapshot_to`
+/// makes), to `dest`, and returns the manifest written.
+///
+/// The file is read once and streamed: sha256 of the plain bytes, zstd (multi-threaded, one
+/// standard frame with content checksum), optionally age, sha256 of the stored bytes, and a
+/// multipart upload of `PART_SIZE` parts, `PARTS_IN_FLIGHT` at a time. Memory stays bounded
+/// whatever the file size: about `(PARTS_IN_FLIGHT + 1) * PART_SIZE` on the upload side, the
+/// channel between the halves (`4 x 256 KiB`), a 256 KiB read buffer, age's 64 KiB chunk and
+/// zstd's window/job buffers (a few MiB at the default level).
+///
+/// `manifest.json` is written last, only after the data object is complete. If anything fails
+/// the multipart upload is aborted and no manifest is written, so readers never see the set.
+/// If this future is dropped midway, the in-flight part uploads are cancelled but the store may
+/// keep an unfinished multipart upload (S3: configure a lifecycle rule that aborts incomplete
+/// multipart uploads); no manifest is written either way.
+pub async fn create_backup(
+    source: &Path,
+    meta: BackupMeta,
+    dest: &Destination,
+    opts: &CreateOptions,
+) -> Result<Manifest, BackupError> {
+    meta.check()?;
+    let levels = zstd::compression_level_range();
+    if !levels.contains(&opts.level) {
+        return Err(BackupError::InvalidOptions {
+            reason: format!(
+                "zstd level {} is outside {}..={}",
+                opts.level,
+                levels.start(),
+                levels.end()
+            ),
+        });
+    }
+    let label = dest.label();
+
+    let info = {
+        let source = source.to_path_buf();
+        let meta = meta.clone();
+        run_blocking(&label, move || inspect_source(&source, &meta)).await??
+    };
+
+    let created_at_unix_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    let set = format!(
+        "{}-{}-{}",
+        compact_timestamp(created_at_unix_ms),
+        meta.timeline.counter,
+        meta.log_index
+    );
+    let id = BackupId::new(&meta.cluster_id, &set)?;
+    let set_dir = dest.set_dir(&id);
+    let object_name = if opts.encryption.is_some() {
+        DATA_FILE_ENCRYPTED
+    } else {
+        DATA_FILE
+    };
+    let object_path = set_dir.clone().join(object_name);
+    let manifest_path = set_dir.join(MANIFEST_FILE);
+    let upload_error = |source: object_store::Error| BackupError::Upload {
+        dest: label.clone(),
+        object: format!("{id}/{object_name}"),
+        source: Box::new(source),
+    };
+
+    match dest.store().head(&manifest_path).await {
+        Ok(_) => {
+            return Err(BackupError::AlreadyExists {
+                id,
+                dest: label.clone(),
+            })
+        }
+        Err(object_store::Error::NotFound { .. }) => {}
+        Err(e) => return Err(upload_error(e)),
+    }
+
+    let upload = dest
+        .store()
+        .put_multipart(&object_path)
+        .await
+        .map_err(upload_error)?;
+    let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
+    let (tx, mut rx) = mpsc::channel::<Bytes>(CHANNEL_DEPTH);
+    let encoder = {
+        let source = source.to_path_buf();
+        let encryption = opts.encryption.clone();
+        let level = opts.level;
+        tokio::task::spawn_blocking(move || encode(&source, info.len, level, encryption, tx))
+    };
+
+    let mut failed_part = None;
+    while let Some(chunk) = rx.recv().await {
+        if let Err(e) = writer.wait_for_capacity(PARTS_IN_FLIGHT).await {
+            failed_part = Some(e);
+            break;
+        }
+        writer.put(chunk);
+    }
+    // The encoder sees a closed channel and stops if we stopped early.
+    drop(rx);
+    let encoded = encoder.await;
+
+    if let Some(e) = failed_part {
+        abort_upload(writer, &label).await;
+        return Err(upload_error(e));
+    }
+    let encoded = match encoded {
+        Ok(Ok(encoded)) => encoded,
+        Ok(Err(e)) => {
+            abort_upload(writer, &label).await;
+            return Err(e.into_error(source, &label));
+        }
+        Err(join) => {
+            abort_upload(writer, &label).await;
+            return Err(BackupError::Internal {
+                dest: label.clone(),
+                reason: format!("the compression thread failed: {join}"),
+            });
+        }
+    };
+    // `finish` aborts the upload itself when a part or the completion fails.
+    writer.finish().await.map_err(upload_error)?;
+
+    let (plain_size, plain_sha256) = encoded.plain;
+    let (stored_size, stored_sha256) = encoded.stored;
+    let manifest = Manifest {
+        format_version: FORMAT_VERSION,
+        cluster_id: meta.cluster_id.clone(),
+        node_id: meta.node_id,
+        timeline: meta.timeline.clone(),
+        log_index: meta.log_index,
+        log_term: meta.log_term,
+        created_at: rfc3339(created_at_unix_ms),
+        created_at_unix_ms,
+        sqlite_page_size: info.page_size,
+        sqlite_page_count: info.page_count,
+        plain_sha256,
+        plain_size,
+        stored_sha256,
+        stored_size,
+        compression: Compression {
+            algorithm: "zstd".into(),
+            level: opts.level,
+        },
+        encryption: opts.encryption.as_ref().map(Encryption::info),
+        raftlite_version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    let body = serde_json::to_vec_pretty(&manifest).map_err(|e| BackupError::Internal {
+        dest: label.clone(),
+        reason: format!("cannot serialize the manifest: {e}"),
+    })?;
+    if let Err(source) = dest
+        .store()
+        .put(&manifest_path, PutPayload::from(body))
+        .await
+    {
+        // Without a manifest the object is garbage; try to remove it (readers ignore it anyway).
+        let _ = dest.store().delete(&object_path).await;
+        return Err(BackupError::ManifestWrite {
+            id,
+            dest: label.clone(),
+            source: Box::new(source),
+        });
+    }
+    tracing::info!(dest = %label, %id, plain_size, stored_size, "backup written");
+    Ok(manifest)
+}
+
+async fn abort_upload(writer: WriteMultipart, label: &str) {
+    if let Err(e) = writer.abort().await {
+        tracing::warn!(dest = %label, error = %e, "aborting the multipart upload of a failed backup failed");
+    }
+}
+
+/// Runs `f` on the blocking pool; a panic there becomes an `Internal` error.
+pub(crate) async fn run_blocking<T, F>(label: &str, f: F) -> Result<T, BackupError>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| BackupError::Internal {
+            dest: label.to_string(),
+            reason: format!("a blocking task failed: {e}"),
+        })
+}
+
+/// Reads the SQLite header of `path` and, when the file has a `_raftlite_meta`, checks that
+/// it agrees with `meta`.
+fn inspect_source(path: &Path, meta: &BackupMeta) -> Result<SourceInfo, BackupError> {
+    let info = read_sqlite_header(path)?;
+    let wal = PathBuf::from(format!("{}-wal", path.display()));
+    if std::fs::metadata(&wal)
+        .map(|m| m.len() > 0)
+        .unwrap_or(false)
+    {
+        return Err(BackupError::NotSqlite {
+            path: path.to_path_buf(),
+            reason: "a non-empty -wal file lies beside it, so the file alone misses committed \
+                     transactions"
+                .into(),
+        });
+    }
+    let state = raftlite_store::probe(path).map_err(|e| BackupError::NotSqlite {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    if let Some(state) = state {
+        check_meta_agrees(&state, meta).map_err(|reason| BackupError::MetaMismatch {
+            path: path.to_path_buf(),
+            reason,
+        })?;
+    }
+    Ok(info)
+}
+
+/// `Err(reason)` when the database's own meta contradicts what the backup will claim. A
+/// database without `_raftlite_meta` (a plain SQLite file) agrees with anything.
+pub(crate) fn check_meta_agrees(state: &MetaState, meta: &BackupMeta) -> Result<(), String> {
+    if let Some(applied) = state.applied {
+        if applied.index != meta.log_index || applied.term != meta.log_term {
+            return Err(format!(
+                "the file is at log index {} term {}, the metadata says index {} term {}",
+                applied.index, applied.term, meta.log_index, meta.log_term
+            ));
+        }
+    }
+    if let Some(t) = state.timeline() {
+        if t.id != meta.timeline.id || t.counter != meta.timeline.counter {
+            return Err(format!(
+                "the file is on timeline {} #{}, the metadata says {} #{}",
+                t.id, t.counter, meta.timeline.id, meta.timeline.counter
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Page size and page count from the 100-byte SQLite header, by SQLite's own rules: page size
+/// at offset 16 (big-endian, 1 = 65536); the in-header page count (offset 28) is valid only if
+/// non-zero and the change counter (24) equals version-valid-for (92), else size / page size.
+fn read_sqlite_header(path: &Path) -> Result<SourceInfo, BackupError> {
+    let source_err = |source| BackupError::Source {
+        path: path.to_path_buf(),
+        source,
+    };
+    let not_sqlite = |reason: &str| BackupError::NotSqlite {
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    };
+    let mut file = File::open(path).map_err(source_err)?;
+    let len = file.metadata().map_err(source_err)?.len();
+    let mut header = [0u8; 100];
+    file.read_exact(&mut header).map_err(|e| {
+        if e.kind() == io::ErrorKind::UnexpectedEof {
+            not_sqlite("shorter than the 100-byte SQLite header")
+        } else {
+            source_err(e)
+        }
+    })?;
+    if &header[..16] != b"SQLite format 3\0" {
+        return Err(not_sqlite("no `SQLite format 3` magic"));
+    }
+    let be32 = |at: usize| {
+        u32::from_be_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]])
+    };
+    let page_size = match u16::from_be_bytes([header[16], header[17]]) {
+        1 => 65_536u32,
+        n if n >= 512 && n.is_power_of_two() => u32::from(n),
+        n => return Err(not_sqlite(&format!("invalid page size {n}"))),
+    };
+    let in_header = u64::from(be32(28));
+    let page_count = if in_header != 0 && be32(24) == be32(92) {
+        in_header
+    } else {
+        len / u64::from(page_size)
+    };
+    Ok(SourceInfo {
+        page_size,
+        page_count,
+        len,
+    })
+}
+
+struct Encoded {
+    plain: (u64, String),
+    stored: (u64, String),
+}
+
+enum EncodeError {
+    Source(io::Error),
+    Encode(String),
+}
+
+impl EncodeError {
+    fn into_error(self, path: &Path, label: &str) -> BackupError {
+        match self {
+            EncodeError::Source(source) => BackupError::Source {
+                path: path.to_path_buf(),
+                source,
+            },
+            EncodeError::Encode(reason) => BackupError::Encode {
+                path: path.to_path_buf(),
+                dest: label.to_string(),
+                reason,
+            },
+        }
+    }
+}
+
+fn encode_io(e: io::Error) -> EncodeError {
+    EncodeError::Encode(e.to_string())
+}
+
+/// The blocking half: file -> sha256 -> zstd -> (age) -> channel (sha256 of stored bytes).
+fn encode(
+    path: &Path,
+    expected_len: u64,
+    level: i32,
+    encryption: Option<Encryption>,
+    tx: mpsc::Sender<Bytes>,
+) -> Result<Encoded, EncodeError> {
+    let mut file = File::open(path).map_err(EncodeError::Source)?;
+    let sink = ChannelWriter::new(tx);
+    let (sink, plain) = match encryption {
+        None => compress(&mut file, sink, expected_len, level)?,
+        Some(encryption) => {
+            let encryptor = encryption.encryptor().map_err(EncodeError::Encode)?;
+            let age = encryptor.wrap_output(sink).map_err(encode_io)?;
+            let (age, plain) = compress(&mut file, age, expected_len, level)?;
+            (age.finish().map_err(encode_io)?, plain)
+        }
+    };
+    let stored = sink.finish().map_err(encode_io)?;
+    Ok(Encoded {
+        plain: plain.finish(),
+        stored,
+    })
+}
+
+fn compress<W: Write>(
+    file: &mut File,
+    out: W,
+    expected_len: u64,
+    level: i32,
+) -> Result<(W, Digester), EncodeError> {
+    let mut encoder = zstd::stream::write::Encoder::new(out, level).map_err(encode_io)?;
+    encoder.include_checksum(true).map_err(encode_io)?;
+    encoder
+        .set_pledged_src_size(Some(expected_len))
+        .map_err(encode_io)?;
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(MAX_ZSTD_WORKERS);
+    encoder.multithread(workers as u32).map_err(encode_io)?;
+
+    let mut plain = Digester::default();
+    let mut buf = vec![0u8; READ_BYTES];
+    loop {
+        let n = match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(EncodeError::Source(e)),
+        };
+        plain.update(&buf[..n]);
+        if plain.len() > expected_len {
+            break;
+        }
+        encoder.write_all(&buf[..n]).map_err(encode_io)?;
+    }
+    if plain.len() != expected_len {
+        return Err(EncodeError::Encode(format!(
+            "the file changed while it was read ({expected_len} bytes at the start, {} or more \
+             read); back up a snapshot file nobody writes to",
+            plain.len()
+        )));
+    }
+    let out = encoder.finish().map_err(encode_io)?;
+    Ok((out, plain))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_rules() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.sqlite");
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.pragma_update(None, "page_size", 8192).unwrap();
+        conn.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (randomblob(20000));")
+            .unwrap();
+        let count: i64 = conn
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .unwrap();
+        let count = count as u64;
+        drop(conn);
+        let info = read_sqlite_header(&path).unwrap();
+        assert_eq!(info.page_size, 8192);
+        assert_eq!(info.page_count, count);
+        assert_eq!(info.len, count * 8192);
+
+        std::fs::write(&path, b"not a database at all, but long enough to hold a header......................................................").unwrap();
+        assert!(matches!(
+            read_sqlite_header(&path),
+            Err(BackupError::NotSqlite { .. })
+        ));
+        std::fs::write(&path, b"short").unwrap();
+        assert!(matches!(
+            read_sqlite_header(&path),
+            Err(BackupError::NotSqlite { .. })
+        ));
+        assert!(matches!(
+            read_sqlite_header(&dir.path().join("missing")),
+            Err(BackupError::Source { .. })
+        ));
+    }
+}

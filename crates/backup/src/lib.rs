@@ -1,0 +1,62 @@
+//! raftlite's backup engine: a consistent SQLite file (taken with `Store::snapshot_to`),
+//! compressed with zstd, optionally encrypted with age, uploaded to any object store with a
+//! manifest written last. DESIGN.md section 4.
+//!
+//! # Format
+//!
+//! ```text
+//! <prefix>/<cluster-id>/backups/<set>/db.sqlite.zst        unencrypted, or
+//! <prefix>/<cluster-id>/backups/<set>/db.sqlite.zst.age    encrypted
+//! <prefix>/<cluster-id>/backups/<set>/manifest.json        written last
+//!
+//! <set> = <UTC YYYYMMDDTHHMMSS.mmmZ>-<timeline counter>-<log index>
+//! ```
+//!
+//! - The data object is one standard zstd frame (content size and checksum included) of the
+//!   SQLite file; when encrypted, that frame inside a standard age v1 file (binary, not armored),
+//!   to X25519 recipients or a passphrase.
+//! - `manifest.json` ([`Manifest`]) records the cluster, node, timeline, Raft log index and
+//!   term, creation time, SQLite page size and count, size and sha256 of both the plain file
+//!   and the stored object, the zstd level, the encryption scheme with sha256 fingerprints of
+//!   the recipients (never keys) and the raftlite version.
+//! - A set without `manifest.json` does not exist for readers: it is a backup in progress or
+//!   one that failed. Backups are never overwritten.
+//!
+//! # Recovering without raftlite
+//!
+//! A backup is a plain SQLite file inside standard containers:
+//!
+//! ```sh
+//! age -d -i key.txt db.sqlite.zst.age | zstd -d > db.sqlite     # encrypted to a key
+//! age -d db.sqlite.zst.age | zstd -d > db.sqlite                # encrypted with a passphrase
+//! zstd -d db.sqlite.zst -o db.sqlite                            # not encrypted
+//! sha256sum db.sqlite    # compare with plain_sha256 in manifest.json
+//! ```
+//!
+//! # API
+//!
+//! [`Destination::parse`] a URL, then [`create_backup`], [`list_backups`], [`verify_backup`]
+//! (everything checked, file discarded) or [`download_backup`] (everything checked, file kept:
+//! the first half of a restore). All are `async` (tokio) and keep memory bounded whatever the
+//! database size; the CPU-heavy parts run on tokio's blocking pool.
+
+mod create;
+mod crypto;
+mod destination;
+mod error;
+mod list;
+mod manifest;
+mod pipe;
+mod verify;
+
+pub use age::secrecy;
+pub use create::{create_backup, BackupMeta, CreateOptions, PARTS_IN_FLIGHT, PART_SIZE};
+pub use crypto::{recipient_fingerprint, Encryption, Identity};
+pub use destination::Destination;
+pub use error::BackupError;
+pub use list::{list_backups, BackupList, ListWarning};
+pub use manifest::{
+    BackupId, Compression, EncryptionInfo, EncryptionScheme, Manifest, TimelineRef, DATA_FILE,
+    DATA_FILE_ENCRYPTED, FORMAT_VERSION, MANIFEST_FILE,
+};
+pub use verify::{download_backup, read_manifest, verify_backup, verify_backup_in, VerifyReport};

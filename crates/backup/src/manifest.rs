@@ -1,0 +1,341 @@
+//! The manifest of a backup set and the names of things in the store.
+//!
+//! ```text
+//! <prefix>/<cluster-id>/backups/<set>/db.sqlite.zst[.age]   the data (standard zstd frame, in a standard age file)
+//! <prefix>/<cluster-id>/backups/<set>/manifest.json         written last: a set without it does not exist
+//! <set> = <UTC time YYYYMMDDTHHMMSS.mmmZ>-<timeline counter>-<log index>
+//! ```
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::BackupError;
+
+/// The manifest format this crate writes; readers refuse anything newer.
+pub const FORMAT_VERSION: u32 = 1;
+/// File name of the manifest inside a set.
+pub const MANIFEST_FILE: &str = "manifest.json";
+/// File name of the data object of an unencrypted set.
+pub const DATA_FILE: &str = "db.sqlite.zst";
+/// File name of the data object of an encrypted set.
+pub const DATA_FILE_ENCRYPTED: &str = "db.sqlite.zst.age";
+pub(crate) const BACKUPS_DIR: &str = "backups";
+/// Manifests larger than this are refused unread (a real one is about 1 KiB).
+pub(crate) const MAX_MANIFEST_BYTES: u64 = 1 << 20;
+
+/// Names one backup set: `<cluster-id>/<set>`, as listed.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct BackupId {
+    cluster_id: String,
+    set: String,
+}
+
+impl BackupId {
+    pub fn new(cluster_id: &str, set: &str) -> Result<BackupId, BackupError> {
+        let whole = format!("{cluster_id}/{set}");
+        check_segment(cluster_id).map_err(|reason| BackupError::InvalidId {
+            id: whole.clone(),
+            reason: format!("cluster id: {reason}"),
+        })?;
+        check_segment(set).map_err(|reason| BackupError::InvalidId {
+            id: whole.clone(),
+            reason: format!("set name: {reason}"),
+        })?;
+        Ok(BackupId {
+            cluster_id: cluster_id.to_string(),
+            set: set.to_string(),
+        })
+    }
+
+    pub fn cluster_id(&self) -> &str {
+        &self.cluster_id
+    }
+
+    /// The set folder's name, `<time>-<timeline counter>-<log index>`.
+    pub fn set(&self) -> &str {
+        &self.set
+    }
+}
+
+impl fmt::Display for BackupId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.cluster_id, self.set)
+    }
+}
+
+impl FromStr for BackupId {
+    type Err = BackupError;
+
+    fn from_str(s: &str) -> Result<BackupId, BackupError> {
+        match s.split_once('/') {
+            Some((cluster, set)) => BackupId::new(cluster, set),
+            None => Err(BackupError::InvalidId {
+                id: s.to_string(),
+                reason: "missing `/` between cluster id and set".into(),
+            }),
+        }
+    }
+}
+
+impl TryFrom<String> for BackupId {
+    type Error = BackupError;
+    fn try_from(s: String) -> Result<BackupId, BackupError> {
+        s.parse()
+    }
+}
+
+impl From<BackupId> for String {
+    fn from(id: BackupId) -> String {
+        id.to_string()
+    }
+}
+
+/// A single path segment we are willing to put in an object key: 1-128 of `[A-Za-z0-9._-]`,
+/// not `.`/`..`. Keeps keys portable across S3, GCS, Azure and local filesystems.
+pub(crate) fn check_segment(s: &str) -> Result<(), String> {
+    if s.is_empty() {
+        return Err("empty".into());
+    }
+    if s.len() > 128 {
+        return Err("longer than 128 characters".into());
+    }
+    if s == "." || s == ".." {
+        return Err("`.` and `..` are not allowed".into());
+    }
+    if let Some(c) = s
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(format!(
+            "character {c:?} not allowed (use A-Z a-z 0-9 . _ -)"
+        ));
+    }
+    Ok(())
+}
+
+/// The timeline a backup belongs to (see DESIGN.md section 3).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimelineRef {
+    pub id: String,
+    pub counter: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Compression {
+    /// Always `"zstd"`.
+    pub algorithm: String,
+    pub level: i32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EncryptionScheme {
+    /// age with X25519 recipients (`age1...` public keys).
+    #[serde(rename = "age-x25519")]
+    AgeX25519,
+    /// age with a passphrase (scrypt).
+    #[serde(rename = "age-scrypt")]
+    AgeScrypt,
+}
+
+impl fmt::Display for EncryptionScheme {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            EncryptionScheme::AgeX25519 => "age-x25519",
+            EncryptionScheme::AgeScrypt => "age-scrypt",
+        })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EncryptionInfo {
+    pub scheme: EncryptionScheme,
+    /// sha256 (hex) of each recipient string (`age1...`) the file was encrypted to, so an
+    /// operator can tell which key opens it. Never keys. Empty for a passphrase.
+    pub recipient_fingerprints: Vec<String>,
+}
+
+/// `manifest.json`: everything needed to check and restore a set without opening it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format_version: u32,
+    pub cluster_id: String,
+    /// The node that took the backup.
+    pub node_id: u64,
+    pub timeline: TimelineRef,
+    /// The Raft log position the database reflects.
+    pub log_index: u64,
+    pub log_term: u64,
+    /// RFC 3339, UTC, milliseconds: `2025-01-02T03:04:05.678Z`.
+    pub created_at: String,
+    pub created_at_unix_ms: i64,
+    pub sqlite_page_size: u32,
+    pub sqlite_page_count: u64,
+    /// sha256 (hex) and size of the SQLite file.
+    pub plain_sha256: String,
+    pub plain_size: u64,
+    /// sha256 (hex) and size of the object as stored (`db.sqlite.zst[.age]`).
+    pub stored_sha256: String,
+    pub stored_size: u64,
+    pub compression: Compression,
+    pub encryption: Option<EncryptionInfo>,
+    pub raftlite_version: String,
+}
+
+impl Manifest {
+    /// The data object's file name inside the set.
+    pub fn object_name(&self) -> &'static str {
+        if self.encryption.is_some() {
+            DATA_FILE_ENCRYPTED
+        } else {
+            DATA_FILE
+        }
+    }
+
+    /// Checks what a reader relies on; `Err` carries the reason.
+    pub(crate) fn check(&self, id: &BackupId) -> Result<(), String> {
+        if self.format_version > FORMAT_VERSION {
+            return Err(format!(
+                "format_version {} was written by a newer raftlite (this one reads up to {}); \
+                 upgrade raftlite",
+                self.format_version, FORMAT_VERSION
+            ));
+        }
+        if self.format_version == 0 {
+            return Err("format_version 0 is not a valid manifest".into());
+        }
+        if self.cluster_id != id.cluster_id() {
+            return Err(format!(
+                "it names cluster {:?} but lies under cluster folder {:?}",
+                self.cluster_id,
+                id.cluster_id()
+            ));
+        }
+        if self.compression.algorithm != "zstd" {
+            return Err(format!(
+                "unknown compression {:?} (only zstd)",
+                self.compression.algorithm
+            ));
+        }
+        for (name, value) in [
+            ("plain_sha256", &self.plain_sha256),
+            ("stored_sha256", &self.stored_sha256),
+        ] {
+            if value.len() != 64 || !value.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(format!("{name} is not a sha256 in hex"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Lowercase hex.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[(b >> 4) as usize] as char);
+        s.push(DIGITS[(b & 15) as usize] as char);
+    }
+    s
+}
+
+/// sha256 of `text`, hex.
+pub(crate) fn sha256_hex(text: &str) -> String {
+    use sha2::Digest;
+    hex(&sha2::Sha256::digest(text.as_bytes()))
+}
+
+/// UTC calendar fields of a Unix time in milliseconds.
+struct Utc {
+    year: i64,
+    month: u32,
+    day: u32,
+    hour: u32,
+    minute: u32,
+    second: u32,
+    milli: u32,
+}
+
+fn utc(unix_ms: i64) -> Utc {
+    let days = unix_ms.div_euclid(86_400_000);
+    let ms_of_day = unix_ms.rem_euclid(86_400_000);
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    Utc {
+        year,
+        month,
+        day,
+        hour: (ms_of_day / 3_600_000) as u32,
+        minute: (ms_of_day / 60_000 % 60) as u32,
+        second: (ms_of_day / 1000 % 60) as u32,
+        milli: (ms_of_day % 1000) as u32,
+    }
+}
+
+/// `2025-01-02T03:04:05.678Z`
+pub(crate) fn rfc3339(unix_ms: i64) -> String {
+    let t = utc(unix_ms);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        t.year, t.month, t.day, t.hour, t.minute, t.second, t.milli
+    )
+}
+
+/// `20250102T030405.678Z`: sorts like the time, and is safe in any object key or file name.
+pub(crate) fn compact_timestamp(unix_ms: i64) -> String {
+    let t = utc(unix_ms);
+    format!(
+        "{:04}{:02}{:02}T{:02}{:02}{:02}.{:03}Z",
+        t.year, t.month, t.day, t.hour, t.minute, t.second, t.milli
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(rfc3339(1_735_689_599_999), "2024-12-31T23:59:59.999Z");
+        assert_eq!(rfc3339(1_735_689_600_000), "2025-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(4_107_542_400_000), "2100-03-01T00:00:00.000Z");
+        assert_eq!(rfc3339(-1), "1969-12-31T23:59:59.999Z");
+        assert_eq!(compact_timestamp(1_735_787_045_678), "20250102T030405.678Z");
+    }
+
+    #[test]
+    fn ids() {
+        let id: BackupId = "c1/20250102T030405.678Z-1-42".parse().unwrap();
+        assert_eq!(id.cluster_id(), "c1");
+        assert_eq!(id.set(), "20250102T030405.678Z-1-42");
+        assert_eq!(id.to_string(), "c1/20250102T030405.678Z-1-42");
+        for bad in ["c1", "/x", "c1/", "c1/a/b", "../x", "c 1/x", "c1/.."] {
+            assert!(bad.parse::<BackupId>().is_err(), "{bad}");
+        }
+        let json = serde_json::to_string(&id).unwrap();
+        assert_eq!(json, "\"c1/20250102T030405.678Z-1-42\"");
+        assert_eq!(serde_json::from_str::<BackupId>(&json).unwrap(), id);
+    }
+
+    #[test]
+    fn hex_and_fingerprint() {
+        assert_eq!(hex(&[0, 15, 16, 255]), "000f10ff");
+        assert_eq!(
+            sha256_hex("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+}

@@ -1,0 +1,574 @@
+//! Reading a backup back: download (streaming) -> stored size + sha256 -> age -> zstd -> plain
+//! size + sha256 -> a local SQLite file -> `PRAGMA integrity_check`, page size and count, and
+//! the database's own `_raftlite_meta` against the manifest.
+
+use std::cell::Cell;
+use std::fs::File;
+use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use object_store::ObjectStoreExt;
+use raftlite_store::MetaState;
+use rusqlite::{Connection, OpenFlags};
+use tokio::sync::mpsc;
+
+use crate::create::{check_meta_agrees, run_blocking, BackupMeta};
+use crate::crypto::Identity;
+use crate::destination::Destination;
+use crate::error::BackupError;
+use crate::manifest::{BackupId, EncryptionScheme, Manifest, MANIFEST_FILE, MAX_MANIFEST_BYTES};
+use crate::pipe::{ChannelReader, Digester, CHANNEL_DEPTH};
+
+/// Lines of `PRAGMA integrity_check` kept in an error.
+const INTEGRITY_LINES: usize = 20;
+const COPY_BYTES: usize = 256 * 1024;
+
+/// What a successful verification (or download) checked.
+#[derive(Clone, Debug)]
+pub struct VerifyReport {
+    pub id: BackupId,
+    pub manifest: Manifest,
+    pub stored_size: u64,
+    pub plain_size: u64,
+    pub page_size: u32,
+    pub page_count: u64,
+    /// The database's own `_raftlite_meta` (`None` applied/timeline for a plain SQLite file).
+    pub raftlite_meta: MetaState,
+}
+
+/// Reads and checks the manifest of `id`: `NotFound` if the set has none (an incomplete set).
+pub async fn read_manifest(dest: &Destination, id: &BackupId) -> Result<Manifest, BackupError> {
+    let label = dest.label();
+    read_manifest_inner(dest, id).await.map_err(|e| match e {
+        ManifestError::NotFound => BackupError::NotFound {
+            id: id.clone(),
+            dest: label.clone(),
+        },
+        ManifestError::Store(source) => BackupError::Download {
+            id: id.clone(),
+            dest: label.clone(),
+            source: Box::new(source),
+        },
+        ManifestError::Bad(reason) => BackupError::BadManifest {
+            id: id.clone(),
+            dest: label.clone(),
+            reason,
+        },
+    })
+}
+
+pub(crate) enum ManifestError {
+    NotFound,
+    Store(object_store::Error),
+    Bad(String),
+}
+
+pub(crate) async fn read_manifest_inner(
+    dest: &Destination,
+    id: &BackupId,
+) -> Result<Manifest, ManifestError> {
+    let path = dest.set_dir(id).join(MANIFEST_FILE);
+    let got = match dest.store().get(&path).await {
+        Ok(got) => got,
+        Err(object_store::Error::NotFound { .. }) => return Err(ManifestError::NotFound),
+        Err(e) => return Err(ManifestError::Store(e)),
+    };
+    if got.meta.size > MAX_MANIFEST_BYTES {
+        return Err(ManifestError::Bad(format!(
+            "{} bytes, more than a manifest can be",
+            got.meta.size
+        )));
+    }
+    let body = got.bytes().await.map_err(ManifestError::Store)?;
+    let manifest: Manifest = serde_json::from_slice(&body)
+        .map_err(|e| ManifestError::Bad(format!("not a manifest: {e}")))?;
+    manifest.check(id).map_err(ManifestError::Bad)?;
+    Ok(manifest)
+}
+
+/// Downloads backup `id`, checks everything (see the module doc) and throws the file away.
+/// Needs `identity` for an encrypted backup. Uses the system temp dir for the decompressed
+/// file; see [`verify_backup_in`] to choose where.
+pub async fn verify_backup(
+    dest: &Destination,
+    id: &BackupId,
+    identity: Option<&Identity>,
+) -> Result<VerifyReport, BackupError> {
+    verify_backup_in(dest, id, identity, &std::env::temp_dir()).await
+}
+
+/// [`verify_backup`] with the decompressed file in `work_dir` (it needs the database's size
+/// in free space there; the file is removed afterwards).
+pub async fn verify_backup_in(
+    dest: &Destination,
+    id: &BackupId,
+    identity: Option<&Identity>,
+    work_dir: &Path,
+) -> Result<VerifyReport, BackupError> {
+    let tmp = temp_dir_in(dest, id, work_dir)?;
+    fetch_to(dest, id, identity, &tmp.path().join("db.sqlite")).await
+}
+
+/// Downloads backup `id` as a plain SQLite file at `target`, after every check of
+/// [`verify_backup`] passed: the file is written beside `target` and renamed over it (and the
+/// directory fsync'd) only then, so `target` is never a half-checked file. For restores.
+pub async fn download_backup(
+    dest: &Destination,
+    id: &BackupId,
+    identity: Option<&Identity>,
+    target: &Path,
+) -> Result<VerifyReport, BackupError> {
+    let dir = match target.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let tmp = temp_dir_in(dest, id, &dir)?;
+    let staged = tmp.path().join("db.sqlite");
+    let report = fetch_to(dest, id, identity, &staged).await?;
+    let local = |path: &Path, source| BackupError::Local {
+        id: id.clone(),
+        dest: dest.label(),
+        path: path.to_path_buf(),
+        source,
+    };
+    std::fs::rename(&staged, target).map_err(|e| local(target, e))?;
+    File::open(&dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| local(&dir, e))?;
+    Ok(report)
+}
+
+fn temp_dir_in(
+    dest: &Destination,
+    id: &BackupId,
+    dir: &Path,
+) -> Result<tempfile::TempDir, BackupError> {
+    tempfile::Builder::new()
+        .prefix(".raftlite-backup-")
+        .tempdir_in(dir)
+        .map_err(|source| BackupError::Local {
+            id: id.clone(),
+            dest: dest.label(),
+            path: dir.to_path_buf(),
+            source,
+        })
+}
+
+/// The whole check, leaving the plain database at `out` on success.
+async fn fetch_to(
+    dest: &Destination,
+    id: &BackupId,
+    identity: Option<&Identity>,
+    out: &Path,
+) -> Result<VerifyReport, BackupError> {
+    let label = dest.label();
+    let manifest = read_manifest(dest, id).await?;
+    check_identity(&manifest, identity, id, &label)?;
+
+    let object_path = dest.set_dir(id).join(manifest.object_name());
+    let got = dest
+        .store()
+        .get(&object_path)
+        .await
+        .map_err(|source| BackupError::Download {
+            id: id.clone(),
+            dest: label.clone(),
+            source: Box::new(source),
+        })?;
+    check_stored_size(&manifest, got.meta.size, id, &label)?;
+
+    let (tx, rx) = mpsc::channel::<Bytes>(CHANNEL_DEPTH);
+    let decoder = {
+        let identity = identity.cloned();
+        let encrypted = manifest.encryption.is_some();
+        let out = out.to_path_buf();
+        tokio::task::spawn_blocking(move || decode(rx, encrypted, identity, &out))
+    };
+    let mut stream = got.into_stream();
+    let mut download_error = None;
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(chunk) => {
+                if tx.send(chunk).await.is_err() {
+                    break; // the decoder stopped (local error); it reports why
+                }
+            }
+            Err(e) => {
+                download_error = Some(e);
+                break;
+            }
+        }
+    }
+    drop(tx);
+    drop(stream);
+    let decoded = decoder.await.map_err(|e| BackupError::Internal {
+        dest: label.clone(),
+        reason: format!("the decompression thread failed: {e}"),
+    })?;
+
+    if let Some(source) = download_error {
+        return Err(BackupError::Download {
+            id: id.clone(),
+            dest: label.clone(),
+            source: Box::new(source),
+        });
+    }
+    if let Err(DecodeFailure::Local(source)) = decoded.result {
+        return Err(BackupError::Local {
+            id: id.clone(),
+            dest: label.clone(),
+            path: out.to_path_buf(),
+            source,
+        });
+    }
+    // The stored bytes first: when they differ from what was uploaded, any decoding error is
+    // a consequence and would mislead.
+    let (stored_size, stored_sha256) = decoded.stored.finish();
+    check_stored_size(&manifest, stored_size, id, &label)?;
+    if stored_sha256 != manifest.stored_sha256 {
+        return Err(BackupError::StoredHashMismatch {
+            id: id.clone(),
+            dest: label.clone(),
+            expected: manifest.stored_sha256.clone(),
+            actual: stored_sha256,
+        });
+    }
+    let (plain_size, plain_sha256) = match decoded.result {
+        Ok(plain) => plain.finish(),
+        Err(failure) => return Err(failure.into_error(&manifest, id, &label)),
+    };
+    if plain_size != manifest.plain_size {
+        return Err(BackupError::PlainSizeMismatch {
+            id: id.clone(),
+            dest: label.clone(),
+            expected: manifest.plain_size,
+            actual: plain_size,
+        });
+    }
+    if plain_sha256 != manifest.plain_sha256 {
+        return Err(BackupError::PlainHashMismatch {
+            id: id.clone(),
+            dest: label.clone(),
+            expected: manifest.plain_sha256.clone(),
+            actual: plain_sha256,
+        });
+    }
+
+    let checked = {
+        let out = out.to_path_buf();
+        run_blocking(&label, move || check_database(&out)).await?
+    };
+    let (page_size, page_count, raftlite_meta) = match checked {
+        Ok(v) => v,
+        Err(report) => {
+            return Err(BackupError::IntegrityCheck {
+                id: id.clone(),
+                dest: label.clone(),
+                report,
+            })
+        }
+    };
+    if page_count != manifest.sqlite_page_count || page_size != manifest.sqlite_page_size {
+        return Err(BackupError::PageCountMismatch {
+            id: id.clone(),
+            dest: label.clone(),
+            expected: manifest.sqlite_page_count,
+            actual: page_count,
+            expected_page_size: manifest.sqlite_page_size,
+            actual_page_size: page_size,
+        });
+    }
+    let claimed = BackupMeta {
+        cluster_id: manifest.cluster_id.clone(),
+        node_id: manifest.node_id,
+        timeline: manifest.timeline.clone(),
+        log_index: manifest.log_index,
+        log_term: manifest.log_term,
+    };
+    check_meta_agrees(&raftlite_meta, &claimed).map_err(|reason| {
+        BackupError::RestoredMetaMismatch {
+            id: id.clone(),
+            dest: label.clone(),
+            reason,
+        }
+    })?;
+    Ok(VerifyReport {
+        id: id.clone(),
+        manifest,
+        stored_size,
+        plain_size,
+        page_size,
+        page_count,
+        raftlite_meta,
+    })
+}
+
+/// Refuses early, without downloading, when the identity cannot possibly open the backup.
+fn check_identity(
+    manifest: &Manifest,
+    identity: Option<&Identity>,
+    id: &BackupId,
+    label: &str,
+) -> Result<(), BackupError> {
+    let Some(info) = &manifest.encryption else {
+        return Ok(()); // an identity given for a plain backup is simply not needed
+    };
+    let wrong = |reason: String| BackupError::WrongKey {
+        id: id.clone(),
+        dest: label.to_string(),
+        scheme: info.scheme.to_string(),
+        reason,
+    };
+    let Some(identity) = identity else {
+        return Err(BackupError::IdentityRequired {
+            id: id.clone(),
+            dest: label.to_string(),
+            scheme: info.scheme.to_string(),
+        });
+    };
+    match (info.scheme, identity) {
+        (EncryptionScheme::AgeX25519, Identity::Passphrase(_)) => Err(wrong(
+            "it is encrypted to X25519 recipients, not a passphrase; give an identity file".into(),
+        )),
+        (EncryptionScheme::AgeScrypt, Identity::Keys(_)) => Err(wrong(
+            "it is encrypted with a passphrase, not to X25519 recipients; give the passphrase"
+                .into(),
+        )),
+        (EncryptionScheme::AgeX25519, Identity::Keys(_)) => {
+            let mine = identity.fingerprints();
+            if !info.recipient_fingerprints.is_empty()
+                && !mine.iter().any(|f| info.recipient_fingerprints.contains(f))
+            {
+                Err(wrong(format!(
+                    "none of the identity's public keys (sha256 {}) is among its recipients \
+                     (sha256 {})",
+                    mine.join(", "),
+                    info.recipient_fingerprints.join(", ")
+                )))
+            } else {
+                Ok(())
+            }
+        }
+        (EncryptionScheme::AgeScrypt, Identity::Passphrase(_)) => Ok(()),
+    }
+}
+
+fn check_stored_size(
+    manifest: &Manifest,
+    actual: u64,
+    id: &BackupId,
+    label: &str,
+) -> Result<(), BackupError> {
+    let expected = manifest.stored_size;
+    if actual < expected {
+        Err(BackupError::Truncated {
+            id: id.clone(),
+            dest: label.to_string(),
+            expected,
+            actual,
+        })
+    } else if actual > expected {
+        Err(BackupError::StoredSizeMismatch {
+            id: id.clone(),
+            dest: label.to_string(),
+            expected,
+            actual,
+        })
+    } else {
+        Ok(())
+    }
+}
+
+enum DecodeFailure {
+    /// age refused the header or the key.
+    AgeHeader(age::DecryptError),
+    /// age's payload failed authentication.
+    AgeStream(io::Error),
+    Zstd(io::Error),
+    /// Writing the local file.
+    Local(io::Error),
+}
+
+impl DecodeFailure {
+    fn into_error(self, manifest: &Manifest, id: &BackupId, label: &str) -> BackupError {
+        let id = id.clone();
+        let dest = label.to_string();
+        let scheme = manifest
+            .encryption
+            .as_ref()
+            .map(|e| e.scheme.to_string())
+            .unwrap_or_default();
+        match self {
+            DecodeFailure::AgeHeader(e) => match e {
+                age::DecryptError::NoMatchingKeys
+                | age::DecryptError::DecryptionFailed
+                | age::DecryptError::KeyDecryptionFailed => BackupError::WrongKey {
+                    id,
+                    dest,
+                    scheme,
+                    reason: e.to_string(),
+                },
+                other => BackupError::Decrypt {
+                    id,
+                    dest,
+                    reason: other.to_string(),
+                },
+            },
+            DecodeFailure::AgeStream(e) => BackupError::Decrypt {
+                id,
+                dest,
+                reason: e.to_string(),
+            },
+            DecodeFailure::Zstd(e) => BackupError::BadZstdFrame {
+                id,
+                dest,
+                reason: e.to_string(),
+            },
+            DecodeFailure::Local(source) => BackupError::Local {
+                id,
+                dest,
+                path: PathBuf::new(),
+                source,
+            },
+        }
+    }
+}
+
+struct Decoded {
+    /// Everything received from the store (drained to the end).
+    stored: Digester,
+    /// The plain bytes written, or why decoding stopped.
+    result: Result<Digester, DecodeFailure>,
+}
+
+/// The blocking half: channel -> (age) -> zstd -> file, hashing both ends.
+fn decode(
+    rx: mpsc::Receiver<Bytes>,
+    encrypted: bool,
+    identity: Option<Identity>,
+    out: &Path,
+) -> Decoded {
+    let mut reader = ChannelReader::new(rx);
+    let result = decode_into(&mut reader, encrypted, identity.as_ref(), out);
+    if !matches!(result, Err(DecodeFailure::Local(_))) {
+        reader.drain();
+    }
+    Decoded {
+        stored: reader.digest(),
+        result,
+    }
+}
+
+fn decode_into(
+    reader: &mut ChannelReader,
+    encrypted: bool,
+    identity: Option<&Identity>,
+    out: &Path,
+) -> Result<Digester, DecodeFailure> {
+    let file = File::create(out).map_err(DecodeFailure::Local)?;
+    let mut sink = BufWriter::with_capacity(COPY_BYTES, file);
+    let plain = if encrypted {
+        let decryptor = age::Decryptor::new_buffered(BufReader::new(&mut *reader))
+            .map_err(DecodeFailure::AgeHeader)?;
+        let identities = identity.map(Identity::age_identities).unwrap_or_default();
+        let stream = decryptor
+            .decrypt(identities.iter().map(|i| i.as_ref() as &dyn age::Identity))
+            .map_err(DecodeFailure::AgeHeader)?;
+        let age_failed = Rc::new(Cell::new(false));
+        let tagged = Tagged {
+            inner: stream,
+            failed: age_failed.clone(),
+        };
+        decompress(tagged, &mut sink).map_err(|e| match e {
+            CopyError::Read(e) if age_failed.get() => DecodeFailure::AgeStream(e),
+            CopyError::Read(e) => DecodeFailure::Zstd(e),
+            CopyError::Write(e) => DecodeFailure::Local(e),
+        })?
+    } else {
+        decompress(&mut *reader, &mut sink).map_err(|e| match e {
+            CopyError::Read(e) => DecodeFailure::Zstd(e),
+            CopyError::Write(e) => DecodeFailure::Local(e),
+        })?
+    };
+    let file = sink
+        .into_inner()
+        .map_err(|e| DecodeFailure::Local(e.into_error()))?;
+    file.sync_all().map_err(DecodeFailure::Local)?;
+    Ok(plain)
+}
+
+enum CopyError {
+    Read(io::Error),
+    Write(io::Error),
+}
+
+fn decompress<R: Read, W: Write>(input: R, out: &mut W) -> Result<Digester, CopyError> {
+    let mut decoder = zstd::stream::read::Decoder::new(input).map_err(CopyError::Read)?;
+    let mut plain = Digester::default();
+    let mut buf = vec![0u8; COPY_BYTES];
+    loop {
+        let n = match decoder.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(CopyError::Read(e)),
+        };
+        plain.update(&buf[..n]);
+        out.write_all(&buf[..n]).map_err(CopyError::Write)?;
+    }
+    out.flush().map_err(CopyError::Write)?;
+    Ok(plain)
+}
+
+/// Remembers whether a read error came from this layer (age) or from the one above (zstd).
+struct Tagged<R> {
+    inner: R,
+    failed: Rc<Cell<bool>>,
+}
+
+impl<R: Read> Read for Tagged<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.read(buf).inspect_err(|_| self.failed.set(true))
+    }
+}
+
+/// `Ok((page_size, page_count, meta))`, or `Err(report)` when the file is not a sound
+/// SQLite database.
+fn check_database(path: &Path) -> Result<(u32, u64, MetaState), String> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| format!("cannot open it: {e}"))?;
+    let mut lines = Vec::new();
+    {
+        let mut stmt = conn
+            .prepare("PRAGMA integrity_check")
+            .map_err(|e| e.to_string())?;
+        let mut rows = stmt.query([]).map_err(|e| e.to_string())?;
+        while let Some(row) = rows.next().map_err(|e| e.to_string())? {
+            let line: String = row.get(0).map_err(|e| e.to_string())?;
+            if lines.len() < INTEGRITY_LINES {
+                lines.push(line);
+            }
+        }
+    }
+    if lines != ["ok"] {
+        return Err(lines.join("; "));
+    }
+    let page_size: u32 = conn
+        .query_row("PRAGMA page_size", [], |r| r.get(0))
+        .map_err(|e| e.to_string())?;
+    let page_count: i64 = conn
+        .query_row("PRAGMA page_count", [], |r| r.get(0))
+        .map_err(|e| e.to_string())?;
+    let page_count = u64::try_from(page_count).map_err(|e| e.to_string())?;
+    drop(conn);
+    let meta = raftlite_store::probe(path)
+        .map_err(|e| format!("cannot read _raftlite_meta: {e}"))?
+        .unwrap_or_default();
+    Ok((page_size, page_count, meta))
+}
