@@ -40,6 +40,8 @@ pub enum Command {
     Bench(BenchArgs),
     /// Interactive SQL shell against a running node.
     Shell(ShellArgs),
+    /// Create, list and verify backups.
+    Backup(BackupArgs),
 }
 
 /// Raw `serve` arguments. Every field is optional so that values missing from
@@ -132,6 +134,133 @@ pub struct ServeArgs {
     /// Require nodes connecting to the Raft port to present a certificate signed by --node-ca.
     #[arg(long, env = "RAFTLITE_NODE_VERIFY_CLIENT")]
     pub node_verify_client: bool,
+
+    /// Backup destination for `POST /backups` (file:///dir, s3://bucket/prefix, gs://, az://).
+    #[arg(long, value_name = "DEST", env = "RAFTLITE_BACKUP_TO")]
+    pub backup_to: Option<String>,
+
+    /// age X25519 recipient (`age1...`) to encrypt backups to; repeatable or comma-separated.
+    #[arg(
+        long,
+        value_name = "AGE_RECIPIENT",
+        env = "RAFTLITE_BACKUP_RECIPIENT",
+        value_delimiter = ','
+    )]
+    pub backup_recipient: Vec<String>,
+
+    /// Name of an environment variable holding a passphrase to encrypt backups with.
+    #[arg(long, value_name = "VAR", env = "RAFTLITE_BACKUP_PASSPHRASE_ENV")]
+    pub backup_passphrase_env: Option<String>,
+
+    /// zstd level for backups [default: 3].
+    #[arg(long, value_name = "N", env = "RAFTLITE_BACKUP_LEVEL")]
+    pub backup_level: Option<i32>,
+}
+
+/// `raftlite backup ...`
+#[derive(Debug, Clone, Args)]
+pub struct BackupArgs {
+    #[command(subcommand)]
+    pub command: BackupCommand,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum BackupCommand {
+    /// Take a consistent backup of a running cluster and upload it.
+    Create(BackupCreateArgs),
+    /// List the backups in a destination.
+    List(BackupListArgs),
+    /// Download and check backups: hashes, decryption, decompression, integrity_check.
+    Verify(BackupVerifyArgs),
+}
+
+/// Connection to a running node (shared by CLI commands that talk to one).
+#[derive(Debug, Clone, Args)]
+pub struct NodeConnection {
+    /// HTTP(S) URL of any cluster member (the leader takes the snapshot).
+    #[arg(
+        long,
+        value_name = "URL",
+        default_value = "http://127.0.0.1:4001",
+        env = "RAFTLITE_NODE"
+    )]
+    pub node: String,
+
+    /// Credentials as USER:PASSWORD for a server started with --auth.
+    #[arg(long, short = 'u', value_name = "USER:PASSWORD", env = "RAFTLITE_USER")]
+    pub user: Option<String>,
+
+    /// PEM CA certificate to trust for an HTTPS node.
+    #[arg(long, value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+
+    /// Accept any server certificate (testing only).
+    #[arg(long)]
+    pub insecure: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BackupCreateArgs {
+    #[command(flatten)]
+    pub connection: NodeConnection,
+
+    /// Destination: file:///abs/dir, s3://bucket/prefix, gs://bucket/prefix, az://container/prefix.
+    #[arg(long, value_name = "DEST", env = "RAFTLITE_BACKUP_TO")]
+    pub to: String,
+
+    /// age X25519 recipient (`age1...`); repeatable.
+    #[arg(long, value_name = "AGE_RECIPIENT")]
+    pub recipient: Vec<String>,
+
+    /// Name of an environment variable holding a passphrase to encrypt with.
+    #[arg(long, value_name = "VAR")]
+    pub passphrase_env: Option<String>,
+
+    /// zstd compression level.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub level: i32,
+
+    /// Print the manifest as JSON instead of a summary.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BackupListArgs {
+    /// Destination to list.
+    #[arg(long, value_name = "DEST", env = "RAFTLITE_BACKUP_TO")]
+    pub from: String,
+
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BackupVerifyArgs {
+    /// Destination holding the backups.
+    #[arg(long, value_name = "DEST", env = "RAFTLITE_BACKUP_TO")]
+    pub from: String,
+
+    /// Backup to verify [default: the newest].
+    #[arg(long, value_name = "ID", conflicts_with = "all")]
+    pub id: Option<String>,
+
+    /// Verify every backup in the destination.
+    #[arg(long)]
+    pub all: bool,
+
+    /// age identity file (`AGE-SECRET-KEY-1...`) for encrypted backups.
+    #[arg(long, value_name = "FILE")]
+    pub identity: Option<PathBuf>,
+
+    /// Name of an environment variable holding the passphrase of passphrase-encrypted backups.
+    #[arg(long, value_name = "VAR")]
+    pub passphrase_env: Option<String>,
+
+    /// Print JSON reports.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Arguments of `raftlite shell`.
@@ -176,6 +305,11 @@ pub struct BenchArgs {
     /// Print results as JSON.
     #[arg(long)]
     pub json: bool,
+
+    /// Measure backups instead of inserts: a database of this many MiB backed up to file://,
+    /// beside `sqlite3 .backup` + `zstd -1 -T2` on the same file.
+    #[arg(long, value_name = "MIB")]
+    pub backup_db_mib: Option<u64>,
 }
 
 /// Fully resolved settings for `raftlite serve`.
@@ -192,6 +326,26 @@ pub struct ServeConfig {
     pub snapshot_threshold: u64,
     pub log_level: String,
     pub security: SecurityConfig,
+    pub backup: BackupConfig,
+}
+
+/// Where and how `POST /backups` (and, later, the schedule) stores backups.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupConfig {
+    pub to: Option<String>,
+    pub recipients: Vec<String>,
+    pub passphrase_env: Option<String>,
+    pub level: i32,
+}
+
+/// `[backup]` in the TOML file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileBackup {
+    to: Option<String>,
+    recipients: Option<Vec<String>>,
+    passphrase_env: Option<String>,
+    level: Option<i32>,
 }
 
 /// Authentication and TLS settings; all off by default.
@@ -261,6 +415,7 @@ struct FileConfig {
     node_key: Option<PathBuf>,
     node_ca: Option<PathBuf>,
     node_verify_client: Option<bool>,
+    backup: Option<FileBackup>,
 }
 
 /// `join` in the file: an array of strings or one comma-separated string.
@@ -456,6 +611,19 @@ pub fn resolve(args: ServeArgs) -> Result<ServeConfig, ConfigError> {
         join,
         snapshot_threshold,
         log_level,
+        backup: {
+            let file_backup = file.backup.unwrap_or_default();
+            BackupConfig {
+                to: args.backup_to.or(file_backup.to),
+                recipients: if args.backup_recipient.is_empty() {
+                    file_backup.recipients.unwrap_or_default()
+                } else {
+                    args.backup_recipient
+                },
+                passphrase_env: args.backup_passphrase_env.or(file_backup.passphrase_env),
+                level: args.backup_level.or(file_backup.level).unwrap_or(3),
+            }
+        },
         security: SecurityConfig {
             auth: args.auth.or(file.auth),
             join_as: args.join_as.or(file.join_as),

@@ -1,5 +1,6 @@
 //! `raftlite`: a Raft-replicated SQLite server. See README.md and ARCHITECTURE.md.
 
+mod backup_cli;
 mod bench;
 mod config;
 mod serve;
@@ -18,6 +19,9 @@ fn main() -> std::process::ExitCode {
         }
         config::Command::Bench(args) => {
             async_runtime().and_then(|rt| rt.block_on(bench::run(args)))
+        }
+        config::Command::Backup(args) => {
+            async_runtime().and_then(|rt| rt.block_on(backup_cli::run(args)))
         }
     };
     match outcome {
