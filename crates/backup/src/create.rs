@@ -46,6 +46,22 @@ pub struct BackupMeta {
 impl BackupMeta {
     /// From the [`MetaState`] that `Store::snapshot_to` returned for the file being backed up.
     /// Fails for a database that has no timeline yet (nothing was ever bootstrapped).
+    /// The meta of a backup of a raftlite database: the cluster id is the id of the cluster's
+    /// first timeline (the bootstrap one), which every later timeline keeps in its history, so
+    /// all backups of one cluster share a folder across restores and leader changes.
+    pub fn of_database(node_id: u64, state: &MetaState) -> Result<BackupMeta, BackupError> {
+        let cluster_id = state
+            .timeline_history
+            .first()
+            .map(|t| t.id.clone())
+            .ok_or_else(|| BackupError::InvalidMeta {
+                reason: "the database has no timeline yet; back up after the cluster has \
+                         bootstrapped (a leader initializes the timeline)"
+                    .into(),
+            })?;
+        BackupMeta::from_meta_state(cluster_id, node_id, state)
+    }
+
     pub fn from_meta_state(
         cluster_id: impl Into<String>,
         node_id: u64,
