@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use raftlite_api::auth::{AuthStore, Perm};
+use raftlite_api::backups::BackupService;
 use raftlite_api::server::{router, ApiState, JoinRequest};
 use raftlite_consensus::node::{NodeConfig, RaftNode};
 use raftlite_consensus::startup::{classify, DataDirState};
@@ -21,6 +22,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     init_tracing(&config.log_level);
     let tls = crate::tls::TlsSetup::load(&config.security).context("refusing to start")?;
     let (auth, join_credentials) = load_auth(&config)?;
+    let backups = load_backups(&config)?;
 
     let state = classify(&config.data_dir);
     if !state.can_start() {
@@ -55,6 +57,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .install_recorder()
         .map_err(|e| tracing::warn!(error = %e, "metrics disabled"))
         .ok();
+    if let Some(backups) = &backups {
+        backups.register_metrics();
+    }
     // Joins and forwarding to other members' APIs: https with the node CA when configured.
     let node_client = tls.api_client(Duration::from_secs(30))?;
     let api = Arc::new(ApiState {
@@ -64,6 +69,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         started: Instant::now(),
         data_dir: config.data_dir.clone(),
         auth,
+        backups,
     });
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -249,6 +255,37 @@ fn load_auth(config: &ServeConfig) -> anyhow::Result<AuthSetup> {
     };
     tracing::info!(auth_file = %path.display(), "HTTP Basic auth is on");
     Ok((Some(Arc::new(store)), credentials))
+}
+
+/// `POST /backups` settings (`--backup-to` and friends), all checked now: a bad destination
+/// URL, recipient, level or an unset passphrase variable refuses the start.
+fn load_backups(config: &ServeConfig) -> anyhow::Result<Option<Arc<BackupService>>> {
+    let backup = &config.backup;
+    let Some(to) = &backup.to else {
+        if !backup.recipients.is_empty() || backup.passphrase_env.is_some() {
+            tracing::warn!(
+                "--backup-recipient / --backup-passphrase-env are set without --backup-to: \
+                 they have no effect and POST /backups is refused; add --backup-to DEST"
+            );
+        }
+        return Ok(None);
+    };
+    let service = BackupService::from_config(
+        to,
+        &backup.recipients,
+        backup.passphrase_env.as_deref(),
+        backup.level,
+        &config.data_dir,
+    )
+    .context("refusing to start: bad backup settings")?;
+    tracing::info!(
+        destination = service.label(),
+        encryption = %service.encryption_name(),
+        level = backup.level,
+        "POST /backups uploads backups to {}",
+        service.label()
+    );
+    Ok(Some(Arc::new(service)))
 }
 
 fn join_targets(config: &ServeConfig) -> Vec<String> {

@@ -200,6 +200,8 @@ pub struct Node {
     extra_args: Vec<String>,
     /// `--join` value of the last `start`, reused by `restart`.
     join: Option<String>,
+    /// Extra environment variables of the process (see [`Node::set_envs`]).
+    envs: Vec<(String, String)>,
 }
 
 impl Node {
@@ -214,6 +216,7 @@ impl Node {
             child: None,
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             join: None,
+            envs: Vec::new(),
         }
     }
 
@@ -255,6 +258,7 @@ impl Node {
             cmd.args(["--join", j]);
         }
         cmd.args(&self.extra_args)
+            .envs(self.envs.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(log_err));
@@ -691,4 +695,50 @@ pub fn http_post_raw(url: &str, content_type: &str, body: Vec<u8>) -> Result<Raw
         headers,
         body,
     })
+}
+
+// ---------------------------------------------------------------------------
+// Environment of node processes (e.g. AWS_* for an S3 backup destination)
+// ---------------------------------------------------------------------------
+
+impl Node {
+    /// Extra environment variables for the process, from the next `start` on.
+    pub fn set_envs(&mut self, envs: &[(String, String)]) {
+        self.envs = envs.to_vec();
+    }
+}
+
+impl Cluster {
+    /// [`Cluster::start`] with extra environment variables for every node's process.
+    pub fn start_with_envs(n: usize, extra_args: &[&str], envs: &[(String, String)]) -> Cluster {
+        let tmp = tempfile::Builder::new()
+            .prefix("raftlite-it-")
+            .tempdir()
+            .expect("create temp dir");
+        let nodes = (1..=n as u64)
+            .map(|id| {
+                let mut node = Node::new(id, tmp.path(), extra_args);
+                node.set_envs(envs);
+                node
+            })
+            .collect();
+        let mut c = Cluster { nodes, tmp };
+        c.nodes[0].start(None);
+        c.nodes[0].wait_ready(Duration::from_secs(30));
+        let join_url = c.nodes[0].base_url();
+        for i in 1..n {
+            c.nodes[i].start(Some(&join_url));
+            c.nodes[i].wait_ready(Duration::from_secs(30));
+            let want = i + 1;
+            wait_for(
+                || {
+                    let members = c.nodes[c.leader_index()?].member_count();
+                    (members.ok()? >= want).then_some(())
+                },
+                Duration::from_secs(30),
+                &format!("leader's /nodes to list {want} members"),
+            );
+        }
+        c
+    }
 }

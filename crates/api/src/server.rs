@@ -38,6 +38,8 @@ pub struct ApiState {
     pub data_dir: std::path::PathBuf,
     /// HTTP Basic auth (`--auth FILE`); `None` lets every request through.
     pub auth: Option<Arc<crate::auth::AuthStore>>,
+    /// `POST /backups` (`--backup-to`); `None` answers 400.
+    pub backups: Option<Arc<crate::backups::BackupService>>,
 }
 
 type Params = Query<HashMap<String, String>>;
@@ -56,6 +58,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/join", post(join))
         .route("/metrics", get(metrics))
         .merge(crate::transfer::routes())
+        .merge(crate::backups::routes())
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state);
     // Last, so that every route above (merged ones included) is checked.
@@ -598,6 +601,7 @@ async fn status(State(state): State<Arc<ApiState>>, Query(params): Params) -> Re
                 "voters": voters,
             },
         },
+        "backup": crate::backups::status_json(state.backups.as_deref()),
     });
     let body = match params.get("key") {
         Some(path) => path

@@ -15,8 +15,8 @@ use crate::crypto::Encryption;
 use crate::destination::Destination;
 use crate::error::BackupError;
 use crate::manifest::{
-    check_segment, compact_timestamp, rfc3339, BackupId, Compression, Manifest, TimelineRef,
-    DATA_FILE, DATA_FILE_ENCRYPTED, FORMAT_VERSION, MANIFEST_FILE,
+    check_segment, rfc3339, BackupId, Compression, Manifest, TimelineRef, DATA_FILE,
+    DATA_FILE_ENCRYPTED, FORMAT_VERSION, MANIFEST_FILE,
 };
 use crate::pipe::{ChannelWriter, Digester, CHANNEL_DEPTH};
 
@@ -169,13 +169,12 @@ pub async fn create_backup(
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0);
-    let set = format!(
-        "{}-{}-{}",
-        compact_timestamp(created_at_unix_ms),
+    let id = BackupId::for_backup(
+        &meta.cluster_id,
+        created_at_unix_ms,
         meta.timeline.counter,
-        meta.log_index
-    );
-    let id = BackupId::new(&meta.cluster_id, &set)?;
+        meta.log_index,
+    )?;
     let set_dir = dest.set_dir(&id);
     let object_name = if opts.encryption.is_some() {
         DATA_FILE_ENCRYPTED

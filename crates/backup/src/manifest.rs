@@ -34,6 +34,22 @@ pub struct BackupId {
 }
 
 impl BackupId {
+    /// The id of a backup taken at `created_at_unix_ms` of the database at `log_index` on the
+    /// timeline numbered `timeline_counter`: `<cluster>/<YYYYMMDDTHHMMSS.mmmZ>-<counter>-<index>`.
+    /// Names sort by time, and say at a glance which lineage and index they hold.
+    pub fn for_backup(
+        cluster_id: &str,
+        created_at_unix_ms: i64,
+        timeline_counter: u64,
+        log_index: u64,
+    ) -> Result<BackupId, BackupError> {
+        let set = format!(
+            "{}-{timeline_counter}-{log_index}",
+            compact_timestamp(created_at_unix_ms)
+        );
+        BackupId::new(cluster_id, &set)
+    }
+
     pub fn new(cluster_id: &str, set: &str) -> Result<BackupId, BackupError> {
         let whole = format!("{cluster_id}/{set}");
         check_segment(cluster_id).map_err(|reason| BackupError::InvalidId {
@@ -182,6 +198,18 @@ pub struct Manifest {
     pub compression: Compression,
     pub encryption: Option<EncryptionInfo>,
     pub raftlite_version: String,
+}
+
+impl Manifest {
+    /// The id of the backup set this manifest describes.
+    pub fn id(&self) -> Result<BackupId, BackupError> {
+        BackupId::for_backup(
+            &self.cluster_id,
+            self.created_at_unix_ms,
+            self.timeline.counter,
+            self.log_index,
+        )
+    }
 }
 
 impl Manifest {
