@@ -4,9 +4,12 @@
 //! then real `raftlite serve` clusters on loopback, started from this very binary, under 1..N
 //! concurrent HTTP clients. Only acknowledged inserts count (HTTP 200 and no `error`), and after
 //! every measurement a strong `COUNT(*)` checks that no acknowledged insert is missing.
+//!
+//! With `--backup-db-mib N` it measures backups instead (see [`run_backup_bench`]): the time and
+//! memory of a backup of an N MiB database beside `sqlite3 .backup` + `zstd`, and the inserts/s
+//! of 16 clients while one runs.
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -70,6 +73,9 @@ impl Stats {
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if let Some(mib) = args.backup_db_mib {
+        return run_backup_bench(&args, mib).await;
+    }
     if args.duration_secs == 0 || args.clients.contains(&0) || args.nodes.contains(&0) {
         bail!("--duration-secs, --clients and --nodes must all be at least 1");
     }
@@ -129,6 +135,7 @@ async fn measure_all(
         let mut cluster = Cluster {
             dir: work.join(&name),
             nodes: Vec::new(),
+            extra_args: Vec::new(),
         };
         let result = measure_cluster(&mut cluster, &http, size, &args.clients, duration).await;
         match result {
@@ -349,6 +356,9 @@ struct Node {
     url: String,
     log: PathBuf,
     child: Child,
+    http_port: u16,
+    raft_port: u16,
+    join: Option<String>,
 }
 
 /// The nodes of one cluster under `dir` (`n<ID>/` data dirs and `node-<ID>.log` files). Dropping
@@ -356,6 +366,8 @@ struct Node {
 struct Cluster {
     dir: PathBuf,
     nodes: Vec<Node>,
+    /// Extra `serve` flags given to every node started (or restarted) from now on.
+    extra_args: Vec<String>,
 }
 
 impl Cluster {
@@ -388,42 +400,80 @@ impl Cluster {
         raft_port: u16,
         join: Option<String>,
     ) -> anyhow::Result<()> {
-        let exe = std::env::current_exe().context("cannot locate the raftlite binary")?;
         let log_path = self.dir.join(format!("node-{id}.log"));
-        let log = File::create(&log_path)
-            .with_context(|| format!("cannot create {}", log_path.display()))?;
+        let child = self.launch(id, http_port, raft_port, join.as_deref(), &log_path)?;
+        self.nodes.push(Node {
+            id,
+            url: format!("http://127.0.0.1:{http_port}"),
+            log: log_path,
+            child,
+            http_port,
+            raft_port,
+            join,
+        });
+        Ok(())
+    }
+
+    /// Starts `raftlite serve` for node `id`, appending its output to `log_path`.
+    fn launch(
+        &self,
+        id: u64,
+        http_port: u16,
+        raft_port: u16,
+        join: Option<&str>,
+        log_path: &Path,
+    ) -> anyhow::Result<Child> {
+        let exe = std::env::current_exe().context("cannot locate the raftlite binary")?;
+        // Appending: a restarted node's log follows its first run's.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log_path)
+            .with_context(|| format!("cannot open {}", log_path.display()))?;
         let mut cmd = Command::new(exe);
         cmd.arg("serve")
             .args(["--node-id", &id.to_string()])
             .arg("--data-dir")
             .arg(self.dir.join(format!("n{id}")))
             .args(["--http-addr", &format!("127.0.0.1:{http_port}")])
-            .args(["--raft-addr", &format!("127.0.0.1:{raft_port}")]);
+            .args(["--raft-addr", &format!("127.0.0.1:{raft_port}")])
+            .args(&self.extra_args);
         if let Some(url) = join {
-            cmd.args(["--join", &url]);
+            cmd.args(["--join", url]);
         }
-        // RAFTLITE_* settings from the caller's environment would make the figures irreproducible.
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("RAFTLITE_") {
-                cmd.env_remove(key);
-            }
-        }
-        // The logs go to files that are read, not to a terminal: no colour escapes.
-        let child = cmd
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
+        clean_env(&mut cmd);
+        cmd.stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
-            .with_context(|| format!("cannot start node {id}"))?;
-        let url = format!("http://127.0.0.1:{http_port}");
-        self.nodes.push(Node {
-            id,
-            url,
-            log: log_path,
-            child,
-        });
-        Ok(())
+            .with_context(|| format!("cannot start node {id}"))
+    }
+
+    /// Kills the node at `index` and starts it again, with the same data dir and ports and the
+    /// current `extra_args`; returns once it answers `/readyz`.
+    async fn restart(&mut self, http: &reqwest::Client, index: usize) -> anyhow::Result<()> {
+        let Some(node) = self.nodes.get_mut(index) else {
+            bail!("no node at position {index}");
+        };
+        let _ = node.child.kill();
+        node.child
+            .wait()
+            .with_context(|| format!("cannot reap node {}", node.id))?;
+        let (id, http_port, raft_port) = (node.id, node.http_port, node.raft_port);
+        let (join, log) = (node.join.clone(), node.log.clone());
+        let child = self.launch(id, http_port, raft_port, join.as_deref(), &log)?;
+        if let Some(node) = self.nodes.get_mut(index) {
+            node.child = child;
+        }
+        self.wait_ready(http, index).await
+    }
+
+    /// The process id of the node at `index`.
+    fn pid(&self, index: usize) -> anyhow::Result<u32> {
+        self.nodes
+            .get(index)
+            .map(|n| n.child.id())
+            .ok_or_else(|| anyhow!("no node at position {index}"))
     }
 
     async fn wait_ready(&mut self, http: &reqwest::Client, index: usize) -> anyhow::Result<()> {
@@ -477,6 +527,17 @@ impl Cluster {
             }
         }
     }
+}
+
+/// RAFTLITE_* settings from the caller's environment would make the figures irreproducible; the
+/// logs go to files that are read, not to a terminal: no colour escapes.
+fn clean_env(cmd: &mut Command) {
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("RAFTLITE_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.env("NO_COLOR", "1");
 }
 
 impl Drop for Cluster {
@@ -641,4 +702,1356 @@ fn print_report(args: &BenchArgs, rows: &[Row]) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// `raftlite bench --backup-db-mib N`: backup time, memory and the writes' slowdown (issue 4)
+// ---------------------------------------------------------------------------------------------
+//
+// One run, one single-node cluster (started from this binary with `--backup-to file://...`):
+//
+// 1. setup, not measured: the database is filled to N MiB through `POST /db/execute` with
+//    batched rows of text and blobs that are half random bytes, half words (zstd has real work
+//    and gets about 1.5x, not 100x), then copied with `GET /db/backup`;
+// 2. the shell baseline on that copy: `sqlite3 copy ".backup tmp"` then `zstd -1 -T2 tmp`;
+// 3. raftlite's backup at zstd level 1 through `POST /backups` (or, where the server has no such
+//    endpoint yet, `raftlite backup create` as a child process), unencrypted, then after a
+//    restart with `--backup-recipient` encrypted to a fresh age X25519 key: wall time and the
+//    peak RSS of the process doing the work;
+// 4. single-row inserts/s of 16 clients without a backup, then while one runs.
+
+/// Concurrent single-row writers in the throughput windows.
+const BACKUP_BENCH_CLIENTS: usize = 16;
+/// zstd level of every backup measured here, and of the shell baseline (`zstd -1`).
+const BACKUP_LEVEL: i32 = 1;
+/// The filler table: one row is [`FILL_NOTE_BYTES`] of text and [`FILL_BLOB_BYTES`] of blob.
+const FILL_CREATE: &str = "CREATE TABLE filler (id INTEGER PRIMARY KEY, note TEXT, data BLOB)";
+const FILL_INSERT: &str = "INSERT INTO filler(note, data) VALUES(?, ?)";
+const FILL_BLOB_BYTES: usize = 16 * 1024;
+const FILL_NOTE_BYTES: usize = 1024;
+/// Rows per `POST /db/execute` while filling (about 2.2 MB of JSON: blobs travel as hex).
+const FILL_ROWS_PER_REQUEST: usize = 64;
+/// Fill requests in flight at once.
+const FILL_LOADERS: usize = 2;
+/// Blobs alternate random and word chunks of this size.
+const FILL_CHUNK: usize = 1024;
+/// `--snapshot-threshold` of the node: more log entries than the run writes.
+const NO_RAFT_SNAPSHOTS: u64 = 10_000_000;
+/// How often child processes and the server are sampled (exit, `/proc/PID/status`).
+const POLL: Duration = Duration::from_millis(5);
+/// The issue's targets.
+const TARGET_RSS_MIB: f64 = 200.0;
+const TARGET_WRITE_RATIO: f64 = 0.70;
+const WORDS: &[&str] = &[
+    "raft",
+    "log",
+    "entry",
+    "term",
+    "leader",
+    "follower",
+    "vote",
+    "commit",
+    "apply",
+    "snapshot",
+    "backup",
+    "restore",
+    "timeline",
+    "index",
+    "page",
+    "table",
+    "row",
+    "blob",
+    "text",
+    "value",
+    "the",
+    "a",
+    "of",
+    "and",
+    "to",
+    "in",
+    "is",
+    "that",
+    "for",
+    "on",
+    "with",
+    "as",
+    "cluster",
+    "node",
+    "write",
+    "read",
+    "query",
+    "insert",
+    "update",
+    "delete",
+    "select",
+    "from",
+    "where",
+    "order",
+    "group",
+    "limit",
+    "checkpoint",
+    "journal",
+    "wal",
+    "fsync",
+    "durable",
+    "replica",
+    "quorum",
+    "election",
+    "heartbeat",
+    "append",
+    "truncate",
+    "purge",
+    "install",
+    "verify",
+    "manifest",
+    "object",
+    "store",
+    "bucket",
+];
+
+/// How a backup was taken: the brief's preferred path, or the fallback when the server has no
+/// `POST /backups` (404).
+#[derive(Clone, Debug)]
+enum BackupPath {
+    Endpoint,
+    Cli { why: String },
+}
+
+impl BackupPath {
+    fn describe(&self) -> String {
+        match self {
+            BackupPath::Endpoint => "POST /backups (the server takes and uploads it)".into(),
+            BackupPath::Cli { why } => format!(
+                "`raftlite backup create` as a child process (POST /backups unavailable: {why})"
+            ),
+        }
+    }
+}
+
+/// `/proc/PID/status` figures, in KiB.
+#[derive(Clone, Copy, Debug, Default)]
+struct ProcMem {
+    rss_kib: u64,
+    hwm_kib: u64,
+}
+
+/// Reads VmRSS and VmHWM of `pid`; `None` once it has exited (or off Linux).
+fn proc_mem(pid: u32) -> Option<ProcMem> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|rest| {
+                rest.trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
+    };
+    Some(ProcMem {
+        rss_kib: field("VmRSS:")?,
+        hwm_kib: field("VmHWM:")?,
+    })
+}
+
+/// Resets `pid`'s VmHWM to its current RSS (Linux >= 4.0), so that a later VmHWM is the peak of
+/// what happened in between. `false` when not permitted.
+fn reset_hwm(pid: u32) -> bool {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok()
+}
+
+/// The server's memory around one backup.
+#[derive(Clone, Copy, Debug, Default)]
+struct ServerMem {
+    /// VmRSS just before the backup started.
+    rss_before_kib: Option<u64>,
+    /// VmHWM just before: the peak of the server's whole life so far (the fill included).
+    hwm_before_kib: Option<u64>,
+    /// The peak during the backup: VmHWM after a reset at the start when `exact`, otherwise the
+    /// largest VmRSS sampled every [`POLL`].
+    peak_kib: Option<u64>,
+    exact: bool,
+}
+
+/// Runs `work` while watching the memory of process `pid` (see [`ServerMem`]).
+async fn watch_memory<F: std::future::Future>(pid: u32, work: F) -> (F::Output, ServerMem) {
+    let before = proc_mem(pid);
+    let exact = reset_hwm(pid);
+    let mut sampled = before.map(|m| m.rss_kib);
+    let mut tick = tokio::time::interval(POLL);
+    tokio::pin!(work);
+    let out = loop {
+        tokio::select! {
+            out = &mut work => break out,
+            _ = tick.tick() => {
+                if let Some(m) = proc_mem(pid) {
+                    sampled = sampled.max(Some(m.rss_kib));
+                }
+            }
+        }
+    };
+    let after = proc_mem(pid);
+    let peak = match (exact, after) {
+        (true, Some(m)) => Some(m.hwm_kib).max(sampled),
+        _ => sampled,
+    };
+    let mem = ServerMem {
+        rss_before_kib: before.map(|m| m.rss_kib),
+        hwm_before_kib: before.map(|m| m.hwm_kib),
+        peak_kib: peak,
+        exact: exact && after.is_some(),
+    };
+    (out, mem)
+}
+
+/// A child process killed (and reaped) when dropped, whatever path leads there.
+struct ChildGuard(Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        // Both are no-ops for a child already reaped by `try_wait`.
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A finished child process: exit status, wall time and the last VmHWM seen before it exited
+/// (sampled every [`POLL`], so a peak in its last few milliseconds can be missed).
+struct ChildRun {
+    status: std::process::ExitStatus,
+    wall: Duration,
+    peak_kib: Option<u64>,
+}
+
+/// Runs `cmd` to completion, killing it after `deadline`.
+async fn run_child(mut cmd: Command, what: &str, deadline: Duration) -> anyhow::Result<ChildRun> {
+    let start = Instant::now();
+    let mut child = ChildGuard(
+        cmd.spawn()
+            .with_context(|| format!("cannot start {what}"))?,
+    );
+    let pid = child.0.id();
+    let mut peak_kib = None;
+    loop {
+        if let Some(m) = proc_mem(pid) {
+            peak_kib = peak_kib.max(Some(m.hwm_kib));
+        }
+        if let Some(status) = child
+            .0
+            .try_wait()
+            .with_context(|| format!("waiting for {what}"))?
+        {
+            return Ok(ChildRun {
+                status,
+                wall: start.elapsed(),
+                peak_kib,
+            });
+        }
+        if start.elapsed() >= deadline {
+            bail!("{what} did not finish within {deadline:?}; killed");
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// The last lines of a log file, for error messages.
+fn log_tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read(path).unwrap_or_default();
+    let text = String::from_utf8_lossy(&text);
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// `cmd` with stdin closed and stdout/stderr appended to `log`.
+fn logged(mut cmd: Command, log: &Path) -> anyhow::Result<Command> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .with_context(|| format!("cannot open {}", log.display()))?;
+    cmd.stdin(Stdio::null())
+        .stdout(file.try_clone()?)
+        .stderr(file);
+    Ok(cmd)
+}
+
+/// A `file://` URL for an absolute path, percent-encoding anything but unreserved characters.
+fn file_url(path: &Path) -> anyhow::Result<String> {
+    let text = path
+        .to_str()
+        .ok_or_else(|| anyhow!("{} is not valid UTF-8", path.display()))?;
+    let mut url = String::from("file://");
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b"/-._~".contains(&b) {
+            url.push(char::from(b));
+        } else {
+            url.push_str(&format!("%{b:02X}"));
+        }
+    }
+    Ok(url)
+}
+
+/// Flushes the machine's dirty pages (`sync`), so that a measured phase does not pay for the
+/// writeback of the one before (the 1 GiB copy, the baseline's files). Best effort.
+async fn settle_disk() {
+    if let Some(sync) = find_tool("sync") {
+        let mut cmd = Command::new(sync);
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Err(e) = run_child(cmd, "sync", DEADLINE).await {
+            eprintln!("bench: sync failed ({e:#}); going on");
+        }
+    }
+}
+
+/// Looks `name` up in `PATH`, then in /usr/bin.
+fn find_tool(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/bin")])
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}
+
+/// The database built for the run.
+struct DbInfo {
+    rows: u64,
+    /// Text and blob bytes inserted.
+    payload_bytes: u64,
+    /// Size of the consistent copy taken with `GET /db/backup`: what every backup reads.
+    size_bytes: u64,
+    build: Duration,
+}
+
+/// `sqlite3 .backup` + `zstd -1 -T2` on the copy.
+struct Baseline {
+    sqlite: ChildRun,
+    zstd: ChildRun,
+    wall: Duration,
+    out_bytes: u64,
+}
+
+/// What a backup's manifest says (read from the destination directory).
+struct ManifestInfo {
+    set: String,
+    plain_size: u64,
+    stored_size: u64,
+    level: Option<i64>,
+    encryption: String,
+}
+
+/// One measured raftlite backup.
+struct BackupRun {
+    label: String,
+    wall: Duration,
+    /// The server around the backup.
+    server: ServerMem,
+    /// The CLI child's peak when the CLI did the work.
+    cli_peak_kib: Option<u64>,
+    /// Whether the backup was meant to be encrypted (the node has a recipient).
+    encrypted: bool,
+    manifest: ManifestInfo,
+}
+
+impl BackupRun {
+    /// Peak RSS of the process that did the work: the CLI child, else the server.
+    fn worker_peak_kib(&self) -> Option<u64> {
+        self.cli_peak_kib.or(self.server.peak_kib)
+    }
+}
+
+/// One throughput window: [`Stats`] of the inserts inside it, and every insert acknowledged
+/// at any time (for the `COUNT(*)` check).
+struct WriteWindow {
+    stats: Stats,
+    acked_total: u64,
+    /// The backup that ran during the window, if any.
+    backup: Option<BackupRun>,
+}
+
+struct BackupReport {
+    /// `/proc/loadavg` before the node started: other work on the machine skews every figure.
+    load_before: Option<String>,
+    db_mib: u64,
+    db: DbInfo,
+    baseline: Result<Baseline, String>,
+    path: BackupPath,
+    backups: Vec<BackupRun>,
+    idle: WriteWindow,
+    during: WriteWindow,
+    /// `SELECT COUNT(*) FROM bench` and the inserts acknowledged in both windows.
+    check: (u64, u64),
+    notes: Vec<String>,
+}
+
+/// `raftlite bench --backup-db-mib N`; the steps are described at the top of this section.
+async fn run_backup_bench(args: &BenchArgs, mib: u64) -> anyhow::Result<()> {
+    if mib == 0 || args.duration_secs == 0 {
+        bail!("--backup-db-mib and --duration-secs must be at least 1");
+    }
+    let work = WorkDir::create(args.work_dir.clone())?;
+    let root = std::fs::canonicalize(&work.path)
+        .with_context(|| format!("cannot resolve {}", work.path.display()))?;
+    let window = Duration::from_secs(args.duration_secs);
+    // Dropping the measurement future on Ctrl-C drops its guards: nodes and children are killed.
+    let report = tokio::select! {
+        report = measure_backups(&root, mib, window) => report?,
+        _ = tokio::signal::ctrl_c() => bail!("interrupted"),
+    };
+    print_backup_report(args, &report)?;
+    let (count, acked) = report.check;
+    if count < acked {
+        bail!("the node lost acknowledged inserts: COUNT(*) {count} < {acked} acknowledged");
+    }
+    Ok(())
+}
+
+/// Time allowed for one long operation on an `mib` database (fill, copy, one backup): generous
+/// (at least 1 MiB/s), but finite.
+fn long_deadline(mib: u64) -> Duration {
+    DEADLINE + Duration::from_secs(mib)
+}
+
+async fn measure_backups(work: &Path, mib: u64, window: Duration) -> anyhow::Result<BackupReport> {
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(BACKUP_BENCH_CLIENTS + FILL_LOADERS)
+        .timeout(DEADLINE)
+        .no_proxy()
+        .build()
+        .context("cannot build the HTTP client")?;
+    let dest_dir = work.join("backups");
+    std::fs::create_dir(&dest_dir)
+        .with_context(|| format!("cannot create {}", dest_dir.display()))?;
+    let dest_url = file_url(&dest_dir)?;
+    let mut cluster = Cluster {
+        dir: work.join("cluster"),
+        nodes: Vec::new(),
+        extra_args: vec![
+            // A Raft snapshot (a full copy of the database) landing in one throughput window
+            // and not the other would decide the comparison: none are taken during the run.
+            "--snapshot-threshold".into(),
+            NO_RAFT_SNAPSHOTS.to_string(),
+            "--backup-to".into(),
+            dest_url.clone(),
+            "--backup-level".into(),
+            BACKUP_LEVEL.to_string(),
+        ],
+    };
+    let mut backupper = Backupper {
+        path: BackupPath::Endpoint,
+        dest_dir,
+        dest_url,
+        recipient: None,
+        deadline: long_deadline(mib),
+        logs: work.to_path_buf(),
+        runs: 0,
+    };
+    let result = backup_scenario(&mut cluster, &mut backupper, &http, work, mib, window).await;
+    if result.is_err() {
+        cluster.print_log_tails();
+    }
+    result
+}
+
+async fn backup_scenario(
+    cluster: &mut Cluster,
+    backupper: &mut Backupper,
+    http: &reqwest::Client,
+    work: &Path,
+    mib: u64,
+    window: Duration,
+) -> anyhow::Result<BackupReport> {
+    let mut notes = Vec::new();
+    let load_before = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "));
+    eprintln!(
+        "bench: starting a 1-node cluster (work dir {})",
+        work.display()
+    );
+    let leader = cluster.start(http, 1).await?;
+    for create in [CREATE, FILL_CREATE] {
+        let doc = post(http, &format!("{leader}/db/execute"), &json!([create])).await?;
+        if let Some(err) = result_error(&doc) {
+            bail!("{create} failed: {err}");
+        }
+    }
+
+    eprintln!("bench: filling the database to {mib} MiB (setup, not measured)");
+    let started = Instant::now();
+    let (rows, payload_bytes) = fill_database(http, &leader, mib << 20, long_deadline(mib)).await?;
+    let build = started.elapsed();
+    let baseline_dir = work.join("baseline");
+    std::fs::create_dir(&baseline_dir)
+        .with_context(|| format!("cannot create {}", baseline_dir.display()))?;
+    let copy = baseline_dir.join("copy.sqlite");
+    let size_bytes = download_db(http, &leader, &copy, long_deadline(mib)).await?;
+    let db = DbInfo {
+        rows,
+        payload_bytes,
+        size_bytes,
+        build,
+    };
+    eprintln!(
+        "bench: {rows} rows, {:.1} MiB database, built in {:.1} s",
+        mib_of(size_bytes),
+        build.as_secs_f64()
+    );
+
+    eprintln!("bench: shell baseline: sqlite3 .backup + zstd -1 -T2");
+    settle_disk().await;
+    let baseline = shell_baseline(&copy, &baseline_dir, long_deadline(mib)).await?;
+    match &baseline {
+        Ok(b) => eprintln!("bench: shell baseline took {:.2} s", b.wall.as_secs_f64()),
+        Err(why) => eprintln!("bench: shell baseline skipped: {why}"),
+    }
+    // Only the baseline reads the copy; a 1 GiB file less on the disk.
+    let _ = std::fs::remove_file(&copy);
+
+    let server = cluster.pid(0)?;
+    let mut backups = Vec::new();
+    eprintln!("bench: raftlite backup, zstd {BACKUP_LEVEL}, unencrypted");
+    settle_disk().await;
+    let run = backupper.take(http, &leader, server, "unencrypted").await?;
+    eprintln!("bench: took {:.2} s", run.wall.as_secs_f64());
+    backups.push(run);
+
+    let identity = age::x25519::Identity::generate();
+    let recipient = identity.to_public().to_string();
+    eprintln!("bench: restarting the node with --backup-recipient {recipient}");
+    cluster
+        .extra_args
+        .extend(["--backup-recipient".to_string(), recipient.clone()]);
+    backupper.recipient = Some(recipient);
+    cluster.restart(http, 0).await?;
+    let server = cluster.pid(0)?;
+    eprintln!("bench: raftlite backup, zstd {BACKUP_LEVEL}, age X25519");
+    settle_disk().await;
+    let run = backupper.take(http, &leader, server, "age X25519").await?;
+    eprintln!("bench: took {:.2} s", run.wall.as_secs_f64());
+    backups.push(run);
+
+    eprintln!("bench: {BACKUP_BENCH_CLIENTS} clients inserting for {window:?}, no backup");
+    settle_disk().await;
+    let idle = write_window(http, &leader, window, std::future::ready(Ok(None))).await?;
+    eprintln!("bench: {:.1} inserts/s", idle.stats.per_sec());
+    eprintln!("bench: {BACKUP_BENCH_CLIENTS} clients inserting while a backup (age X25519) runs");
+    let during_backup = async {
+        backupper
+            .take(http, &leader, server, "age X25519, under writes")
+            .await
+            .map(Some)
+    };
+    settle_disk().await;
+    let during = write_window(http, &leader, window, during_backup).await?;
+    eprintln!(
+        "bench: {:.1} inserts/s over {:.2} s of overlap",
+        during.stats.per_sec(),
+        during.stats.window.as_secs_f64()
+    );
+    let count = count_rows(http, &leader).await?;
+    let acked = idle.acked_total + during.acked_total;
+
+    for run in backups.iter().chain(during.backup.as_ref()) {
+        if run.manifest.level != Some(i64::from(BACKUP_LEVEL)) {
+            notes.push(format!(
+                "{}: the manifest says zstd level {:?}, not {BACKUP_LEVEL}",
+                run.label, run.manifest.level
+            ));
+        }
+        let expected = if run.encrypted { "age-x25519" } else { "none" };
+        if run.manifest.encryption != expected {
+            notes.push(format!(
+                "{}: the manifest says encryption {:?}, expected {expected:?}",
+                run.label, run.manifest.encryption
+            ));
+        }
+        if run.manifest.plain_size < size_bytes {
+            notes.push(format!(
+                "{}: backed up {} bytes, less than the {size_bytes} of the database",
+                run.label, run.manifest.plain_size
+            ));
+        }
+    }
+    if let Some(run) = &during.backup {
+        if run.wall < window {
+            notes.push(format!(
+                "the backup under writes finished after {:.2} s, before the {:.0} s window \
+                 ended: the during-backup figure covers only that overlap",
+                run.wall.as_secs_f64(),
+                window.as_secs_f64()
+            ));
+        }
+    }
+    Ok(BackupReport {
+        load_before,
+        db_mib: mib,
+        db,
+        baseline,
+        path: backupper.path.clone(),
+        backups,
+        idle,
+        during,
+        check: (count, acked),
+        notes,
+    })
+}
+
+/// Fills the `filler` table until `target` bytes of text and blobs are in: [`FILL_LOADERS`]
+/// requests of [`FILL_ROWS_PER_REQUEST`] rows in flight, each request one transaction. Returns
+/// the rows and bytes inserted.
+async fn fill_database(
+    http: &reqwest::Client,
+    leader: &str,
+    target: u64,
+    deadline: Duration,
+) -> anyhow::Result<(u64, u64)> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    let added = Arc::new(AtomicU64::new(0));
+    let url = format!("{leader}/db/execute?transaction");
+    let mut loaders = tokio::task::JoinSet::new();
+    for _ in 0..FILL_LOADERS {
+        let (http, url, added) = (http.clone(), url.clone(), added.clone());
+        loaders.spawn(async move {
+            let mut rows = 0u64;
+            while added.load(Ordering::Relaxed) < target {
+                let (body, bytes) = fill_request();
+                let req = http
+                    .post(&url)
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(body);
+                let doc = send_json(req).await.context("a fill request failed")?;
+                if let Some(err) = result_error(&doc) {
+                    bail!("a fill request failed: {err}");
+                }
+                rows += FILL_ROWS_PER_REQUEST as u64;
+                added.fetch_add(bytes, Ordering::Relaxed);
+            }
+            Ok(rows)
+        });
+    }
+    let give_up = Instant::now() + deadline;
+    let mut progress = tokio::time::interval(Duration::from_secs(10));
+    progress.tick().await;
+    let mut rows = 0;
+    loop {
+        tokio::select! {
+            joined = loaders.join_next() => match joined {
+                None => break,
+                Some(done) => rows += done.context("a fill task failed")??,
+            },
+            _ = progress.tick() => eprintln!(
+                "bench: filled {:.0} of {:.0} MiB",
+                mib_of(added.load(Ordering::Relaxed)),
+                mib_of(target)
+            ),
+            _ = tokio::time::sleep_until(give_up.into()) => {
+                bail!("filling the database took longer than {deadline:?}")
+            }
+        }
+    }
+    Ok((rows, added.load(Ordering::Relaxed)))
+}
+
+/// One fill request: a JSON array of [`FILL_ROWS_PER_REQUEST`] inserts, and the bytes of text
+/// and blob it carries. Blobs alternate [`FILL_CHUNK`]s of random bytes and words (sent as
+/// `x'..'` hex, which the API decodes), notes are words: together about 1.5x compressible.
+fn fill_request() -> (String, u64) {
+    use rand::RngCore;
+    let mut rng = rand::rng();
+    let mut blob = vec![0u8; FILL_BLOB_BYTES];
+    let rows: Vec<Value> = (0..FILL_ROWS_PER_REQUEST)
+        .map(|_| {
+            for (i, chunk) in blob.chunks_mut(FILL_CHUNK).enumerate() {
+                if i % 2 == 0 {
+                    rng.fill_bytes(chunk);
+                } else {
+                    chunk.copy_from_slice(words(&mut rng, chunk.len()).as_bytes());
+                }
+            }
+            json!([
+                FILL_INSERT,
+                words(&mut rng, FILL_NOTE_BYTES),
+                hex_literal(&blob)
+            ])
+        })
+        .collect();
+    let bytes = FILL_ROWS_PER_REQUEST * (FILL_BLOB_BYTES + FILL_NOTE_BYTES);
+    (Value::Array(rows).to_string(), bytes as u64)
+}
+
+/// Exactly `len` bytes of random words from [`WORDS`], separated by spaces.
+fn words(rng: &mut impl rand::Rng, len: usize) -> String {
+    let mut text = String::with_capacity(len + 16);
+    while text.len() < len {
+        text.push_str(WORDS[rng.random_range(0..WORDS.len())]);
+        text.push(' ');
+    }
+    text.truncate(len);
+    text
+}
+
+/// `x'0aff..'`: how the rqlite API takes a blob parameter in JSON.
+fn hex_literal(bytes: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(2 * bytes.len() + 3);
+    s.push_str("x'");
+    for &b in bytes {
+        s.push(char::from(HEX[usize::from(b >> 4)]));
+        s.push(char::from(HEX[usize::from(b & 15)]));
+    }
+    s.push('\'');
+    s
+}
+
+/// Streams `GET /db/backup` (a consistent copy of the database) into `to`; returns its size.
+async fn download_db(
+    http: &reqwest::Client,
+    leader: &str,
+    to: &Path,
+    timeout: Duration,
+) -> anyhow::Result<u64> {
+    use tokio::io::AsyncWriteExt;
+    let url = format!("{leader}/db/backup");
+    let mut resp = http
+        .get(&url)
+        .timeout(timeout)
+        .send()
+        .await
+        .with_context(|| format!("GET {url}"))?;
+    let status = resp.status();
+    if !status.is_success() {
+        let text = resp.text().await.unwrap_or_default();
+        bail!("GET {url}: HTTP {status}: {}", text.trim());
+    }
+    let mut file = tokio::fs::File::create(to)
+        .await
+        .with_context(|| format!("cannot create {}", to.display()))?;
+    let mut size = 0u64;
+    while let Some(chunk) = resp.chunk().await.with_context(|| format!("GET {url}"))? {
+        if size == 0 && !chunk.starts_with(b"SQLite format 3\0") {
+            bail!("GET {url} did not return a SQLite file");
+        }
+        file.write_all(&chunk)
+            .await
+            .with_context(|| format!("cannot write {}", to.display()))?;
+        size += chunk.len() as u64;
+    }
+    file.flush().await?;
+    Ok(size)
+}
+
+/// `sqlite3 copy ".backup tmp"` then `zstd -1 -T2 tmp -o out`, timed together. `Ok(Err(why))`
+/// when a tool is missing: the run goes on without a baseline.
+async fn shell_baseline(
+    copy: &Path,
+    dir: &Path,
+    deadline: Duration,
+) -> anyhow::Result<Result<Baseline, String>> {
+    let (Some(sqlite3), Some(zstd)) = (find_tool("sqlite3"), find_tool("zstd")) else {
+        let missing: Vec<&str> = [
+            ("sqlite3", find_tool("sqlite3")),
+            ("zstd", find_tool("zstd")),
+        ]
+        .iter()
+        .filter(|(_, p)| p.is_none())
+        .map(|(name, _)| *name)
+        .collect();
+        return Ok(Err(format!(
+            "{} not found in PATH or /usr/bin",
+            missing.join(" and ")
+        )));
+    };
+    let (tmp, out) = (dir.join("backup.sqlite"), dir.join("backup.sqlite.zst"));
+    let log = dir.join("tools.log");
+    let start = Instant::now();
+    let mut cmd = Command::new(&sqlite3);
+    // Relative names: no quoting of paths inside the dot-command.
+    cmd.current_dir(dir)
+        .arg(copy)
+        .arg(format!(".backup {}", file_name(&tmp)));
+    let sqlite = run_child(logged(cmd, &log)?, "sqlite3 .backup", deadline).await?;
+    if !sqlite.status.success() {
+        bail!(
+            "sqlite3 .backup failed ({}): {}",
+            sqlite.status,
+            log_tail(&log, 10)
+        );
+    }
+    let mut cmd = Command::new(&zstd);
+    cmd.current_dir(dir)
+        .args(["-1", "-T2", "-q", "-f"])
+        .arg(file_name(&tmp))
+        .arg("-o")
+        .arg(file_name(&out));
+    let zstd = run_child(logged(cmd, &log)?, "zstd -1 -T2", deadline).await?;
+    let wall = start.elapsed();
+    if !zstd.status.success() {
+        bail!("zstd failed ({}): {}", zstd.status, log_tail(&log, 10));
+    }
+    let out_bytes = std::fs::metadata(&out)
+        .with_context(|| format!("zstd wrote no {}", out.display()))?
+        .len();
+    for file in [&tmp, &out] {
+        let _ = std::fs::remove_file(file);
+    }
+    Ok(Ok(Baseline {
+        sqlite,
+        zstd,
+        wall,
+        out_bytes,
+    }))
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// Takes backups of the node to `dest_url`, through `POST /backups` while the server has it,
+/// through the CLI otherwise, and measures them.
+struct Backupper {
+    path: BackupPath,
+    dest_dir: PathBuf,
+    dest_url: String,
+    /// For the CLI path: the recipient the server was (re)started with.
+    recipient: Option<String>,
+    deadline: Duration,
+    /// Where CLI logs go.
+    logs: PathBuf,
+    runs: usize,
+}
+
+impl Backupper {
+    async fn take(
+        &mut self,
+        http: &reqwest::Client,
+        leader: &str,
+        server: u32,
+        label: &str,
+    ) -> anyhow::Result<BackupRun> {
+        let before = manifests(&self.dest_dir)?;
+        if let BackupPath::Endpoint = self.path {
+            let url = format!("{leader}/backups");
+            let post_backup = async {
+                let start = Instant::now();
+                let resp = http
+                    .post(&url)
+                    .timeout(self.deadline)
+                    .send()
+                    .await
+                    .with_context(|| format!("POST {url}"))?;
+                let status = resp.status();
+                let text = resp.text().await.unwrap_or_default();
+                if status == reqwest::StatusCode::NOT_FOUND {
+                    return Ok(Err(format!("HTTP 404 {}", text.trim())));
+                }
+                if !status.is_success() {
+                    bail!("POST {url}: HTTP {status}: {}", text.trim());
+                }
+                // The answer comes once the manifest is written; seeing it confirms that.
+                let manifest = wait_manifest(&self.dest_dir, &before, DEADLINE).await?;
+                Ok(Ok((start.elapsed(), manifest)))
+            };
+            let (outcome, mem) = watch_memory(server, post_backup).await;
+            match outcome? {
+                Ok((wall, manifest)) => {
+                    return Ok(BackupRun {
+                        label: label.into(),
+                        wall,
+                        server: mem,
+                        cli_peak_kib: None,
+                        encrypted: self.recipient.is_some(),
+                        manifest,
+                    })
+                }
+                Err(why) => {
+                    eprintln!("bench: POST /backups is not available ({why}); using the CLI");
+                    self.path = BackupPath::Cli { why };
+                }
+            }
+        }
+        self.runs += 1;
+        let log = self.logs.join(format!("backup-cli-{}.log", self.runs));
+        let exe = std::env::current_exe().context("cannot locate the raftlite binary")?;
+        let mut cmd = Command::new(exe);
+        cmd.args(["backup", "create", "--node", leader, "--to", &self.dest_url])
+            .args(["--level", &BACKUP_LEVEL.to_string()]);
+        if let Some(r) = &self.recipient {
+            cmd.args(["--recipient", r]);
+        }
+        clean_env(&mut cmd);
+        let cmd = logged(cmd, &log)?;
+        let (run, mem) = watch_memory(
+            server,
+            run_child(cmd, "raftlite backup create", self.deadline),
+        )
+        .await;
+        let run = run?;
+        if !run.status.success() {
+            bail!(
+                "raftlite backup create failed ({}):\n{}",
+                run.status,
+                log_tail(&log, 20)
+            );
+        }
+        let manifest = wait_manifest(&self.dest_dir, &before, DEADLINE).await?;
+        Ok(BackupRun {
+            label: label.into(),
+            wall: run.wall,
+            server: mem,
+            cli_peak_kib: run.peak_kib,
+            encrypted: self.recipient.is_some(),
+            manifest,
+        })
+    }
+}
+
+/// Every `manifest.json` under `dir`.
+fn manifests(dir: &Path) -> anyhow::Result<std::collections::BTreeSet<PathBuf>> {
+    let mut found = std::collections::BTreeSet::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in
+            std::fs::read_dir(&d).with_context(|| format!("cannot list {}", d.display()))?
+        {
+            let path = entry?.path();
+            if path.is_dir() {
+                todo.push(path);
+            } else if path.file_name().is_some_and(|n| n == "manifest.json") {
+                found.insert(path);
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// Waits (up to `deadline`) for a `manifest.json` under `dir` that is not in `before`, and
+/// reads it.
+async fn wait_manifest(
+    dir: &Path,
+    before: &std::collections::BTreeSet<PathBuf>,
+    deadline: Duration,
+) -> anyhow::Result<ManifestInfo> {
+    let give_up = Instant::now() + deadline;
+    loop {
+        let new = manifests(dir)?.into_iter().find(|p| !before.contains(p));
+        if let Some(path) = new {
+            if let Ok(info) = read_manifest(dir, &path) {
+                return Ok(info);
+            }
+        }
+        if Instant::now() >= give_up {
+            bail!(
+                "no new readable manifest.json appeared under {} within {deadline:?}",
+                dir.display()
+            );
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+fn read_manifest(dir: &Path, path: &Path) -> anyhow::Result<ManifestInfo> {
+    let text = std::fs::read_to_string(path)?;
+    let doc: Value = serde_json::from_str(&text)?;
+    let size = |key: &str| {
+        doc.get(key)
+            .and_then(Value::as_u64)
+            .ok_or_else(|| anyhow!("{} has no {key}", path.display()))
+    };
+    let set = path
+        .parent()
+        .and_then(|p| p.strip_prefix(dir).ok())
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    Ok(ManifestInfo {
+        set,
+        plain_size: size("plain_size")?,
+        stored_size: size("stored_size")?,
+        level: doc.pointer("/compression/level").and_then(Value::as_i64),
+        encryption: doc
+            .pointer("/encryption/scheme")
+            .and_then(Value::as_str)
+            .unwrap_or("none")
+            .to_string(),
+    })
+}
+
+/// A sent insert: when it started and ended, and how it went.
+struct Sample {
+    start: Instant,
+    end: Instant,
+    outcome: Result<(), String>,
+}
+
+/// [`BACKUP_BENCH_CLIENTS`] clients insert single rows for [`WARMUP`] then `window`. `backup` is
+/// started when the warm-up ends; when it yields a run, only the inserts inside the overlap of
+/// the window and the backup count (the backup is waited for even past the window).
+async fn write_window<F>(
+    http: &reqwest::Client,
+    leader: &str,
+    window: Duration,
+    backup: F,
+) -> anyhow::Result<WriteWindow>
+where
+    F: std::future::Future<Output = anyhow::Result<Option<BackupRun>>>,
+{
+    let url = format!("{leader}/db/execute");
+    let body = json!([[INSERT, VALUE]]).to_string();
+    let from = Instant::now() + WARMUP;
+    let end = from + window;
+    let mut clients = tokio::task::JoinSet::new();
+    for _ in 0..BACKUP_BENCH_CLIENTS {
+        clients.spawn(timed_client(http.clone(), url.clone(), body.clone(), end));
+    }
+    tokio::time::sleep_until(from.into()).await;
+    let backup = backup.await?;
+    let until = match &backup {
+        Some(_) => Instant::now().min(end),
+        None => end,
+    };
+    let mut samples = Vec::new();
+    while let Some(done) = clients.join_next().await {
+        samples.extend(done.context("a client task failed")?);
+    }
+    let mut stats = Stats {
+        window: until.saturating_duration_since(from),
+        ..Stats::default()
+    };
+    let mut acked_total = 0;
+    for s in samples {
+        acked_total += u64::from(s.outcome.is_ok());
+        if s.start < from || s.end > until {
+            continue;
+        }
+        match s.outcome {
+            Ok(()) => {
+                stats.acked += 1;
+                stats.latencies.push(s.end - s.start);
+            }
+            Err(kind) => {
+                stats.failed += 1;
+                *stats.failures.entry(kind).or_default() += 1;
+            }
+        }
+    }
+    stats.latencies.sort_unstable();
+    for (kind, count) in &stats.failures {
+        eprintln!("bench: {count} x {kind}");
+    }
+    Ok(WriteWindow {
+        stats,
+        acked_total,
+        backup,
+    })
+}
+
+/// One client: inserts back to back until `end`, recording every attempt.
+async fn timed_client(
+    http: reqwest::Client,
+    url: String,
+    body: String,
+    end: Instant,
+) -> Vec<Sample> {
+    let mut samples = Vec::new();
+    loop {
+        let start = Instant::now();
+        if start >= end {
+            return samples;
+        }
+        let outcome = insert_once(&http, &url, body.clone()).await;
+        let failed = outcome.is_err();
+        samples.push(Sample {
+            start,
+            end: Instant::now(),
+            outcome,
+        });
+        if failed {
+            // Don't spin against a node that is refusing.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+fn mib_of(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+fn mib_of_kib(kib: Option<u64>) -> Option<f64> {
+    kib.map(|k| k as f64 / 1024.0)
+}
+
+fn print_backup_report(args: &BenchArgs, r: &BackupReport) -> anyhow::Result<()> {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let version = env!("CARGO_PKG_VERSION");
+    let round = |x: f64| (x * 100.0).round() / 100.0;
+    let baseline_secs = r.baseline.as_ref().ok().map(|b| b.wall.as_secs_f64());
+    let vs_shell = |d: Duration| baseline_secs.map(|b| round(d.as_secs_f64() / b.max(1e-9)));
+    let write_ratio = r.during.stats.per_sec() / r.idle.stats.per_sec().max(f64::MIN_POSITIVE);
+    // The targets, judged on the idle backups (the one under writes is slowed by them).
+    let slowest = r.backups.iter().map(|b| b.wall).max().unwrap_or_default();
+    let fastest_ok = baseline_secs.map(|b| slowest.as_secs_f64() <= b);
+    let peak_rss = r
+        .backups
+        .iter()
+        .chain(r.during.backup.as_ref())
+        .filter_map(|b| mib_of_kib(b.worker_peak_kib()))
+        .fold(0.0, f64::max);
+    let worker = match r.path {
+        BackupPath::Endpoint => "server",
+        BackupPath::Cli { .. } => "cli",
+    };
+    let backup_json = |b: &BackupRun| {
+        json!({
+            "label": b.label,
+            "wall_secs": round(b.wall.as_secs_f64()),
+            "ratio_vs_shell": vs_shell(b.wall),
+            "worker": worker,
+            "worker_peak_rss_mib": mib_of_kib(b.worker_peak_kib()).map(round),
+            "server_rss_before_mib": mib_of_kib(b.server.rss_before_kib).map(round),
+            "server_vmhwm_before_mib": mib_of_kib(b.server.hwm_before_kib).map(round),
+            "server_peak_rss_mib": mib_of_kib(b.server.peak_kib).map(round),
+            "server_peak_exact": b.server.exact,
+            "plain_bytes": b.manifest.plain_size,
+            "stored_bytes": b.manifest.stored_size,
+            "zstd_level": b.manifest.level,
+            "encryption": b.manifest.encryption,
+            "set": b.manifest.set,
+        })
+    };
+    let window_json = |w: &WriteWindow| {
+        json!({
+            "inserts_per_sec": round(w.stats.per_sec()),
+            "window_secs": round(w.stats.window.as_secs_f64()),
+            "p50_ms": w.stats.percentile_ms(0.50).map(round),
+            "p99_ms": w.stats.percentile_ms(0.99).map(round),
+            "acknowledged": w.stats.acked,
+            "failed": w.stats.failed,
+            "failures": w.stats.failures,
+        })
+    };
+    if args.json {
+        let baseline = match &r.baseline {
+            Ok(b) => json!({
+                "wall_secs": round(b.wall.as_secs_f64()),
+                "sqlite3_backup_secs": round(b.sqlite.wall.as_secs_f64()),
+                "zstd_secs": round(b.zstd.wall.as_secs_f64()),
+                "sqlite3_peak_rss_mib": mib_of_kib(b.sqlite.peak_kib).map(round),
+                "zstd_peak_rss_mib": mib_of_kib(b.zstd.peak_kib).map(round),
+                "stored_bytes": b.out_bytes,
+            }),
+            Err(why) => json!({ "skipped": why }),
+        };
+        let mut during = window_json(&r.during);
+        if let (Some(obj), Some(b)) = (during.as_object_mut(), &r.during.backup) {
+            obj.insert("backup".into(), backup_json(b));
+        }
+        let doc = json!({
+            "raftlite_version": version,
+            "cores": cores,
+            "load_average_before": r.load_before,
+            "database": {
+                "requested_mib": r.db_mib,
+                "size_bytes": r.db.size_bytes,
+                "rows": r.db.rows,
+                "payload_bytes": r.db.payload_bytes,
+                "build_secs": round(r.db.build.as_secs_f64()),
+            },
+            "shell_baseline": baseline,
+            "backup_path": r.path.describe(),
+            "snapshot_threshold": NO_RAFT_SNAPSHOTS,
+            "backups": r.backups.iter().map(backup_json).collect::<Vec<_>>(),
+            "writes": {
+                "clients": BACKUP_BENCH_CLIENTS,
+                "warmup_secs": WARMUP.as_secs(),
+                "without_backup": window_json(&r.idle),
+                "during_backup": during,
+                "ratio": round(write_ratio),
+            },
+            "targets": {
+                "backup_time_le_shell": fastest_ok,
+                "peak_rss_lt_200_mib": peak_rss < TARGET_RSS_MIB,
+                "writes_during_backup_ge_70_percent": write_ratio >= TARGET_WRITE_RATIO,
+            },
+            "count_check": { "count": r.check.0, "acknowledged": r.check.1 },
+            "notes": r.notes,
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(());
+    }
+
+    let opt = |x: Option<f64>, digits: usize| x.map_or("-".to_owned(), |v| format!("{v:.digits$}"));
+    println!(
+        "raftlite {version} backup bench, {cores} cores: {:.1} MiB database ({} rows of {} KiB \
+         blob + {} KiB text, half random), built in {:.1} s (setup, not measured)",
+        mib_of(r.db.size_bytes),
+        r.db.rows,
+        FILL_BLOB_BYTES / 1024,
+        FILL_NOTE_BYTES / 1024,
+        r.db.build.as_secs_f64()
+    );
+    println!("backups measured through {}", r.path.describe());
+    if let Some(load) = &r.load_before {
+        println!(
+            "load average before the run: {load} (other work on the machine skews the figures)"
+        );
+    }
+    println!(
+        "node started with --backup-level {BACKUP_LEVEL} --snapshot-threshold \
+         {NO_RAFT_SNAPSHOTS} (no Raft snapshot during the run); `sync` before each measured phase"
+    );
+    println!();
+    println!(
+        "{:<36} {:>8} {:>9} {:>13} {:>11}  notes",
+        "backup (zstd level 1)", "wall s", "vs shell", "peak RSS MiB", "stored MiB"
+    );
+    match &r.baseline {
+        Ok(b) => println!(
+            "{:<36} {:>8.2} {:>8.2}x {:>13} {:>11.1}  sqlite3 .backup {:.2} s ({} MiB peak), \
+             zstd {:.2} s ({} MiB peak)",
+            "shell: sqlite3 .backup + zstd -T2",
+            b.wall.as_secs_f64(),
+            1.0,
+            opt(mib_of_kib(b.sqlite.peak_kib.max(b.zstd.peak_kib)), 1),
+            mib_of(b.out_bytes),
+            b.sqlite.wall.as_secs_f64(),
+            opt(mib_of_kib(b.sqlite.peak_kib), 1),
+            b.zstd.wall.as_secs_f64(),
+            opt(mib_of_kib(b.zstd.peak_kib), 1),
+        ),
+        Err(why) => println!("{:<36} skipped: {why}", "shell: sqlite3 .backup + zstd -T2"),
+    }
+    for b in r.backups.iter().chain(r.during.backup.as_ref()) {
+        let server = format!(
+            "server RSS {} MiB before (VmHWM so far {}), peak {}{}",
+            opt(mib_of_kib(b.server.rss_before_kib), 1),
+            opt(mib_of_kib(b.server.hwm_before_kib), 1),
+            opt(mib_of_kib(b.server.peak_kib), 1),
+            if b.server.exact { "" } else { " (sampled)" }
+        );
+        println!(
+            "{:<36} {:>8.2} {:>9} {:>13} {:>11.1}  {} RSS; {server}",
+            format!("raftlite, {}", b.label),
+            b.wall.as_secs_f64(),
+            vs_shell(b.wall).map_or("-".to_owned(), |x| format!("{x:.2}x")),
+            opt(mib_of_kib(b.worker_peak_kib()), 1),
+            mib_of(b.manifest.stored_size),
+            if b.cli_peak_kib.is_some() {
+                "CLI child"
+            } else {
+                "server (includes its baseline)"
+            },
+        );
+    }
+    println!();
+    println!(
+        "{:<36} {:>10} {:>8} {:>8} {:>7} {:>9}",
+        format!("writes ({BACKUP_BENCH_CLIENTS} clients, 1-row INSERT)"),
+        "inserts/s",
+        "p50 ms",
+        "p99 ms",
+        "failed",
+        "window s"
+    );
+    for (name, w) in [
+        ("without backup", &r.idle),
+        ("during backup (overlap)", &r.during),
+    ] {
+        println!(
+            "{:<36} {:>10.1} {:>8} {:>8} {:>7} {:>9.2}",
+            name,
+            w.stats.per_sec(),
+            opt(w.stats.percentile_ms(0.50), 2),
+            opt(w.stats.percentile_ms(0.99), 2),
+            w.stats.failed,
+            w.stats.window.as_secs_f64()
+        );
+    }
+    println!("{:<36} {:>9.0}%", "during / without", write_ratio * 100.0);
+    println!();
+    let verdict = |ok: Option<bool>| match ok {
+        Some(true) => "met",
+        Some(false) => "MISSED",
+        None => "not judged",
+    };
+    println!("targets from the issue:");
+    println!(
+        "  raftlite backup time <= shell pipeline: {} (slowest idle backup {:.2} s vs {} s)",
+        verdict(fastest_ok),
+        slowest.as_secs_f64(),
+        opt(baseline_secs, 2)
+    );
+    println!(
+        "  peak RSS < {TARGET_RSS_MIB:.0} MiB: {} (highest {peak_rss:.1} MiB, {})",
+        verdict(Some(peak_rss < TARGET_RSS_MIB)),
+        match r.path {
+            BackupPath::Endpoint => "the server's VmHWM, its baseline included",
+            BackupPath::Cli { .. } => "the CLI child's VmHWM",
+        }
+    );
+    println!(
+        "  writes during backup >= {:.0}% of without: {} ({:.0}%)",
+        TARGET_WRITE_RATIO * 100.0,
+        verdict(Some(write_ratio >= TARGET_WRITE_RATIO)),
+        write_ratio * 100.0
+    );
+    let (count, acked) = r.check;
+    println!(
+        "  COUNT(*) >= acknowledged inserts: {}",
+        if count >= acked {
+            format!("ok ({count} >= {acked})")
+        } else {
+            format!("LOST ({count} < {acked})")
+        }
+    );
+    for note in &r.notes {
+        println!("note: {note}");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fill_rows_have_the_promised_shape() {
+        let (body, bytes) = fill_request();
+        let doc: Value = serde_json::from_str(&body).expect("the body is JSON");
+        let rows = doc.as_array().expect("an array of statements");
+        assert_eq!(rows.len(), FILL_ROWS_PER_REQUEST);
+        assert_eq!(
+            bytes as usize,
+            rows.len() * (FILL_BLOB_BYTES + FILL_NOTE_BYTES)
+        );
+        let note = rows[0][1].as_str().expect("a text note");
+        let blob = rows[0][2].as_str().expect("a hex blob");
+        assert_eq!(note.len(), FILL_NOTE_BYTES);
+        assert!(!note.starts_with("x'"), "a note must not read as a blob");
+        assert_eq!(blob.len(), 2 * FILL_BLOB_BYTES + 3);
+        assert!(blob.starts_with("x'") && blob.ends_with('\''));
+    }
+
+    #[test]
+    fn hex_literals_and_file_urls() {
+        assert_eq!(hex_literal(&[0x00, 0x0a, 0xff]), "x'000aff'");
+        assert_eq!(hex_literal(&[]), "x''");
+        assert_eq!(
+            file_url(Path::new("/tmp/a b/c%d")).expect("UTF-8"),
+            "file:///tmp/a%20b/c%25d"
+        );
+    }
+
+    #[test]
+    fn own_memory_is_readable() {
+        let Some(mem) = proc_mem(std::process::id()) else {
+            return; // not Linux
+        };
+        assert!(mem.rss_kib > 0 && mem.hwm_kib >= mem.rss_kib, "{mem:?}");
+    }
 }
