@@ -211,7 +211,7 @@ pub async fn create_backup(
         let source = source.to_path_buf();
         let encryption = opts.encryption.clone();
         let level = opts.level;
-        tokio::task::spawn_blocking(move || encode(&source, info.len, level, encryption, tx))
+        run_in_background(move || encode(&source, info.len, level, encryption, tx))
     };
 
     let mut failed_part = None;
@@ -297,6 +297,40 @@ async fn abort_upload(writer: WriteMultipart, label: &str) {
         tracing::warn!(dest = %label, error = %e, "aborting the multipart upload of a failed backup failed");
     }
 }
+
+/// Runs `f` on a thread of its own at a lower CPU priority (nice 10; zstd's worker threads,
+/// created from it, inherit that). A backup runs beside a node that is serving: when both want
+/// the CPU, serving wins, and an idle machine still gives the backup all of it. The thread is
+/// not pooled, so the lowered priority ends with it.
+fn run_in_background<T, F>(f: F) -> tokio::sync::oneshot::Receiver<T>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    let (done, result) = tokio::sync::oneshot::channel();
+    let spawned = std::thread::Builder::new()
+        .name("raftlite-backup-encode".into())
+        .spawn(move || {
+            lower_priority();
+            let _ = done.send(f());
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot start the backup's compression thread");
+    }
+    result
+}
+
+#[cfg(target_os = "linux")]
+fn lower_priority() {
+    // SAFETY: plain syscalls on the calling thread; failure only leaves the priority as it was.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        let _ = libc::setpriority(libc::PRIO_PROCESS, tid, 10);
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn lower_priority() {}
 
 /// Runs `f` on the blocking pool; a panic there becomes an `Internal` error.
 pub(crate) async fn run_blocking<T, F>(label: &str, f: F) -> Result<T, BackupError>
