@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::{Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
@@ -41,9 +41,7 @@ use raftlite_consensus::{NodeAddr, NodeId};
 use serde_json::{json, Value as Json};
 
 use crate::error::ApiError;
-use crate::server::{
-    api_base, flag, json_response, to_leader, ApiState, LeaderOnly, FORWARDED_HEADER,
-};
+use crate::server::{flag, json_response, to_leader_within, ApiState, LeaderOnly};
 
 /// Retries of one request to a failing cloud store (object_store's default is 10 within
 /// 3 minutes, which would hold `POST /backups` for minutes when the destination is down).
@@ -503,74 +501,20 @@ async fn create(
 }
 
 /// A follower's answer: the leader's answer to the same request (forwarded with a long
-/// timeout), a 301 under `?redirect`, or 503 when no leader is known or leadership is moving.
+/// timeout: a backup takes as long as the upload), a 301 under `?redirect`, or 503 when no
+/// leader is known or leadership is moving.
 async fn forward(state: &ApiState, uri: &Uri, headers: &HeaderMap, redirect: bool) -> Response {
-    let leader = state.node.leader();
+    let req = LeaderOnly {
+        method: Method::POST,
+        uri,
+        headers,
+        body: Bytes::new(),
+        redirect,
+    };
     let err = WriteError::NotLeader {
-        leader: leader.clone(),
+        leader: state.node.leader(),
     };
-    let forwardable = leader
-        .as_ref()
-        .filter(|(id, _)| *id != state.node.id())
-        .filter(|_| !redirect && !headers.contains_key(FORWARDED_HEADER));
-    let Some((leader_id, addr)) = forwardable else {
-        let req = LeaderOnly {
-            method: Method::POST,
-            uri,
-            headers,
-            body: Bytes::new(),
-            redirect,
-        };
-        return to_leader(state, req, err).await;
-    };
-    let path = uri
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/backups");
-    let target = format!("{}{path}", api_base(addr));
-    let mut request = state
-        .client
-        .post(&target)
-        .timeout(FORWARDED_BACKUP_TIMEOUT)
-        .header(FORWARDED_HEADER, state.node.id().to_string());
-    for name in [header::AUTHORIZATION, header::CONTENT_TYPE] {
-        if let Some(v) = headers.get(&name) {
-            request = request.header(name, v);
-        }
-    }
-    let upstream = match request.send().await {
-        Ok(r) => r,
-        Err(e) => {
-            return ApiError::Unavailable(format!(
-                "cannot forward the backup request to leader {leader_id} at {}: {e}; retry \
-                 shortly or ask the leader directly",
-                addr.api_addr
-            ))
-            .into_response()
-        }
-    };
-    let status =
-        StatusCode::from_u16(upstream.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-    let mut copied = HeaderMap::new();
-    for name in [header::CONTENT_TYPE, header::RETRY_AFTER] {
-        if let Some(v) = upstream.headers().get(name.as_str()) {
-            if let Ok(v) = HeaderValue::from_bytes(v.as_bytes()) {
-                copied.insert(name, v);
-            }
-        }
-    }
-    match upstream.bytes().await {
-        Ok(body) => {
-            let mut response = (status, body).into_response();
-            response.headers_mut().extend(copied);
-            response
-        }
-        Err(e) => ApiError::Unavailable(format!(
-            "leader {leader_id} failed while answering the forwarded backup request ({e}); the \
-             backup may or may not have been taken, see the leader's /status"
-        ))
-        .into_response(),
-    }
+    to_leader_within(state, req, err, Some(FORWARDED_BACKUP_TIMEOUT)).await
 }
 
 #[cfg(test)]

@@ -134,6 +134,29 @@ pub(crate) struct LeaderOnly<'a> {
 }
 
 pub(crate) async fn to_leader(state: &ApiState, req: LeaderOnly<'_>, err: WriteError) -> Response {
+    to_leader_within(state, req, err, None).await
+}
+
+/// Headers of the leader's answer that a forwarded answer keeps.
+const FORWARDED_RESPONSE_HEADERS: [&str; 7] = [
+    "content-type",
+    "content-disposition",
+    "content-length",
+    "retry-after",
+    "www-authenticate",
+    "x-raftlite-applied-index",
+    "x-raftlite-timeline",
+];
+
+/// Like [`to_leader`], with a time limit for the whole forwarded exchange other than the
+/// client's default (long operations such as backups). The leader's answer is streamed through,
+/// so a large body (a database file) never sits in this node's memory.
+pub(crate) async fn to_leader_within(
+    state: &ApiState,
+    req: LeaderOnly<'_>,
+    err: WriteError,
+    timeout: Option<Duration>,
+) -> Response {
     let WriteError::NotLeader {
         leader: Some((leader_id, leader)),
     } = err
@@ -160,37 +183,54 @@ pub(crate) async fn to_leader(state: &ApiState, req: LeaderOnly<'_>, err: WriteE
         .request(req.method, &target)
         .header(FORWARDED_HEADER, state.node.id().to_string())
         .body(req.body);
+    if let Some(timeout) = timeout {
+        forwarded = forwarded.timeout(timeout);
+    }
     for name in [header::CONTENT_TYPE, header::AUTHORIZATION] {
         if let Some(v) = req.headers.get(&name) {
             forwarded = forwarded.header(name, v);
         }
     }
-    match forwarded.send().await {
-        Ok(resp) => {
-            let status = StatusCode::from_u16(resp.status().as_u16())
-                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            let content_type = resp.headers().get(header::CONTENT_TYPE).cloned();
-            match resp.bytes().await {
-                Ok(bytes) => {
-                    let mut response = (status, bytes).into_response();
-                    if let Some(ct) = content_type {
-                        response.headers_mut().insert(header::CONTENT_TYPE, ct);
-                    }
-                    response
-                }
-                Err(e) => ApiError::Unavailable(format!(
-                    "leader {leader_id} failed while answering a forwarded request ({e}); the \
-                     request may or may not have been applied"
-                ))
-                .into_response(),
+    let upstream = match forwarded.send().await {
+        Ok(upstream) => upstream,
+        Err(e) => {
+            return ApiError::Unavailable(format!(
+                "cannot forward to leader {leader_id} at {}: {e}; retry shortly",
+                leader.api_addr
+            ))
+            .into_response()
+        }
+    };
+    let status =
+        StatusCode::from_u16(upstream.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let mut kept = HeaderMap::new();
+    for name in FORWARDED_RESPONSE_HEADERS {
+        if let (Some(v), Ok(name)) = (
+            upstream.headers().get(name),
+            header::HeaderName::from_bytes(name.as_bytes()),
+        ) {
+            if let Ok(v) = HeaderValue::from_bytes(v.as_bytes()) {
+                kept.insert(name, v);
             }
         }
-        Err(e) => ApiError::Unavailable(format!(
-            "cannot forward to leader {leader_id} at {}: {e}; retry shortly",
-            leader.api_addr
-        ))
-        .into_response(),
     }
+    let body = futures::stream::unfold(Some(upstream), move |upstream| async move {
+        let mut upstream = upstream?;
+        match upstream.chunk().await {
+            Ok(Some(chunk)) => Some((Ok(chunk), Some(upstream))),
+            Ok(None) => None,
+            Err(e) => Some((
+                Err(std::io::Error::other(format!(
+                    "leader {leader_id} stopped answering the forwarded request ({e}); it may \
+                     or may not have been applied"
+                ))),
+                None,
+            )),
+        }
+    });
+    let mut response = (status, axum::body::Body::from_stream(body)).into_response();
+    response.headers_mut().extend(kept);
+    response
 }
 
 pub(crate) fn api_base(addr: &NodeAddr) -> String {

@@ -40,8 +40,8 @@ use tokio::sync::mpsc;
 use crate::error::ApiError;
 use crate::rqlite;
 use crate::server::{
-    api_base, flag, json_response, timeout_of, to_leader, write_with_timeout, ApiState, LeaderOnly,
-    FORWARDED_HEADER, MAX_BODY_BYTES,
+    flag, json_response, timeout_of, to_leader, to_leader_within, write_with_timeout, ApiState,
+    LeaderOnly, MAX_BODY_BYTES,
 };
 
 /// The first 16 bytes of every SQLite database file.
@@ -324,84 +324,17 @@ async fn forward_backup(
     headers: &HeaderMap,
     redirect: bool,
 ) -> Response {
-    let leader = state.node.leader();
+    let req = LeaderOnly {
+        method: Method::GET,
+        uri,
+        headers,
+        body: Bytes::new(),
+        redirect,
+    };
     let err = WriteError::NotLeader {
-        leader: leader.clone(),
+        leader: state.node.leader(),
     };
-    let streamable = leader
-        .as_ref()
-        .filter(|(id, _)| *id != state.node.id())
-        .filter(|_| !redirect && !headers.contains_key(FORWARDED_HEADER));
-    let Some((leader_id, addr)) = streamable else {
-        let req = LeaderOnly {
-            method: Method::GET,
-            uri,
-            headers,
-            body: Bytes::new(),
-            redirect,
-        };
-        return to_leader(state, req, err).await;
-    };
-    let path = uri
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/db/backup");
-    let target = format!("{}{path}", api_base(addr));
-    let mut request = state
-        .client
-        .get(&target)
-        .timeout(FORWARDED_BACKUP_TIMEOUT)
-        .header(FORWARDED_HEADER, state.node.id().to_string());
-    if let Some(v) = headers.get(header::AUTHORIZATION) {
-        request = request.header(header::AUTHORIZATION, v);
-    }
-    let upstream = match request.send().await {
-        Ok(r) => r,
-        Err(e) => {
-            return ApiError::Unavailable(format!(
-                "cannot forward the backup request to leader {leader_id} at {}: {e}; retry \
-                 shortly or ask the leader directly",
-                addr.api_addr
-            ))
-            .into_response()
-        }
-    };
-    let status =
-        StatusCode::from_u16(upstream.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-    let mut copied = HeaderMap::new();
-    for name in [
-        header::CONTENT_TYPE.as_str(),
-        header::CONTENT_DISPOSITION.as_str(),
-        header::CONTENT_LENGTH.as_str(),
-        header::RETRY_AFTER.as_str(),
-        "x-raftlite-applied-index",
-        "x-raftlite-timeline",
-    ] {
-        if let Some(v) = upstream.headers().get(name) {
-            if let (Ok(n), Ok(v)) = (
-                header::HeaderName::from_bytes(name.as_bytes()),
-                HeaderValue::from_bytes(v.as_bytes()),
-            ) {
-                copied.insert(n, v);
-            }
-        }
-    }
-    let stream = futures::stream::unfold(Some(upstream), |upstream| async move {
-        let mut upstream = upstream?;
-        match upstream.chunk().await {
-            Ok(Some(chunk)) => Some((Ok(chunk), Some(upstream))),
-            Ok(None) => None,
-            Err(e) => Some((
-                Err(std::io::Error::other(format!(
-                    "the leader stopped sending the backup: {e}"
-                ))),
-                None,
-            )),
-        }
-    });
-    let mut response = (status, Body::from_stream(stream)).into_response();
-    response.headers_mut().extend(copied);
-    response
+    to_leader_within(state, req, err, Some(FORWARDED_BACKUP_TIMEOUT)).await
 }
 
 // ---------------------------------------------------------------------------------------------
