@@ -2,14 +2,15 @@
 
 mod common;
 
-use std::collections::HashSet;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{check_results, execute_at, first_values, http_post, query_i64s, wait_for, Cluster};
+use common::{
+    check_results, execute_at, first_values, http_post, wait_for, wait_ids_present, Cluster,
+};
 use serde_json::{json, Value};
 
 fn secs(s: u64) -> Duration {
@@ -24,39 +25,6 @@ fn exec_ok(c: &Cluster, idx: usize, body: Value) -> Value {
     check_results(&resp)
         .unwrap_or_else(|e| panic!("execute {body} on node {}: {e}", c.nodes[idx].id));
     resp
-}
-
-/// Polls node `idx` (level=none) until every id in `want` is in `sql`'s
-/// result; panics listing some missing ids after `timeout`.
-fn wait_ids_present(c: &Cluster, idx: usize, sql: &str, want: &[i64], timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let result = query_i64s(&c.nodes[idx].base_url(), sql, "none");
-        let missing: Vec<i64> = match &result {
-            Ok(ids) => {
-                let have: HashSet<i64> = ids.iter().copied().collect();
-                want.iter()
-                    .copied()
-                    .filter(|id| !have.contains(id))
-                    .collect()
-            }
-            Err(_) => want.to_vec(),
-        };
-        if missing.is_empty() {
-            return;
-        }
-        if Instant::now() >= deadline {
-            panic!(
-                "node {}: {} of {} ids still missing after {timeout:?} (first: {:?}; last query: {:?})",
-                c.nodes[idx].id,
-                missing.len(),
-                want.len(),
-                &missing[..missing.len().min(20)],
-                result.map(|v| v.len())
-            );
-        }
-        thread::sleep(Duration::from_millis(200));
-    }
 }
 
 fn wait_count(c: &Cluster, idx: usize, table: &str, want: i64, timeout: Duration) {

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use common::{
     check_results, execute_at, first_values, free_port, http_get, http_post, query_at, query_i64s,
-    tail, wait_for, Cluster, Node,
+    tail, wait_for, wait_ids_present, Cluster, Node,
 };
 use serde_json::{json, Value};
 
@@ -50,39 +50,6 @@ fn wait_count(c: &Cluster, idx: usize, table: &str, want: i64, timeout: Duration
         timeout,
         &format!("node {} to have {want} rows in {table}", c.nodes[idx].id),
     );
-}
-
-/// Polls node `idx` (level=none) until every id in `want` is in `sql`'s result.
-fn wait_ids_present(c: &Cluster, idx: usize, sql: &str, want: &[i64], timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let result = query_i64s(&c.nodes[idx].base_url(), sql, "none");
-        let missing: Vec<i64> = match &result {
-            Ok(ids) => {
-                let have: HashSet<i64> = ids.iter().copied().collect();
-                want.iter()
-                    .copied()
-                    .filter(|id| !have.contains(id))
-                    .collect()
-            }
-            Err(_) => want.to_vec(),
-        };
-        if missing.is_empty() {
-            return;
-        }
-        if Instant::now() >= deadline {
-            panic!(
-                "node {}: {} of {} acknowledged ids missing after {timeout:?} (first: {:?}; \
-                 last query: {:?})",
-                c.nodes[idx].id,
-                missing.len(),
-                want.len(),
-                &missing[..missing.len().min(20)],
-                result.map(|v| v.len())
-            );
-        }
-        thread::sleep(Duration::from_millis(200));
-    }
 }
 
 /// Tiny xorshift PRNG so the tests need no extra crate.

@@ -742,3 +742,36 @@ impl Cluster {
         c
     }
 }
+
+/// Polls node `idx` (level=none) until every id in `want` is in `sql`'s
+/// result; panics listing some missing ids after `timeout`.
+pub fn wait_ids_present(c: &Cluster, idx: usize, sql: &str, want: &[i64], timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let result = query_i64s(&c.nodes[idx].base_url(), sql, "none");
+        let missing: Vec<i64> = match &result {
+            Ok(ids) => {
+                let have: std::collections::HashSet<i64> = ids.iter().copied().collect();
+                want.iter()
+                    .copied()
+                    .filter(|id| !have.contains(id))
+                    .collect()
+            }
+            Err(_) => want.to_vec(),
+        };
+        if missing.is_empty() {
+            return;
+        }
+        if Instant::now() >= deadline {
+            panic!(
+                "node {}: {} of {} ids still missing after {timeout:?} (first: {:?}; last query: {:?})",
+                c.nodes[idx].id,
+                missing.len(),
+                want.len(),
+                &missing[..missing.len().min(20)],
+                result.map(|v| v.len())
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
