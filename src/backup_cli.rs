@@ -54,6 +54,11 @@ const EXIT_VERIFY_FAILED: i32 = 1;
 /// zstd levels accepted by `--level`.
 const LEVELS: std::ops::RangeInclusive<i32> = 1..=22;
 
+/// `raftlite backup prune`.
+async fn prune(args: crate::config::BackupPruneArgs) -> anyhow::Result<()> {
+    anyhow::bail!("backup prune is not implemented yet ({})", args.from)
+}
+
 /// Entry point of `raftlite backup`.
 pub async fn run(args: BackupArgs) -> anyhow::Result<()> {
     match args.command {
@@ -66,6 +71,7 @@ pub async fn run(args: BackupArgs) -> anyhow::Result<()> {
             .await
         }
         BackupCommand::List(args) => list(args).await,
+        BackupCommand::Prune(args) => prune(args).await,
         BackupCommand::Verify(args) => {
             let all_passed =
                 interruptible(verify(args), "the temporary files were removed").await?;

@@ -135,9 +135,62 @@ pub struct ServeArgs {
     #[arg(long, env = "RAFTLITE_NODE_VERIFY_CLIENT")]
     pub node_verify_client: bool,
 
-    /// Backup destination for `POST /backups` (file:///dir, s3://bucket/prefix, gs://, az://).
-    #[arg(long, value_name = "DEST", env = "RAFTLITE_BACKUP_TO")]
+    /// Where the leader uploads backups (file:///dir, s3://bucket/prefix, gs://, az://), or
+    /// `off` [default: file://<data-dir's parent>/raftlite-backups, hourly].
+    #[arg(long, value_name = "DEST|off", env = "RAFTLITE_BACKUP_TO")]
     pub backup_to: Option<String>,
+
+    /// Back up on this interval, e.g. `30m`, `1h`, `1d`; `off` for POST /backups only
+    /// [default: 1h unless --backup-cron].
+    #[arg(long, value_name = "DUR|off", env = "RAFTLITE_BACKUP_INTERVAL")]
+    pub backup_interval: Option<String>,
+
+    /// Back up on a cron schedule instead: 5 fields (`0 * * * *`) or 6 with seconds first.
+    #[arg(long, value_name = "EXPR", env = "RAFTLITE_BACKUP_CRON")]
+    pub backup_cron: Option<String>,
+
+    /// Time zone of --backup-cron, e.g. `Europe/Berlin` [default: UTC].
+    #[arg(long, value_name = "ZONE", env = "RAFTLITE_BACKUP_TZ")]
+    pub backup_tz: Option<String>,
+
+    /// Restore-drill the newest backup this often (download, hashes, decrypt with
+    /// --backup-identity, integrity_check); `off` to disable [default: 24h].
+    #[arg(long, value_name = "DUR|off", env = "RAFTLITE_BACKUP_VERIFY_INTERVAL")]
+    pub backup_verify_interval: Option<String>,
+
+    /// age identity file that opens the backups, for restore drills of encrypted backups.
+    #[arg(long, value_name = "FILE", env = "RAFTLITE_BACKUP_IDENTITY")]
+    pub backup_identity: Option<PathBuf>,
+
+    /// Retention: keep the newest N backups. With no --backup-keep-* option the policy is
+    /// 24 hourly, 7 daily, 4 weekly, 12 monthly.
+    #[arg(long, value_name = "N", env = "RAFTLITE_BACKUP_KEEP_LAST")]
+    pub backup_keep_last: Option<u32>,
+
+    /// Retention: keep the newest backup of each of the last N hours that have one.
+    #[arg(long, value_name = "N", env = "RAFTLITE_BACKUP_KEEP_HOURLY")]
+    pub backup_keep_hourly: Option<u32>,
+
+    /// Retention: keep the newest backup of each of the last N days (UTC) that have one.
+    #[arg(long, value_name = "N", env = "RAFTLITE_BACKUP_KEEP_DAILY")]
+    pub backup_keep_daily: Option<u32>,
+
+    /// Retention: keep the newest backup of each of the last N ISO weeks that have one.
+    #[arg(long, value_name = "N", env = "RAFTLITE_BACKUP_KEEP_WEEKLY")]
+    pub backup_keep_weekly: Option<u32>,
+
+    /// Retention: keep the newest backup of each of the last N months that have one.
+    #[arg(long, value_name = "N", env = "RAFTLITE_BACKUP_KEEP_MONTHLY")]
+    pub backup_keep_monthly: Option<u32>,
+
+    /// Retention: keep every backup younger than this, e.g. `48h`, `30d`.
+    #[arg(long, value_name = "DUR", env = "RAFTLITE_BACKUP_KEEP_WITHIN")]
+    pub backup_keep_within: Option<String>,
+
+    /// rqlite's `-auto-backup` JSON config file, mapped onto raftlite's backups (instead of
+    /// --backup-to and --backup-interval).
+    #[arg(long, value_name = "FILE", env = "RAFTLITE_AUTO_BACKUP")]
+    pub auto_backup: Option<PathBuf>,
 
     /// age X25519 recipient (`age1...`) to encrypt backups to; repeatable or comma-separated.
     #[arg(
@@ -172,6 +225,54 @@ pub enum BackupCommand {
     List(BackupListArgs),
     /// Download and check backups: hashes, decryption, decompression, integrity_check.
     Verify(BackupVerifyArgs),
+    /// Delete backups that no retention rule keeps (manifest first, then data).
+    Prune(BackupPruneArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BackupPruneArgs {
+    /// Destination holding the backups.
+    #[arg(long, value_name = "DEST", env = "RAFTLITE_BACKUP_TO")]
+    pub from: String,
+
+    /// Only this cluster's backups [default: every cluster in the destination].
+    #[arg(long, value_name = "ID")]
+    pub cluster: Option<String>,
+
+    #[command(flatten)]
+    pub keep: PruneKeepArgs,
+
+    /// Print what would be deleted, delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Print JSON instead of a summary.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Retention rules of `raftlite backup prune` (a backup kept by any rule stays; at least one
+/// rule is required).
+#[derive(Debug, Clone, Default, Args)]
+pub struct PruneKeepArgs {
+    /// Keep the newest N backups.
+    #[arg(long, value_name = "N")]
+    pub keep_last: Option<u32>,
+    /// Keep the newest backup of each of the last N hours that have one.
+    #[arg(long, value_name = "N")]
+    pub keep_hourly: Option<u32>,
+    /// Keep the newest backup of each of the last N days (UTC) that have one.
+    #[arg(long, value_name = "N")]
+    pub keep_daily: Option<u32>,
+    /// Keep the newest backup of each of the last N ISO weeks that have one.
+    #[arg(long, value_name = "N")]
+    pub keep_weekly: Option<u32>,
+    /// Keep the newest backup of each of the last N months that have one.
+    #[arg(long, value_name = "N")]
+    pub keep_monthly: Option<u32>,
+    /// Keep every backup younger than this, e.g. `48h`, `30d`.
+    #[arg(long, value_name = "DUR")]
+    pub keep_within: Option<String>,
 }
 
 /// Connection to a running node (shared by CLI commands that talk to one).
@@ -329,13 +430,40 @@ pub struct ServeConfig {
     pub backup: BackupConfig,
 }
 
-/// Where and how `POST /backups` (and, later, the schedule) stores backups.
+/// Where, when and how the leader backs up (`--backup-*`, `[backup]` in the file,
+/// `RAFTLITE_BACKUP_*`), as given: durations, cron and zone are checked when the server builds
+/// its backup service.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackupConfig {
+    /// `None`: backups are off (`--backup-to off`). The default is a local directory beside
+    /// the data dir.
     pub to: Option<String>,
+    /// Whether `to` is the built-in default rather than something the operator chose.
+    pub to_is_default: bool,
     pub recipients: Vec<String>,
     pub passphrase_env: Option<String>,
     pub level: i32,
+    /// `Some("off")` turns the schedule off; `None` with no cron means hourly.
+    pub interval: Option<String>,
+    pub cron: Option<String>,
+    pub tz: Option<String>,
+    pub verify_interval: Option<String>,
+    pub identity: Option<PathBuf>,
+    pub keep: RetentionConfig,
+    /// rqlite `-auto-backup` file; replaces `to` and `interval`.
+    pub auto_backup: Option<PathBuf>,
+}
+
+/// `--backup-keep-*`; all `None` means the default policy.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    pub keep_last: Option<u32>,
+    pub keep_hourly: Option<u32>,
+    pub keep_daily: Option<u32>,
+    pub keep_weekly: Option<u32>,
+    pub keep_monthly: Option<u32>,
+    pub keep_within: Option<String>,
 }
 
 /// `[backup]` in the TOML file.
@@ -346,6 +474,47 @@ struct FileBackup {
     recipients: Option<Vec<String>>,
     passphrase_env: Option<String>,
     level: Option<i32>,
+    interval: Option<String>,
+    cron: Option<String>,
+    tz: Option<String>,
+    verify_interval: Option<String>,
+    identity: Option<PathBuf>,
+    keep_last: Option<u32>,
+    keep_hourly: Option<u32>,
+    keep_daily: Option<u32>,
+    keep_weekly: Option<u32>,
+    keep_monthly: Option<u32>,
+    keep_within: Option<String>,
+    /// rqlite `-auto-backup` JSON file.
+    auto_backup: Option<PathBuf>,
+}
+
+/// Name of the default backup directory, created beside the data dir.
+pub const DEFAULT_BACKUP_DIR_NAME: &str = "raftlite-backups";
+
+/// `file://` URL of the default backup directory for `data_dir`: `raftlite-backups` in the
+/// data dir's parent (so `./raftlite-data` backs up to `./raftlite-backups`; clusters sharing a
+/// parent directory keep apart by cluster id inside it).
+pub fn default_backup_to(data_dir: &Path) -> Result<String, ConfigError> {
+    let absolute = if data_dir.is_absolute() {
+        data_dir.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map_err(|e| ConfigError::InvalidValue {
+                flag: "--data-dir",
+                value: data_dir.display().to_string(),
+                reason: format!("cannot resolve the current directory: {e}"),
+            })?
+            .join(data_dir)
+    };
+    let parent = absolute
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("/"));
+    Ok(format!(
+        "file://{}",
+        parent.join(DEFAULT_BACKUP_DIR_NAME).display()
+    ))
 }
 
 /// Authentication and TLS settings; all off by default.
@@ -416,6 +585,14 @@ struct FileConfig {
     node_ca: Option<PathBuf>,
     node_verify_client: Option<bool>,
     backup: Option<FileBackup>,
+}
+
+/// `off` (or `none`, `false`, `0`, empty) switches a feature off.
+pub fn is_off(value: &str) -> bool {
+    matches!(
+        value.trim().to_ascii_lowercase().as_str(),
+        "off" | "none" | "false" | "0" | ""
+    )
 }
 
 /// `join` in the file: an array of strings or one comma-separated string.
@@ -601,6 +778,7 @@ pub fn resolve(args: ServeArgs) -> Result<ServeConfig, ConfigError> {
         });
     }
 
+    let default_backup_url = default_backup_to(&data_dir)?;
     Ok(ServeConfig {
         data_dir,
         http_addr,
@@ -613,8 +791,17 @@ pub fn resolve(args: ServeArgs) -> Result<ServeConfig, ConfigError> {
         log_level,
         backup: {
             let file_backup = file.backup.unwrap_or_default();
+            let auto_backup = args.auto_backup.or(file_backup.auto_backup);
+            let given_to = args.backup_to.or(file_backup.to);
+            let (to, to_is_default) = match given_to {
+                Some(to) if is_off(&to) => (None, false),
+                Some(to) => (Some(to), false),
+                None if auto_backup.is_some() => (None, false),
+                None => (Some(default_backup_url), true),
+            };
             BackupConfig {
-                to: args.backup_to.or(file_backup.to),
+                to,
+                to_is_default,
                 recipients: if args.backup_recipient.is_empty() {
                     file_backup.recipients.unwrap_or_default()
                 } else {
@@ -622,6 +809,20 @@ pub fn resolve(args: ServeArgs) -> Result<ServeConfig, ConfigError> {
                 },
                 passphrase_env: args.backup_passphrase_env.or(file_backup.passphrase_env),
                 level: args.backup_level.or(file_backup.level).unwrap_or(3),
+                interval: args.backup_interval.or(file_backup.interval),
+                cron: args.backup_cron.or(file_backup.cron),
+                tz: args.backup_tz.or(file_backup.tz),
+                verify_interval: args.backup_verify_interval.or(file_backup.verify_interval),
+                identity: args.backup_identity.or(file_backup.identity),
+                keep: RetentionConfig {
+                    keep_last: args.backup_keep_last.or(file_backup.keep_last),
+                    keep_hourly: args.backup_keep_hourly.or(file_backup.keep_hourly),
+                    keep_daily: args.backup_keep_daily.or(file_backup.keep_daily),
+                    keep_weekly: args.backup_keep_weekly.or(file_backup.keep_weekly),
+                    keep_monthly: args.backup_keep_monthly.or(file_backup.keep_monthly),
+                    keep_within: args.backup_keep_within.or(file_backup.keep_within),
+                },
+                auto_backup,
             }
         },
         security: SecurityConfig {

@@ -642,6 +642,7 @@ mod tests {
                 leader_node: 1,
                 index: 41,
             }),
+            data_changed: None,
             membership_json: None,
             timeline_history: vec![TimelineRecord {
                 id: "aa".into(),

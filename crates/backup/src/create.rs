@@ -41,6 +41,15 @@ pub struct BackupMeta {
     /// Raft log position the file reflects.
     pub log_index: u64,
     pub log_term: u64,
+    /// Index of the last entry that changed user data (see `MetaState::data_changed_index`):
+    /// what skip-if-unchanged compares.
+    pub data_changed_index: Option<u64>,
+    /// The Raft term of the leader taking the backup: of two uploads for one schedule slot,
+    /// the higher term counts.
+    pub leader_term: Option<u64>,
+    /// The schedule slot (Unix ms of its start) this backup was taken for; `None` when taken
+    /// on request.
+    pub slot_unix_ms: Option<i64>,
 }
 
 impl BackupMeta {
@@ -82,6 +91,9 @@ impl BackupMeta {
             },
             log_index: applied.index,
             log_term: applied.term,
+            data_changed_index: Some(state.data_changed_index()),
+            leader_term: None,
+            slot_unix_ms: None,
         })
     }
 
@@ -144,6 +156,20 @@ pub async fn create_backup(
     meta: BackupMeta,
     dest: &Destination,
     opts: &CreateOptions,
+) -> Result<Manifest, BackupError> {
+    create_backup_fenced(source, meta, dest, opts, std::future::ready(Ok(()))).await
+}
+
+/// [`create_backup`], with `fence` awaited after the data object is complete and before the
+/// manifest is written: an `Err(reason)` (e.g. "this node is no longer the leader of term 7")
+/// discards the upload and fails with [`BackupError::Fenced`], so a node that lost its right
+/// to back up never publishes a set.
+pub async fn create_backup_fenced(
+    source: &Path,
+    meta: BackupMeta,
+    dest: &Destination,
+    opts: &CreateOptions,
+    fence: impl std::future::Future<Output = Result<(), String>>,
 ) -> Result<Manifest, BackupError> {
     meta.check()?;
     let levels = zstd::compression_level_range();
@@ -246,6 +272,14 @@ pub async fn create_backup(
     };
     // `finish` aborts the upload itself when a part or the completion fails.
     writer.finish().await.map_err(upload_error)?;
+    if let Err(reason) = fence.await {
+        let _ = dest.store().delete(&object_path).await;
+        return Err(BackupError::Fenced {
+            id,
+            dest: label.clone(),
+            reason,
+        });
+    }
 
     let (plain_size, plain_sha256) = encoded.plain;
     let (stored_size, stored_sha256) = encoded.stored;
@@ -270,6 +304,9 @@ pub async fn create_backup(
         },
         encryption: opts.encryption.as_ref().map(Encryption::info),
         raftlite_version: env!("CARGO_PKG_VERSION").to_string(),
+        data_changed_index: meta.data_changed_index,
+        leader_term: meta.leader_term,
+        slot_unix_ms: meta.slot_unix_ms,
     };
     let body = serde_json::to_vec_pretty(&manifest).map_err(|e| BackupError::Internal {
         dest: label.clone(),

@@ -81,6 +81,16 @@ pub enum BackupError {
     AlreadyExists { id: BackupId, dest: String },
 
     #[error(
+        "backup {id} to {dest} was discarded before its manifest was written: {reason}; it does \
+         not count as a backup (the current leader takes the next one)"
+    )]
+    Fenced {
+        id: BackupId,
+        dest: String,
+        reason: String,
+    },
+
+    #[error(
         "uploading {object} to {dest} failed: {source}; the partial upload was aborted and no \
          manifest was written, so readers ignore this set; check connectivity and permissions \
          (write access to the bucket/prefix) and run the backup again"

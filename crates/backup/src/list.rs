@@ -1,13 +1,15 @@
 //! Listing backup sets: one recursive listing of the destination, then the manifests.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use futures::{StreamExt, TryStreamExt};
 
 use crate::destination::Destination;
 use crate::error::BackupError;
-use crate::manifest::{check_segment, BackupId, Manifest, BACKUPS_DIR, MANIFEST_FILE};
+use crate::manifest::{
+    check_segment, BackupId, Manifest, BACKUPS_DIR, MANIFEST_FILE, VERIFIED_FILE,
+};
 use crate::verify::{read_manifest_inner, ManifestError};
 
 /// Manifests fetched at once.
@@ -32,6 +34,12 @@ impl fmt::Display for ListWarning {
 pub struct BackupList {
     /// Complete sets, newest first (by creation time, then timeline counter, then log index).
     pub backups: Vec<(BackupId, Manifest)>,
+    /// Complete sets that a later leader's backup of the same schedule slot replaced (a
+    /// leader that lost its term finished an upload): not counted as backups, left for
+    /// retention to delete. Newest first.
+    pub superseded: Vec<(BackupId, Manifest)>,
+    /// Sets (among `backups`) that a restore drill or `backup verify` checked end to end.
+    pub verified: BTreeSet<BackupId>,
     /// Sets with a manifest that could not be used.
     pub warnings: Vec<ListWarning>,
     /// Sets without a manifest: a backup in progress, or one that failed (safe to delete once
@@ -68,6 +76,7 @@ pub async fn list_backups(dest: &Destination) -> Result<BackupList, BackupError>
 
     // set -> has a manifest
     let mut sets: BTreeMap<BackupId, bool> = BTreeMap::new();
+    let mut verified = BTreeSet::new();
     for object in objects {
         let Some(parts) = object.location.prefix_match(&prefix) else {
             continue;
@@ -83,6 +92,9 @@ pub async fn list_backups(dest: &Destination) -> Result<BackupList, BackupError>
         let Ok(id) = BackupId::new(cluster, set) else {
             continue;
         };
+        if file == VERIFIED_FILE {
+            verified.insert(id.clone());
+        }
         *sets.entry(id).or_insert(false) |= file == MANIFEST_FILE;
     }
 
@@ -122,5 +134,92 @@ pub async fn list_backups(dest: &Destination) -> Result<BackupList, BackupError>
         ))
     });
     list.warnings.sort_by(|a, b| a.id.cmp(&b.id));
+    let (counted, superseded) = drop_superseded(std::mem::take(&mut list.backups));
+    list.backups = counted;
+    list.superseded = superseded;
+    list.verified = verified
+        .into_iter()
+        .filter(|id| list.backups.iter().any(|(b, _)| b == id))
+        .collect();
     Ok(list)
+}
+
+/// Splits `backups` (newest first) into the sets that count and those superseded: for every
+/// cluster and schedule slot only the set of the highest leader term counts (the newest one
+/// among equals). Sets without a slot (taken on request) always count. Order is kept.
+fn drop_superseded(
+    backups: Vec<(BackupId, Manifest)>,
+) -> (Vec<(BackupId, Manifest)>, Vec<(BackupId, Manifest)>) {
+    let mut winners: BTreeMap<(String, i64), (u64, i64, BackupId)> = BTreeMap::new();
+    for (id, m) in &backups {
+        let Some(slot) = m.slot_unix_ms else { continue };
+        let candidate = (m.leader_term.unwrap_or(0), m.created_at_unix_ms, id.clone());
+        let entry = winners
+            .entry((m.cluster_id.clone(), slot))
+            .or_insert_with(|| candidate.clone());
+        if candidate > *entry {
+            *entry = candidate;
+        }
+    }
+    backups.into_iter().partition(|(id, m)| match m.slot_unix_ms {
+        None => true,
+        Some(slot) => winners
+            .get(&(m.cluster_id.clone(), slot))
+            .is_none_or(|(_, _, winner)| winner == id),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::{Compression, TimelineRef};
+
+    fn manifest(created: i64, slot: Option<i64>, term: Option<u64>) -> (BackupId, Manifest) {
+        let m = Manifest {
+            format_version: 1,
+            cluster_id: "c1".into(),
+            node_id: 1,
+            timeline: TimelineRef {
+                id: "t".into(),
+                counter: 1,
+            },
+            log_index: created as u64,
+            log_term: 1,
+            created_at: String::new(),
+            created_at_unix_ms: created,
+            sqlite_page_size: 4096,
+            sqlite_page_count: 1,
+            plain_sha256: "0".repeat(64),
+            plain_size: 4096,
+            stored_sha256: "0".repeat(64),
+            stored_size: 10,
+            compression: Compression {
+                algorithm: "zstd".into(),
+                level: 3,
+            },
+            encryption: None,
+            raftlite_version: "0".into(),
+            data_changed_index: None,
+            leader_term: term,
+            slot_unix_ms: slot,
+        };
+        (m.id().unwrap(), m)
+    }
+
+    #[test]
+    fn a_stale_leaders_upload_of_a_slot_does_not_count() {
+        let stale = manifest(1_000, Some(0), Some(3));
+        let current = manifest(900, Some(0), Some(4));
+        let manual = manifest(800, None, Some(3));
+        let other_slot = manifest(700, Some(-3_600_000), Some(3));
+        let (counted, superseded) = drop_superseded(vec![
+            stale.clone(),
+            current.clone(),
+            manual.clone(),
+            other_slot.clone(),
+        ]);
+        let ids = |v: &[(BackupId, Manifest)]| v.iter().map(|(i, _)| i.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(&counted), vec![current.0, manual.0, other_slot.0]);
+        assert_eq!(ids(&superseded), vec![stale.0]);
+    }
 }

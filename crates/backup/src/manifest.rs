@@ -21,6 +21,9 @@ pub const MANIFEST_FILE: &str = "manifest.json";
 pub const DATA_FILE: &str = "db.sqlite.zst";
 /// File name of the data object of an encrypted set.
 pub const DATA_FILE_ENCRYPTED: &str = "db.sqlite.zst.age";
+/// Written into a set by a successful restore drill (or `backup verify`): the set was
+/// downloaded, decrypted, decompressed and opened, and every check passed.
+pub const VERIFIED_FILE: &str = "verified.json";
 pub(crate) const BACKUPS_DIR: &str = "backups";
 /// Manifests larger than this are refused unread (a real one is about 1 KiB).
 pub(crate) const MAX_MANIFEST_BYTES: u64 = 1 << 20;
@@ -198,9 +201,27 @@ pub struct Manifest {
     pub compression: Compression,
     pub encryption: Option<EncryptionInfo>,
     pub raftlite_version: String,
+    /// Index of the last entry that changed user data when the backup was taken (absent in
+    /// manifests of raftlite before it was recorded: `log_index` stands in). Two backups of one
+    /// timeline with the same value hold the same data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_changed_index: Option<u64>,
+    /// Raft term of the leader that took the backup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader_term: Option<u64>,
+    /// The schedule slot (Unix ms of its start) the backup was taken for; absent when it was
+    /// taken on request. Of two sets for one slot only the one with the higher `leader_term`
+    /// counts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot_unix_ms: Option<i64>,
 }
 
 impl Manifest {
+    /// [`Manifest::data_changed_index`], or the log index for older manifests.
+    pub fn data_index(&self) -> u64 {
+        self.data_changed_index.unwrap_or(self.log_index)
+    }
+
     /// The id of the backup set this manifest describes.
     pub fn id(&self) -> Result<BackupId, BackupError> {
         BackupId::for_backup(

@@ -19,7 +19,10 @@ use crate::create::{check_meta_agrees, run_blocking, BackupMeta};
 use crate::crypto::Identity;
 use crate::destination::Destination;
 use crate::error::BackupError;
-use crate::manifest::{BackupId, EncryptionScheme, Manifest, MANIFEST_FILE, MAX_MANIFEST_BYTES};
+use crate::manifest::{
+    hex, rfc3339, BackupId, EncryptionScheme, Manifest, MANIFEST_FILE, MAX_MANIFEST_BYTES,
+    VERIFIED_FILE,
+};
 use crate::pipe::{ChannelReader, Digester, CHANNEL_DEPTH};
 
 /// Lines of `PRAGMA integrity_check` kept in an error.
@@ -139,6 +142,67 @@ pub async fn download_backup(
         .and_then(|d| d.sync_all())
         .map_err(|e| local(&dir, e))?;
     Ok(report)
+}
+
+/// Checks only what can be checked without the key: the stored object's size and sha256
+/// against the manifest (for an encrypted backup when no identity is at hand). Streams; keeps
+/// nothing.
+pub async fn verify_stored(dest: &Destination, id: &BackupId) -> Result<Manifest, BackupError> {
+    use sha2::Digest;
+    let label = dest.label();
+    let manifest = read_manifest(dest, id).await?;
+    let object_path = dest.set_dir(id).join(manifest.object_name());
+    let download = |source| BackupError::Download {
+        id: id.clone(),
+        dest: label.clone(),
+        source: Box::new(source),
+    };
+    let got = dest.store().get(&object_path).await.map_err(download)?;
+    check_stored_size(&manifest, got.meta.size, id, &label)?;
+    let mut stream = got.into_stream();
+    let mut hasher = sha2::Sha256::new();
+    let mut size = 0u64;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(download)?;
+        size += chunk.len() as u64;
+        hasher.update(&chunk);
+    }
+    check_stored_size(&manifest, size, id, &label)?;
+    let actual = hex(&hasher.finalize());
+    if actual != manifest.stored_sha256 {
+        return Err(BackupError::StoredHashMismatch {
+            id: id.clone(),
+            dest: label,
+            expected: manifest.stored_sha256.clone(),
+            actual,
+        });
+    }
+    Ok(manifest)
+}
+
+/// Records in the set that it passed a full verification at `at_unix_ms`
+/// ([`VERIFIED_FILE`]); listings report such sets in `verified`, and retention never deletes
+/// the newest of them.
+pub async fn mark_verified(
+    dest: &Destination,
+    id: &BackupId,
+    at_unix_ms: i64,
+) -> Result<(), BackupError> {
+    let body = serde_json::json!({
+        "verified_at": rfc3339(at_unix_ms),
+        "verified_at_unix_ms": at_unix_ms,
+        "raftlite_version": env!("CARGO_PKG_VERSION"),
+    });
+    let path = dest.set_dir(id).join(VERIFIED_FILE);
+    dest.store()
+        .put(&path, body.to_string().into_bytes().into())
+        .await
+        .map(|_| ())
+        .map_err(|source| BackupError::Upload {
+            dest: dest.label(),
+            object: format!("{id}/{VERIFIED_FILE}"),
+            source: Box::new(source),
+        })
 }
 
 fn temp_dir_in(
@@ -287,6 +351,9 @@ async fn fetch_to(
         timeline: manifest.timeline.clone(),
         log_index: manifest.log_index,
         log_term: manifest.log_term,
+        data_changed_index: manifest.data_changed_index,
+        leader_term: manifest.leader_term,
+        slot_unix_ms: manifest.slot_unix_ms,
     };
     check_meta_agrees(&raftlite_meta, &claimed).map_err(|reason| {
         BackupError::RestoredMetaMismatch {

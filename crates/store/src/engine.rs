@@ -24,6 +24,9 @@ pub const META_TABLE: &str = "_raftlite_meta";
 const META_APPLIED: &str = "applied";
 const META_MEMBERSHIP: &str = "membership";
 const META_TIMELINES: &str = "timeline_history";
+/// The position of the last entry that changed user data (writes, loads, a new timeline), so
+/// that entries that change nothing (leader blanks, membership) do not make a backup "new".
+const META_DATA_CHANGED: &str = "data_changed";
 
 /// Idle read-only connections kept open between queries.
 const MAX_IDLE_READERS: usize = 8;
@@ -52,6 +55,8 @@ pub struct EntryTime {
 /// What `_raftlite_meta` must receive with an entry's data, in the same transaction.
 enum MetaChange<'a> {
     None,
+    /// User data changed (a write entry).
+    Data,
     Membership(&'a str),
     Timeline(&'a TimelineRecord),
 }
@@ -206,7 +211,7 @@ impl Store {
                 excluded.insert(i);
                 continue;
             }
-            let committed = write_applied(&conn, position, MetaChange::None)
+            let committed = write_applied(&conn, position, MetaChange::Data)
                 .and_then(|_| conn.execute_batch("COMMIT").map_err(StoreError::from));
             if let Err(e) = committed {
                 if !conn.is_autocommit() {
@@ -650,6 +655,7 @@ fn rewrite_meta(
             insert.execute(params![META_MEMBERSHIP, m])?;
         }
         insert.execute(params![META_TIMELINES, to_json(&history)?])?;
+        insert.execute(params![META_DATA_CHANGED, to_json(&position)?])?;
     }
     tx.commit()?;
     conn.close().map_err(|(_, e)| StoreError::from(e))
@@ -738,6 +744,9 @@ fn write_applied(
     upsert.execute(params![META_APPLIED, to_json(&position)?])?;
     match change {
         MetaChange::None => {}
+        MetaChange::Data => {
+            upsert.execute(params![META_DATA_CHANGED, to_json(&position)?])?;
+        }
         MetaChange::Membership(m) => {
             upsert.execute(params![META_MEMBERSHIP, m])?;
         }
@@ -745,6 +754,7 @@ fn write_applied(
             let mut history = read_timelines(conn, Path::new(""))?;
             history.push(record.clone());
             upsert.execute(params![META_TIMELINES, to_json(&history)?])?;
+            upsert.execute(params![META_DATA_CHANGED, to_json(&position)?])?;
         }
     }
     Ok(())
@@ -784,8 +794,18 @@ fn read_meta(conn: &Connection, path: &Path) -> Result<MetaState, StoreError> {
             })?,
         ),
     };
+    let data_changed = match meta_value(conn, META_DATA_CHANGED)? {
+        None => None,
+        Some(json) => Some(
+            serde_json::from_str(&json).map_err(|e| StoreError::CorruptMeta {
+                path: path.to_path_buf(),
+                detail: format!("data-changed position: {e}"),
+            })?,
+        ),
+    };
     Ok(MetaState {
         applied,
+        data_changed,
         membership_json: meta_value(conn, META_MEMBERSHIP)?,
         timeline_history: read_timelines(conn, path)?,
     })

@@ -104,6 +104,10 @@ pub struct TimelineRecord {
 pub struct MetaState {
     /// None for a database no Raft entry was ever applied to.
     pub applied: Option<LogPosition>,
+    /// The last applied entry that changed user data (a write, a load, a new timeline); entries
+    /// that change nothing users can read (leader blanks, membership) leave it alone. `None` in
+    /// a database written before raftlite recorded it: use `applied` then.
+    pub data_changed: Option<LogPosition>,
     /// Opaque to this crate: the consensus layer stores its membership here (JSON).
     pub membership_json: Option<String>,
     /// The current timeline is the last element; empty before the bootstrap initialized it.
@@ -113,5 +117,11 @@ pub struct MetaState {
 impl MetaState {
     pub fn timeline(&self) -> Option<&TimelineRecord> {
         self.timeline_history.last()
+    }
+
+    /// The index of the last entry that changed user data: two databases of one timeline with
+    /// the same value hold the same data.
+    pub fn data_changed_index(&self) -> u64 {
+        self.data_changed.or(self.applied).map(|p| p.index).unwrap_or(0)
     }
 }

@@ -64,6 +64,9 @@ pub fn meta(log_index: u64) -> BackupMeta {
         },
         log_index,
         log_term: 2,
+        data_changed_index: Some(log_index),
+        leader_term: None,
+        slot_unix_ms: None,
     }
 }
 
