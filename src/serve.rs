@@ -6,16 +6,21 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use raftlite_api::auth::{AuthStore, Perm};
-use raftlite_api::backups::BackupService;
+use raftlite_api::backups::{BackupService, BackupSettings};
 use raftlite_api::server::{router, ApiState, JoinRequest};
+use raftlite_backup::{parse_duration, RetentionPolicy, Schedule};
 use raftlite_consensus::node::{NodeConfig, RaftNode};
 use raftlite_consensus::startup::{classify, DataDirState};
 use raftlite_consensus::NodeAddr;
 use tokio::net::TcpListener;
 
-use crate::config::{resolve, ServeArgs, ServeConfig};
+use crate::config::{is_off, resolve, ServeArgs, ServeConfig};
 
 const NODE_ID_FILE: &str = "node-id";
+/// Backups run hourly when a destination is set (or defaulted) and no schedule is given.
+const DEFAULT_BACKUP_INTERVAL: Duration = Duration::from_secs(3600);
+/// Restore drills of the newest backup run daily unless configured otherwise.
+const DEFAULT_VERIFY_INTERVAL: Duration = Duration::from_secs(24 * 3600);
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = resolve(args)?;
@@ -69,8 +74,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         started: Instant::now(),
         data_dir: config.data_dir.clone(),
         auth,
-        backups,
+        backups: backups.clone(),
     });
+    let backup_tasks = match backups {
+        Some(service) => raftlite_api::backup_schedule::spawn(service, node.clone()),
+        None => Vec::new(),
+    };
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let http = tokio::spawn(serve_until(
@@ -112,6 +121,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 
     wait_for_signal().await;
     tracing::info!("shutting down");
+    // A backup cut short leaves no manifest, so it never counts.
+    for task in backup_tasks {
+        task.abort();
+    }
     node.shutdown().await;
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), async {
@@ -257,33 +270,126 @@ fn load_auth(config: &ServeConfig) -> anyhow::Result<AuthSetup> {
     Ok((Some(Arc::new(store)), credentials))
 }
 
-/// `POST /backups` settings (`--backup-to` and friends), all checked now: a bad destination
-/// URL, recipient, level or an unset passphrase variable refuses the start.
+/// Backup settings (`--backup-*`, `--auto-backup`), all checked now: a bad destination URL,
+/// recipient, level, schedule, duration, identity file or an unset passphrase variable
+/// refuses the start. `None` when backups are off (`--backup-to off`).
 fn load_backups(config: &ServeConfig) -> anyhow::Result<Option<Arc<BackupService>>> {
     let backup = &config.backup;
-    let Some(to) = &backup.to else {
-        if !backup.recipients.is_empty() || backup.passphrase_env.is_some() {
-            tracing::warn!(
-                "--backup-recipient / --backup-passphrase-env are set without --backup-to: \
-                 they have no effect and POST /backups is refused; add --backup-to DEST"
-            );
+    let auto = match &backup.auto_backup {
+        Some(path) => {
+            if backup.to.is_some() && !backup.to_is_default {
+                bail!(
+                    "refusing to start: --auto-backup and --backup-to are both set; the \
+                     auto-backup file names the destination, so keep one of them"
+                );
+            }
+            if backup.interval.is_some() || backup.cron.is_some() {
+                bail!(
+                    "refusing to start: --auto-backup sets the interval itself; remove \
+                     --backup-interval / --backup-cron or the auto-backup file"
+                );
+            }
+            Some(
+                crate::auto_backup::load(path)
+                    .context("refusing to start: bad --auto-backup file")?,
+            )
         }
-        return Ok(None);
+        None => None,
     };
-    let service = BackupService::from_config(
-        to,
-        &backup.recipients,
-        backup.passphrase_env.as_deref(),
-        backup.level,
-        &config.data_dir,
-    )
-    .context("refusing to start: bad backup settings")?;
+    let (to, store_options) = match (&auto, &backup.to) {
+        (Some(auto), _) => (auto.to.clone(), auto.store_options.clone()),
+        (None, Some(to)) => (to.clone(), Vec::new()),
+        (None, None) => {
+            if !backup.recipients.is_empty() || backup.passphrase_env.is_some() {
+                tracing::warn!(
+                    "--backup-recipient / --backup-passphrase-env are set but backups are off \
+                     (--backup-to off): they have no effect"
+                );
+            }
+            tracing::info!("backups are off (--backup-to off); POST /backups is refused");
+            return Ok(None);
+        }
+    };
+    let bad = |flag: &str, value: &str, reason: String| {
+        anyhow::anyhow!("refusing to start: invalid {flag} `{value}`: {reason}")
+    };
+    if backup.tz.is_some() && backup.cron.is_none() {
+        bail!("refusing to start: --backup-tz applies to --backup-cron only; add a cron schedule or remove it");
+    }
+    let schedule = match (&auto, &backup.interval, &backup.cron) {
+        (Some(auto), _, _) => Some(Schedule::interval(auto.interval)?),
+        (None, Some(_), Some(_)) => {
+            bail!("refusing to start: --backup-interval and --backup-cron are both set; choose one")
+        }
+        (None, None, Some(cron)) => Some(Schedule::cron(cron, backup.tz.as_deref())?),
+        (None, Some(interval), None) if is_off(interval) => None,
+        (None, Some(interval), None) => Some(Schedule::interval(
+            parse_duration(interval).map_err(|e| bad("--backup-interval", interval, e))?,
+        )?),
+        (None, None, None) => Some(Schedule::interval(DEFAULT_BACKUP_INTERVAL)?),
+    };
+    let verify_interval = match &backup.verify_interval {
+        None => Some(DEFAULT_VERIFY_INTERVAL),
+        Some(v) if is_off(v) => None,
+        Some(v) => {
+            let every = parse_duration(v).map_err(|e| bad("--backup-verify-interval", v, e))?;
+            if every < Duration::from_secs(1) {
+                return Err(bad(
+                    "--backup-verify-interval",
+                    v,
+                    "must be at least 1s (or `off`)".into(),
+                ));
+            }
+            Some(every)
+        }
+    };
+    let keep = &backup.keep;
+    let retention = if *keep == crate::config::RetentionConfig::default() {
+        RetentionPolicy::server_default()
+    } else {
+        RetentionPolicy {
+            keep_last: keep.keep_last,
+            keep_hourly: keep.keep_hourly,
+            keep_daily: keep.keep_daily,
+            keep_weekly: keep.keep_weekly,
+            keep_monthly: keep.keep_monthly,
+            keep_within: keep
+                .keep_within
+                .as_deref()
+                .map(|w| parse_duration(w).map_err(|e| bad("--backup-keep-within", w, e)))
+                .transpose()?,
+        }
+    };
+    let mut settings = BackupSettings::new(to);
+    settings.store_options = store_options;
+    settings.recipients = backup.recipients.clone();
+    settings.passphrase_env = backup.passphrase_env.clone();
+    settings.level = auto.as_ref().and_then(|a| a.level).unwrap_or(backup.level);
+    settings.schedule = schedule;
+    settings.verify_interval = verify_interval;
+    settings.identity_file = backup.identity.clone();
+    settings.retention = retention;
+    let service = BackupService::from_settings(settings, &config.data_dir)
+        .context("refusing to start: bad backup settings")?;
+    if let Some(auto) = &auto {
+        for note in &auto.notes {
+            tracing::info!("--auto-backup: {note}");
+        }
+    }
     tracing::info!(
         destination = service.label(),
+        default_destination = backup.to_is_default,
+        schedule = %service.schedule_description(),
         encryption = %service.encryption_name(),
-        level = backup.level,
-        "POST /backups uploads backups to {}",
-        service.label()
+        level = service.options().level,
+        "backups go to {} ({}){}",
+        service.label(),
+        service.schedule_description(),
+        if backup.to_is_default {
+            "; the default destination: set --backup-to (or RAFTLITE_BACKUP_TO) to choose one, `off` to disable"
+        } else {
+            ""
+        }
     );
     Ok(Some(Arc::new(service)))
 }

@@ -257,7 +257,10 @@ impl Node {
         if let Some(j) = join {
             cmd.args(["--join", j]);
         }
+        // Test nodes back up only when a test asks (a --backup-to flag or env var wins over
+        // this); the default destination is tested on its own.
         cmd.args(&self.extra_args)
+            .env("RAFTLITE_BACKUP_TO", "off")
             .envs(self.envs.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))

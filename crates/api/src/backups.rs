@@ -1,24 +1,29 @@
-//! `POST /backups`: the leader takes a consistent backup and uploads it to the destination the
-//! server was started with (`--backup-to`), compressed and optionally encrypted
-//! (`--backup-recipient` / `--backup-passphrase-env`, `--backup-level`).
+//! Backups taken by the server: `POST /backups` on request, and on a schedule
+//! (`--backup-interval` / `--backup-cron`, see [`crate::backup_schedule`]), to the destination
+//! the server was started with (`--backup-to`, by default a local directory beside the data
+//! dir), compressed and optionally encrypted (`--backup-recipient` / `--backup-passphrase-env`,
+//! `--backup-level`), with retention after every backup (`--backup-keep-*`) and restore drills
+//! (`--backup-verify-interval`).
 //!
-//! - Only the leader takes backups. A follower forwards the request to the leader (or answers
-//!   301 under `?redirect`), like writes.
+//! - Only the leader takes backups. A follower forwards `POST /backups` to the leader (or
+//!   answers 301 under `?redirect`), like writes.
 //! - The leader copies the database with `Store::snapshot_to` (SQLite's online backup API on
 //!   its own read transaction, so writes continue) into a scratch file under
 //!   `<data-dir>/snapshots/` on a blocking thread, then streams it to the destination with
-//!   [`raftlite_backup::create_backup`] (bounded memory) and removes the scratch file, also on
-//!   error or cancellation (start-up removes leftovers of a crash).
+//!   [`raftlite_backup::create_backup_fenced`] (bounded memory) and removes the scratch file,
+//!   also on error or cancellation (start-up removes leftovers of a crash).
+//! - Every backup records the leader's term; before its manifest is written the leader
+//!   confirms with a quorum that it still leads in that term, so a deposed leader never
+//!   publishes a set (and of two sets for one schedule slot, listings count the higher term).
 //! - One backup at a time per node: a second request meanwhile gets 409.
 //! - Answers: 200 `{"backup": {"id": ..., "destination": ..., "manifest": {...}}}`; 400 when
-//!   the leader has no `--backup-to`; 503 (with `Retry-After`) when the destination fails, the
-//!   message naming it without credentials; 409 while another backup runs.
+//!   backups are off (`--backup-to off`); 503 (with `Retry-After`) when the destination fails,
+//!   the message naming it without credentials; 409 while another backup runs.
 //! - The request runs as its own task, so a client that goes away does not cancel an upload
 //!   halfway (which could leave an unfinished multipart upload behind).
 //!
-//! [`BackupService::run_once`] is the reusable core (the scheduler calls it too); it records
-//! Prometheus metrics (`raftlite_backup_*`, labelled with the destination's safe label), logs
-//! every backup and keeps the outcome shown under `backup` in `/status`.
+//! The service records Prometheus metrics (`raftlite_backup_*`, labelled with the
+//! destination's safe label), logs every backup and keeps what `/status` shows under `backup`.
 
 use raftlite_consensus::node::unix_ms;
 use std::collections::HashMap;
@@ -33,11 +38,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
 use raftlite_backup::{
-    create_backup, BackupError, BackupMeta, CreateOptions, Destination, Encryption, Manifest,
+    create_backup_fenced, list_backups, BackupError, BackupMeta, CreateOptions, Destination,
+    Encryption, Identity, Manifest, RetentionPolicy, Schedule,
 };
 use raftlite_consensus::node::{DataDirLayout, RaftNode, WriteError};
 use raftlite_consensus::state_machine::SnapshotDir;
 use raftlite_consensus::{NodeAddr, NodeId};
+use raftlite_store::MetaState;
 use serde_json::{json, Value as Json};
 
 use crate::error::ApiError;
@@ -62,6 +69,49 @@ pub fn routes() -> Router<Arc<ApiState>> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Settings
+// ---------------------------------------------------------------------------------------------
+
+/// Everything `serve` configures about backups, parsed: [`BackupService::from_settings`]
+/// checks the rest (destination, keys, passphrase, level) before the server starts.
+#[derive(Clone, Debug)]
+pub struct BackupSettings {
+    /// Destination URL.
+    pub to: String,
+    /// object_store configuration keys that override the environment (an rqlite auto-backup
+    /// file's endpoint, region and keys). Never shown.
+    pub store_options: Vec<(String, String)>,
+    pub recipients: Vec<String>,
+    pub passphrase_env: Option<String>,
+    pub level: i32,
+    /// `None`: backups only on request (`POST /backups`).
+    pub schedule: Option<Schedule>,
+    /// How often the leader drills a restore of the newest backup; `None`: never.
+    pub verify_interval: Option<Duration>,
+    /// age identity file for drills of backups encrypted to recipients.
+    pub identity_file: Option<PathBuf>,
+    pub retention: RetentionPolicy,
+}
+
+impl BackupSettings {
+    /// Backups to `to` on request only, zstd level 3, not encrypted, no drills, the default
+    /// retention.
+    pub fn new(to: impl Into<String>) -> BackupSettings {
+        BackupSettings {
+            to: to.into(),
+            store_options: Vec::new(),
+            recipients: Vec::new(),
+            passphrase_env: None,
+            level: 3,
+            schedule: None,
+            verify_interval: None,
+            identity_file: None,
+            retention: RetentionPolicy::server_default(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // The service
 // ---------------------------------------------------------------------------------------------
 
@@ -71,8 +121,15 @@ pub struct BackupService {
     /// `dest` as displayed: scheme, bucket (or directory) and prefix, never credentials.
     label: String,
     options: CreateOptions,
-    /// `<data-dir>/snapshots`: where the consistent copy is written before upload.
-    snapshots: PathBuf,
+    pub(crate) schedule: Option<Schedule>,
+    pub(crate) verify_interval: Option<Duration>,
+    /// What opens the backups for drills; `None` for encrypted backups without
+    /// `--backup-identity` (drills then check the stored bytes only).
+    pub(crate) identity: Option<Identity>,
+    pub(crate) retention: RetentionPolicy,
+    /// `<data-dir>/snapshots`: where the consistent copy is written before upload, and where
+    /// drills decompress.
+    pub(crate) snapshots: PathBuf,
     /// Held for the whole of a backup: one at a time per node.
     running: tokio::sync::Mutex<()>,
     record: Mutex<Record>,
@@ -85,17 +142,23 @@ impl std::fmt::Debug for BackupService {
             .field("destination", &self.label)
             .field("level", &self.options.level)
             .field("encryption", &self.encryption_name())
+            .field("schedule", &self.schedule_description())
             .finish()
     }
 }
 
-/// What `/status` shows about past backups.
+/// What `/status` shows about past and coming backups.
 #[derive(Default)]
-struct Record {
-    in_progress_since_unix_ms: Option<i64>,
-    /// The most recent attempt, successful or not.
-    last: Option<Json>,
-    last_success: Option<Json>,
+pub(crate) struct Record {
+    pub(crate) in_progress_since_unix_ms: Option<i64>,
+    /// The most recent attempt: success, skip or failure.
+    pub(crate) last: Option<Json>,
+    pub(crate) last_success: Option<Json>,
+    pub(crate) next_run_unix_ms: Option<i64>,
+    pub(crate) last_verify: Option<Json>,
+    pub(crate) last_prune: Option<Json>,
+    /// A backup whose restore drill failed: never the reason to skip a slot as unchanged.
+    pub(crate) failed_drill_id: Option<String>,
 }
 
 /// Why [`BackupService::run_once`] did not produce a backup.
@@ -142,6 +205,7 @@ fn destination_failed(e: &BackupError) -> bool {
             | BackupError::Download { .. }
             | BackupError::AlreadyExists { .. }
             | BackupError::InvalidMeta { .. }
+            | BackupError::Fenced { .. }
     )
 }
 
@@ -162,46 +226,50 @@ impl From<BackupRunError> for ApiError {
     }
 }
 
-impl BackupService {
-    /// A service uploading to `dest` with `options`; scratch files go under
-    /// `<data_dir>/snapshots/`.
-    pub fn new(dest: Destination, options: CreateOptions, data_dir: &Path) -> BackupService {
-        BackupService {
-            label: dest.to_string(),
-            dest,
-            options,
-            snapshots: DataDirLayout::new(data_dir).snapshots,
-            running: tokio::sync::Mutex::new(()),
-            record: Mutex::new(Record::default()),
-        }
-    }
+/// What one due schedule slot came to.
+#[derive(Debug)]
+pub enum SlotOutcome {
+    /// A backup was taken for the slot.
+    Taken(Box<Manifest>),
+    /// The newest backup in the destination already holds this timeline and data.
+    Skipped { newest: String },
+    /// A backup for this slot (or a later one) is already in the destination: another
+    /// leader took it.
+    AlreadyDone { newest: String },
+    /// The cluster has no timeline yet (the leader has not finished bootstrapping).
+    NotReady,
+}
 
-    /// Builds the service from the `serve` settings (`--backup-to`, `--backup-recipient`,
-    /// `--backup-passphrase-env`, `--backup-level`), checking everything up front so that a
-    /// server with a bad backup configuration refuses to start instead of failing later:
-    /// the destination URL, each recipient, the passphrase variable (set and not empty),
-    /// recipients and passphrase not both, and the level (1-22).
+impl BackupService {
+    /// Builds the service from the `serve` settings, checking everything up front so that a
+    /// server with a bad backup configuration refuses to start instead of failing later: the
+    /// destination URL and options, each recipient, the passphrase variable (set and not
+    /// empty), recipients and passphrase not both, the level (1-22) and the identity file.
     ///
-    /// Cloud stores are credentialled from the environment (`AWS_*`, `GOOGLE_*`, `AZURE_*`);
-    /// requests to a failing store are retried a few times within 30 s, then the backup fails.
-    /// Errors never contain credentials or the passphrase.
+    /// Cloud stores are credentialled from the environment (`AWS_*`, `GOOGLE_*`, `AZURE_*`)
+    /// unless `store_options` says otherwise; requests to a failing store are retried a few
+    /// times within 30 s, then the attempt fails. Errors never contain credentials or the
+    /// passphrase.
     #[allow(clippy::result_large_err)] // the backup engine's own error type
-    pub fn from_config(
-        to: &str,
-        recipients: &[String],
-        passphrase_env: Option<&str>,
-        level: i32,
+    pub fn from_settings(
+        settings: BackupSettings,
         data_dir: &Path,
     ) -> Result<BackupService, BackupError> {
+        let level = settings.level;
         if !(1..=22).contains(&level) {
             return Err(BackupError::InvalidOptions {
                 reason: format!("--backup-level {level} is outside 1..=22 (zstd levels)"),
             });
         }
-        let encryption = match (recipients.is_empty(), passphrase_env) {
+        let passphrase = settings
+            .passphrase_env
+            .as_deref()
+            .map(passphrase_from_env)
+            .transpose()?;
+        let encryption = match (settings.recipients.is_empty(), &passphrase) {
             (true, None) => None,
-            (false, None) => Some(Encryption::recipients(recipients)?),
-            (true, Some(var)) => Some(passphrase_from_env(var)?),
+            (false, None) => Some(Encryption::recipients(&settings.recipients)?),
+            (true, Some(p)) => Some(Encryption::passphrase(p.clone())?),
             (false, Some(_)) => {
                 return Err(BackupError::InvalidOptions {
                     reason: "--backup-recipient and --backup-passphrase-env cannot be combined \
@@ -211,18 +279,39 @@ impl BackupService {
                 })
             }
         };
-        let dest = Destination::parse_with_options(
-            to,
-            [
-                ("max_retries", STORE_MAX_RETRIES),
-                ("retry_timeout_secs", STORE_RETRY_TIMEOUT_SECS),
-            ],
-        )?;
-        Ok(BackupService::new(
+        let identity = match (&settings.identity_file, passphrase) {
+            (Some(file), _) => {
+                let contents =
+                    std::fs::read_to_string(file).map_err(|e| BackupError::InvalidIdentity {
+                        reason: format!(
+                            "cannot read --backup-identity {}: {e}; give an age identity file \
+                             (age-keygen output) readable by the server",
+                            file.display()
+                        ),
+                    })?;
+                Some(Identity::from_identity_file(&contents)?)
+            }
+            (None, Some(p)) => Some(Identity::passphrase(p)?),
+            (None, None) => None,
+        };
+        let mut options: Vec<(String, String)> = vec![
+            ("max_retries".into(), STORE_MAX_RETRIES.into()),
+            ("retry_timeout_secs".into(), STORE_RETRY_TIMEOUT_SECS.into()),
+        ];
+        options.extend(settings.store_options);
+        let dest = Destination::parse_with_options(&settings.to, options)?;
+        Ok(BackupService {
+            label: dest.to_string(),
             dest,
-            CreateOptions { level, encryption },
-            data_dir,
-        ))
+            options: CreateOptions { level, encryption },
+            schedule: settings.schedule,
+            verify_interval: settings.verify_interval,
+            identity,
+            retention: settings.retention,
+            snapshots: DataDirLayout::new(data_dir).snapshots,
+            running: tokio::sync::Mutex::new(()),
+            record: Mutex::new(Record::default()),
+        })
     }
 
     /// The destination as it may be shown: no credentials.
@@ -246,19 +335,35 @@ impl BackupService {
         }
     }
 
+    /// `every 1h`, `cron "..." (UTC)` or `off (POST /backups only)`.
+    pub fn schedule_description(&self) -> String {
+        match &self.schedule {
+            Some(s) => s.describe(),
+            None => "off (POST /backups only)".to_string(),
+        }
+    }
+
     /// Makes the backup metrics exist (at zero) before the first backup, so dashboards and
     /// alerts see them from the start. Call once the metrics recorder is installed.
     pub fn register_metrics(&self) {
         let dest = self.label.clone();
-        metrics::counter!("raftlite_backup_success_total", "destination" => dest.clone())
-            .increment(0);
-        metrics::counter!("raftlite_backup_failure_total", "destination" => dest).increment(0);
+        for name in [
+            "raftlite_backup_success_total",
+            "raftlite_backup_failure_total",
+            "raftlite_backup_skipped_total",
+            "raftlite_backup_pruned_total",
+            "raftlite_backup_verify_success_total",
+            "raftlite_backup_verify_failure_total",
+        ] {
+            metrics::counter!(name, "destination" => dest.clone()).increment(0);
+        }
     }
 
-    /// Takes one backup: checks that `node` leads, copies the database consistently into a
-    /// scratch file, uploads it and returns the manifest written. Records metrics, logs and the
-    /// outcome for `/status`. Refuses at once (`InProgress`) while another backup runs on
-    /// this node, and (`NotLeader`) on a follower; neither counts as a failed backup.
+    /// Takes one backup on request: checks that `node` leads, copies the database
+    /// consistently into a scratch file, uploads it and returns the manifest written, then
+    /// applies retention. Records metrics, logs and the outcome for `/status`. Refuses at
+    /// once (`InProgress`) while another backup runs on this node, and (`NotLeader`) on a
+    /// follower; neither counts as a failed backup.
     pub async fn run_once(&self, node: &RaftNode) -> Result<Manifest, BackupRunError> {
         let Ok(_running) = self.running.try_lock() else {
             return Err(BackupRunError::InProgress {
@@ -266,15 +371,73 @@ impl BackupService {
                 dest: self.label.clone(),
             });
         };
-        if !node.is_leader() {
-            return Err(BackupRunError::NotLeader {
+        ensure_leader(node)?;
+        let manifest = self.attempt(node, None).await?;
+        self.apply_retention(&manifest).await;
+        Ok(manifest)
+    }
+
+    /// Runs the schedule slot starting at `slot_unix_ms`: nothing when the destination already
+    /// has a backup for it (or a later slot), a skip when its newest backup holds the same
+    /// timeline and data (read from the destination, so this holds across restarts and leader
+    /// changes), otherwise a backup marked with the slot and this leader's term, then
+    /// retention. Errors as [`BackupService::run_once`].
+    pub async fn run_slot(
+        &self,
+        node: &RaftNode,
+        slot_unix_ms: i64,
+    ) -> Result<SlotOutcome, BackupRunError> {
+        let Ok(_running) = self.running.try_lock() else {
+            return Err(BackupRunError::InProgress {
                 node: node.id(),
-                leader: node.leader(),
+                dest: self.label.clone(),
             });
+        };
+        ensure_leader(node)?;
+        let meta = current_meta(node, &self.label).await?;
+        let (Some(first), Some(current)) = (meta.timeline_history.first(), meta.timeline()) else {
+            return Ok(SlotOutcome::NotReady);
+        };
+        let cluster_id = first.id.clone();
+        let list = match list_backups(&self.dest).await {
+            Ok(list) => list,
+            Err(e) => {
+                let e = BackupRunError::from(e);
+                self.failed(&e, Duration::ZERO);
+                return Err(e);
+            }
+        };
+        if let Some((id, newest)) = list.newest(&cluster_id) {
+            if newest.slot_unix_ms.is_some_and(|s| s >= slot_unix_ms) {
+                return Ok(SlotOutcome::AlreadyDone {
+                    newest: id.to_string(),
+                });
+            }
+            let failed_drill = self.with_record(|r| r.failed_drill_id.clone());
+            if newest.timeline.id == current.id
+                && newest.data_index() == meta.data_changed_index()
+                && failed_drill.as_deref() != Some(id.to_string().as_str())
+            {
+                self.skipped(&id.to_string(), slot_unix_ms);
+                return Ok(SlotOutcome::Skipped {
+                    newest: id.to_string(),
+                });
+            }
         }
+        let manifest = self.attempt(node, Some(slot_unix_ms)).await?;
+        self.apply_retention(&manifest).await;
+        Ok(SlotOutcome::Taken(Box::new(manifest)))
+    }
+
+    /// One backup with metrics, logs and the `/status` record; the caller holds `running`.
+    async fn attempt(
+        &self,
+        node: &RaftNode,
+        slot_unix_ms: Option<i64>,
+    ) -> Result<Manifest, BackupRunError> {
         let started = Instant::now();
         self.with_record(|r| r.in_progress_since_unix_ms = Some(unix_ms()));
-        let result = self.take(node).await;
+        let result = self.take(node, slot_unix_ms).await;
         let elapsed = started.elapsed();
         match &result {
             Ok(manifest) => self.succeeded(manifest, elapsed),
@@ -283,11 +446,18 @@ impl BackupService {
         result
     }
 
-    async fn take(&self, node: &RaftNode) -> Result<Manifest, BackupRunError> {
+    async fn take(
+        &self,
+        node: &RaftNode,
+        slot_unix_ms: Option<i64>,
+    ) -> Result<Manifest, BackupRunError> {
         let snapshot_error = |reason: String| BackupRunError::Snapshot {
             dest: self.label.clone(),
             reason,
         };
+        // The term is read before the copy: the fence below then proves this node led
+        // throughout, from the copy to the manifest.
+        let term = node.metrics().current_term;
         let snapshots = self.snapshots.clone();
         let store = node.store();
         // The guard lives here, so the scratch file goes whatever happens below (an error, a
@@ -308,10 +478,80 @@ impl BackupService {
         .map_err(|e| snapshot_error(format!("the copying thread failed: {e}")))?
         .map_err(snapshot_error)?
         .ok_or_else(|| snapshot_error("the copy vanished before it could be read".into()))?;
-        let backup_meta = BackupMeta::of_database(node.id(), &meta)?;
-        let manifest = create_backup(&scratch.0, backup_meta, &self.dest, &self.options).await?;
+        let mut backup_meta = BackupMeta::of_database(node.id(), &meta)?;
+        backup_meta.leader_term = Some(term);
+        backup_meta.slot_unix_ms = slot_unix_ms;
+        let fence = async {
+            node.ensure_linearizable().await.map_err(|e| {
+                format!(
+                    "node {} could not confirm with a quorum that it still leads: {e}",
+                    node.id()
+                )
+            })?;
+            let now_term = node.metrics().current_term;
+            if now_term != term || !node.is_leader() {
+                return Err(format!(
+                    "node {} led in term {term} when the backup started but the cluster is now \
+                     in term {now_term}",
+                    node.id()
+                ));
+            }
+            Ok(())
+        };
+        let manifest =
+            create_backup_fenced(&scratch.0, backup_meta, &self.dest, &self.options, fence).await?;
         drop(scratch);
         Ok(manifest)
+    }
+
+    /// Retention after a backup: deletes what no rule keeps (never `latest`, which is the
+    /// newest backup). A failure is logged and shown, never fails the backup.
+    async fn apply_retention(&self, latest: &Manifest) {
+        if self.retention.is_empty() {
+            return;
+        }
+        let report = raftlite_backup::prune(
+            &self.dest,
+            Some(&latest.cluster_id),
+            &self.retention,
+            unix_ms(),
+            false,
+        )
+        .await;
+        let dest = self.label.clone();
+        let entry = match report {
+            Ok(report) => {
+                let removed = report.deleted.len() + report.cleaned.len();
+                metrics::counter!("raftlite_backup_pruned_total", "destination" => dest.clone())
+                    .increment(report.deleted.len() as u64);
+                if removed > 0 || !report.failed.is_empty() {
+                    tracing::info!(
+                        destination = %dest,
+                        deleted = report.deleted.len(),
+                        cleaned = report.cleaned.len(),
+                        failed = report.failed.len(),
+                        kept = report.kept.len(),
+                        policy = %self.retention.describe(),
+                        "retention applied"
+                    );
+                }
+                for (id, reason) in &report.failed {
+                    tracing::warn!(destination = %dest, %id, %reason, "retention could not delete a backup; the next run retries");
+                }
+                json!({
+                    "at_unix_ms": unix_ms(),
+                    "kept": report.kept.len(),
+                    "deleted": report.deleted.iter().map(|id| id.to_string()).collect::<Vec<_>>(),
+                    "cleaned": report.cleaned.len(),
+                    "failed": report.failed.iter().map(|(id, r)| json!({"id": id.to_string(), "reason": r})).collect::<Vec<_>>(),
+                })
+            }
+            Err(e) => {
+                tracing::warn!(destination = %dest, error = %e, "retention failed; the next backup retries it");
+                json!({"at_unix_ms": unix_ms(), "error": e.to_string()})
+            }
+        };
+        self.with_record(|r| r.last_prune = Some(entry));
     }
 
     fn succeeded(&self, manifest: &Manifest, elapsed: Duration) {
@@ -324,6 +564,7 @@ impl BackupService {
             log_index = manifest.log_index,
             log_term = manifest.log_term,
             timeline = %manifest.timeline.id,
+            slot = manifest.slot_unix_ms,
             plain_size = manifest.plain_size,
             stored_size = manifest.stored_size,
             duration_secs = secs,
@@ -346,6 +587,7 @@ impl BackupService {
             "log_index": manifest.log_index,
             "log_term": manifest.log_term,
             "timeline": manifest.timeline,
+            "slot_unix_ms": manifest.slot_unix_ms,
             "plain_size": manifest.plain_size,
             "stored_size": manifest.stored_size,
         });
@@ -354,6 +596,25 @@ impl BackupService {
             r.last = Some(entry.clone());
             r.last_success = Some(entry);
         });
+    }
+
+    fn skipped(&self, newest: &str, slot_unix_ms: i64) {
+        let dest = self.label.clone();
+        tracing::info!(
+            destination = %dest,
+            newest,
+            slot = slot_unix_ms,
+            "scheduled backup skipped: the newest backup already holds this data"
+        );
+        metrics::counter!("raftlite_backup_skipped_total", "destination" => dest).increment(1);
+        let entry = json!({
+            "outcome": "skipped",
+            "reason": "unchanged since the newest backup",
+            "newest": newest,
+            "slot_unix_ms": slot_unix_ms,
+            "finished_at_unix_ms": unix_ms(),
+        });
+        self.with_record(|r| r.last = Some(entry));
     }
 
     fn failed(&self, error: &BackupRunError, elapsed: Duration) {
@@ -379,10 +640,10 @@ impl BackupService {
         });
     }
 
-    fn with_record(&self, f: impl FnOnce(&mut Record)) {
+    pub(crate) fn with_record<T>(&self, f: impl FnOnce(&mut Record) -> T) -> T {
         // A poisoned lock only means a panic elsewhere while updating plain data: keep going.
         let mut record = self.record.lock().unwrap_or_else(|p| p.into_inner());
-        f(&mut record);
+        f(&mut record)
     }
 
     /// What `/status` shows under `backup`.
@@ -392,25 +653,57 @@ impl BackupService {
             "destination": self.label,
             "encryption": self.encryption_name(),
             "level": self.options.level,
+            "schedule": self.schedule_description(),
+            "leader_only": true,
+            "next_run_unix_ms": record.next_run_unix_ms,
+            "retention": self.retention.describe(),
+            "verify_interval": self.verify_interval.map(raftlite_backup::format_duration),
             "in_progress": record.in_progress_since_unix_ms.is_some(),
             "in_progress_since_unix_ms": record.in_progress_since_unix_ms,
             "last": record.last,
             "last_success": record.last_success,
+            "last_verify": record.last_verify,
+            "last_prune": record.last_prune,
         })
     }
 }
 
-/// `backup` in `/status`: the service's state, or nulls on a node without `--backup-to`.
-pub fn status_json(service: Option<&BackupService>) -> Json {
-    match service {
-        Some(s) => s.status(),
-        None => json!({ "destination": null, "last": null }),
+#[allow(clippy::result_large_err)] // the backup engine's own error type
+fn ensure_leader(node: &RaftNode) -> Result<(), BackupRunError> {
+    if node.is_leader() {
+        Ok(())
+    } else {
+        Err(BackupRunError::NotLeader {
+            node: node.id(),
+            leader: node.leader(),
+        })
     }
 }
 
-/// `Encryption::Passphrase` from the environment variable `var` (which must be set).
+/// The store's meta, read off the async threads (the read waits for the writer connection).
+async fn current_meta(node: &RaftNode, label: &str) -> Result<MetaState, BackupRunError> {
+    let store = node.store();
+    let snapshot_error = |reason: String| BackupRunError::Snapshot {
+        dest: label.to_string(),
+        reason,
+    };
+    tokio::task::spawn_blocking(move || store.meta())
+        .await
+        .map_err(|e| snapshot_error(format!("the reading thread failed: {e}")))?
+        .map_err(|e| snapshot_error(format!("cannot read the database's meta table: {e}")))
+}
+
+/// `backup` in `/status`: the service's state, or nulls when backups are off.
+pub fn status_json(service: Option<&BackupService>) -> Json {
+    match service {
+        Some(s) => s.status(),
+        None => json!({ "destination": null, "schedule": "off", "last": null }),
+    }
+}
+
+/// The passphrase in the environment variable `var` (which must be set and not empty).
 #[allow(clippy::result_large_err)] // the backup engine's own error type
-fn passphrase_from_env(var: &str) -> Result<Encryption, BackupError> {
+fn passphrase_from_env(var: &str) -> Result<String, BackupError> {
     let missing = |what: &str| BackupError::InvalidOptions {
         reason: format!(
             "--backup-passphrase-env names the environment variable {var:?}, which is {what}; \
@@ -426,7 +719,7 @@ fn passphrase_from_env(var: &str) -> Result<Encryption, BackupError> {
     }
     match std::env::var(var) {
         Ok(p) if p.is_empty() => Err(missing("empty")),
-        Ok(p) => Encryption::passphrase(p),
+        Ok(p) => Ok(p),
         Err(std::env::VarError::NotPresent) => Err(missing("not set")),
         Err(std::env::VarError::NotUnicode(_)) => Err(missing("not valid UTF-8")),
     }
@@ -549,32 +842,45 @@ mod tests {
         );
     }
 
+    #[allow(clippy::result_large_err)]
+    fn from_config(
+        to: &str,
+        recipients: &[String],
+        passphrase_env: Option<&str>,
+        level: i32,
+        data_dir: &Path,
+    ) -> Result<BackupService, BackupError> {
+        let mut settings = BackupSettings::new(to);
+        settings.recipients = recipients.to_vec();
+        settings.passphrase_env = passphrase_env.map(str::to_string);
+        settings.level = level;
+        BackupService::from_settings(settings, data_dir)
+    }
+
     #[test]
     fn config_is_checked_up_front() {
         let dir = tempfile::tempdir().unwrap();
         let to = format!("file://{}", dir.path().join("b").display());
-        let ok = BackupService::from_config(&to, &[], None, 3, dir.path()).unwrap();
+        let ok = from_config(&to, &[], None, 3, dir.path()).unwrap();
         assert_eq!(ok.label(), to);
         assert_eq!(ok.encryption_name(), "none");
 
-        let err = BackupService::from_config("ftp://x/y", &[], None, 3, dir.path()).unwrap_err();
+        let err = from_config("ftp://x/y", &[], None, 3, dir.path()).unwrap_err();
         assert!(err.to_string().contains("unsupported scheme"), "{err}");
-        let err = BackupService::from_config("s3://AKID:hunter2@b/p", &[], None, 3, dir.path())
-            .unwrap_err();
+        let err = from_config("s3://AKID:hunter2@b/p", &[], None, 3, dir.path()).unwrap_err();
         assert!(!err.to_string().contains("hunter2"), "{err}");
 
-        let err =
-            BackupService::from_config(&to, &["age1nope".into()], None, 3, dir.path()).unwrap_err();
+        let err = from_config(&to, &["age1nope".into()], None, 3, dir.path()).unwrap_err();
         assert!(err.to_string().contains("recipient"), "{err}");
 
         let var = "RAFTLITE_API_TEST_SURELY_UNSET_PASSPHRASE";
-        let err = BackupService::from_config(&to, &[], Some(var), 3, dir.path()).unwrap_err();
+        let err = from_config(&to, &[], Some(var), 3, dir.path()).unwrap_err();
         assert!(
             err.to_string().contains(var) && err.to_string().contains("not set"),
             "{err}"
         );
 
-        let err = BackupService::from_config(&to, &[], None, 0, dir.path()).unwrap_err();
+        let err = from_config(&to, &[], None, 0, dir.path()).unwrap_err();
         assert!(err.to_string().contains("--backup-level"), "{err}");
     }
 

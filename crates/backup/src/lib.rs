@@ -52,17 +52,21 @@ pub mod schedule;
 mod verify;
 
 pub use age::secrecy;
-pub use create::{create_backup, create_backup_fenced, BackupMeta, CreateOptions, PARTS_IN_FLIGHT, PART_SIZE};
+pub use create::{
+    create_backup, create_backup_fenced, BackupMeta, CreateOptions, PARTS_IN_FLIGHT, PART_SIZE,
+};
 pub use crypto::{recipient_fingerprint, Encryption, Identity};
 pub use destination::Destination;
 pub use error::BackupError;
 pub use list::{list_backups, BackupList, ListWarning};
-pub use retention::{plan as plan_retention, prune, Candidate, PruneReport, RetentionPlan, RetentionPolicy};
-pub use schedule::{format_duration, parse_duration, Schedule};
 pub use manifest::{
     BackupId, Compression, EncryptionInfo, EncryptionScheme, Manifest, TimelineRef, DATA_FILE,
     DATA_FILE_ENCRYPTED, FORMAT_VERSION, MANIFEST_FILE, VERIFIED_FILE,
 };
+pub use retention::{
+    plan as plan_retention, prune, Candidate, PruneReport, RetentionPlan, RetentionPolicy,
+};
+pub use schedule::{format_duration, parse_duration, Schedule};
 pub use verify::{
     download_backup, mark_verified, read_manifest, verify_backup, verify_backup_in, verify_stored,
     VerifyReport,

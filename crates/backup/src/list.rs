@@ -144,12 +144,13 @@ pub async fn list_backups(dest: &Destination) -> Result<BackupList, BackupError>
     Ok(list)
 }
 
+/// A complete set as listed.
+type Listed = (BackupId, Manifest);
+
 /// Splits `backups` (newest first) into the sets that count and those superseded: for every
 /// cluster and schedule slot only the set of the highest leader term counts (the newest one
 /// among equals). Sets without a slot (taken on request) always count. Order is kept.
-fn drop_superseded(
-    backups: Vec<(BackupId, Manifest)>,
-) -> (Vec<(BackupId, Manifest)>, Vec<(BackupId, Manifest)>) {
+fn drop_superseded(backups: Vec<Listed>) -> (Vec<Listed>, Vec<Listed>) {
     let mut winners: BTreeMap<(String, i64), (u64, i64, BackupId)> = BTreeMap::new();
     for (id, m) in &backups {
         let Some(slot) = m.slot_unix_ms else { continue };
@@ -161,12 +162,14 @@ fn drop_superseded(
             *entry = candidate;
         }
     }
-    backups.into_iter().partition(|(id, m)| match m.slot_unix_ms {
-        None => true,
-        Some(slot) => winners
-            .get(&(m.cluster_id.clone(), slot))
-            .is_none_or(|(_, _, winner)| winner == id),
-    })
+    backups
+        .into_iter()
+        .partition(|(id, m)| match m.slot_unix_ms {
+            None => true,
+            Some(slot) => winners
+                .get(&(m.cluster_id.clone(), slot))
+                .is_none_or(|(_, _, winner)| winner == id),
+        })
 }
 
 #[cfg(test)]

@@ -122,6 +122,9 @@ impl MetaState {
     /// The index of the last entry that changed user data: two databases of one timeline with
     /// the same value hold the same data.
     pub fn data_changed_index(&self) -> u64 {
-        self.data_changed.or(self.applied).map(|p| p.index).unwrap_or(0)
+        self.data_changed
+            .or(self.applied)
+            .map(|p| p.index)
+            .unwrap_or(0)
     }
 }
