@@ -54,9 +54,170 @@ const EXIT_VERIFY_FAILED: i32 = 1;
 /// zstd levels accepted by `--level`.
 const LEVELS: std::ops::RangeInclusive<i32> = 1..=22;
 
-/// `raftlite backup prune`.
+/// `raftlite backup prune`: applies the `--keep-*` rules to a destination (each cluster on its
+/// own, or only `--cluster`'s), deleting each doomed set manifest first, and cleans up
+/// superseded sets and incomplete ones older than a day. Fails after printing the report when
+/// any set could not be deleted.
 async fn prune(args: crate::config::BackupPruneArgs) -> anyhow::Result<()> {
-    anyhow::bail!("backup prune is not implemented yet ({})", args.from)
+    let policy = prune_policy(&args.keep)?;
+    if let Some(cluster) = &args.cluster {
+        BackupId::new(cluster, "check").map_err(|_| {
+            anyhow!(
+                "--cluster {cluster:?} is not a cluster id: 1-128 characters of A-Z a-z 0-9 . _ - \
+                 (the part before the `/` in the ids `raftlite backup list` prints)"
+            )
+        })?;
+    }
+    let dest = open_destination(&args.from)?;
+    let now_unix_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()
+        .and_then(|d| i64::try_from(d.as_millis()).ok())
+        .ok_or_else(|| {
+            anyhow!("the system clock is before 1970; retention needs the real time, fix the clock")
+        })?;
+    let report = raftlite_backup::prune(
+        &dest,
+        args.cluster.as_deref(),
+        &policy,
+        now_unix_ms,
+        args.dry_run,
+    )
+    .await
+    .map_err(engine_error)?;
+
+    if args.json {
+        print_json(&PrunedJson::from(&report))?;
+    } else {
+        print_prune_report(&report, &dest, args.cluster.as_deref())?;
+    }
+    if !report.failed.is_empty() {
+        let n = report.failed.len();
+        bail!(
+            "{n} backup set{} in {dest} could not be (fully) deleted (listed above); a set \
+             whose manifest.json is gone no longer counts as a backup; run the same prune again \
+             to retry",
+            if n == 1 { "" } else { "s" }
+        );
+    }
+    Ok(())
+}
+
+/// The retention policy the `--keep-*` flags describe; refuses none at all.
+fn prune_policy(
+    keep: &crate::config::PruneKeepArgs,
+) -> anyhow::Result<raftlite_backup::RetentionPolicy> {
+    let keep_within = keep
+        .keep_within
+        .as_deref()
+        .map(|text| {
+            raftlite_backup::parse_duration(text).map_err(|e| anyhow!("--keep-within: {e}"))
+        })
+        .transpose()?;
+    let policy = raftlite_backup::RetentionPolicy {
+        keep_last: keep.keep_last,
+        keep_hourly: keep.keep_hourly,
+        keep_daily: keep.keep_daily,
+        keep_weekly: keep.keep_weekly,
+        keep_monthly: keep.keep_monthly,
+        keep_within,
+    };
+    if policy.is_empty() {
+        bail!(
+            "give at least one --keep-* rule (--keep-last, --keep-hourly, --keep-daily, \
+             --keep-weekly, --keep-monthly, --keep-within); prune never guesses what to delete"
+        );
+    }
+    Ok(policy)
+}
+
+fn print_prune_report(
+    report: &raftlite_backup::PruneReport,
+    dest: &Destination,
+    cluster: Option<&str>,
+) -> anyhow::Result<()> {
+    let mut out = io::stdout().lock();
+    let would = if report.dry_run { "would " } else { "" };
+    for (id, reasons) in &report.kept {
+        writeln!(out, "keep {id} ({})", reasons.join(", "))?;
+    }
+    for id in &report.deleted {
+        writeln!(out, "{would}delete {id}")?;
+    }
+    for id in &report.cleaned {
+        writeln!(
+            out,
+            "{would}clean {id} (superseded, or incomplete for over a day)"
+        )?;
+    }
+    for (id, reason) in &report.failed {
+        writeln!(out, "failed {id}: {reason}")?;
+    }
+    let scope = match cluster {
+        Some(c) => format!("cluster {c} in {dest}"),
+        None => dest.to_string(),
+    };
+    let (kept, deleted, cleaned) = (
+        report.kept.len(),
+        report.deleted.len(),
+        report.cleaned.len(),
+    );
+    if report.dry_run {
+        writeln!(
+            out,
+            "dry run, {scope}: {kept} kept, {deleted} would be deleted, {cleaned} would be \
+             cleaned up; nothing was deleted"
+        )?;
+    } else {
+        writeln!(
+            out,
+            "{scope}: {kept} kept, {deleted} deleted, {cleaned} cleaned up, {} failed",
+            report.failed.len()
+        )?;
+    }
+    Ok(())
+}
+
+/// `{"dry_run", "kept": [{"id", "reasons"}], "deleted", "cleaned", "failed": [{"id", "reason"}]}`
+#[derive(Serialize)]
+struct PrunedJson<'a> {
+    dry_run: bool,
+    kept: Vec<KeptJson<'a>>,
+    deleted: &'a [BackupId],
+    cleaned: &'a [BackupId],
+    failed: Vec<FailedJson<'a>>,
+}
+
+#[derive(Serialize)]
+struct KeptJson<'a> {
+    id: &'a BackupId,
+    reasons: &'a [&'static str],
+}
+
+#[derive(Serialize)]
+struct FailedJson<'a> {
+    id: &'a BackupId,
+    reason: &'a str,
+}
+
+impl<'a> From<&'a raftlite_backup::PruneReport> for PrunedJson<'a> {
+    fn from(report: &'a raftlite_backup::PruneReport) -> Self {
+        PrunedJson {
+            dry_run: report.dry_run,
+            kept: report
+                .kept
+                .iter()
+                .map(|(id, reasons)| KeptJson { id, reasons })
+                .collect(),
+            deleted: &report.deleted,
+            cleaned: &report.cleaned,
+            failed: report
+                .failed
+                .iter()
+                .map(|(id, reason)| FailedJson { id, reason })
+                .collect(),
+        }
+    }
 }
 
 /// Entry point of `raftlite backup`.

@@ -1,5 +1,6 @@
 //! `raftlite`: a Raft-replicated SQLite server. See README.md and ARCHITECTURE.md.
 
+mod auto_backup;
 mod backup_cli;
 mod bench;
 mod config;
