@@ -214,7 +214,7 @@ fn map(root: &Value) -> Result<AutoBackup, String> {
         notes.push(
             "timestamp is false: rqlite overwrites one object, raftlite writes each backup as \
              a new timestamped set and deletes old sets by its retention rules \
-             (--backup-keep-*; default 24 hourly, 7 daily, 4 weekly, 12 monthly)"
+             (--backup-keep-*; default the newest 10, 24 hourly, 7 daily, 4 weekly, 12 monthly)"
                 .to_owned(),
         );
     }

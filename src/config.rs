@@ -163,7 +163,7 @@ pub struct ServeArgs {
     pub backup_identity: Option<PathBuf>,
 
     /// Retention: keep the newest N backups. With no --backup-keep-* option the policy is
-    /// 24 hourly, 7 daily, 4 weekly, 12 monthly.
+    /// the newest 10, 24 hourly, 7 daily, 4 weekly, 12 monthly.
     #[arg(long, value_name = "N", env = "RAFTLITE_BACKUP_KEEP_LAST")]
     pub backup_keep_last: Option<u32>,
 

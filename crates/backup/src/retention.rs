@@ -42,6 +42,7 @@ impl RetentionPolicy {
     /// monthly.
     pub fn server_default() -> RetentionPolicy {
         RetentionPolicy {
+            keep_last: Some(10),
             keep_hourly: Some(24),
             keep_daily: Some(7),
             keep_weekly: Some(4),
@@ -646,7 +647,7 @@ mod tests {
     fn policy_text() {
         assert_eq!(
             RetentionPolicy::server_default().describe(),
-            "keep-hourly 24, keep-daily 7, keep-weekly 4, keep-monthly 12"
+            "keep-last 10, keep-hourly 24, keep-daily 7, keep-weekly 4, keep-monthly 12"
         );
         let p = RetentionPolicy {
             keep_last: Some(3),

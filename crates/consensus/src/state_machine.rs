@@ -463,6 +463,50 @@ impl RaftStateMachine<TypeConfig> for SqliteStateMachine {
                         apply_load(&store, &snapshots, position, &database, &timeline)?;
                         CommandResponse::None
                     }
+                    EntryPayload::Normal(Command::RestoreChunk {
+                        restore_id,
+                        offset,
+                        data,
+                    }) => {
+                        store
+                            .apply_restore_chunk(position, &restore_id, offset, &data)
+                            .map_err(store_err(ErrorVerb::Write))?;
+                        CommandResponse::None
+                    }
+                    EntryPayload::Normal(Command::RestoreCommit {
+                        restore_id,
+                        size,
+                        sha256,
+                        timeline,
+                    }) => {
+                        let outcome = store
+                            .restore_from_chunks(position, &restore_id, size, &sha256, &timeline)
+                            .map_err(store_err(ErrorVerb::Write))?;
+                        match outcome {
+                            Ok(meta) => {
+                                let now = meta.timeline().cloned();
+                                tracing::info!(
+                                    index = position.index,
+                                    restore = %restore_id,
+                                    timeline = now.as_ref().map(|t| t.id.as_str()).unwrap_or(""),
+                                    "restored the database on a new timeline"
+                                );
+                                CommandResponse::Restore(now.ok_or_else(|| {
+                                    "the restored database has no timeline".to_string()
+                                }))
+                            }
+                            Err(reason) => {
+                                tracing::warn!(restore = %restore_id, %reason, "restore refused; the data is unchanged");
+                                CommandResponse::Restore(Err(reason))
+                            }
+                        }
+                    }
+                    EntryPayload::Normal(Command::RestoreAbort { restore_id }) => {
+                        store
+                            .apply_restore_abort(position, &restore_id)
+                            .map_err(store_err(ErrorVerb::Write))?;
+                        CommandResponse::None
+                    }
                 };
                 responses.push(response);
             }

@@ -51,6 +51,25 @@ pub enum Command {
         database: Vec<u8>,
         timeline: TimelineRecord,
     },
+    /// Bytes `offset..offset + data.len()` of the database file of a restore in progress;
+    /// every node keeps them in the database itself until the commit (see
+    /// `Store::apply_restore_chunk`).
+    RestoreChunk {
+        restore_id: String,
+        offset: u64,
+        #[serde(with = "byte_string")]
+        data: Vec<u8>,
+    },
+    /// Ends restore `restore_id`: every node assembles the chunks, checks size and sha256, and
+    /// swaps the file in on a new timeline, at this entry's index.
+    RestoreCommit {
+        restore_id: String,
+        size: u64,
+        sha256: String,
+        timeline: TimelineRecord,
+    },
+    /// Drops the chunks of an abandoned restore.
+    RestoreAbort { restore_id: String },
 }
 
 /// Serializes a byte vector as one byte string instead of element by element. For postcard the
@@ -104,6 +123,9 @@ pub enum CommandResponse {
     #[default]
     None,
     Write(Vec<Vec<StatementResult>>),
+    /// The outcome of a `RestoreCommit`: the timeline now in force, or why the restore was
+    /// refused (the data is unchanged then).
+    Restore(Result<TimelineRecord, String>),
 }
 
 openraft::declare_raft_types!(

@@ -104,7 +104,7 @@ fn dump_inner(conn: &Connection, out: &mut impl Write) -> Result<(), StoreError>
     let mut analyzed = false;
     for table in &tables {
         let name = table.name.as_str();
-        if name == META_TABLE || shadow.contains(name) {
+        if name == META_TABLE || name == crate::engine::RESTORE_TABLE || shadow.contains(name) {
             continue;
         }
         if name == "sqlite_sequence" {

@@ -20,6 +20,10 @@ use crate::types::*;
 
 /// Name of the table that records where the data stands in the Raft log.
 pub const META_TABLE: &str = "_raftlite_meta";
+/// Name of the table holding the chunks of a restore in progress (see
+/// [`Store::apply_restore_chunk`]). Kept in the database, so snapshots carry a half-received
+/// restore to a node that catches up by snapshot, and a crash loses nothing.
+pub const RESTORE_TABLE: &str = "_raftlite_restore";
 
 const META_APPLIED: &str = "applied";
 const META_MEMBERSHIP: &str = "membership";
@@ -87,12 +91,16 @@ impl Guard {
             | AuthAction::Insert { table_name }
             | AuthAction::DropTable { table_name, .. }
             | AuthAction::AlterTable { table_name, .. }
-                if table_name == META_TABLE =>
+                if table_name == META_TABLE || table_name == RESTORE_TABLE =>
             {
-                "the _raftlite_meta table is maintained by raftlite and cannot be modified"
+                "the _raftlite_meta and _raftlite_restore tables are maintained by raftlite and \
+                 cannot be modified"
             }
-            AuthAction::Update { table_name, .. } if table_name == META_TABLE => {
-                "the _raftlite_meta table is maintained by raftlite and cannot be modified"
+            AuthAction::Update { table_name, .. }
+                if table_name == META_TABLE || table_name == RESTORE_TABLE =>
+            {
+                "the _raftlite_meta and _raftlite_restore tables are maintained by raftlite and \
+                 cannot be modified"
             }
             _ => return Authorization::Allow,
         };
@@ -294,6 +302,143 @@ impl Store {
         })
     }
 
+    /// Stores one chunk of the database file of restore `restore_id` at byte `offset`, with the
+    /// entry's position, in one transaction. Chunks of any other restore are dropped first (one
+    /// restore at a time; a newer one supersedes an abandoned one). Applying the same chunk
+    /// again is harmless.
+    pub fn apply_restore_chunk(
+        &self,
+        position: LogPosition,
+        restore_id: &str,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<(), StoreError> {
+        let conn = self.writer();
+        in_transaction(&conn, |c| {
+            ensure_restore_table(c)?;
+            c.execute(
+                &format!("DELETE FROM {RESTORE_TABLE} WHERE restore_id != ?1"),
+                [restore_id],
+            )?;
+            c.execute(
+                &format!(
+                    "INSERT OR REPLACE INTO {RESTORE_TABLE}(restore_id, offset, data) \
+                     VALUES (?1, ?2, ?3)"
+                ),
+                params![restore_id, offset as i64, data],
+            )?;
+            write_applied(c, position, MetaChange::None)
+        })
+    }
+
+    /// Drops the chunks of restore `restore_id` (an abandoned restore), with the entry's
+    /// position.
+    pub fn apply_restore_abort(
+        &self,
+        position: LogPosition,
+        restore_id: &str,
+    ) -> Result<(), StoreError> {
+        let conn = self.writer();
+        in_transaction(&conn, |c| {
+            if restore_table_exists(c)? {
+                c.execute(
+                    &format!("DELETE FROM {RESTORE_TABLE} WHERE restore_id = ?1"),
+                    [restore_id],
+                )?;
+            }
+            write_applied(c, position, MetaChange::None)
+        })
+    }
+
+    /// The restore whose chunks are held, if any: `(restore id, chunks, bytes)`.
+    pub fn pending_restore(&self) -> Result<Option<(String, u64, u64)>, StoreError> {
+        let conn = self.writer();
+        if !restore_table_exists(&conn)? {
+            return Ok(None);
+        }
+        Ok(conn
+            .query_row(
+                &format!(
+                    "SELECT restore_id, COUNT(*), SUM(length(data)) FROM {RESTORE_TABLE} \
+                     GROUP BY restore_id LIMIT 1"
+                ),
+                [],
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, i64>(1)? as u64,
+                        r.get::<_, i64>(2)? as u64,
+                    ))
+                },
+            )
+            .optional()?)
+    }
+
+    /// Writes the chunks of `restore_id`, in order, to `out` (created, fsync'd) and returns its
+    /// size and sha256 (hex). Fails with [`StoreError::Refused`] when a chunk is missing (a gap, or no chunks).
+    /// Memory: one chunk at a time.
+    pub fn assemble_restore(
+        &self,
+        restore_id: &str,
+        out: &Path,
+    ) -> Result<(u64, String), StoreError> {
+        use sha2::Digest;
+        use std::io::Write;
+        let mut hasher = sha2::Sha256::new();
+        let conn = self.writer();
+        if !restore_table_exists(&conn)? {
+            return Err(StoreError::Refused(format!(
+                "no chunks of restore {restore_id} were received"
+            )));
+        }
+        let file = std::fs::File::create(out).map_err(|e| StoreError::io(out, e))?;
+        let mut writer = std::io::BufWriter::with_capacity(1 << 20, file);
+        let mut offsets = conn.prepare(&format!(
+            "SELECT offset FROM {RESTORE_TABLE} WHERE restore_id = ?1 ORDER BY offset"
+        ))?;
+        let offsets: Vec<i64> = offsets
+            .query_map([restore_id], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        if offsets.is_empty() {
+            return Err(StoreError::Refused(format!(
+                "no chunks of restore {restore_id} were received"
+            )));
+        }
+        let mut size: u64 = 0;
+        for offset in offsets {
+            if offset as u64 != size {
+                return Err(StoreError::Refused(format!(
+                    "restore {restore_id} is missing bytes {size}..{offset}"
+                )));
+            }
+            let buf: Vec<u8> = conn.query_row(
+                &format!("SELECT data FROM {RESTORE_TABLE} WHERE restore_id = ?1 AND offset = ?2"),
+                params![restore_id, offset],
+                |r| r.get(0),
+            )?;
+            hasher.update(&buf);
+            writer.write_all(&buf).map_err(|e| StoreError::io(out, e))?;
+            size += buf.len() as u64;
+        }
+        writer.flush().map_err(|e| StoreError::io(out, e))?;
+        let file = writer
+            .into_inner()
+            .map_err(|e| StoreError::io(out, e.into_error()))?;
+        file.sync_all().map_err(|e| StoreError::io(out, e))?;
+        let digest = hasher.finalize();
+        Ok((size, digest.iter().map(|b| format!("{b:02x}")).collect()))
+    }
+
+    /// Ends restore `restore_id` without loading it (the assembled file failed its checks):
+    /// its chunks are dropped and the entry's position recorded.
+    pub fn apply_restore_refused(
+        &self,
+        position: LogPosition,
+        restore_id: &str,
+    ) -> Result<(), StoreError> {
+        self.apply_restore_abort(position, restore_id)
+    }
+
     /// Runs read-only statements on a pooled read-only connection.
     pub fn query(&self, statements: &[Statement]) -> Result<Vec<StatementResult>, StoreError> {
         self.query_with_timeout(statements, None)
@@ -430,6 +575,70 @@ impl Store {
             return Ok(current);
         }
         validate_database(source)?;
+        let staging = self.staging_path();
+        let copied = std::fs::copy(source, &staging).map_err(|e| StoreError::io(&staging, e));
+        self.finish_load(copied.map(|_| ()), &staging, position, membership_json, timeline, &current)
+    }
+
+    /// Restores the database from the chunks of restore `restore_id` (see
+    /// [`Store::apply_restore_chunk`]) as the state at `position` on a new timeline, like
+    /// [`Store::load_from`]: the chunks are assembled into the staging file, which must have
+    /// `expected_size` bytes with sha256 `expected_sha256` (hex) and be a SQLite database;
+    /// then it is stamped and swapped in atomically. If the assembled file fails a check, the
+    /// database is left as it was, the chunks are dropped, and `Ok(Err(reason))` says why: the
+    /// same outcome on every node, as every node holds the same chunks. A replay at a position
+    /// the store already reached is a no-op.
+    pub fn restore_from_chunks(
+        &self,
+        position: LogPosition,
+        restore_id: &str,
+        expected_size: u64,
+        expected_sha256: &str,
+        timeline: &TimelineRecord,
+    ) -> Result<Result<MetaState, String>, StoreError> {
+        let current = self.meta()?;
+        if current.applied.is_some_and(|a| a.index >= position.index) {
+            return Ok(Ok(current));
+        }
+        let staging = self.staging_path();
+        let refuse = |reason: String| -> Result<Result<MetaState, String>, StoreError> {
+            let _ = std::fs::remove_file(&staging);
+            self.apply_restore_refused(position, restore_id)?;
+            Ok(Err(reason))
+        };
+        let (size, sha256) = match self.assemble_restore(restore_id, &staging) {
+            Ok(assembled) => assembled,
+            Err(StoreError::Refused(reason)) => return refuse(reason),
+            Err(e) => {
+                let _ = std::fs::remove_file(&staging);
+                return Err(e);
+            }
+        };
+        if size != expected_size || sha256 != expected_sha256 {
+            return refuse(format!(
+                "the received file has {size} bytes with sha256 {sha256}, the restore announced \
+                 {expected_size} bytes with sha256 {expected_sha256}"
+            ));
+        }
+        if let Err(e) = probe(&staging) {
+            return refuse(format!("the received file is not a usable SQLite database: {e}"));
+        }
+        self.finish_load(Ok(()), &staging, position, None, timeline, &current)
+            .map(Ok)
+    }
+
+    /// The second half of a load: `staging` (already filled when `prepared` is Ok) gets its
+    /// meta table rewritten for `position`, the new timeline and the membership, is fsync'd
+    /// and swapped in.
+    fn finish_load(
+        &self,
+        prepared: Result<(), StoreError>,
+        staging: &Path,
+        position: LogPosition,
+        membership_json: Option<String>,
+        timeline: &TimelineRecord,
+        current: &MetaState,
+    ) -> Result<MetaState, StoreError> {
         let mut record = timeline.clone();
         match current.timeline() {
             Some(parent) => {
@@ -445,20 +654,17 @@ impl Store {
         }
         let mut history = current.timeline_history.clone();
         history.push(record);
-        let membership = membership_json.or(current.membership_json);
-
-        let staging = self.staging_path();
-        let prepared = std::fs::copy(source, &staging)
-            .map_err(|e| StoreError::io(&staging, e))
-            .and_then(|_| rewrite_meta(&staging, position, membership.as_deref(), &history))
-            .and_then(|_| sync_file(&staging));
+        let membership = membership_json.or_else(|| current.membership_json.clone());
+        let prepared = prepared
+            .and_then(|_| rewrite_meta(staging, position, membership.as_deref(), &history))
+            .and_then(|_| sync_file(staging));
         if let Err(e) = prepared {
-            for leftover in [staging.clone(), sidecar(&staging, "-journal")] {
+            for leftover in [staging.to_path_buf(), sidecar(staging, "-journal")] {
                 let _ = std::fs::remove_file(leftover);
             }
             return Err(e);
         }
-        self.swap_in(&staging, Some(position))
+        self.swap_in(staging, Some(position))
     }
 
     /// Where a replacement database is prepared before it is swapped in.
@@ -601,6 +807,16 @@ pub fn probe(path: &Path) -> Result<Option<MetaState>, StoreError> {
 /// Checks that `path` is a complete SQLite database that passes `PRAGMA quick_check`, and
 /// returns its meta (empty for a database raftlite never wrote).
 pub fn validate_database(path: &Path) -> Result<MetaState, StoreError> {
+    validate_with(path, "quick_check")
+}
+
+/// [`validate_database`] with the full `PRAGMA integrity_check` (also indexes against their
+/// tables): what a restore requires before anything changes.
+pub fn validate_database_fully(path: &Path) -> Result<MetaState, StoreError> {
+    validate_with(path, "integrity_check")
+}
+
+fn validate_with(path: &Path, pragma: &str) -> Result<MetaState, StoreError> {
     let not_db = |detail: String| StoreError::NotADatabase {
         path: path.to_path_buf(),
         detail,
@@ -621,10 +837,10 @@ pub fn validate_database(path: &Path) -> Result<MetaState, StoreError> {
     )
     .map_err(|e| not_db(e.to_string()))?;
     let check: String = conn
-        .query_row("PRAGMA quick_check", [], |r| r.get(0))
+        .query_row(&format!("PRAGMA {pragma}"), [], |r| r.get(0))
         .map_err(|e| not_db(e.to_string()))?;
     if check != "ok" {
-        return Err(not_db(format!("quick_check failed: {check}")));
+        return Err(not_db(format!("{pragma} failed: {check}")));
     }
     drop(conn);
     probe(path)?.ok_or_else(|| not_db("file disappeared during validation".into()))
@@ -643,7 +859,7 @@ fn rewrite_meta(
     conn.pragma_update(None, "journal_mode", "DELETE")?;
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     tx.execute_batch(&format!(
-        "DROP TABLE IF EXISTS {META_TABLE}; \
+        "DROP TABLE IF EXISTS {RESTORE_TABLE}; DROP TABLE IF EXISTS {META_TABLE}; \
          CREATE TABLE {META_TABLE} (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
     ))?;
     {
@@ -762,6 +978,25 @@ fn write_applied(
 
 fn to_json<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
     serde_json::to_string(v).map_err(|e| StoreError::Refused(format!("cannot encode meta: {e}")))
+}
+
+fn ensure_restore_table(conn: &Connection) -> Result<(), StoreError> {
+    conn.execute_batch(&format!(
+        "CREATE TABLE IF NOT EXISTS {RESTORE_TABLE} (restore_id TEXT NOT NULL, \
+         offset INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY (restore_id, offset))"
+    ))?;
+    Ok(())
+}
+
+fn restore_table_exists(conn: &Connection) -> Result<bool, StoreError> {
+    Ok(conn
+        .query_row(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1",
+            [RESTORE_TABLE],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some())
 }
 
 fn meta_value(conn: &Connection, key: &str) -> Result<Option<String>, StoreError> {

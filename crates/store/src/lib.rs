@@ -10,6 +10,8 @@ pub mod engine;
 pub mod error;
 pub mod types;
 
-pub use engine::{probe, validate_database, EntryTime, Store, StoreOptions, META_TABLE};
+pub use engine::{
+    probe, validate_database, validate_database_fully, EntryTime, Store, StoreOptions, META_TABLE, RESTORE_TABLE,
+};
 pub use error::StoreError;
 pub use types::*;

@@ -1,0 +1,385 @@
+//! Restoring the whole cluster from a SQLite file, online, through the Raft log.
+//!
+//! The leader checks the file (`PRAGMA integrity_check`), then proposes it as a run of
+//! [`Command::RestoreChunk`] entries of [`RESTORE_CHUNK_BYTES`] (a few in flight), which every
+//! node stores in its database (table `_raftlite_restore`: a node that catches up by snapshot
+//! receives the chunks with it), and finally one small [`Command::RestoreCommit`] carrying the
+//! size and sha256. Applying the commit, each node assembles the chunks, checks them, and swaps
+//! the file in atomically on a new timeline, at the same log index everywhere. Until the commit
+//! is applied every node serves the old data; afterwards the new. A leader that fails midway
+//! leaves chunks no commit will ever use: the next restore drops them (or an abort does).
+//! After the commit a snapshot is taken and the log purged, so the chunks do not linger.
+//!
+//! Memory stays bounded whatever the file size: the chunks in flight, one read buffer.
+
+use std::collections::VecDeque;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use openraft::error::{ClientWriteError, RaftError};
+use raftlite_store::{StoreError, TimelineRecord};
+
+use crate::node::{unix_ms, RaftNode};
+use crate::types::*;
+
+/// Bytes per chunk entry: large enough to keep per-entry overhead small, small enough that a
+/// batch of entries to a lagging follower stays well inside one AppendEntries deadline.
+pub const RESTORE_CHUNK_BYTES: usize = 1 << 20;
+/// Chunk entries proposed before the first of them must be committed.
+const CHUNKS_IN_FLIGHT: usize = 4;
+/// How long one entry of a restore may take to commit before the restore gives up.
+const ENTRY_COMMIT_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long to keep trying to compact the log after a restore.
+const COMPACT_WAIT: Duration = Duration::from_secs(60);
+
+/// What a successful restore did.
+#[derive(Clone, Debug)]
+pub struct RestoreOutcome {
+    /// Log index of the commit: the index at which every node switched to the new data.
+    pub index: u64,
+    /// The new timeline, as recorded in the history.
+    pub timeline: TimelineRecord,
+    pub size: u64,
+    pub sha256: String,
+    pub restore_id: String,
+    pub duration: Duration,
+}
+
+/// Why a restore did not happen, and what state the cluster is in.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error("this node is not the leader")]
+    NotLeader { leader: Option<(NodeId, NodeAddr)> },
+    /// The file was refused before anything was proposed: nothing changed anywhere.
+    #[error("{reason}; nothing was changed, the cluster keeps serving its current data")]
+    Invalid { reason: String },
+    #[error("cannot read {}: {source}; nothing was changed", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The restore stopped before its commit was proposed: every node keeps the old data.
+    #[error(
+        "the restore stopped before it took effect ({reason}); every node keeps its old data \
+         (all-old); retry when the cluster is healthy"
+    )]
+    Failed { reason: String },
+    /// Every node applied the commit and refused the assembled file: all-old.
+    #[error(
+        "the cluster refused the restored file ({reason}); every node keeps its old data \
+         (all-old)"
+    )]
+    Refused { reason: String },
+    /// The commit was proposed but its result is unknown (the leader changed or stopped
+    /// answering): it takes effect on every node or on none. `timeline_id` tells which:
+    /// `/status` shows it as the current timeline once it took effect.
+    #[error(
+        "the outcome of the restore is unknown ({reason}): it took effect on every node or on \
+         none; check /status: the current timeline is {timeline_id} if it took effect \
+         (all-new), otherwise the old one (all-old)"
+    )]
+    Unknown {
+        reason: String,
+        timeline_id: String,
+    },
+}
+
+/// What the restore is about, for the timeline history.
+#[derive(Clone, Debug)]
+pub struct RestoreRequest {
+    /// The SQLite file to restore; never modified.
+    pub path: PathBuf,
+    /// Recorded as the new timeline's `reason`, e.g. `restore from backup c1/2025...`.
+    pub reason: String,
+    /// The new timeline's id; random when `None`. A client that chooses it can tell from
+    /// `/status` whether a restore whose answer it lost took effect.
+    pub timeline_id: Option<String>,
+}
+
+/// Size and sha256 (hex) of a file, read in 1 MiB blocks.
+fn size_and_sha256(path: &Path) -> std::io::Result<(u64, String)> {
+    use sha2::Digest;
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        size += n as u64;
+    }
+    Ok((
+        size,
+        hasher.finalize().iter().map(|b| format!("{b:02x}")).collect(),
+    ))
+}
+
+/// Reads up to `len` bytes at `offset`.
+fn read_chunk(path: &Path, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+    use std::io::{Seek, SeekFrom};
+    let mut file = std::fs::File::open(path)?;
+    file.seek(SeekFrom::Start(offset))?;
+    let mut buf = Vec::with_capacity(len);
+    file.take(len as u64).read_to_end(&mut buf)?;
+    Ok(buf)
+}
+
+fn write_error_reason(e: &RaftError<NodeId, ClientWriteError<NodeId, NodeAddr>>) -> String {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => format!(
+            "leadership moved to {}",
+            f.leader_id
+                .map(|id| format!("node {id}"))
+                .unwrap_or_else(|| "an unknown node".into())
+        ),
+        other => other.to_string(),
+    }
+}
+
+impl RaftNode {
+    /// Restores the whole cluster from the SQLite file `request.path` (see the module doc).
+    /// `progress(bytes_done, bytes_total)` is called as chunks commit. Only the leader can
+    /// restore. The file is checked first (SQLite header, `PRAGMA integrity_check`); a refusal
+    /// changes nothing.
+    pub async fn restore_file(
+        &self,
+        request: RestoreRequest,
+        progress: &(dyn Fn(u64, u64) + Send + Sync),
+    ) -> Result<RestoreOutcome, RestoreError> {
+        let started = Instant::now();
+        if !self.is_leader() {
+            return Err(RestoreError::NotLeader {
+                leader: self.leader(),
+            });
+        }
+        let path = request.path.clone();
+        let (size, sha256) = tokio::task::spawn_blocking(move || {
+            match raftlite_store::validate_database_fully(&path) {
+                Ok(_) => {}
+                Err(StoreError::NotADatabase { detail, .. }) => {
+                    return Err(RestoreError::Invalid {
+                        reason: format!("the file is not a usable SQLite database ({detail})"),
+                    })
+                }
+                Err(StoreError::Io { source, .. }) => {
+                    return Err(RestoreError::Read {
+                        path: path.clone(),
+                        source,
+                    })
+                }
+                Err(e) => {
+                    return Err(RestoreError::Invalid {
+                        reason: format!("the file cannot be checked: {e}"),
+                    })
+                }
+            }
+            size_and_sha256(&path).map_err(|source| RestoreError::Read {
+                path: path.clone(),
+                source,
+            })
+        })
+        .await
+        .map_err(|e| RestoreError::Failed {
+            reason: format!("the checking thread failed: {e}"),
+        })??;
+
+        let restore_id = format!("{:032x}", rand::random::<u128>());
+        let timeline_id = request
+            .timeline_id
+            .clone()
+            .unwrap_or_else(|| format!("{:032x}", rand::random::<u128>()));
+        tracing::info!(
+            restore = %restore_id,
+            file = %request.path.display(),
+            size,
+            %sha256,
+            "restore: the file passed its checks; sending it through the log"
+        );
+
+        if let Err(reason) = self.send_chunks(&request.path, &restore_id, size, progress).await {
+            self.abort_restore(&restore_id).await;
+            return Err(RestoreError::Failed { reason });
+        }
+
+        let timeline = TimelineRecord {
+            id: timeline_id.clone(),
+            counter: 0,
+            parent: None,
+            parent_index: None,
+            reason: request.reason.clone(),
+            at_unix_ms: unix_ms(),
+        };
+        let commit = Command::RestoreCommit {
+            restore_id: restore_id.clone(),
+            size,
+            sha256: sha256.clone(),
+            timeline,
+        };
+        let written =
+            match tokio::time::timeout(ENTRY_COMMIT_TIMEOUT, self.raft().client_write(commit))
+                .await
+            {
+                Ok(Ok(written)) => written,
+                // Whether the entry was appended before leadership moved, openraft cannot say.
+                Ok(Err(e)) => {
+                    return Err(RestoreError::Unknown {
+                        reason: write_error_reason(&e),
+                        timeline_id,
+                    })
+                }
+                Err(_) => {
+                    return Err(RestoreError::Unknown {
+                        reason: format!("the commit was not confirmed within {ENTRY_COMMIT_TIMEOUT:?}"),
+                        timeline_id,
+                    })
+                }
+            };
+        let index = written.log_id.index;
+        let timeline = match written.data {
+            CommandResponse::Restore(Ok(timeline)) => timeline,
+            CommandResponse::Restore(Err(reason)) => return Err(RestoreError::Refused { reason }),
+            other => {
+                return Err(RestoreError::Unknown {
+                    reason: format!("unexpected answer to the commit: {other:?}"),
+                    timeline_id,
+                })
+            }
+        };
+        tokio::spawn(compact_log_after(self.raft().clone(), index));
+        let outcome = RestoreOutcome {
+            index,
+            timeline,
+            size,
+            sha256,
+            restore_id,
+            duration: started.elapsed(),
+        };
+        tracing::info!(
+            index,
+            timeline = %outcome.timeline.id,
+            size,
+            duration_secs = outcome.duration.as_secs_f64(),
+            "restore took effect on the whole cluster"
+        );
+        Ok(outcome)
+    }
+
+    /// Proposes the file's chunks, keeping [`CHUNKS_IN_FLIGHT`] proposals open.
+    async fn send_chunks(
+        &self,
+        path: &Path,
+        restore_id: &str,
+        size: u64,
+        progress: &(dyn Fn(u64, u64) + Send + Sync),
+    ) -> Result<(), String> {
+        let mut in_flight = VecDeque::new();
+        let mut offset = 0u64;
+        let mut done = 0u64;
+        progress(0, size);
+        loop {
+            while in_flight.len() < CHUNKS_IN_FLIGHT && offset < size {
+                let p = path.to_path_buf();
+                let at = offset;
+                let data = tokio::task::spawn_blocking(move || {
+                    read_chunk(&p, at, RESTORE_CHUNK_BYTES)
+                })
+                .await
+                .map_err(|e| format!("the reading thread failed: {e}"))?
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                if data.is_empty() {
+                    return Err(format!(
+                        "{} is shorter than when it was checked",
+                        path.display()
+                    ));
+                }
+                let len = data.len() as u64;
+                let raft = self.raft().clone();
+                let command = Command::RestoreChunk {
+                    restore_id: restore_id.to_string(),
+                    offset,
+                    data,
+                };
+                in_flight.push_back((
+                    len,
+                    tokio::spawn(async move {
+                        tokio::time::timeout(ENTRY_COMMIT_TIMEOUT, raft.client_write(command))
+                            .await
+                    }),
+                ));
+                offset += len;
+            }
+            let Some((len, next)) = in_flight.pop_front() else {
+                break;
+            };
+            match next.await {
+                Ok(Ok(Ok(_))) => {
+                    done += len;
+                    progress(done, size);
+                }
+                Ok(Ok(Err(e))) => return Err(write_error_reason(&e)),
+                Ok(Err(_)) => {
+                    return Err(format!(
+                        "a chunk was not committed within {ENTRY_COMMIT_TIMEOUT:?} (no quorum?)"
+                    ))
+                }
+                Err(e) => return Err(format!("a proposal task failed: {e}")),
+            }
+        }
+        Ok(())
+    }
+
+    /// Best effort: tells every node to drop the chunks of an abandoned restore (the next
+    /// restore drops them anyway).
+    async fn abort_restore(&self, restore_id: &str) {
+        let command = Command::RestoreAbort {
+            restore_id: restore_id.to_string(),
+        };
+        match tokio::time::timeout(Duration::from_secs(10), self.raft().client_write(command)).await
+        {
+            Ok(Ok(_)) => tracing::info!(restore = %restore_id, "abandoned restore dropped"),
+            _ => tracing::warn!(
+                restore = %restore_id,
+                "could not drop the chunks of the abandoned restore now; the next restore drops them"
+            ),
+        }
+    }
+}
+
+/// After a restore or load at `index`: build a snapshot covering it, then purge the log up to
+/// it, so the chunks do not linger in the log and a lagging follower receives the (streamed)
+/// snapshot instead.
+pub async fn compact_log_after(raft: Raft, index: u64) {
+    let deadline = Instant::now() + COMPACT_WAIT;
+    loop {
+        if let Err(e) = raft.trigger().snapshot().await {
+            tracing::warn!(error = %e, "cannot trigger a snapshot after a restore");
+            return;
+        }
+        let covered = raft
+            .wait(Some(Duration::from_secs(10)))
+            .metrics(
+                |m| m.snapshot.is_some_and(|s| s.index >= index),
+                "a snapshot that covers the restore",
+            )
+            .await;
+        if covered.is_ok() {
+            break;
+        }
+        if Instant::now() >= deadline {
+            tracing::warn!(
+                index,
+                "no snapshot covered the restore within {COMPACT_WAIT:?}; its entries stay in \
+                 the log until the next one"
+            );
+            return;
+        }
+    }
+    if let Err(e) = raft.trigger().purge_log(index).await {
+        tracing::warn!(error = %e, "cannot purge the log after a restore");
+    }
+}
