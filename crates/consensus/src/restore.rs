@@ -80,10 +80,7 @@ pub enum RestoreError {
          none; check /status: the current timeline is {timeline_id} if it took effect \
          (all-new), otherwise the old one (all-old)"
     )]
-    Unknown {
-        reason: String,
-        timeline_id: String,
-    },
+    Unknown { reason: String, timeline_id: String },
 }
 
 /// What the restore is about, for the timeline history.
@@ -115,7 +112,11 @@ fn size_and_sha256(path: &Path) -> std::io::Result<(u64, String)> {
     }
     Ok((
         size,
-        hasher.finalize().iter().map(|b| format!("{b:02x}")).collect(),
+        hasher
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect(),
     ))
 }
 
@@ -201,7 +202,10 @@ impl RaftNode {
             "restore: the file passed its checks; sending it through the log"
         );
 
-        if let Err(reason) = self.send_chunks(&request.path, &restore_id, size, progress).await {
+        if let Err(reason) = self
+            .send_chunks(&request.path, &restore_id, size, progress)
+            .await
+        {
             self.abort_restore(&restore_id).await;
             return Err(RestoreError::Failed { reason });
         }
@@ -220,25 +224,27 @@ impl RaftNode {
             sha256: sha256.clone(),
             timeline,
         };
-        let written =
-            match tokio::time::timeout(ENTRY_COMMIT_TIMEOUT, self.raft().client_write(commit))
-                .await
-            {
-                Ok(Ok(written)) => written,
-                // Whether the entry was appended before leadership moved, openraft cannot say.
-                Ok(Err(e)) => {
-                    return Err(RestoreError::Unknown {
-                        reason: write_error_reason(&e),
-                        timeline_id,
-                    })
-                }
-                Err(_) => {
-                    return Err(RestoreError::Unknown {
-                        reason: format!("the commit was not confirmed within {ENTRY_COMMIT_TIMEOUT:?}"),
-                        timeline_id,
-                    })
-                }
-            };
+        let written = match tokio::time::timeout(
+            ENTRY_COMMIT_TIMEOUT,
+            self.raft().client_write(commit),
+        )
+        .await
+        {
+            Ok(Ok(written)) => written,
+            // Whether the entry was appended before leadership moved, openraft cannot say.
+            Ok(Err(e)) => {
+                return Err(RestoreError::Unknown {
+                    reason: write_error_reason(&e),
+                    timeline_id,
+                })
+            }
+            Err(_) => {
+                return Err(RestoreError::Unknown {
+                    reason: format!("the commit was not confirmed within {ENTRY_COMMIT_TIMEOUT:?}"),
+                    timeline_id,
+                })
+            }
+        };
         let index = written.log_id.index;
         let timeline = match written.data {
             CommandResponse::Restore(Ok(timeline)) => timeline,
@@ -285,12 +291,11 @@ impl RaftNode {
             while in_flight.len() < CHUNKS_IN_FLIGHT && offset < size {
                 let p = path.to_path_buf();
                 let at = offset;
-                let data = tokio::task::spawn_blocking(move || {
-                    read_chunk(&p, at, RESTORE_CHUNK_BYTES)
-                })
-                .await
-                .map_err(|e| format!("the reading thread failed: {e}"))?
-                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                let data =
+                    tokio::task::spawn_blocking(move || read_chunk(&p, at, RESTORE_CHUNK_BYTES))
+                        .await
+                        .map_err(|e| format!("the reading thread failed: {e}"))?
+                        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
                 if data.is_empty() {
                     return Err(format!(
                         "{} is shorter than when it was checked",
@@ -307,8 +312,7 @@ impl RaftNode {
                 in_flight.push_back((
                     len,
                     tokio::spawn(async move {
-                        tokio::time::timeout(ENTRY_COMMIT_TIMEOUT, raft.client_write(command))
-                            .await
+                        tokio::time::timeout(ENTRY_COMMIT_TIMEOUT, raft.client_write(command)).await
                     }),
                 ));
                 offset += len;

@@ -577,7 +577,14 @@ impl Store {
         validate_database(source)?;
         let staging = self.staging_path();
         let copied = std::fs::copy(source, &staging).map_err(|e| StoreError::io(&staging, e));
-        self.finish_load(copied.map(|_| ()), &staging, position, membership_json, timeline, &current)
+        self.finish_load(
+            copied.map(|_| ()),
+            &staging,
+            position,
+            membership_json,
+            timeline,
+            &current,
+        )
     }
 
     /// Restores the database from the chunks of restore `restore_id` (see
@@ -621,7 +628,9 @@ impl Store {
             ));
         }
         if let Err(e) = probe(&staging) {
-            return refuse(format!("the received file is not a usable SQLite database: {e}"));
+            return refuse(format!(
+                "the received file is not a usable SQLite database: {e}"
+            ));
         }
         self.finish_load(Ok(()), &staging, position, None, timeline, &current)
             .map(Ok)
@@ -1230,6 +1239,215 @@ mod tests {
 
     fn open(dir: &Path) -> Store {
         Store::open(&dir.join("db.sqlite"), StoreOptions::default()).unwrap()
+    }
+
+    fn sha256_hex(bytes: &[u8]) -> String {
+        use sha2::Digest;
+        sha2::Sha256::digest(bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    /// A standalone SQLite file with `rows` rows in table `r`, as bytes.
+    fn source_file(dir: &Path, rows: i64) -> Vec<u8> {
+        let path = dir.join(format!("source-{rows}.sqlite"));
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch("CREATE TABLE r(id INTEGER PRIMARY KEY, v BLOB)")
+            .unwrap();
+        for i in 0..rows {
+            conn.execute("INSERT INTO r(id, v) VALUES (?1, randomblob(3000))", [i])
+                .unwrap();
+        }
+        drop(conn);
+        std::fs::read(&path).unwrap()
+    }
+
+    /// A store on timeline "t1" with table `old` holding one row, at index 3.
+    fn with_old_data(dir: &Path) -> Store {
+        let store = open(dir);
+        store.apply_init_timeline(pos(1), &timeline("t1")).unwrap();
+        store
+            .apply_write(
+                pos(2),
+                T,
+                &[req(
+                    &["CREATE TABLE old(x)", "INSERT INTO old VALUES (1)"],
+                    false,
+                )],
+            )
+            .unwrap();
+        store.apply_membership(pos(3), None).unwrap();
+        store
+    }
+
+    #[test]
+    fn data_changed_moves_with_writes_and_timelines_not_with_blanks() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = with_old_data(dir.path());
+        let meta = store.meta().unwrap();
+        assert_eq!(meta.applied.map(|p| p.index), Some(3));
+        assert_eq!(meta.data_changed_index(), 2);
+        store.apply_membership(pos(4), Some("{}")).unwrap();
+        assert_eq!(store.meta().unwrap().data_changed_index(), 2);
+    }
+
+    #[test]
+    fn chunks_assemble_into_a_restore_on_a_new_timeline() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = with_old_data(dir.path());
+        let bytes = source_file(dir.path(), 50);
+        let chunk = 32 * 1024;
+        for (i, part) in bytes.chunks(chunk).enumerate() {
+            let index = 4 + i as u64;
+            store
+                .apply_restore_chunk(pos(index), "rid", (i * chunk) as u64, part)
+                .unwrap();
+            // Until the commit, readers see the old data only.
+            assert_eq!(count(&store, "SELECT COUNT(*) FROM old"), 1);
+        }
+        let (rid, chunks, held) = store.pending_restore().unwrap().unwrap();
+        assert_eq!((rid.as_str(), held), ("rid", bytes.len() as u64));
+        assert_eq!(chunks as usize, bytes.len().div_ceil(chunk));
+        let commit = pos(100);
+        let meta = store
+            .restore_from_chunks(
+                commit,
+                "rid",
+                bytes.len() as u64,
+                &sha256_hex(&bytes),
+                &timeline("t2"),
+            )
+            .unwrap()
+            .unwrap();
+        assert_eq!(meta.applied, Some(commit));
+        assert_eq!(meta.data_changed_index(), 100);
+        let t = meta.timeline().unwrap();
+        assert_eq!((t.id.as_str(), t.counter), ("t2", 2));
+        assert_eq!(t.parent.as_deref(), Some("t1"));
+        assert_eq!(count(&store, "SELECT COUNT(*) FROM r"), 50);
+        assert!(matches!(
+            store.query(&[Statement::new("SELECT * FROM old")]).unwrap()[0],
+            StatementResult::Error(_)
+        ));
+        assert_eq!(store.pending_restore().unwrap(), None);
+        // A replay of the commit changes nothing.
+        let again = store
+            .restore_from_chunks(commit, "rid", 0, "x", &timeline("t3"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(again.timeline().unwrap().id, "t2");
+        // The source bytes were never touched.
+        assert_eq!(
+            std::fs::read(dir.path().join("source-50.sqlite")).unwrap(),
+            bytes
+        );
+    }
+
+    #[test]
+    fn a_bad_or_incomplete_restore_is_refused_and_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = with_old_data(dir.path());
+        let bytes = source_file(dir.path(), 20);
+        let half = bytes.len() / 2;
+        // A gap: only the second half arrived.
+        store
+            .apply_restore_chunk(pos(4), "gap", half as u64, &bytes[half..])
+            .unwrap();
+        let refused = store
+            .restore_from_chunks(
+                pos(5),
+                "gap",
+                bytes.len() as u64,
+                &sha256_hex(&bytes),
+                &timeline("t2"),
+            )
+            .unwrap()
+            .unwrap_err();
+        assert!(refused.contains("missing bytes 0.."), "{refused}");
+        // Wrong hash.
+        store
+            .apply_restore_chunk(pos(6), "hash", 0, &bytes)
+            .unwrap();
+        let refused = store
+            .restore_from_chunks(
+                pos(7),
+                "hash",
+                bytes.len() as u64,
+                &"0".repeat(64),
+                &timeline("t2"),
+            )
+            .unwrap()
+            .unwrap_err();
+        assert!(refused.contains("sha256"), "{refused}");
+        // Not SQLite, though size and hash match.
+        let junk = vec![7u8; 5000];
+        store.apply_restore_chunk(pos(8), "junk", 0, &junk).unwrap();
+        let refused = store
+            .restore_from_chunks(
+                pos(9),
+                "junk",
+                junk.len() as u64,
+                &sha256_hex(&junk),
+                &timeline("t2"),
+            )
+            .unwrap()
+            .unwrap_err();
+        assert!(refused.contains("SQLite"), "{refused}");
+        let meta = store.meta().unwrap();
+        assert_eq!(meta.applied.map(|p| p.index), Some(9));
+        assert_eq!(meta.timeline().unwrap().id, "t1");
+        assert_eq!(count(&store, "SELECT COUNT(*) FROM old"), 1);
+        assert_eq!(store.pending_restore().unwrap(), None);
+    }
+
+    #[test]
+    fn a_newer_restore_supersedes_abandoned_chunks_and_snapshots_carry_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = with_old_data(dir.path());
+        let bytes = source_file(dir.path(), 10);
+        store
+            .apply_restore_chunk(pos(4), "old-one", 0, b"abandoned")
+            .unwrap();
+        store
+            .apply_restore_chunk(pos(5), "new", 0, &bytes[..1000])
+            .unwrap();
+        assert_eq!(
+            store.pending_restore().unwrap().map(|(id, _, _)| id),
+            Some("new".to_string())
+        );
+        // A snapshot taken mid-restore holds the chunks: a node installing it can finish.
+        let snap = dir.path().join("snap.sqlite");
+        store.snapshot_to(&snap).unwrap();
+        let other_dir = tempfile::tempdir().unwrap();
+        let other = open(other_dir.path());
+        other.install_from(&snap).unwrap();
+        other
+            .apply_restore_chunk(pos(6), "new", 1000, &bytes[1000..])
+            .unwrap();
+        let meta = other
+            .restore_from_chunks(
+                pos(7),
+                "new",
+                bytes.len() as u64,
+                &sha256_hex(&bytes),
+                &timeline("t2"),
+            )
+            .unwrap()
+            .unwrap();
+        assert_eq!(meta.timeline().unwrap().id, "t2");
+        assert_eq!(count(&other, "SELECT COUNT(*) FROM r"), 10);
+        // Clients cannot touch the chunks.
+        let refused = store
+            .apply_write(pos(8), T, &[req(&["DELETE FROM _raftlite_restore"], false)])
+            .unwrap();
+        assert!(
+            matches!(refused[0][0], StatementResult::Error(_)),
+            "{:?}",
+            refused[0][0]
+        );
+        store.apply_restore_abort(pos(9), "new").unwrap();
+        assert_eq!(store.pending_restore().unwrap(), None);
     }
 
     #[test]
