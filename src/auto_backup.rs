@@ -160,6 +160,76 @@ pub fn parse(
 /// The backends rqlite's auto-backup knows, as named in `type`.
 const SUPPORTED_TYPES: &str = "\"s3\", \"file\" or \"gcs\"";
 
+/// What an rqlite `-auto-restore` file stands for: where the backups are.
+#[derive(Clone)]
+pub struct AutoRestore {
+    pub to: String,
+    pub store_options: Vec<(String, String)>,
+    /// rqlite's `continue_on_failure`: start empty when nothing can be restored.
+    pub continue_on_failure: bool,
+    pub notes: Vec<String>,
+}
+
+impl fmt::Debug for AutoRestore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AutoRestore")
+            .field("to", &self.to)
+            .field("continue_on_failure", &self.continue_on_failure)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Reads rqlite's `-auto-restore` file (same `type` and `sub` as the auto-backup file, plus
+/// `timeout` and `continue_on_failure`; no `interval`).
+pub fn load_restore(path: &Path) -> Result<AutoRestore, AutoBackupError> {
+    let text = std::fs::read_to_string(path).map_err(|source| AutoBackupError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let expanded = expand_env(&text, &|name: &str| std::env::var(name).ok());
+    let mut root: Value = serde_json::from_str(&expanded).map_err(|e| AutoBackupError::Parse {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    let invalid = |reason: String| AutoBackupError::Invalid {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let Value::Object(top) = &mut root else {
+        return Err(invalid("the top level must be a JSON object".into()));
+    };
+    let continue_on_failure = match top.remove("continue_on_failure") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => b,
+        Some(_) => {
+            return Err(invalid(
+                "`continue_on_failure` must be true or false".into(),
+            ))
+        }
+    };
+    let mut notes = Vec::new();
+    if top.remove("timeout").is_some() {
+        notes.push(
+            "timeout: raftlite's object store requests have their own retry limits".to_owned(),
+        );
+    }
+    // The backup mapping wants an interval; a restore has none.
+    top.insert("interval".into(), Value::String("1h".into()));
+    let mapped = map(&root).map_err(invalid)?;
+    notes.extend(
+        mapped
+            .notes
+            .into_iter()
+            .filter(|n| !n.starts_with("timestamp") && !n.starts_with("no_compress")),
+    );
+    Ok(AutoRestore {
+        to: mapped.to,
+        store_options: mapped.store_options,
+        continue_on_failure,
+        notes,
+    })
+}
+
 fn map(root: &Value) -> Result<AutoBackup, String> {
     let Value::Object(top) = root else {
         return Err("the top level must be a JSON object".to_owned());

@@ -247,7 +247,7 @@ pub async fn run(args: BackupArgs) -> anyhow::Result<()> {
 
 /// Runs `work` unless Ctrl-C or SIGTERM comes first; then `work` is dropped (its temporary
 /// files with it) and the command fails with `cleanup` in the message.
-async fn interruptible<T>(
+pub(crate) async fn interruptible<T>(
     work: impl Future<Output = anyhow::Result<T>>,
     cleanup: &str,
 ) -> anyhow::Result<T> {
@@ -464,7 +464,7 @@ fn encryption_of(
 }
 
 /// The passphrase held by the environment variable NAMED `var`.
-fn passphrase_from_env(var: &str) -> anyhow::Result<String> {
+pub(crate) fn passphrase_from_env(var: &str) -> anyhow::Result<String> {
     // Someone may pass the passphrase itself instead of a variable's name: only echo names that
     // look like conventional variable names.
     let shown = if !var.is_empty()
@@ -492,12 +492,12 @@ fn passphrase_from_env(var: &str) -> anyhow::Result<String> {
 
 /// A backup-engine error as an `anyhow` error with its (already complete) message only: the
 /// messages embed their sources, so a chain would repeat them.
-fn engine_error(e: BackupError) -> anyhow::Error {
+pub(crate) fn engine_error(e: BackupError) -> anyhow::Error {
     anyhow!("{e}")
 }
 
 /// Parses a destination URL, with the retry bounds from the environment.
-fn open_destination(url: &str) -> anyhow::Result<Destination> {
+pub(crate) fn open_destination(url: &str) -> anyhow::Result<Destination> {
     Destination::parse_with_options(url, retry_options()?).map_err(engine_error)
 }
 
@@ -558,11 +558,11 @@ async fn check_reachable(dest: &Destination) -> anyhow::Result<()> {
 // The node: GET /db/backup
 // ---------------------------------------------------------------------------------------------
 
-struct NodeClient {
+pub(crate) struct NodeClient {
     /// `http(s)://host:port[/path]`, no trailing `/`.
-    base: String,
-    client: reqwest::Client,
-    auth: Option<(String, String)>,
+    pub(crate) base: String,
+    pub(crate) client: reqwest::Client,
+    pub(crate) auth: Option<(String, String)>,
 }
 
 struct Downloaded {
@@ -573,6 +573,15 @@ struct Downloaded {
 
 impl NodeClient {
     fn new(conn: &NodeConnection) -> anyhow::Result<NodeClient> {
+        NodeClient::with_read_timeout(conn, READ_TIMEOUT)
+    }
+
+    /// [`NodeClient::new`] with another limit for one read from the node (a restore answers
+    /// only once the whole cluster switched to the new file).
+    pub(crate) fn with_read_timeout(
+        conn: &NodeConnection,
+        read_timeout: Duration,
+    ) -> anyhow::Result<NodeClient> {
         let base = normalize_node_url(&conn.node)?;
         let auth = match conn.user.as_deref() {
             None => None,
@@ -585,7 +594,7 @@ impl NodeClient {
         };
         let mut builder = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
-            .read_timeout(READ_TIMEOUT)
+            .read_timeout(read_timeout)
             .user_agent(concat!("raftlite-backup/", env!("CARGO_PKG_VERSION")));
         if let Some(path) = &conn.ca_cert {
             let pem = std::fs::read(path)
@@ -683,7 +692,7 @@ impl NodeClient {
         })
     }
 
-    fn transport_error(&self, e: &reqwest::Error) -> anyhow::Error {
+    pub(crate) fn transport_error(&self, e: &reqwest::Error) -> anyhow::Error {
         let detail = innermost(e);
         let base = &self.base;
         if e.is_timeout() {
@@ -719,7 +728,7 @@ fn with_root_cause(e: &(dyn std::error::Error + 'static)) -> String {
 
 /// The innermost cause of a reqwest error ("Connection refused (os error 111)"); the outer
 /// ones are reqwest's wrappers.
-fn innermost(e: &reqwest::Error) -> String {
+pub(crate) fn innermost(e: &reqwest::Error) -> String {
     let mut last = e.to_string();
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
@@ -754,7 +763,7 @@ async fn http_error(resp: reqwest::Response, url: &str) -> anyhow::Error {
     anyhow!(msg)
 }
 
-fn excerpt(text: &str) -> String {
+pub(crate) fn excerpt(text: &str) -> String {
     let t = text.trim();
     match t.char_indices().nth(300) {
         Some((i, _)) => format!("{}...", &t[..i]),
@@ -790,12 +799,12 @@ fn normalize_node_url(raw: &str) -> anyhow::Result<String> {
 
 /// A private (0700) directory under the system temp dir, removed with everything in it when
 /// dropped.
-struct ScratchDir(PathBuf);
+pub(crate) struct ScratchDir(PathBuf);
 
 impl ScratchDir {
     const PREFIX: &'static str = "raftlite-backup-";
 
-    fn new() -> anyhow::Result<ScratchDir> {
+    pub(crate) fn new() -> anyhow::Result<ScratchDir> {
         let base = std::env::temp_dir();
         ScratchDir::remove_stale(&base);
         let mut last_error = None;
@@ -829,7 +838,7 @@ impl ScratchDir {
         )
     }
 
-    fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.0
     }
 
@@ -918,7 +927,7 @@ fn progress_bar(len: Option<u64>, visible: bool) -> ProgressBar {
     bar
 }
 
-fn spinner(visible: bool, message: String) -> ProgressBar {
+pub(crate) fn spinner(visible: bool, message: String) -> ProgressBar {
     if !visible {
         return ProgressBar::hidden();
     }
@@ -975,6 +984,7 @@ async fn list(args: BackupListArgs) -> anyhow::Result<()> {
             "PLAIN",
             "STORED",
             "ENCRYPTED",
+            "VERIFIED",
         ]
         .map(str::to_string)
         .to_vec();
@@ -985,11 +995,21 @@ async fn list(args: BackupListArgs) -> anyhow::Result<()> {
                 vec![
                     id.to_string(),
                     m.created_at.clone(),
-                    m.timeline.counter.to_string(),
+                    format!(
+                        "#{} {}",
+                        m.timeline.counter,
+                        m.timeline.id.get(..8).unwrap_or(&m.timeline.id)
+                    ),
                     m.log_index.to_string(),
                     human_bytes(m.plain_size),
                     human_bytes(m.stored_size),
                     if m.encryption.is_some() { "yes" } else { "no" }.to_string(),
+                    if listing.verified.contains(id) {
+                        "yes"
+                    } else {
+                        "no"
+                    }
+                    .to_string(),
                 ]
             })
             .collect();
@@ -1311,7 +1331,7 @@ fn failed_check(e: &BackupError) -> &'static str {
 // Output helpers
 // ---------------------------------------------------------------------------------------------
 
-fn print_json<T: Serialize + ?Sized>(value: &T) -> anyhow::Result<()> {
+pub(crate) fn print_json<T: Serialize + ?Sized>(value: &T) -> anyhow::Result<()> {
     let text = serde_json::to_string_pretty(value).context("cannot render JSON")?;
     let mut out = io::stdout().lock();
     match writeln!(out, "{text}").and_then(|()| out.flush()) {
@@ -1322,7 +1342,7 @@ fn print_json<T: Serialize + ?Sized>(value: &T) -> anyhow::Result<()> {
 }
 
 /// `512 B`, `1.5 KiB`, `12.3 MiB`, `1.20 GiB`.
-fn human_bytes(n: u64) -> String {
+pub(crate) fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
     if n < 1024 {
         return format!("{n} B");
@@ -1340,7 +1360,7 @@ fn human_bytes(n: u64) -> String {
     }
 }
 
-fn human_duration(d: Duration) -> String {
+pub(crate) fn human_duration(d: Duration) -> String {
     format!("{:.1} s", d.as_secs_f64())
 }
 

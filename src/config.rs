@@ -42,6 +42,14 @@ pub enum Command {
     Shell(ShellArgs),
     /// Create, list and verify backups.
     Backup(BackupArgs),
+    /// Replace the whole cluster's database with a SQLite file or a backup (online, all nodes
+    /// switch at one log index on a new timeline).
+    Restore(RestoreArgs),
+    /// Examine a data dir: classification, indexes, timelines, the recommended action.
+    /// Changes nothing.
+    Doctor(crate::recovery_cli::DoctorArgs),
+    /// Lost quorum: rewrite the membership of a STOPPED surviving node so it can serve again.
+    Recover(crate::recovery_cli::RecoverArgs),
 }
 
 /// Raw `serve` arguments. Every field is optional so that values missing from
@@ -191,6 +199,29 @@ pub struct ServeArgs {
     /// --backup-to and --backup-interval).
     #[arg(long, value_name = "FILE", env = "RAFTLITE_AUTO_BACKUP")]
     pub auto_backup: Option<PathBuf>,
+
+    /// Start even though the Raft log is lost or damaged: the surviving database seeds a new
+    /// single-node cluster on a new timeline (damaged parts are moved aside, never deleted).
+    #[arg(long, env = "RAFTLITE_RECOVERY_MODE")]
+    pub recovery_mode: bool,
+
+    /// On a brand-new empty node that bootstraps (not one that joins): first restore the newest
+    /// verified backup from this destination, on a new timeline. Never over existing data.
+    #[arg(long, value_name = "DEST", env = "RAFTLITE_AUTO_RESTORE_FROM")]
+    pub auto_restore_from: Option<String>,
+
+    /// age identity file that opens the backups to auto-restore.
+    #[arg(long, value_name = "FILE", env = "RAFTLITE_AUTO_RESTORE_IDENTITY")]
+    pub auto_restore_identity: Option<PathBuf>,
+
+    /// With --auto-restore-from: start empty when the destination has no backup (instead of
+    /// refusing to start).
+    #[arg(long, env = "RAFTLITE_AUTO_RESTORE_IF_EMPTY_OK")]
+    pub auto_restore_if_empty_ok: bool,
+
+    /// rqlite's `-auto-restore` JSON config file (instead of --auto-restore-from).
+    #[arg(long, value_name = "FILE", env = "RAFTLITE_AUTO_RESTORE")]
+    pub auto_restore: Option<PathBuf>,
 
     /// age X25519 recipient (`age1...`) to encrypt backups to; repeatable or comma-separated.
     #[arg(
@@ -364,6 +395,34 @@ pub struct BackupVerifyArgs {
     pub json: bool,
 }
 
+/// Arguments of `raftlite restore`.
+#[derive(Debug, Clone, Args)]
+pub struct RestoreArgs {
+    #[command(flatten)]
+    pub connection: NodeConnection,
+
+    /// What to restore: a SQLite file, `-` for stdin, or a backup destination (file:///abs/dir,
+    /// s3://bucket/prefix, gs://..., az://...).
+    #[arg(long, value_name = "SOURCE")]
+    pub from: String,
+
+    /// Backup to restore from a destination [default: the newest verified one].
+    #[arg(long, value_name = "ID")]
+    pub id: Option<String>,
+
+    /// age identity file (`AGE-SECRET-KEY-1...`) for encrypted backups.
+    #[arg(long, value_name = "FILE", conflicts_with = "passphrase_env")]
+    pub identity: Option<PathBuf>,
+
+    /// Name of an environment variable holding the passphrase of passphrase-encrypted backups.
+    #[arg(long, value_name = "VAR")]
+    pub passphrase_env: Option<String>,
+
+    /// Print the outcome as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// Arguments of `raftlite shell`.
 #[derive(Debug, Clone, Args)]
 pub struct ShellArgs {
@@ -428,6 +487,18 @@ pub struct ServeConfig {
     pub log_level: String,
     pub security: SecurityConfig,
     pub backup: BackupConfig,
+    pub recovery_mode: bool,
+    pub auto_restore: AutoRestoreConfig,
+}
+
+/// `--auto-restore-*` as given.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AutoRestoreConfig {
+    pub from: Option<String>,
+    pub identity: Option<PathBuf>,
+    pub if_empty_ok: bool,
+    /// rqlite `-auto-restore` file.
+    pub file: Option<PathBuf>,
 }
 
 /// Where, when and how the leader backs up (`--backup-*`, `[backup]` in the file,
@@ -585,6 +656,10 @@ struct FileConfig {
     node_ca: Option<PathBuf>,
     node_verify_client: Option<bool>,
     backup: Option<FileBackup>,
+    auto_restore_from: Option<String>,
+    auto_restore_identity: Option<PathBuf>,
+    auto_restore_if_empty_ok: Option<bool>,
+    auto_restore: Option<PathBuf>,
 }
 
 /// `off` (or `none`, `false`, `0`, empty) switches a feature off.
@@ -824,6 +899,14 @@ pub fn resolve(args: ServeArgs) -> Result<ServeConfig, ConfigError> {
                 },
                 auto_backup,
             }
+        },
+        recovery_mode: args.recovery_mode,
+        auto_restore: AutoRestoreConfig {
+            from: args.auto_restore_from.or(file.auto_restore_from),
+            identity: args.auto_restore_identity.or(file.auto_restore_identity),
+            if_empty_ok: args.auto_restore_if_empty_ok
+                || file.auto_restore_if_empty_ok.unwrap_or(false),
+            file: args.auto_restore.or(file.auto_restore),
         },
         security: SecurityConfig {
             auth: args.auth.or(file.auth),

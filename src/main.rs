@@ -1,9 +1,12 @@
 //! `raftlite`: a Raft-replicated SQLite server. See README.md and ARCHITECTURE.md.
 
 mod auto_backup;
+mod auto_restore;
 mod backup_cli;
 mod bench;
 mod config;
+mod recovery_cli;
+mod restore_cli;
 mod serve;
 mod shell;
 mod tls;
@@ -24,6 +27,16 @@ fn main() -> std::process::ExitCode {
         config::Command::Backup(args) => {
             async_runtime().and_then(|rt| rt.block_on(backup_cli::run(args)))
         }
+        config::Command::Restore(args) => {
+            async_runtime().and_then(|rt| rt.block_on(restore_cli::run(args)))
+        }
+        config::Command::Doctor(args) => recovery_cli::doctor(args),
+        config::Command::Recover(args) => async_runtime().and_then(|rt| {
+            rt.block_on(async {
+                init_cli_tracing();
+                recovery_cli::recover(args).await
+            })
+        }),
     };
     match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -32,6 +45,14 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::from(2)
         }
     }
+}
+
+/// Warnings of offline commands go to stderr.
+fn init_cli_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 fn async_runtime() -> anyhow::Result<tokio::runtime::Runtime> {

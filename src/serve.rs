@@ -29,7 +29,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let (auth, join_credentials) = load_auth(&config)?;
     let backups = load_backups(&config)?;
 
-    let state = classify(&config.data_dir);
+    let mut state = classify(&config.data_dir);
+    if config.recovery_mode {
+        state = run_recovery_mode(&config.data_dir, state)?;
+    }
     if !state.can_start() {
         bail!(
             "refusing to start on data dir {}: {state}",
@@ -46,9 +49,28 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         api_addr: tls.advertised_api_addr(&config.http_advertise_addr),
     };
 
-    let http_listener = TcpListener::bind(config.http_addr)
+    let auto_restore = auto_restore_settings(&config)?;
+    let mut http_listener = TcpListener::bind(config.http_addr)
         .await
         .with_context(|| format!("cannot listen on --http-addr {}", config.http_addr))?;
+    if let Some(settings) = auto_restore {
+        if !matches!(state, DataDirState::Empty) {
+            tracing::info!(
+                state = state.name(),
+                "auto-restore skipped: the data dir already holds data; serving its own data \
+                 (auto-restore only ever fills a brand-new empty node)"
+            );
+        } else if !config.join.is_empty() {
+            tracing::info!(
+                "auto-restore skipped: this node joins an existing cluster (--join), which \
+                 gives it the cluster's data"
+            );
+        } else {
+            http_listener =
+                auto_restore_while_not_ready(&config, &tls, http_listener, &settings).await?;
+            state = classify(&config.data_dir);
+        }
+    }
     let raft_listener = TcpListener::bind(config.raft_addr)
         .await
         .with_context(|| format!("cannot listen on --raft-addr {}", config.raft_addr))?;
@@ -268,6 +290,125 @@ fn load_auth(config: &ServeConfig) -> anyhow::Result<AuthSetup> {
     };
     tracing::info!(auth_file = %path.display(), "HTTP Basic auth is on");
     Ok((Some(Arc::new(store)), credentials))
+}
+
+/// `--recovery-mode`: recovers a data dir whose log is lost or damaged (or whose database is
+/// damaged) and returns its new classification; a healthy data dir starts as usual.
+fn run_recovery_mode(data_dir: &Path, state: DataDirState) -> anyhow::Result<DataDirState> {
+    match raftlite_consensus::recovery::recover_in_place(data_dir, &state) {
+        Ok(None) => {
+            tracing::warn!(
+                state = state.name(),
+                "--recovery-mode: nothing to recover; starting normally (remove the flag: it is \
+                 for one start after a loss)"
+            );
+            Ok(state)
+        }
+        Ok(Some(outcome)) => {
+            tracing::warn!(
+                moved_aside = ?outcome.moved_aside,
+                timeline = outcome.timeline.as_ref().map(|t| t.id.as_str()).unwrap_or(""),
+                "RECOVERY MODE: {}",
+                outcome.summary
+            );
+            Ok(classify(data_dir))
+        }
+        Err(e) => bail!(
+            "refusing to start on data dir {}: --recovery-mode could not recover: {e}",
+            data_dir.display()
+        ),
+    }
+}
+
+/// `--auto-restore-from` / `--auto-restore FILE`, resolved (`None`: off).
+fn auto_restore_settings(
+    config: &ServeConfig,
+) -> anyhow::Result<Option<crate::auto_restore::AutoRestoreSettings>> {
+    let a = &config.auto_restore;
+    let (from, store_options, if_empty_ok) = match (&a.from, &a.file) {
+        (None, None) => return Ok(None),
+        (Some(_), Some(_)) => bail!(
+            "refusing to start: --auto-restore-from and --auto-restore are both set; keep one"
+        ),
+        (Some(from), None) => (from.clone(), Vec::new(), a.if_empty_ok),
+        (None, Some(file)) => {
+            let parsed = crate::auto_backup::load_restore(file)
+                .context("refusing to start: bad --auto-restore file")?;
+            for note in &parsed.notes {
+                tracing::info!("--auto-restore: {note}");
+            }
+            (
+                parsed.to,
+                parsed.store_options,
+                a.if_empty_ok || parsed.continue_on_failure,
+            )
+        }
+    };
+    Ok(Some(crate::auto_restore::AutoRestoreSettings {
+        from,
+        store_options,
+        identity_file: a.identity.clone(),
+        passphrase_env: config.backup.passphrase_env.clone(),
+        if_empty_ok,
+    }))
+}
+
+/// Runs the auto-restore while the HTTP address answers 503 ("restore in progress") to every
+/// request, `/readyz` included; returns a fresh listener on the same address for the real API.
+async fn auto_restore_while_not_ready(
+    config: &ServeConfig,
+    tls: &crate::tls::TlsSetup,
+    listener: TcpListener,
+    settings: &crate::auto_restore::AutoRestoreSettings,
+) -> anyhow::Result<TcpListener> {
+    use axum::response::IntoResponse;
+    let source = settings.from.clone();
+    let not_ready = axum::Router::new().fallback(move || {
+        let body = format!(
+            "[-]restore: auto-restore from {source} in progress; the node serves when it is done\n"
+        );
+        async move {
+            (
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                [(axum::http::header::RETRY_AFTER, "5")],
+                body,
+            )
+                .into_response()
+        }
+    });
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let server = tokio::spawn(serve_until(
+        listener,
+        not_ready,
+        stop_rx,
+        tls.http_server.clone(),
+        "http",
+    ));
+    tracing::info!(from = %settings.from, "auto-restore: the data dir is empty and this node bootstraps; restoring the newest backup before serving");
+    let result = crate::auto_restore::restore_into_empty(&config.data_dir, settings).await;
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+    match result {
+        Ok(crate::auto_restore::AutoRestoreOutcome::Restored {
+            id,
+            timeline,
+            index,
+        }) => tracing::info!(
+            backup = %id,
+            backup_index = index,
+            timeline = %timeline.id,
+            counter = timeline.counter,
+            "auto-restore done: serving the backup's data on a new timeline"
+        ),
+        Ok(crate::auto_restore::AutoRestoreOutcome::NothingToRestore) => tracing::warn!(
+            from = %settings.from,
+            "auto-restore: no backup in the destination; starting empty (--auto-restore-if-empty-ok)"
+        ),
+        Err(e) => return Err(e.context("refusing to start: auto-restore failed")),
+    }
+    TcpListener::bind(config.http_addr)
+        .await
+        .with_context(|| format!("cannot listen on --http-addr {}", config.http_addr))
 }
 
 /// Backup settings (`--backup-*`, `--auto-backup`), all checked now: a bad destination URL,

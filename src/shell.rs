@@ -33,6 +33,9 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// For backups and restores: the longest wait for the response headers, for one read of a
 /// download, and for sending a whole upload.
 const TRANSFER_TIMEOUT: Duration = Duration::from_secs(600);
+/// For restores: the node answers only once every node switched to the new file, after
+/// checking and replicating all of it.
+const RESTORE_TIMEOUT: Duration = Duration::from_secs(3600);
 const MAX_REDIRECTS: usize = 5;
 const SQLITE_HEADER: &[u8] = b"SQLite format 3\0";
 
@@ -371,11 +374,14 @@ impl<W: Write> Shell<W> {
                 ))?;
             }
             DotCommand::Restore(path) => {
-                let n = self.api.restore(&path, self.progress)?;
+                let (n, timeline) = self.api.restore(&path, self.progress)?;
                 self.say(&format!(
                     "Database restored from {} ({n} bytes)",
                     path.display()
                 ))?;
+                if let Some(timeline) = timeline {
+                    self.say(&timeline)?;
+                }
             }
         }
         Ok(Flow::Continue)
@@ -700,13 +706,15 @@ impl Api {
         result
     }
 
-    /// `POST /db/load` with the bytes of `src`. Returns the number of bytes sent.
-    fn restore(&self, src: &Path, progress: bool) -> Result<u64, CmdError> {
+    /// `POST /db/load` with the bytes of `src`, streamed from the file as they are sent (never
+    /// read whole). Returns the number of bytes sent and, when the server started a new
+    /// timeline (a SQLite file), a line describing it.
+    fn restore(&self, src: &Path, progress: bool) -> Result<(u64, Option<String>), CmdError> {
         let len = fs::metadata(src)
             .map_err(|e| CmdError::Failed(format!("cannot read {}: {e}", src.display())))?
             .len();
         let bar = progress_bar(Some(len), progress);
-        let resp = self.send(Method::POST, "/db/load", None, &mut || {
+        let resp = self.send(Method::POST, "/db/load", Some(RESTORE_TIMEOUT), &mut || {
             let file = File::open(src)
                 .map_err(|e| CmdError::Failed(format!("cannot open {}: {e}", src.display())))?;
             bar.set_position(0);
@@ -727,8 +735,26 @@ impl Api {
         }) {
             return Err(CmdError::Failed(format!("/db/load: {err}")));
         }
-        Ok(len)
+        Ok((len, timeline_line(&body)))
     }
+}
+
+/// `New timeline #2 (id), log index N` from a `/db/load` answer that has a timeline.
+fn timeline_line(answer: &Value) -> Option<String> {
+    let timeline = answer.get("timeline")?;
+    let id = timeline.get("id")?.as_str()?;
+    let mut line = match timeline.get("counter").and_then(Value::as_u64) {
+        Some(counter) => format!("New timeline #{counter} ({id})"),
+        None => format!("New timeline {id}"),
+    };
+    if let Some(index) = answer
+        .get("restore")
+        .and_then(|r| r.get("index"))
+        .and_then(Value::as_u64)
+    {
+        line.push_str(&format!(", in effect on every node from log index {index}"));
+    }
+    Some(line)
 }
 
 /// `<dir>/.<name>.tmp-<pid>` beside `dest`.
@@ -1532,6 +1558,20 @@ mod tests {
         );
         assert_eq!(rows[1][0], "10");
         assert!(nodes_table(&json!({"1": {}})).is_err());
+    }
+
+    #[test]
+    fn restore_answers_name_the_new_timeline() {
+        let answer = serde_json::json!({
+            "results": [],
+            "timeline": {"id": "abc", "counter": 3},
+            "restore": {"index": 42}
+        });
+        assert_eq!(
+            timeline_line(&answer).as_deref(),
+            Some("New timeline #3 (abc), in effect on every node from log index 42")
+        );
+        assert_eq!(timeline_line(&serde_json::json!({"results": []})), None);
     }
 
     #[test]

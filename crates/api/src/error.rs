@@ -62,6 +62,29 @@ impl From<raftlite_consensus::node::WriteError> for ApiError {
     }
 }
 
+impl From<raftlite_consensus::restore::RestoreError> for ApiError {
+    fn from(e: raftlite_consensus::restore::RestoreError) -> Self {
+        use raftlite_consensus::restore::RestoreError;
+        match e {
+            RestoreError::NotLeader { leader } => {
+                ApiError::from(raftlite_consensus::node::WriteError::NotLeader { leader })
+            }
+            // The file itself is bad: the client must send another one.
+            RestoreError::Invalid { .. } => ApiError::BadRequest(format!(
+                "the uploaded file was refused: {e}. Check that the file is complete and \
+                 undamaged (sqlite3 FILE 'PRAGMA integrity_check')"
+            )),
+            RestoreError::Refused { .. } => ApiError::BadRequest(e.to_string()),
+            RestoreError::Read { .. } => ApiError::Internal(e.to_string()),
+            // The cluster could not finish (all-old), or cannot tell yet (the message names
+            // the timeline id that /status shows if it took effect).
+            RestoreError::Failed { .. } | RestoreError::Unknown { .. } => {
+                ApiError::Unavailable(e.to_string())
+            }
+        }
+    }
+}
+
 impl From<raftlite_store::StoreError> for ApiError {
     fn from(e: raftlite_store::StoreError) -> Self {
         ApiError::Internal(e.to_string())

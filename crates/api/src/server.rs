@@ -157,6 +157,34 @@ pub(crate) async fn to_leader_within(
     err: WriteError,
     timeout: Option<Duration>,
 ) -> Response {
+    let req = LeaderOnlyStream {
+        method: req.method,
+        uri: req.uri,
+        headers: req.headers,
+        body: reqwest::Body::from(req.body),
+        redirect: req.redirect,
+    };
+    to_leader_streaming(state, req, err, timeout).await
+}
+
+/// [`LeaderOnly`] whose body is sent as it is produced (a database file read in chunks), so a
+/// large upload never sits in this node's memory.
+pub(crate) struct LeaderOnlyStream<'a> {
+    pub(crate) method: Method,
+    pub(crate) uri: &'a Uri,
+    pub(crate) headers: &'a HeaderMap,
+    pub(crate) body: reqwest::Body,
+    pub(crate) redirect: bool,
+}
+
+/// [`to_leader_within`] for a streamed request body. Under `?redirect` the body is dropped
+/// unsent (the client sends it again to the leader).
+pub(crate) async fn to_leader_streaming(
+    state: &ApiState,
+    req: LeaderOnlyStream<'_>,
+    err: WriteError,
+    timeout: Option<Duration>,
+) -> Response {
     let WriteError::NotLeader {
         leader: Some((leader_id, leader)),
     } = err

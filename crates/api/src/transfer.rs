@@ -9,11 +9,25 @@
 //! `Content-Encoding`, as rqlite does).
 //!
 //! **Load**: the body is a SQLite file (it starts with the 16-byte header `SQLite format 3\0`)
-//! or SQL text. SQL text is split into statements; `BEGIN`/`COMMIT`/`END` are dropped (dumps
-//! carry them and raftlite runs the rest as one transaction) and the statements are applied as
-//! one `?transaction` write. A SQLite file is validated (header and `quick_check`) and then
-//! replicated through Raft as one `Command::Load` entry that every node swaps in atomically,
-//! starting a new timeline; a bad file is refused with 400 and nothing changes.
+//! or SQL text; the first 16 bytes decide. SQL text is buffered (at most [`MAX_LOAD_BYTES`]),
+//! split into statements; `BEGIN`/`COMMIT`/`END` are dropped (dumps carry them and raftlite runs
+//! the rest as one transaction) and the statements are applied as one `?transaction` write.
+//! A SQLite file is never held in memory: the body is streamed into a scratch file under
+//! `<data-dir>/snapshots/` (no size limit but the disk), which the leader restores through the
+//! log with [`RaftNode::restore_file`](raftlite_consensus::node::RaftNode) (`PRAGMA
+//! integrity_check`, 1 MiB chunk entries, one commit at which every node swaps the file in on a
+//! new timeline); a follower streams the scratch file on to the leader (or answers 301 under
+//! `?redirect`, before reading the body). `?reason=` is recorded in the new timeline (default
+//! `load via /db/load`); `?timeline_id=` (1-64 characters of `0-9 a-z A-Z _ -`) chooses its id,
+//! so a client whose answer is lost can tell from `/status` whether the restore took effect.
+//! `?timeout` applies to SQL text only: a file restore has its own per-entry limits.
+//! Answers: 200 with `results`, `time`, `timeline` and `restore` (`index`, `size`, `sha256`,
+//! `duration_secs`); 400 when the file is refused (nothing changed); 503 when the restore
+//! stopped (all-old) or its outcome is unknown (the message names the timeline id to look for).
+//! The scratch file is removed on every path (and at start-up after a crash).
+//!
+//! Old logs may still hold `Command::Load` entries (a whole file in one entry): they are still
+//! applied, but nothing proposes them any more.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -21,37 +35,35 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::body::{Body, Bytes};
-use axum::extract::rejection::BytesRejection;
+use axum::body::{Body, BodyDataStream, Bytes};
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use openraft::error::{ClientWriteError, RaftError};
-use raftlite_consensus::node::{unix_ms, DataDirLayout, WriteError};
+use futures::StreamExt;
+use raftlite_consensus::node::{DataDirLayout, WriteError};
+use raftlite_consensus::restore::{RestoreError, RestoreOutcome, RestoreRequest};
 use raftlite_consensus::state_machine::SnapshotDir;
-use raftlite_consensus::Command;
 use raftlite_store::dump::{self, TransactionControl};
-use raftlite_store::{MetaState, Statement, StoreError, TimelineRecord, WriteRequest};
+use raftlite_store::{MetaState, Statement, StoreError, WriteRequest};
 use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use crate::error::ApiError;
 use crate::rqlite;
 use crate::server::{
-    flag, json_response, timeout_of, to_leader, to_leader_within, write_with_timeout, ApiState,
-    LeaderOnly, MAX_BODY_BYTES,
+    flag, json_response, timeout_of, to_leader, to_leader_streaming, to_leader_within,
+    write_with_timeout, ApiState, LeaderOnly, LeaderOnlyStream, MAX_BODY_BYTES,
 };
 
 /// The first 16 bytes of every SQLite database file.
 pub const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
 
-/// Largest SQLite file `/db/load` accepts. The whole file travels in one Raft entry, and
+/// Largest SQL text `/db/load` accepts: the statements are applied as one Raft entry, and
 /// openraft 0.9 gives each AppendEntries request one heartbeat interval to be received, decoded
-/// and fsync'd by a follower; much larger entries time out and are resent until elections start.
-/// 16 MiB replicates within that budget with margin on loopback; chunked entries (the cluster
-/// restore) lift the limit.
+/// and fsync'd by a follower. SQLite files have no such limit (they travel in 1 MiB chunks).
 pub const MAX_LOAD_BYTES: usize = 16 * 1024 * 1024;
 
 const _: () = assert!(
@@ -59,8 +71,7 @@ const _: () = assert!(
         && MAX_LOAD_BYTES <= MAX_BODY_BYTES
 );
 
-/// How long a load waits to be committed and applied unless `?timeout` says otherwise: a large
-/// file is written, checked and fsync'd on every node.
+/// How long a SQL-text load waits to be committed and applied unless `?timeout` says otherwise.
 const DEFAULT_LOAD_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Chunks a backup is streamed in, and how many may wait unsent (bounds memory per download).
@@ -70,8 +81,9 @@ const CHUNKS_IN_FLIGHT: usize = 4;
 /// A forwarded backup may take long to stream; the shared client's 30 s limit is too short.
 const FORWARDED_BACKUP_TIMEOUT: Duration = Duration::from_secs(3600);
 
-/// How long after a file load the leader waits for the snapshot that lets it purge the entry.
-const PURGE_WAIT: Duration = Duration::from_secs(120);
+/// A forwarded restore may take long: the leader checks the whole file, sends it through the
+/// log and waits for every node's swap before it answers.
+const FORWARDED_RESTORE_TIMEOUT: Duration = Duration::from_secs(3600);
 
 type Params = Query<HashMap<String, String>>;
 
@@ -101,11 +113,21 @@ impl Scratch {
 
 impl Drop for Scratch {
     fn drop(&mut self) {
-        match std::fs::remove_file(&self.0) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => {
-                tracing::warn!(file = %self.0.display(), error = %e, "could not remove a scratch file")
+        // An uploaded file in WAL mode gets `-wal`/`-shm` companions when SQLite checks it.
+        let mut companions = Vec::with_capacity(3);
+        companions.push(self.0.clone());
+        for suffix in ["-wal", "-shm"] {
+            let mut name = self.0.clone().into_os_string();
+            name.push(suffix);
+            companions.push(PathBuf::from(name));
+        }
+        for path in companions {
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::warn!(file = %path.display(), error = %e, "could not remove a scratch file")
+                }
             }
         }
     }
@@ -343,10 +365,66 @@ async fn forward_backup(
 
 fn too_large(detail: &str) -> ApiError {
     ApiError::BadRequest(format!(
-        "{detail}: /db/load accepts at most {} MiB because the whole database travels in one \
-         Raft entry; use `raftlite restore` (coming in a later release) for larger databases",
+        "{detail}: SQL text sent to /db/load is limited to {} MiB because it is applied as one \
+         Raft entry; nothing was applied. Split the text into smaller loads, or load a SQLite \
+         database file instead (files have no size limit)",
         MAX_LOAD_BYTES / (1024 * 1024)
     ))
+}
+
+/// The upload stopped before its end (the client went away or the connection broke).
+fn broken_upload(received: u64, e: &axum::Error) -> ApiError {
+    ApiError::BadRequest(format!(
+        "the upload broke off after {received} bytes ({e}); nothing was changed: send the \
+         whole file again"
+    ))
+}
+
+/// What a SQLite-file load records, from `?reason=` and `?timeline_id=`, checked before the
+/// body is read so that a bad parameter costs no upload.
+#[derive(Debug, PartialEq, Eq)]
+struct FileLoadOptions {
+    reason: String,
+    timeline_id: Option<String>,
+}
+
+const DEFAULT_LOAD_REASON: &str = "load via /db/load";
+/// Longest `?reason=`: it is stored in every node's timeline history.
+const MAX_REASON_CHARS: usize = 256;
+const MAX_TIMELINE_ID_CHARS: usize = 64;
+
+fn file_load_options(params: &HashMap<String, String>) -> Result<FileLoadOptions, ApiError> {
+    let timeline_id = match params.get("timeline_id") {
+        None => None,
+        Some(id) => {
+            let valid = (1..=MAX_TIMELINE_ID_CHARS).contains(&id.len())
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+            if !valid {
+                return Err(ApiError::BadRequest(format!(
+                    "invalid timeline_id {:?}: use 1-{MAX_TIMELINE_ID_CHARS} characters of \
+                     0-9 a-z A-Z _ -; nothing was changed",
+                    id.chars().take(80).collect::<String>()
+                )));
+            }
+            Some(id.clone())
+        }
+    };
+    let reason = match params.get("reason").map(|r| r.trim()) {
+        None | Some("") => DEFAULT_LOAD_REASON.to_string(),
+        Some(r) if r.chars().count() > MAX_REASON_CHARS || r.chars().any(char::is_control) => {
+            return Err(ApiError::BadRequest(format!(
+                "invalid reason: use at most {MAX_REASON_CHARS} characters without control \
+                 characters (it is recorded in the timeline history); nothing was changed"
+            )))
+        }
+        Some(r) => r.to_string(),
+    };
+    Ok(FileLoadOptions {
+        reason,
+        timeline_id,
+    })
 }
 
 async fn load(
@@ -355,24 +433,16 @@ async fn load(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Response {
     metrics::counter!("raftlite_http_requests_total", "endpoint" => "load").increment(1);
     let started = Instant::now();
     let result: Result<Response, ApiError> = async {
-        let body = body.map_err(|e| too_large(&format!("cannot read the request body ({e})")))?;
-        if body.len() > MAX_LOAD_BYTES {
-            return Err(too_large(&format!("the body has {} bytes", body.len())));
-        }
-        if body.iter().all(u8::is_ascii_whitespace) {
-            return Err(ApiError::BadRequest(
-                "the body is empty: send a SQLite database file or SQL text".into(),
-            ));
-        }
         let timeout = match params.get("timeout") {
             Some(_) => timeout_of(&params)?,
             None => DEFAULT_LOAD_TIMEOUT,
         };
+        let options = file_load_options(&params)?;
         let ctx = LoadContext {
             state: &state,
             params: &params,
@@ -382,18 +452,77 @@ async fn load(
             started,
             timeout,
         };
+        // A follower answers a redirect before reading the upload: the client sends it again
+        // to the leader, so reading it here would be wasted.
+        if flag(&params, "redirect") && !state.node.is_leader() {
+            let leader = state.node.leader();
+            return Ok(ctx
+                .forward(Bytes::new(), WriteError::NotLeader { leader })
+                .await);
+        }
+        let mut upload = body.into_data_stream();
+        let mut head: Vec<Bytes> = Vec::new();
+        let mut received = 0u64;
+        while received < SQLITE_MAGIC.len() as u64 {
+            match upload.next().await {
+                Some(Ok(chunk)) => {
+                    received += chunk.len() as u64;
+                    head.push(chunk);
+                }
+                Some(Err(e)) => return Err(broken_upload(received, &e)),
+                None => break,
+            }
+        }
+        if starts_with_magic(&head) {
+            return load_file(ctx, options, head, upload).await;
+        }
+        let body = buffer_text(head, upload).await?;
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Err(ApiError::BadRequest(
+                "the body is empty: send a SQLite database file or SQL text".into(),
+            ));
+        }
         if !state.node.is_leader() {
             let leader = state.node.leader();
             return Ok(ctx.forward(body, WriteError::NotLeader { leader }).await);
         }
-        if body.starts_with(SQLITE_MAGIC) {
-            load_file(ctx, body).await
-        } else {
-            load_sql(ctx, body).await
-        }
+        load_sql(ctx, body).await
     }
     .await;
     result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// Whether the first bytes of the upload (in however many chunks they came) are the SQLite
+/// header.
+fn starts_with_magic(chunks: &[Bytes]) -> bool {
+    let mut head = Vec::with_capacity(SQLITE_MAGIC.len());
+    for chunk in chunks {
+        let take = (SQLITE_MAGIC.len() - head.len()).min(chunk.len());
+        head.extend_from_slice(&chunk[..take]);
+        if head.len() == SQLITE_MAGIC.len() {
+            break;
+        }
+    }
+    head == SQLITE_MAGIC
+}
+
+/// The rest of a SQL-text upload in memory, refused past [`MAX_LOAD_BYTES`] (text is applied
+/// as one entry, so it must fit in memory anyway).
+async fn buffer_text(head: Vec<Bytes>, mut upload: BodyDataStream) -> Result<Bytes, ApiError> {
+    let mut text: Vec<u8> = Vec::new();
+    for chunk in head {
+        text.extend_from_slice(&chunk);
+    }
+    while let Some(chunk) = upload.next().await {
+        let chunk = chunk.map_err(|e| broken_upload(text.len() as u64, &e))?;
+        if text.len() + chunk.len() > MAX_LOAD_BYTES {
+            return Err(too_large(&format!(
+                "the body has more than {MAX_LOAD_BYTES} bytes"
+            )));
+        }
+        text.extend_from_slice(&chunk);
+    }
+    Ok(Bytes::from(text))
 }
 
 struct LoadContext<'a> {
@@ -417,6 +546,73 @@ impl LoadContext<'_> {
         };
         to_leader(self.state, req, err).await
     }
+
+    /// Forwards a spooled upload to the leader, read from disk in chunks as it is sent; the
+    /// scratch file goes when the request body is done with (sent, or the request failed).
+    async fn forward_file(&self, file: Scratch, err: WriteError) -> Response {
+        let req = LeaderOnlyStream {
+            method: self.method.clone(),
+            uri: self.uri,
+            headers: self.headers,
+            body: reqwest::Body::wrap_stream(file_chunks(file)),
+            redirect: flag(self.params, "redirect"),
+        };
+        to_leader_streaming(self.state, req, err, Some(FORWARDED_RESTORE_TIMEOUT)).await
+    }
+}
+
+/// The bytes of `file` in [`CHUNK_BYTES`] chunks; the file is removed when the stream ends or
+/// is dropped.
+fn file_chunks(
+    file: Scratch,
+) -> impl futures::Stream<Item = std::io::Result<Bytes>> + Send + 'static {
+    futures::stream::try_unfold((file, None), |(file, open)| async move {
+        let mut reader = match open {
+            Some(reader) => reader,
+            None => tokio::fs::File::open(file.path()).await?,
+        };
+        let mut buf = vec![0u8; CHUNK_BYTES];
+        let n = reader.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        buf.truncate(n);
+        Ok(Some((Bytes::from(buf), (file, Some(reader)))))
+    })
+}
+
+/// Writes the upload (its first chunks already read) to a scratch file under
+/// `<data-dir>/snapshots/`, chunk by chunk: memory stays bounded whatever the size.
+async fn spool_upload(
+    snapshots: &SnapshotDir,
+    head: Vec<Bytes>,
+    mut upload: BodyDataStream,
+) -> Result<(Scratch, u64), ApiError> {
+    let scratch = Scratch::new(snapshots, "load-upload");
+    let disk_error = |e: std::io::Error| {
+        ApiError::Internal(format!(
+            "cannot store the uploaded database in {}: {e}; the data dir needs room for a \
+             copy of the file (is its disk full?); nothing was changed",
+            scratch.path().display()
+        ))
+    };
+    let file = tokio::fs::File::create(scratch.path())
+        .await
+        .map_err(disk_error)?;
+    let mut out = tokio::io::BufWriter::with_capacity(CHUNK_BYTES, file);
+    let mut size = 0u64;
+    for chunk in head {
+        out.write_all(&chunk).await.map_err(disk_error)?;
+        size += chunk.len() as u64;
+    }
+    while let Some(chunk) = upload.next().await {
+        let chunk = chunk.map_err(|e| broken_upload(size, &e))?;
+        out.write_all(&chunk).await.map_err(disk_error)?;
+        size += chunk.len() as u64;
+    }
+    out.flush().await.map_err(disk_error)?;
+    drop(out);
+    Ok((scratch, size))
 }
 
 /// The statements of SQL text to load, without the transaction control dumps carry.
@@ -474,124 +670,77 @@ async fn load_sql(ctx: LoadContext<'_>, body: Bytes) -> Result<Response, ApiErro
     }
 }
 
-/// The new timeline a load starts, as the leader sees the current one. Applying the entry fills
-/// in counter, parent and parent index from each node's own state (identical on all nodes).
-fn next_timeline(meta: &MetaState) -> TimelineRecord {
-    let current = meta.timeline();
-    TimelineRecord {
-        id: format!("{:032x}", rand::random::<u128>()),
-        counter: current.map(|t| t.counter + 1).unwrap_or(1),
-        parent: current.map(|t| t.id.clone()),
-        parent_index: current.map(|_| meta.applied.map(|a| a.index).unwrap_or(0)),
-        reason: "load".to_string(),
-        at_unix_ms: unix_ms(),
+/// A SQLite file: spooled to disk, then restored through the log by the leader
+/// ([`raftlite_consensus::restore`]), or forwarded to it.
+async fn load_file(
+    ctx: LoadContext<'_>,
+    options: FileLoadOptions,
+    head: Vec<Bytes>,
+    upload: BodyDataStream,
+) -> Result<Response, ApiError> {
+    let snapshots = snapshot_dir(ctx.state)?;
+    let (file, size) = spool_upload(&snapshots, head, upload).await?;
+    if !ctx.state.node.is_leader() {
+        let leader = ctx.state.node.leader();
+        return Ok(ctx
+            .forward_file(file, WriteError::NotLeader { leader })
+            .await);
+    }
+    tracing::info!(bytes = size, reason = %options.reason, "database upload received; restoring");
+    let node = ctx.state.node.clone();
+    let request = RestoreRequest {
+        path: file.path().to_path_buf(),
+        reason: options.reason,
+        timeline_id: options.timeline_id,
+    };
+    // Its own task: a client that goes away must not cut a restore short (after its commit is
+    // proposed, only finishing tells the outcome), and the task keeps the file until it is over.
+    let restore = tokio::spawn(async move {
+        let outcome = node.restore_file(request, &|_, _| {}).await;
+        (outcome, file)
+    });
+    let (outcome, file) = restore
+        .await
+        .map_err(|e| ApiError::Internal(format!("the restore task failed: {e}")))?;
+    match outcome {
+        Ok(outcome) => {
+            drop(file);
+            Ok(restored(&ctx, &outcome))
+        }
+        // Leadership moved before anything was proposed: the new leader restores it.
+        Err(RestoreError::NotLeader { leader }) => Ok(ctx
+            .forward_file(file, WriteError::NotLeader { leader })
+            .await),
+        Err(e) => {
+            drop(file);
+            Err(ApiError::from(e))
+        }
     }
 }
 
-async fn load_file(ctx: LoadContext<'_>, body: Bytes) -> Result<Response, ApiError> {
-    let snapshots = snapshot_dir(ctx.state)?;
-    let bytes = body.clone();
-    blocking(move || {
-        let check = Scratch::new(&snapshots, "load-check");
-        std::fs::write(check.path(), &bytes).map_err(|e| {
-            ApiError::Internal(format!(
-                "cannot write the uploaded database to {} for checking: {e}",
-                check.path().display()
-            ))
-        })?;
-        match raftlite_store::validate_database(check.path()) {
-            Ok(_) => Ok(()),
-            Err(StoreError::NotADatabase { detail, .. }) => Err(ApiError::BadRequest(format!(
-                "the uploaded file is not a usable SQLite database ({detail}); nothing was \
-                 changed. Check that the file is complete and undamaged (sqlite3 FILE \
-                 'PRAGMA integrity_check')"
-            ))),
-            Err(e) => Err(ApiError::Internal(format!(
-                "cannot check the uploaded database: {e}"
-            ))),
-        }
-    })
-    .await?;
-
-    let store = ctx.state.node.store();
-    let meta = blocking(move || store.meta().map_err(ApiError::from)).await?;
-    let command = Command::Load {
-        database: body.to_vec(),
-        timeline: next_timeline(&meta),
-    };
-    let raft = ctx.state.node.raft().clone();
-    let written = match tokio::time::timeout(ctx.timeout, raft.client_write(command)).await {
-        Ok(Ok(written)) => written,
-        Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
-            let err = WriteError::NotLeader {
-                leader: f.leader_id.zip(f.leader_node),
-            };
-            return Ok(ctx.forward(body, err).await);
-        }
-        Ok(Err(e)) => {
-            return Err(ApiError::Unavailable(format!(
-                "the load was not committed: {e}; retry"
-            )))
-        }
-        Err(_) => {
-            return Err(ApiError::Unavailable(format!(
-                "the load was not committed within {:?} (no quorum?); it may still be applied \
-                 later: check /status before retrying",
-                ctx.timeout
-            )))
-        }
-    };
-    let index = written.log_id.index;
-    tracing::info!(index, bytes = body.len(), "database loaded through the log");
-    tokio::spawn(compact_after_load(raft, index));
-
-    let store = ctx.state.node.store();
-    let meta = blocking(move || store.meta().map_err(ApiError::from)).await?;
+/// rqlite's answer shape, plus the new timeline and what the restore did.
+fn restored(ctx: &LoadContext<'_>, outcome: &RestoreOutcome) -> Response {
     let opts = rqlite::response_options(ctx.params);
     let mut response = rqlite::encode_results(
         &[],
         &opts,
         Some(ctx.started.elapsed().as_secs_f64()),
-        flag(ctx.params, "raft_index").then_some(index),
+        flag(ctx.params, "raft_index").then_some(outcome.index),
     );
-    if let (Some(obj), Some(t)) = (response.as_object_mut(), meta.timeline()) {
-        obj.insert("timeline".into(), json!(t));
+    if let Some(obj) = response.as_object_mut() {
+        obj.insert("timeline".into(), json!(outcome.timeline));
+        obj.insert(
+            "restore".into(),
+            json!({
+                "index": outcome.index,
+                "size": outcome.size,
+                "sha256": outcome.sha256,
+                "restore_id": outcome.restore_id,
+                "duration_secs": outcome.duration.as_secs_f64(),
+            }),
+        );
     }
-    Ok(json_response(StatusCode::OK, &response, opts.pretty))
-}
-
-/// After a file load: build a snapshot covering it, then purge the log up to it, so the large
-/// entry does not linger in the leader's log and a lagging follower receives the (streamed)
-/// snapshot instead. Followers drop the entry at their own next snapshot.
-async fn compact_after_load(raft: raftlite_consensus::Raft, index: u64) {
-    let deadline = Instant::now() + PURGE_WAIT;
-    loop {
-        if let Err(e) = raft.trigger().snapshot().await {
-            tracing::warn!(error = %e, "cannot trigger a snapshot after a load");
-            return;
-        }
-        let covered = raft
-            .wait(Some(Duration::from_secs(10)))
-            .metrics(
-                |m| m.snapshot.is_some_and(|s| s.index >= index),
-                "a snapshot that covers the load",
-            )
-            .await;
-        if covered.is_ok() {
-            break;
-        }
-        if Instant::now() >= deadline {
-            tracing::warn!(
-                index,
-                "no snapshot covered the load within {PURGE_WAIT:?}; the entry stays in the \
-                 log until the next one"
-            );
-            return;
-        }
-    }
-    if let Err(e) = raft.trigger().purge_log(index).await {
-        tracing::warn!(error = %e, "cannot purge the log after a load");
-    }
+    json_response(StatusCode::OK, &response, opts.pretty)
 }
 
 #[cfg(test)]
@@ -635,30 +784,51 @@ mod tests {
     }
 
     #[test]
-    fn next_timeline_descends_from_the_current_one() {
-        let meta = MetaState {
-            applied: Some(raftlite_store::LogPosition {
-                term: 2,
-                leader_node: 1,
-                index: 41,
-            }),
-            data_changed: None,
-            membership_json: None,
-            timeline_history: vec![TimelineRecord {
-                id: "aa".into(),
-                counter: 1,
-                parent: None,
-                parent_index: None,
-                reason: "bootstrap".into(),
-                at_unix_ms: 1,
-            }],
+    fn file_load_options_are_checked() {
+        let p = |pairs: &[(&str, &str)]| -> HashMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
         };
-        let next = next_timeline(&meta);
-        assert_eq!(next.counter, 2);
-        assert_eq!(next.parent.as_deref(), Some("aa"));
-        assert_eq!(next.parent_index, Some(41));
-        assert_eq!(next.reason, "load");
-        assert_eq!(next.id.len(), 32);
-        assert_ne!(next.id, next_timeline(&meta).id);
+        assert_eq!(
+            file_load_options(&p(&[])).ok(),
+            Some(FileLoadOptions {
+                reason: DEFAULT_LOAD_REASON.into(),
+                timeline_id: None
+            })
+        );
+        assert_eq!(
+            file_load_options(&p(&[("timeline_id", "aB_-9"), ("reason", " from x ")])).ok(),
+            Some(FileLoadOptions {
+                reason: "from x".into(),
+                timeline_id: Some("aB_-9".into())
+            })
+        );
+        let long = "a".repeat(65);
+        for bad in ["", "a b", "é", "a/b", long.as_str()] {
+            assert!(
+                file_load_options(&p(&[("timeline_id", bad)])).is_err(),
+                "{bad:?}"
+            );
+        }
+        assert!(file_load_options(&p(&[("reason", "a\nb")])).is_err());
+        assert!(file_load_options(&p(&[("reason", &"r".repeat(257))])).is_err());
+    }
+
+    #[test]
+    fn the_header_may_arrive_in_pieces() {
+        let pieces = |parts: &[&[u8]]| -> Vec<Bytes> {
+            parts.iter().map(|p| Bytes::copy_from_slice(p)).collect()
+        };
+        assert!(starts_with_magic(&pieces(&[
+            b"SQLite",
+            b" format 3\0",
+            b"rest"
+        ])));
+        assert!(starts_with_magic(&pieces(&[b"SQLite format 3\0"])));
+        assert!(!starts_with_magic(&pieces(&[b"SQLite format 3"])));
+        assert!(!starts_with_magic(&pieces(&[b"CREATE TABLE t(x);"])));
+        assert!(!starts_with_magic(&[]));
     }
 }

@@ -8,6 +8,7 @@ pub mod blocking;
 pub mod log_store;
 pub mod network;
 pub mod node;
+pub mod recovery;
 pub mod restore;
 pub mod startup;
 pub mod state_machine;

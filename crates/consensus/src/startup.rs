@@ -89,9 +89,13 @@ impl fmt::Display for DataDirState {
             ),
             DataDirState::Corrupt { file, detail } => write!(
                 f,
-                "{} is damaged ({detail}). Options: if other members still run, move this data \
-                 dir aside and start empty with --join; otherwise restore from a backup. \
-                 Nothing was changed.",
+                "{} is damaged ({detail}). Nothing was changed. Options: (1) restart with \
+                 --recovery-mode: a damaged log is moved aside and the database seeds a new \
+                 single-node cluster on a new timeline (writes it never applied are lost); a \
+                 damaged database or snapshot is moved aside and rebuilt from the log when \
+                 possible; (2) if other members still run, move this data dir aside and start \
+                 empty with --join; (3) restore from a backup. `raftlite doctor --data-dir DIR` \
+                 shows what is there.",
                 file.display()
             ),
         }

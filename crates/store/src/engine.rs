@@ -439,6 +439,35 @@ impl Store {
         self.apply_restore_abort(position, restore_id)
     }
 
+    /// Appends `record` to the timeline history at `position` (counter and parent are set from
+    /// the current timeline; `parent_index` is the current applied index), recording the
+    /// position too. For lineage changes that keep the data, such as a lost-quorum recovery.
+    pub fn append_timeline(
+        &self,
+        position: LogPosition,
+        record: &TimelineRecord,
+    ) -> Result<MetaState, StoreError> {
+        let conn = self.writer();
+        let before = read_meta(&conn, &self.path)?;
+        let mut record = record.clone();
+        match before.timeline() {
+            Some(parent) => {
+                record.counter = parent.counter + 1;
+                record.parent = Some(parent.id.clone());
+                record.parent_index = Some(before.applied.map(|a| a.index).unwrap_or(0));
+            }
+            None => {
+                record.counter = 1;
+                record.parent = None;
+                record.parent_index = None;
+            }
+        }
+        in_transaction(&conn, |c| {
+            write_applied(c, position, MetaChange::Timeline(&record))
+        })?;
+        read_meta(&conn, &self.path)
+    }
+
     /// Runs read-only statements on a pooled read-only connection.
     pub fn query(&self, statements: &[Statement]) -> Result<Vec<StatementResult>, StoreError> {
         self.query_with_timeout(statements, None)
@@ -853,6 +882,56 @@ fn validate_with(path: &Path, pragma: &str) -> Result<MetaState, StoreError> {
     }
     drop(conn);
     probe(path)?.ok_or_else(|| not_db("file disappeared during validation".into()))
+}
+
+/// Prepares the database file at `path` (nobody has it open) to seed a new cluster: the applied
+/// position, membership and data-changed position are removed (the new cluster's log starts
+/// at index 1), chunks of an unfinished restore are dropped, and `record` is appended to the
+/// timeline history as a child of the current timeline at the old applied index (counter and
+/// parent are set here). The data is untouched. Returns the resulting meta and the old applied
+/// index. One transaction: a crash leaves the file as it was or fully prepared.
+pub fn reset_for_new_cluster(
+    path: &Path,
+    record: &TimelineRecord,
+) -> Result<(MetaState, Option<u64>), StoreError> {
+    let mut conn = Connection::open(path)?;
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    tx.execute_batch(&format!(
+        "CREATE TABLE IF NOT EXISTS {META_TABLE} (key TEXT PRIMARY KEY, value TEXT NOT NULL); \
+         DROP TABLE IF EXISTS {RESTORE_TABLE}"
+    ))?;
+    let before = read_meta(&tx, path)?;
+    let old_index = before.applied.map(|a| a.index);
+    let mut record = record.clone();
+    match before.timeline() {
+        Some(parent) => {
+            record.counter = parent.counter + 1;
+            record.parent = Some(parent.id.clone());
+            record.parent_index = Some(old_index.unwrap_or(0));
+        }
+        None => {
+            record.counter = 1;
+            record.parent = None;
+            record.parent_index = None;
+        }
+    }
+    let mut history = before.timeline_history.clone();
+    history.push(record);
+    tx.execute(
+        &format!("DELETE FROM {META_TABLE} WHERE key IN (?1, ?2, ?3)"),
+        params![META_APPLIED, META_MEMBERSHIP, META_DATA_CHANGED],
+    )?;
+    tx.execute(
+        &format!(
+            "INSERT INTO {META_TABLE}(key, value) VALUES (?1, ?2) \
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value"
+        ),
+        params![META_TIMELINES, to_json(&history)?],
+    )?;
+    let after = read_meta(&tx, path)?;
+    tx.commit()?;
+    drop(conn);
+    Ok((after, old_index))
 }
 
 /// Replaces the `_raftlite_meta` table of the database at `path` (a staging copy nobody else

@@ -11,7 +11,8 @@ pub mod error;
 pub mod types;
 
 pub use engine::{
-    probe, validate_database, validate_database_fully, EntryTime, Store, StoreOptions, META_TABLE, RESTORE_TABLE,
+    probe, reset_for_new_cluster, validate_database, validate_database_fully, EntryTime, Store,
+    StoreOptions, META_TABLE, RESTORE_TABLE,
 };
 pub use error::StoreError;
 pub use types::*;

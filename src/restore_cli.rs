@@ -1,0 +1,946 @@
+//! `raftlite restore`: replaces the whole cluster's database, online, with a SQLite file or a
+//! backup.
+//!
+//! The source is prepared on the operator's machine, then streamed to `POST {node}/db/load`
+//! (any member: a follower forwards the upload to the leader), which checks it again, sends it
+//! through the Raft log in chunks and has every node swap it in at one log index on a new
+//! timeline (`raftlite_consensus::restore`).
+//!
+//! Sources:
+//! - a SQLite file, never modified. A file in WAL mode is copied (with its `-wal` when there is
+//!   one) into a private temporary directory and consolidated there with SQLite's backup API,
+//!   so committed transactions still in the WAL come along; opening the original, even
+//!   read-only, would create a `-shm` beside it. A file beside a hot rollback journal (a writer
+//!   crashed or is mid-transaction) is refused. The file must pass `PRAGMA integrity_check`
+//!   before anything is sent.
+//! - `-`: stdin, spooled to a temporary file first (memory stays bounded).
+//! - a backup destination URL (anything with `://`): `--id` or the newest verified backup (else
+//!   the newest), downloaded with every check of `raftlite backup verify` (both hashes,
+//!   decryption, `integrity_check`).
+//!
+//! The client picks the new timeline's id (`?timeline_id=`). When the answer is lost, or the
+//! node says the outcome is unknown, `/status` is polled for up to [`POLL_FOR`]: the restore
+//! took effect (all-new) exactly when the node's current timeline is that id.
+//!
+//! Exit status: 0 only when the restore took effect; 2 otherwise (refused, failed, all-old, bad
+//! flags, node unreachable; `main` maps errors to 2).
+
+use std::io::{self, IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context as _};
+use indicatif::{ProgressBar, ProgressStyle};
+use raftlite_backup::{download_backup, list_backups, BackupId, Destination, Identity};
+use reqwest::{StatusCode, Url};
+use serde_json::{json, Value};
+use tokio::io::AsyncReadExt;
+
+use crate::backup_cli::{
+    engine_error, excerpt, human_bytes, human_duration, innermost, interruptible, open_destination,
+    passphrase_from_env, print_json, spinner, NodeClient, ScratchDir,
+};
+use crate::config::RestoreArgs;
+
+const SQLITE_HEADER: &[u8; 16] = b"SQLite format 3\0";
+/// The first 8 bytes of a rollback journal that still holds a transaction to roll back.
+const JOURNAL_MAGIC: [u8; 8] = [0xd9, 0xd5, 0x05, 0xf9, 0x20, 0xa1, 0x63, 0xd7];
+/// Bytes read from the file per chunk of the upload.
+const UPLOAD_CHUNK: usize = 256 * 1024;
+/// The node answers only once the whole cluster switched to the new file (after checking and
+/// replicating all of it): one read may wait that long.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(3 * 3600);
+/// How long `/status` is polled when the outcome is unknown.
+const POLL_FOR: Duration = Duration::from_secs(30);
+const POLL_EVERY: Duration = Duration::from_millis(500);
+/// Lines of a failed `integrity_check` shown.
+const INTEGRITY_LINES: usize = 5;
+
+/// Why a local source cannot be restored. Nothing was sent when any of these happens.
+#[derive(Debug, thiserror::Error)]
+enum SourceError {
+    #[error("cannot read {}: {source}; nothing was sent", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(
+        "{} is not a SQLite database file ({detail}); nothing was sent. `raftlite restore` takes \
+         a SQLite file or a backup destination; load SQL text with `raftlite shell` and \
+         `.restore FILE`",
+        path.display()
+    )]
+    NotSqlite { path: PathBuf, detail: String },
+    #[error(
+        "{} has a hot rollback journal beside it ({}): a writer is in the middle of a \
+         transaction or crashed in one; stop the writer, or open the file once with sqlite3 to \
+         roll it back, then retry; nothing was sent",
+        path.display(),
+        journal.display()
+    )]
+    HotJournal { path: PathBuf, journal: PathBuf },
+    #[error(
+        "{} fails PRAGMA integrity_check: {detail}; nothing was sent, the cluster is unchanged. \
+         Restore from an undamaged copy or a backup",
+        path.display()
+    )]
+    Corrupt { path: PathBuf, detail: String },
+    #[error("cannot {action} {}: {source}; nothing was sent", path.display())]
+    Sqlite {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error(
+        "cannot write the temporary copy {}: {source} (is TMPDIR full? it needs room for the \
+         whole database); nothing was sent",
+        path.display()
+    )]
+    Scratch {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// The file to upload and what it is, for the report.
+struct Prepared {
+    /// What the operator named: a path, `stdin` or `backup <id> in <dest>`.
+    label: String,
+    /// The file sent: the source itself, or a copy in the scratch directory.
+    upload: PathBuf,
+    size: u64,
+    /// Set when a WAL-mode source was consolidated with its `-wal`.
+    consolidated_wal: bool,
+}
+
+/// Entry point of `raftlite restore`.
+pub async fn run(args: RestoreArgs) -> anyhow::Result<()> {
+    // Chosen before anything is sent so that every message can name it.
+    let timeline_id = format!("{:032x}", rand::random::<u128>());
+    let cleanup = format!(
+        "the temporary files were removed. If the upload had finished, the restore may still \
+         take effect: it did if /status shows the current timeline {timeline_id}"
+    );
+    interruptible(restore(args, timeline_id), &cleanup).await
+}
+
+async fn restore(args: RestoreArgs, timeline_id: String) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let is_backup = args.from.contains("://");
+    if !is_backup {
+        if args.id.is_some() {
+            bail!("--id picks a backup: it needs --from with a backup destination URL");
+        }
+        if args.identity.is_some() || args.passphrase_env.is_some() {
+            bail!(
+                "--identity and --passphrase-env decrypt backups: they need --from with a \
+                 backup destination URL"
+            );
+        }
+    }
+    let node = NodeClient::with_read_timeout(&args.connection, ANSWER_TIMEOUT)?;
+    let progress = io::stderr().is_terminal();
+    let scratch = ScratchDir::new()?;
+
+    let prepared = if is_backup {
+        prepare_backup(&args, scratch.path(), progress).await?
+    } else if args.from == "-" {
+        let spooled = spool_stdin(scratch.path()).await?;
+        prepare_local_file(spooled, "stdin".to_string(), scratch.path(), progress).await?
+    } else {
+        let path = PathBuf::from(&args.from);
+        prepare_local_file(path, args.from.clone(), scratch.path(), progress).await?
+    };
+    if prepared.consolidated_wal {
+        eprintln!(
+            "note: {} is in WAL mode; its -wal was consolidated into a temporary copy, which is \
+             what is restored",
+            prepared.label
+        );
+    }
+
+    let reason = format!("restore from {}", prepared.label);
+    let outcome = upload(&node, &prepared, &timeline_id, &reason, progress).await?;
+    drop(scratch);
+    let answer = match outcome {
+        Answer::Restored(answer) => answer,
+        Answer::Unknown(why) => {
+            eprintln!(
+                "the outcome is unknown ({why}); asking {}/status for up to {} s whether the \
+                 cluster is on the new timeline {timeline_id}",
+                node.base,
+                POLL_FOR.as_secs()
+            );
+            return match poll_timeline(&node, &timeline_id).await {
+                Polled::TookEffect(timeline) => {
+                    report_polled(&args, &prepared, &timeline, started.elapsed())
+                }
+                Polled::Other(current) => bail!(
+                    "the restore did not take effect (all-old): {why}; /status on {} shows \
+                     timeline {current}, not {timeline_id}; every node keeps its old data; \
+                     retry when the cluster is healthy",
+                    node.base
+                ),
+                Polled::Unreachable(e) => bail!(
+                    "the outcome of the restore is unknown ({why}) and {}/status did not answer \
+                     within {} s ({e}); it took effect on every node or on none: it did if \
+                     /status shows the current timeline {timeline_id}",
+                    node.base,
+                    POLL_FOR.as_secs()
+                ),
+            };
+        }
+    };
+    report(&args, &prepared, &answer, &timeline_id, started.elapsed())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sources
+// ---------------------------------------------------------------------------------------------
+
+/// Downloads the chosen backup into `dir`, with every check of `backup verify`.
+async fn prepare_backup(
+    args: &RestoreArgs,
+    dir: &Path,
+    progress: bool,
+) -> anyhow::Result<Prepared> {
+    let identity = match (&args.identity, &args.passphrase_env) {
+        (Some(path), _) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the age identity file {}", path.display()))?;
+            Some(
+                Identity::from_identity_file(&text)
+                    .map_err(|e| anyhow!("the age identity file {}: {e}", path.display()))?,
+            )
+        }
+        (None, Some(var)) => {
+            Some(Identity::passphrase(passphrase_from_env(var)?).map_err(engine_error)?)
+        }
+        (None, None) => None,
+    };
+    let dest = open_destination(&args.from)?;
+    let id = match &args.id {
+        Some(raw) => raw.trim().parse::<BackupId>().map_err(engine_error)?,
+        None => newest_backup(&dest).await?,
+    };
+    let target = dir.join("backup.sqlite");
+    let bar = spinner(progress, format!("downloading and checking backup {id}"));
+    let downloaded = download_backup(&dest, &id, identity.as_ref(), &target).await;
+    bar.finish_and_clear();
+    let report = downloaded.map_err(|e| anyhow!("{e}; nothing was sent to the cluster"))?;
+    Ok(Prepared {
+        label: format!("backup {id} in {dest}"),
+        upload: target,
+        size: report.plain_size,
+        consolidated_wal: false,
+    })
+}
+
+/// The newest verified backup in `dest`, else the newest one (with a note).
+async fn newest_backup(dest: &Destination) -> anyhow::Result<BackupId> {
+    let listing = list_backups(dest).await.map_err(engine_error)?;
+    for w in &listing.warnings {
+        eprintln!("warning: {w}");
+    }
+    if let Some((id, _)) = listing
+        .backups
+        .iter()
+        .find(|(id, _)| listing.verified.contains(id))
+    {
+        return Ok(id.clone());
+    }
+    match listing.backups.first() {
+        Some((id, _)) => {
+            eprintln!(
+                "note: no backup in {dest} has been verified yet; restoring the newest, {id}, \
+                 which is verified end to end while it downloads anyway"
+            );
+            Ok(id.clone())
+        }
+        None => bail!(
+            "no complete backup in {dest} to restore{}; list them with `raftlite backup list \
+             --from {dest}`",
+            if listing.incomplete.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " ({} incomplete set(s) without manifest.json)",
+                    listing.incomplete.len()
+                )
+            }
+        ),
+    }
+}
+
+/// Copies stdin into `dir/stdin.sqlite` (bounded memory).
+async fn spool_stdin(dir: &Path) -> anyhow::Result<PathBuf> {
+    let path = dir.join("stdin.sqlite");
+    let mut file = tokio::fs::File::create(&path)
+        .await
+        .map_err(|source| SourceError::Scratch {
+            path: path.clone(),
+            source,
+        })?;
+    let mut stdin = tokio::io::stdin();
+    tokio::io::copy(&mut stdin, &mut file)
+        .await
+        .map_err(|source| SourceError::Scratch {
+            path: path.clone(),
+            source,
+        })?;
+    Ok(path)
+}
+
+/// Checks a local file (consolidating a WAL-mode one into `dir`) without ever modifying it.
+async fn prepare_local_file(
+    path: PathBuf,
+    label: String,
+    dir: &Path,
+    progress: bool,
+) -> anyhow::Result<Prepared> {
+    let dir = dir.to_path_buf();
+    let bar = spinner(
+        progress,
+        format!("checking {label} (PRAGMA integrity_check)"),
+    );
+    let prepared = tokio::task::spawn_blocking(move || prepare_local(&path, label, &dir))
+        .await
+        .map_err(|e| anyhow!("the checking thread failed: {e}"));
+    bar.finish_and_clear();
+    Ok(prepared??)
+}
+
+fn prepare_local(path: &Path, label: String, dir: &Path) -> Result<Prepared, SourceError> {
+    let read_error = |source| SourceError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let meta = std::fs::metadata(path).map_err(read_error)?;
+    if !meta.is_file() {
+        return Err(SourceError::NotSqlite {
+            path: path.to_path_buf(),
+            detail: "not a regular file".into(),
+        });
+    }
+    let mut header = [0u8; 100];
+    let mut file = std::fs::File::open(path).map_err(read_error)?;
+    let n = read_up_to(&mut file, &mut header).map_err(read_error)?;
+    drop(file);
+    if n < header.len() || !header.starts_with(SQLITE_HEADER) {
+        return Err(SourceError::NotSqlite {
+            path: path.to_path_buf(),
+            detail: if n < header.len() {
+                format!("{n} bytes, shorter than a SQLite header")
+            } else {
+                "it does not start with the SQLite header".into()
+            },
+        });
+    }
+    // Bytes 18 and 19 are the read and write format versions: 2 means WAL mode.
+    let wal_mode = header[18] == 2 && header[19] == 2;
+    if wal_mode {
+        let wal = companion(path, "-wal");
+        let has_wal = std::fs::metadata(&wal)
+            .map(|m| m.len() > 0)
+            .unwrap_or(false);
+        let upload = consolidate(path, has_wal.then_some(wal.as_path()), dir)?;
+        integrity_check(&upload)?;
+        let size = std::fs::metadata(&upload)
+            .map_err(|source| SourceError::Read {
+                path: upload.clone(),
+                source,
+            })?
+            .len();
+        return Ok(Prepared {
+            label,
+            upload,
+            size,
+            consolidated_wal: has_wal,
+        });
+    }
+    let journal = companion(path, "-journal");
+    if is_hot_journal(&journal) {
+        return Err(SourceError::HotJournal {
+            path: path.to_path_buf(),
+            journal,
+        });
+    }
+    integrity_check(path)?;
+    Ok(Prepared {
+        label,
+        upload: path.to_path_buf(),
+        size: meta.len(),
+        consolidated_wal: false,
+    })
+}
+
+fn read_up_to(file: &mut std::fs::File, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match file.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+/// `<path><suffix>`, e.g. `db.sqlite-wal`.
+fn companion(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_os_string();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// A rollback journal whose header still marks a transaction to roll back.
+fn is_hot_journal(journal: &Path) -> bool {
+    let Ok(mut file) = std::fs::File::open(journal) else {
+        return false;
+    };
+    let mut magic = [0u8; 8];
+    matches!(read_up_to(&mut file, &mut magic), Ok(8)) && magic == JOURNAL_MAGIC
+}
+
+/// Copies a WAL-mode database (and its `-wal`) into `dir`, and writes from the copy a
+/// consolidated file in rollback-journal mode with SQLite's backup API. Returns its path.
+fn consolidate(path: &Path, wal: Option<&Path>, dir: &Path) -> Result<PathBuf, SourceError> {
+    let copy = dir.join("source.sqlite");
+    let scratch_error = |at: &Path| {
+        let at = at.to_path_buf();
+        move |source| SourceError::Scratch { path: at, source }
+    };
+    copy_file(path, &copy)?;
+    if let Some(wal) = wal {
+        copy_file(wal, &companion(&copy, "-wal"))?;
+    }
+    let sqlite_error = |action: &'static str, at: &Path| {
+        let at = at.to_path_buf();
+        move |source| SourceError::Sqlite {
+            action,
+            path: at,
+            source,
+        }
+    };
+    // Read-write, so that SQLite recovers the WAL of the copy (it rebuilds the missing -shm).
+    let source = rusqlite::Connection::open_with_flags(
+        &copy,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(sqlite_error("open the copy of", path))?;
+    let out = dir.join("consolidated.sqlite");
+    let mut target =
+        rusqlite::Connection::open(&out).map_err(sqlite_error("create the consolidated", &out))?;
+    {
+        let backup = rusqlite::backup::Backup::new(&source, &mut target)
+            .map_err(sqlite_error("consolidate", path))?;
+        backup
+            .run_to_completion(1024, Duration::ZERO, None)
+            .map_err(sqlite_error("consolidate", path))?;
+    }
+    // The copied header still says WAL: a self-contained file needs no -wal to be read.
+    let mode: String = target
+        .query_row("PRAGMA journal_mode = DELETE", [], |r| r.get(0))
+        .map_err(sqlite_error("switch out of WAL mode", &out))?;
+    if !mode.eq_ignore_ascii_case("delete") {
+        return Err(SourceError::Scratch {
+            path: out,
+            source: io::Error::other(format!("SQLite kept journal mode {mode} instead of delete")),
+        });
+    }
+    drop(target);
+    drop(source);
+    std::fs::OpenOptions::new()
+        .read(true)
+        .open(&out)
+        .and_then(|f| f.sync_all())
+        .map_err(scratch_error(&out))?;
+    Ok(out)
+}
+
+fn copy_file(from: &Path, to: &Path) -> Result<(), SourceError> {
+    let mut reader = std::fs::File::open(from).map_err(|source| SourceError::Read {
+        path: from.to_path_buf(),
+        source,
+    })?;
+    let mut writer = std::fs::File::create(to).map_err(|source| SourceError::Scratch {
+        path: to.to_path_buf(),
+        source,
+    })?;
+    io::copy(&mut reader, &mut writer).map_err(|source| SourceError::Scratch {
+        path: to.to_path_buf(),
+        source,
+    })?;
+    Ok(())
+}
+
+/// `PRAGMA integrity_check` on a read-only connection (creates nothing beside a
+/// rollback-journal file).
+fn integrity_check(path: &Path) -> Result<(), SourceError> {
+    let sqlite_error = |action: &'static str| {
+        move |source| SourceError::Sqlite {
+            action,
+            path: path.to_path_buf(),
+            source,
+        }
+    };
+    let conn = rusqlite::Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(sqlite_error("open"))?;
+    let mut stmt = conn
+        .prepare("PRAGMA integrity_check")
+        .map_err(|e| SourceError::Corrupt {
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        })?;
+    let lines: Vec<String> = stmt
+        .query_map([], |r| r.get::<_, String>(0))
+        .and_then(|rows| rows.take(INTEGRITY_LINES + 1).collect())
+        .map_err(|e| SourceError::Corrupt {
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        })?;
+    if lines.len() == 1 && lines[0] == "ok" {
+        return Ok(());
+    }
+    let mut detail = lines
+        .iter()
+        .take(INTEGRITY_LINES)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join("; ");
+    if lines.len() > INTEGRITY_LINES {
+        detail.push_str("; ...");
+    }
+    Err(SourceError::Corrupt {
+        path: path.to_path_buf(),
+        detail,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// The node: POST /db/load, GET /status
+// ---------------------------------------------------------------------------------------------
+
+enum Answer {
+    /// The node's 200 answer.
+    Restored(Value),
+    /// Whether the restore took effect cannot be told from the answer (why).
+    Unknown(String),
+}
+
+/// Streams the file to `/db/load` and interprets the answer. `Err` when the restore certainly
+/// did not take effect.
+async fn upload(
+    node: &NodeClient,
+    prepared: &Prepared,
+    timeline_id: &str,
+    reason: &str,
+    progress: bool,
+) -> anyhow::Result<Answer> {
+    let url = Url::parse_with_params(
+        &format!("{}/db/load", node.base),
+        [("timeline_id", timeline_id), ("reason", reason)],
+    )
+    .map_err(|e| anyhow!("invalid --node URL {}: {e}", node.base))?;
+    let bar = upload_bar(prepared.size, progress);
+    let mut request = node
+        .client
+        .post(url)
+        .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+        .body(upload_body(prepared.upload.clone(), bar.clone()));
+    if let Some((user, pass)) = &node.auth {
+        request = request.basic_auth(user, Some(pass));
+    }
+    let sent = request.send().await;
+    let resp = match sent {
+        Ok(resp) => resp,
+        // Nothing reached the node.
+        Err(e) if e.is_connect() => {
+            bar.finish_and_clear();
+            return Err(anyhow!("{}; nothing was sent", node.transport_error(&e)));
+        }
+        Err(e) => {
+            bar.finish_and_clear();
+            return Ok(Answer::Unknown(format!(
+                "the connection to {} broke: {}",
+                node.base,
+                innermost(&e)
+            )));
+        }
+    };
+    let status = resp.status();
+    let text = resp.text().await;
+    bar.finish_and_clear();
+    let text = match text {
+        Ok(text) => text,
+        Err(e) => {
+            return Ok(Answer::Unknown(format!(
+                "the answer of {} broke off: {}",
+                node.base,
+                innermost(&e)
+            )))
+        }
+    };
+    let body: Option<Value> = serde_json::from_str(&text).ok();
+    let message = body
+        .as_ref()
+        .and_then(|b| b.get("error"))
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .unwrap_or_else(|| excerpt(&text));
+    if status == StatusCode::OK {
+        return match body {
+            Some(body) if body.get("restore").is_some() => Ok(Answer::Restored(body)),
+            _ => bail!(
+                "POST /db/load on {} answered 200 without a restore report ({}); is it a \
+                 raftlite node of this version? Check /status: the restore took effect if the \
+                 current timeline is {timeline_id}",
+                node.base,
+                excerpt(&text)
+            ),
+        };
+    }
+    if status.is_server_error() && !is_definitely_all_old(&message, timeline_id) {
+        return Ok(Answer::Unknown(format!("HTTP {status}: {message}")));
+    }
+    let hint = match status {
+        StatusCode::UNAUTHORIZED => " (give credentials with -u USER:PASSWORD)",
+        StatusCode::FORBIDDEN => " (the user needs the `load` permission)",
+        StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED => " (is this a raftlite node?)",
+        _ => "",
+    };
+    bail!(
+        "the restore did not take effect (all-old): POST /db/load: HTTP {status}: {message}{hint}"
+    )
+}
+
+/// Server errors that say the cluster kept its old data; any other one may hide a restore that
+/// took effect (a broken forward, a leader change after the commit was proposed).
+fn is_definitely_all_old(message: &str, timeline_id: &str) -> bool {
+    // An unknown outcome names the timeline to look for (and mentions both outcomes).
+    if message.contains(timeline_id) || message.contains("unknown") {
+        return false;
+    }
+    message.contains("(all-old)")
+        || message.contains("nothing was changed")
+        || message.contains("no leader is known")
+}
+
+/// The file in [`UPLOAD_CHUNK`] pieces, counted on `bar`; once all is sent the bar turns into a
+/// spinner while the cluster works.
+fn upload_body(path: PathBuf, bar: ProgressBar) -> reqwest::Body {
+    let stream = futures::stream::try_unfold(None, move |open: Option<tokio::fs::File>| {
+        let path = path.clone();
+        let bar = bar.clone();
+        async move {
+            let mut file = match open {
+                Some(file) => file,
+                None => tokio::fs::File::open(&path).await?,
+            };
+            let mut buf = vec![0u8; UPLOAD_CHUNK];
+            let n = file.read(&mut buf).await?;
+            if n == 0 {
+                waiting_style(&bar);
+                return Ok(None);
+            }
+            buf.truncate(n);
+            bar.inc(n as u64);
+            Ok::<_, io::Error>(Some((buf, Some(file))))
+        }
+    });
+    reqwest::Body::wrap_stream(stream)
+}
+
+fn upload_bar(len: u64, visible: bool) -> ProgressBar {
+    if !visible {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len);
+    if let Ok(style) = ProgressStyle::with_template(
+        "upload {bar:40} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+    ) {
+        bar.set_style(style);
+    }
+    bar
+}
+
+fn waiting_style(bar: &ProgressBar) {
+    if bar.is_hidden() {
+        return;
+    }
+    if let Ok(style) = ProgressStyle::with_template("{spinner} {msg} ({elapsed})") {
+        bar.set_style(style);
+    }
+    bar.set_message("the cluster checks, replicates and swaps in the file");
+    bar.enable_steady_tick(Duration::from_millis(120));
+}
+
+enum Polled {
+    /// `/status` shows the new timeline (its record).
+    TookEffect(Value),
+    /// `/status` answered, with this other timeline id, until the deadline.
+    Other(String),
+    /// `/status` never answered.
+    Unreachable(String),
+}
+
+async fn poll_timeline(node: &NodeClient, timeline_id: &str) -> Polled {
+    let deadline = Instant::now() + POLL_FOR;
+    let mut last: Option<Result<String, String>> = None;
+    loop {
+        let mut request = node
+            .client
+            .get(format!("{}/status", node.base))
+            .timeout(Duration::from_secs(5));
+        if let Some((user, pass)) = &node.auth {
+            request = request.basic_auth(user, Some(pass));
+        }
+        let answer = match request.send().await {
+            Ok(resp) if resp.status() == StatusCode::OK => resp
+                .json::<Value>()
+                .await
+                .map_err(|e| format!("unreadable /status: {}", innermost(&e))),
+            Ok(resp) => Err(format!("/status answered HTTP {}", resp.status())),
+            Err(e) => Err(innermost(&e)),
+        };
+        match answer {
+            Ok(status) => {
+                let timeline = &status["store"]["timeline"];
+                match timeline["id"].as_str() {
+                    Some(id) if id == timeline_id => return Polled::TookEffect(timeline.clone()),
+                    Some(id) => last = Some(Ok(id.to_string())),
+                    None => last = Some(Ok("(none)".to_string())),
+                }
+            }
+            // A known timeline stays the best evidence; an error only replaces another error.
+            Err(e) => {
+                if !matches!(last, Some(Ok(_))) {
+                    last = Some(Err(e));
+                }
+            }
+        }
+        if Instant::now() >= deadline {
+            return match last {
+                Some(Ok(id)) => Polled::Other(id),
+                Some(Err(e)) => Polled::Unreachable(e),
+                None => Polled::Unreachable("no answer".to_string()),
+            };
+        }
+        tokio::time::sleep(POLL_EVERY).await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Output
+// ---------------------------------------------------------------------------------------------
+
+fn report(
+    args: &RestoreArgs,
+    prepared: &Prepared,
+    answer: &Value,
+    timeline_id: &str,
+    total: Duration,
+) -> anyhow::Result<()> {
+    let timeline = &answer["timeline"];
+    let restore = &answer["restore"];
+    if timeline["id"].as_str() != Some(timeline_id) {
+        eprintln!(
+            "warning: the node reports timeline {} but {timeline_id} was asked for",
+            timeline["id"]
+        );
+    }
+    if args.json {
+        let mut out = answer.clone();
+        if let Some(obj) = out.as_object_mut() {
+            obj.insert("source".into(), json!(prepared.label));
+            obj.insert("outcome".into(), json!("took effect (all-new)"));
+            obj.insert("duration_secs".into(), json!(total.as_secs_f64()));
+        }
+        return print_json(&out);
+    }
+    let mut out = io::stdout().lock();
+    writeln!(out, "restore took effect on the whole cluster (all-new)")?;
+    writeln!(out, "  source       {}", prepared.label)?;
+    writeln!(
+        out,
+        "  size         {} (sha256 {})",
+        human_bytes(restore["size"].as_u64().unwrap_or(prepared.size)),
+        restore["sha256"].as_str().unwrap_or("?")
+    )?;
+    writeln!(out, "  timeline     {}", timeline_text(timeline))?;
+    writeln!(
+        out,
+        "  log index    {} (every node switched to the new data there)",
+        restore["index"]
+    )?;
+    writeln!(
+        out,
+        "  duration     {} (cluster {})",
+        human_duration(total),
+        human_duration(Duration::from_secs_f64(
+            restore["duration_secs"]
+                .as_f64()
+                .filter(|s| s.is_finite() && *s >= 0.0)
+                .unwrap_or(0.0)
+        ))
+    )?;
+    Ok(())
+}
+
+/// The outcome told by `/status` after a lost answer.
+fn report_polled(
+    args: &RestoreArgs,
+    prepared: &Prepared,
+    timeline: &Value,
+    total: Duration,
+) -> anyhow::Result<()> {
+    if args.json {
+        return print_json(&json!({
+            "source": prepared.label,
+            "outcome": "took effect (all-new)",
+            "confirmed_by": "/status",
+            "timeline": timeline,
+            "size": prepared.size,
+            "duration_secs": total.as_secs_f64(),
+        }));
+    }
+    let mut out = io::stdout().lock();
+    writeln!(
+        out,
+        "restore took effect on the whole cluster (all-new), confirmed by /status"
+    )?;
+    writeln!(out, "  source       {}", prepared.label)?;
+    writeln!(out, "  size         {}", human_bytes(prepared.size))?;
+    writeln!(out, "  timeline     {}", timeline_text(timeline))?;
+    writeln!(out, "  duration     {}", human_duration(total))?;
+    Ok(())
+}
+
+/// `#2 (id), after #1's parent id at index N`.
+fn timeline_text(timeline: &Value) -> String {
+    let mut text = format!(
+        "#{} ({})",
+        timeline["counter"],
+        timeline["id"].as_str().unwrap_or("?")
+    );
+    if let Some(parent) = timeline["parent"].as_str() {
+        text.push_str(&format!(", parent {parent}"));
+        if let Some(at) = timeline["parent_index"].as_u64() {
+            text.push_str(&format!(" at index {at}"));
+        }
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn database(path: &Path, wal: bool) -> rusqlite::Connection {
+        let conn = rusqlite::Connection::open(path).unwrap();
+        if wal {
+            let _: String = conn
+                .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+                .unwrap();
+            conn.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
+        }
+        conn.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1), (2), (3);")
+            .unwrap();
+        conn
+    }
+
+    fn count(path: &Path) -> i64 {
+        rusqlite::Connection::open(path)
+            .unwrap()
+            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn a_wal_file_is_consolidated_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let scratch = tempfile::tempdir().unwrap();
+        let db = dir.path().join("db.sqlite");
+        let conn = database(&db, true);
+        let wal = companion(&db, "-wal");
+        assert!(std::fs::metadata(&wal).unwrap().len() > 0);
+        let before = std::fs::read(&db).unwrap();
+        let wal_before = std::fs::read(&wal).unwrap();
+        // The writer stays open: the rows are in the WAL only.
+        let prepared = prepare_local(&db, "db".into(), scratch.path()).unwrap();
+        assert!(prepared.consolidated_wal);
+        assert_ne!(prepared.upload, db);
+        assert_eq!(count(&prepared.upload), 3);
+        let header = std::fs::read(&prepared.upload).unwrap();
+        assert_eq!((header[18], header[19]), (1, 1), "rollback-journal mode");
+        assert_eq!(std::fs::read(&db).unwrap(), before);
+        assert_eq!(std::fs::read(&wal).unwrap(), wal_before);
+        drop(conn);
+    }
+
+    #[test]
+    fn plain_files_are_sent_as_they_are_and_bad_ones_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let scratch = tempfile::tempdir().unwrap();
+        let db = dir.path().join("db.sqlite");
+        drop(database(&db, false));
+        let prepared = prepare_local(&db, "db".into(), scratch.path()).unwrap();
+        assert_eq!(prepared.upload, db);
+        assert!(!prepared.consolidated_wal);
+
+        let text = dir.path().join("dump.sql");
+        std::fs::write(&text, "CREATE TABLE t(x);".repeat(10)).unwrap();
+        let err = prepare_local(&text, "dump".into(), scratch.path()).err();
+        assert!(
+            matches!(err, Some(SourceError::NotSqlite { .. })),
+            "{err:?}"
+        );
+
+        let journal = companion(&db, "-journal");
+        let mut hot = JOURNAL_MAGIC.to_vec();
+        hot.resize(512, 0);
+        std::fs::write(&journal, hot).unwrap();
+        let err = prepare_local(&db, "db".into(), scratch.path()).err();
+        assert!(
+            matches!(err, Some(SourceError::HotJournal { .. })),
+            "{err:?}"
+        );
+        std::fs::write(&journal, [0u8; 512]).unwrap();
+        assert!(prepare_local(&db, "db".into(), scratch.path()).is_ok());
+
+        let missing = dir.path().join("missing.sqlite");
+        let err = prepare_local(&missing, "m".into(), scratch.path()).err();
+        assert!(matches!(err, Some(SourceError::Read { .. })), "{err:?}");
+    }
+
+    #[test]
+    fn server_errors_that_leave_the_old_data() {
+        use raftlite_consensus::restore::RestoreError;
+        let id = "0123abcd";
+        let failed = RestoreError::Failed { reason: "x".into() }.to_string();
+        assert!(is_definitely_all_old(&failed, id), "{failed}");
+        let unknown = RestoreError::Unknown {
+            reason: "y".into(),
+            timeline_id: id.into(),
+        }
+        .to_string();
+        assert!(!is_definitely_all_old(&unknown, id), "{unknown}");
+        assert!(!is_definitely_all_old(
+            "cannot forward to leader 2 at 127.0.0.1:1: error; retry shortly",
+            id
+        ));
+    }
+
+    #[test]
+    fn timelines_read_well() {
+        let t = json!({"id": "abc", "counter": 2, "parent": "p", "parent_index": 7});
+        assert_eq!(timeline_text(&t), "#2 (abc), parent p at index 7");
+    }
+}
