@@ -158,7 +158,8 @@ fn file_destination_through_a_follower_with_writes_running() {
         .tempdir()
         .expect("temp dir");
     let url = format!("file://{}", dest_dir.path().display());
-    let c = Cluster::start(3, &["--backup-to", &url]);
+    // Backups on request only: a scheduled one would change the counts below.
+    let c = Cluster::start(3, &["--backup-to", &url, "--backup-interval", "off"]);
     let leader = c.wait_leader(Duration::from_secs(20));
     let follower = c.followers(leader)[0];
     let leader_base = c.nodes[leader].base_url();
@@ -287,7 +288,14 @@ fn s3_destination_encrypted_down_and_back_and_no_secret_shown() {
     let recipient = key.to_public().to_string();
     let c = Cluster::start_with_envs(
         3,
-        &["--backup-to", S3_URL, "--backup-recipient", &recipient],
+        &[
+            "--backup-to",
+            S3_URL,
+            "--backup-recipient",
+            &recipient,
+            "--backup-interval",
+            "off",
+        ],
         &s3.env_vars(),
     );
     let leader = c.wait_leader(Duration::from_secs(20));
@@ -436,6 +444,8 @@ fn passphrase_encryption_keeps_the_passphrase_secret() {
     let c = Cluster::start_with_envs(
         1,
         &[
+            "--backup-interval",
+            "off",
             "--backup-to",
             &url,
             "--backup-passphrase-env",

@@ -7,11 +7,13 @@
 //!
 //! - Only the leader takes backups. A follower forwards `POST /backups` to the leader (or
 //!   answers 301 under `?redirect`), like writes.
-//! - The leader copies the database with `Store::snapshot_to` (SQLite's online backup API on
-//!   its own read transaction, so writes continue) into a scratch file under
-//!   `<data-dir>/snapshots/` on a blocking thread, then streams it to the destination with
-//!   [`raftlite_backup::create_backup_fenced`] (bounded memory) and removes the scratch file,
-//!   also on error or cancellation (start-up removes leftovers of a crash).
+//! - The leader pins the database file as a consistent snapshot (`Store::pin_consistent_file`:
+//!   a full checkpoint, then a read transaction that keeps checkpoints from changing the file
+//!   while writes go on into the WAL) and streams the file itself to the destination with
+//!   [`raftlite_backup::create_backup_open`]: no copy, bounded memory. When it cannot be pinned
+//!   at once (a long query holds an older snapshot), it copies the database with
+//!   `Store::snapshot_to` into a scratch file under `<data-dir>/snapshots/` instead and streams
+//!   that, removing it afterwards (start-up removes leftovers of a crash).
 //! - Every backup records the leader's term; before its manifest is written the leader
 //!   confirms with a quorum that it still leads in that term, so a deposed leader never
 //!   publishes a set (and of two sets for one schedule slot, listings count the higher term).
@@ -458,8 +460,42 @@ impl BackupService {
         // The term is read before the copy: the fence below then proves this node led
         // throughout, from the copy to the manifest.
         let term = node.metrics().current_term;
-        let snapshots = self.snapshots.clone();
         let store = node.store();
+        // First choice: stream the database file itself, pinned unchanged by a read
+        // transaction (no copy, no extra disk writes competing with the log's fsyncs).
+        let pinned = {
+            let store = store.clone();
+            tokio::task::spawn_blocking(move || store.pin_consistent_file())
+                .await
+                .map_err(|e| snapshot_error(format!("the pinning thread failed: {e}")))?
+                .map_err(|e| snapshot_error(e.to_string()))?
+        };
+        if let Some(pinned) = pinned {
+            let mut backup_meta = BackupMeta::of_database(node.id(), &pinned.meta)?;
+            backup_meta.leader_term = Some(term);
+            backup_meta.slot_unix_ms = slot_unix_ms;
+            let file = pinned
+                .file
+                .try_clone()
+                .map_err(|e| snapshot_error(format!("cannot reopen the database file: {e}")))?;
+            let source = raftlite_backup::OpenSource {
+                file,
+                path: store.path().to_path_buf(),
+                state: pinned.meta.clone(),
+            };
+            let manifest = raftlite_backup::create_backup_open(
+                source,
+                backup_meta,
+                &self.dest,
+                &self.options,
+                self.fence(node, term),
+            )
+            .await?;
+            drop(pinned);
+            return Ok(manifest);
+        }
+        tracing::info!("the database file could not be pinned (a long query holds an older snapshot); copying it for the backup instead");
+        let snapshots = self.snapshots.clone();
         // The guard lives here, so the scratch file goes whatever happens below (an error, a
         // panic in the blocking task, or this future being dropped).
         let scratch = Scratch(SnapshotDir::read_only(&snapshots).scratch_path(SCRATCH_PURPOSE));
@@ -481,7 +517,26 @@ impl BackupService {
         let mut backup_meta = BackupMeta::of_database(node.id(), &meta)?;
         backup_meta.leader_term = Some(term);
         backup_meta.slot_unix_ms = slot_unix_ms;
-        let fence = async {
+        let manifest = create_backup_fenced(
+            &scratch.0,
+            backup_meta,
+            &self.dest,
+            &self.options,
+            self.fence(node, term),
+        )
+        .await?;
+        drop(scratch);
+        Ok(manifest)
+    }
+
+    /// Awaited after the upload, before the manifest: proves with a quorum that `node` still
+    /// leads in `term`, so a deposed leader never publishes a backup.
+    fn fence<'a>(
+        &self,
+        node: &'a RaftNode,
+        term: u64,
+    ) -> impl std::future::Future<Output = Result<(), String>> + 'a {
+        async move {
             node.ensure_linearizable().await.map_err(|e| {
                 format!(
                     "node {} could not confirm with a quorum that it still leads: {e}",
@@ -497,11 +552,7 @@ impl BackupService {
                 ));
             }
             Ok(())
-        };
-        let manifest =
-            create_backup_fenced(&scratch.0, backup_meta, &self.dest, &self.options, fence).await?;
-        drop(scratch);
-        Ok(manifest)
+        }
     }
 
     /// Retention after a backup: deletes what no rule keeps (never `latest`, which is the

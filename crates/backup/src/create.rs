@@ -171,6 +171,70 @@ pub async fn create_backup_fenced(
     opts: &CreateOptions,
     fence: impl std::future::Future<Output = Result<(), String>>,
 ) -> Result<Manifest, BackupError> {
+    let label = dest.label();
+    let (info, file) = {
+        let source = source.to_path_buf();
+        let meta = meta.clone();
+        run_blocking(
+            &label,
+            move || -> Result<(SourceInfo, File), BackupError> {
+                let info = inspect_source(&source, &meta)?;
+                let file = File::open(&source).map_err(|e| BackupError::Source {
+                    path: source.clone(),
+                    source: e,
+                })?;
+                Ok((info, file))
+            },
+        )
+        .await??
+    };
+    upload(source, file, info, meta, dest, opts, fence).await
+}
+
+/// A consistent SQLite file the caller has open and keeps from changing until the backup is
+/// done (`Store::pin_consistent_file`: a read transaction holds off checkpoints), with the
+/// database's own meta as read in that transaction. Nothing is copied first.
+pub struct OpenSource {
+    pub file: File,
+    /// For messages.
+    pub path: PathBuf,
+    pub state: MetaState,
+}
+
+/// [`create_backup_fenced`] from an [`OpenSource`]: streams the open file directly.
+pub async fn create_backup_open(
+    source: OpenSource,
+    meta: BackupMeta,
+    dest: &Destination,
+    opts: &CreateOptions,
+    fence: impl std::future::Future<Output = Result<(), String>>,
+) -> Result<Manifest, BackupError> {
+    let label = dest.label();
+    let OpenSource { file, path, state } = source;
+    check_meta_agrees(&state, &meta).map_err(|reason| BackupError::MetaMismatch {
+        path: path.clone(),
+        reason,
+    })?;
+    let (info, file) = {
+        let path = path.clone();
+        run_blocking(&label, move || {
+            read_sqlite_header(&file, &path).map(|info| (info, file))
+        })
+        .await??
+    };
+    upload(&path, file, info, meta, dest, opts, fence).await
+}
+
+/// The common part: checks, then streams `file` (read from its start) up as a set.
+async fn upload(
+    source: &Path,
+    file: File,
+    info: SourceInfo,
+    meta: BackupMeta,
+    dest: &Destination,
+    opts: &CreateOptions,
+    fence: impl std::future::Future<Output = Result<(), String>>,
+) -> Result<Manifest, BackupError> {
     meta.check()?;
     let levels = zstd::compression_level_range();
     if !levels.contains(&opts.level) {
@@ -184,12 +248,6 @@ pub async fn create_backup_fenced(
         });
     }
     let label = dest.label();
-
-    let info = {
-        let source = source.to_path_buf();
-        let meta = meta.clone();
-        run_blocking(&label, move || inspect_source(&source, &meta)).await??
-    };
 
     let created_at_unix_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -234,10 +292,9 @@ pub async fn create_backup_fenced(
     let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
     let (tx, mut rx) = mpsc::channel::<Bytes>(CHANNEL_DEPTH);
     let encoder = {
-        let source = source.to_path_buf();
         let encryption = opts.encryption.clone();
         let level = opts.level;
-        run_in_background(move || encode(&source, info.len, level, encryption, tx))
+        run_in_background(move || encode(file, info.len, level, encryption, tx))
     };
 
     let mut failed_part = None;
@@ -386,7 +443,11 @@ where
 /// Reads the SQLite header of `path` and, when the file has a `_raftlite_meta`, checks that
 /// it agrees with `meta`.
 fn inspect_source(path: &Path, meta: &BackupMeta) -> Result<SourceInfo, BackupError> {
-    let info = read_sqlite_header(path)?;
+    let file = File::open(path).map_err(|source| BackupError::Source {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let info = read_sqlite_header(&file, path)?;
     let wal = PathBuf::from(format!("{}-wal", path.display()));
     if std::fs::metadata(&wal)
         .map(|m| m.len() > 0)
@@ -437,7 +498,8 @@ pub(crate) fn check_meta_agrees(state: &MetaState, meta: &BackupMeta) -> Result<
 /// Page size and page count from the 100-byte SQLite header, by SQLite's own rules: page size
 /// at offset 16 (big-endian, 1 = 65536); the in-header page count (offset 28) is valid only if
 /// non-zero and the change counter (24) equals version-valid-for (92), else size / page size.
-fn read_sqlite_header(path: &Path) -> Result<SourceInfo, BackupError> {
+fn read_sqlite_header(file: &File, path: &Path) -> Result<SourceInfo, BackupError> {
+    use std::os::unix::fs::FileExt;
     let source_err = |source| BackupError::Source {
         path: path.to_path_buf(),
         source,
@@ -446,10 +508,9 @@ fn read_sqlite_header(path: &Path) -> Result<SourceInfo, BackupError> {
         path: path.to_path_buf(),
         reason: reason.to_string(),
     };
-    let mut file = File::open(path).map_err(source_err)?;
     let len = file.metadata().map_err(source_err)?.len();
     let mut header = [0u8; 100];
-    file.read_exact(&mut header).map_err(|e| {
+    file.read_exact_at(&mut header, 0).map_err(|e| {
         if e.kind() == io::ErrorKind::UnexpectedEof {
             not_sqlite("shorter than the 100-byte SQLite header")
         } else {
@@ -512,13 +573,14 @@ fn encode_io(e: io::Error) -> EncodeError {
 
 /// The blocking half: file -> sha256 -> zstd -> (age) -> channel (sha256 of stored bytes).
 fn encode(
-    path: &Path,
+    mut file: File,
     expected_len: u64,
     level: i32,
     encryption: Option<Encryption>,
     tx: mpsc::Sender<Bytes>,
 ) -> Result<Encoded, EncodeError> {
-    let mut file = File::open(path).map_err(EncodeError::Source)?;
+    use std::io::{Seek, SeekFrom};
+    file.seek(SeekFrom::Start(0)).map_err(EncodeError::Source)?;
     let sink = ChannelWriter::new(tx);
     let (sink, plain) = match encryption {
         None => compress(&mut file, sink, expected_len, level)?,

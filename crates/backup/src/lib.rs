@@ -53,7 +53,8 @@ mod verify;
 
 pub use age::secrecy;
 pub use create::{
-    create_backup, create_backup_fenced, BackupMeta, CreateOptions, PARTS_IN_FLIGHT, PART_SIZE,
+    create_backup, create_backup_fenced, create_backup_open, BackupMeta, CreateOptions, OpenSource,
+    PARTS_IN_FLIGHT, PART_SIZE,
 };
 pub use crypto::{recipient_fingerprint, Encryption, Identity};
 pub use destination::Destination;

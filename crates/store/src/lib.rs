@@ -11,8 +11,8 @@ pub mod error;
 pub mod types;
 
 pub use engine::{
-    probe, reset_for_new_cluster, validate_database, validate_database_fully, EntryTime, Store,
-    StoreOptions, META_TABLE, RESTORE_TABLE,
+    probe, reset_for_new_cluster, validate_database, validate_database_fully, EntryTime,
+    PinnedFile, Store, StoreOptions, META_TABLE, RESTORE_TABLE,
 };
 pub use error::StoreError;
 pub use types::*;
