@@ -167,6 +167,8 @@ pub struct AutoRestore {
     pub store_options: Vec<(String, String)>,
     /// rqlite's `continue_on_failure`: start empty when nothing can be restored.
     pub continue_on_failure: bool,
+    /// rqlite's `timeout`: how long to keep retrying a failing store.
+    pub timeout: Option<Duration>,
     pub notes: Vec<String>,
 }
 
@@ -207,15 +209,23 @@ pub fn load_restore(path: &Path) -> Result<AutoRestore, AutoBackupError> {
             ))
         }
     };
-    let mut notes = Vec::new();
-    if top.remove("timeout").is_some() {
-        notes.push(
-            "timeout: raftlite's object store requests have their own retry limits".to_owned(),
-        );
-    }
+    let notes = Vec::new();
+    let timeout = match top.remove("timeout") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(t)) => Some(
+            raftlite_backup::parse_duration(&t)
+                .map_err(|e| invalid(format!("`timeout` {t:?}: {e}")))?,
+        ),
+        Some(_) => {
+            return Err(invalid(
+                "`timeout` must be a duration string like \"60s\"".into(),
+            ))
+        }
+    };
     // The backup mapping wants an interval; a restore has none.
     top.insert("interval".into(), Value::String("1h".into()));
     let mapped = map(&root).map_err(invalid)?;
+    let mut notes = notes;
     notes.extend(
         mapped
             .notes
@@ -226,6 +236,7 @@ pub fn load_restore(path: &Path) -> Result<AutoRestore, AutoBackupError> {
         to: mapped.to,
         store_options: mapped.store_options,
         continue_on_failure,
+        timeout,
         notes,
     })
 }

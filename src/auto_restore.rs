@@ -9,8 +9,10 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use raftlite_backup::{download_backup, list_backups, Destination, Identity};
-use raftlite_consensus::node::{unix_ms, DataDirLayout};
+use raftlite_backup::{download_backup, list_backups, BackupError, Destination, Identity};
+use raftlite_consensus::node::DataDirLayout;
+use raftlite_consensus::recovery::seed_single_node;
+use raftlite_consensus::NodeAddr;
 use raftlite_store::TimelineRecord;
 
 /// Where to restore from, resolved from `--auto-restore-from` / `--auto-restore FILE`.
@@ -24,6 +26,8 @@ pub struct AutoRestoreSettings {
     pub passphrase_env: Option<String>,
     /// Start empty when the destination has no backup of any cluster.
     pub if_empty_ok: bool,
+    /// How long to keep retrying a destination that fails (rqlite's `timeout`).
+    pub timeout: std::time::Duration,
 }
 
 /// What happened.
@@ -55,11 +59,43 @@ fn identity(settings: &AutoRestoreSettings) -> anyhow::Result<Option<Identity>> 
     Ok(None)
 }
 
+/// Runs `op` until it succeeds, fails for a reason retrying cannot fix, or `deadline` passes:
+/// a destination that is down for a while (a store restarting with the cluster) must not make
+/// a new node give up at once.
+async fn with_retries<T, F, Fut>(
+    deadline: tokio::time::Instant,
+    dest: &Destination,
+    mut op: F,
+) -> Result<T, BackupError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, BackupError>>,
+{
+    let mut wait = std::time::Duration::from_secs(1);
+    loop {
+        match op().await {
+            Ok(v) => return Ok(v),
+            Err(
+                e @ (BackupError::List { .. }
+                | BackupError::Download { .. }
+                | BackupError::OpenDestination { .. }),
+            ) if tokio::time::Instant::now() + wait < deadline => {
+                tracing::warn!(destination = %dest, error = %e, retry_in_secs = wait.as_secs(), "auto-restore: the destination failed; retrying");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(std::time::Duration::from_secs(10));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Restores the newest verified backup (the newest one when none is marked verified: it is
 /// verified while downloading anyway) into the empty data dir `data_dir`.
 pub async fn restore_into_empty(
     data_dir: &Path,
     settings: &AutoRestoreSettings,
+    node_id: u64,
+    addr: &NodeAddr,
 ) -> anyhow::Result<AutoRestoreOutcome> {
     let mut options = vec![
         ("max_retries".to_string(), "4".to_string()),
@@ -69,7 +105,8 @@ pub async fn restore_into_empty(
     let dest = Destination::parse_with_options(&settings.from, options)
         .context("invalid --auto-restore-from")?;
     let identity = identity(settings)?;
-    let list = list_backups(&dest)
+    let deadline = tokio::time::Instant::now() + settings.timeout;
+    let list = with_retries(deadline, &dest, || list_backups(&dest))
         .await
         .with_context(|| format!("auto-restore cannot list the backups in {dest}"))?;
     // Newest verified first; else the newest (download_backup verifies everything anyway).
@@ -105,28 +142,22 @@ pub async fn restore_into_empty(
     let layout = DataDirLayout::new(data_dir);
     let staging = layout.db.with_extension("sqlite.auto-restore");
     let _ = std::fs::remove_file(&staging);
-    let report = download_backup(&dest, id, identity.as_ref(), &staging)
-        .await
-        .with_context(|| {
-            format!("auto-restore of {id} from {dest} failed; nothing was installed")
-        })?;
-    let record = TimelineRecord {
-        id: format!("{:032x}", rand::random::<u128>()),
-        counter: 0,
-        parent: None,
-        parent_index: None,
-        reason: format!("auto-restore from backup {id} ({dest})"),
-        at_unix_ms: unix_ms(),
-    };
-    let installed = (|| -> anyhow::Result<TimelineRecord> {
-        let (meta, _) = raftlite_store::reset_for_new_cluster(&staging, &record)?;
+    let report = with_retries(deadline, &dest, || {
+        download_backup(&dest, id, identity.as_ref(), &staging)
+    })
+    .await
+    .with_context(|| format!("auto-restore of {id} from {dest} failed; nothing was installed"))?;
+    let reason = format!("auto-restore from backup {id} ({dest})");
+    let installed = async {
         std::fs::File::open(&staging)?.sync_all()?;
         std::fs::rename(&staging, &layout.db)?;
         std::fs::File::open(data_dir)?.sync_all()?;
-        meta.timeline()
-            .cloned()
-            .ok_or_else(|| anyhow::anyhow!("the restored database has no timeline"))
-    })();
+        // The new single-node cluster's log starts after the restored data, so nodes that join
+        // later receive it as a snapshot.
+        let timeline = seed_single_node(&layout, node_id, addr, reason).await?;
+        Ok::<_, anyhow::Error>(timeline)
+    }
+    .await;
     match installed {
         Ok(timeline) => Ok(AutoRestoreOutcome::Restored {
             id: id.to_string(),

@@ -7,7 +7,8 @@
 //!
 //! With `--backup-db-mib N` it measures backups instead (see [`run_backup_bench`]): the time and
 //! memory of a backup of an N MiB database beside `sqlite3 .backup` + `zstd`, and the inserts/s
-//! of 16 clients while one runs.
+//! of 16 clients while one runs. With `--restore-db-mib N` it measures a cluster restore from
+//! such a backup (see [`run_restore_bench`]) beside `zstd -d` + `cp`.
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;
@@ -73,8 +74,11 @@ impl Stats {
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    if let Some(mib) = args.backup_db_mib {
-        return run_backup_bench(&args, mib).await;
+    match (args.backup_db_mib, args.restore_db_mib) {
+        (Some(_), Some(_)) => bail!("give --backup-db-mib or --restore-db-mib, not both"),
+        (Some(mib), None) => return run_backup_bench(&args, mib).await,
+        (None, Some(mib)) => return run_restore_bench(&args, mib).await,
+        (None, None) => {}
     }
     if args.duration_secs == 0 || args.clients.contains(&0) || args.nodes.contains(&0) {
         bail!("--duration-secs, --clients and --nodes must all be at least 1");
@@ -1361,18 +1365,11 @@ async fn fill_database(
 /// and blob it carries. Blobs alternate [`FILL_CHUNK`]s of random bytes and words (sent as
 /// `x'..'` hex, which the API decodes), notes are words: together about 1.5x compressible.
 fn fill_request() -> (String, u64) {
-    use rand::RngCore;
     let mut rng = rand::rng();
     let mut blob = vec![0u8; FILL_BLOB_BYTES];
     let rows: Vec<Value> = (0..FILL_ROWS_PER_REQUEST)
         .map(|_| {
-            for (i, chunk) in blob.chunks_mut(FILL_CHUNK).enumerate() {
-                if i % 2 == 0 {
-                    rng.fill_bytes(chunk);
-                } else {
-                    chunk.copy_from_slice(words(&mut rng, chunk.len()).as_bytes());
-                }
-            }
+            fill_blob(&mut rng, &mut blob);
             json!([
                 FILL_INSERT,
                 words(&mut rng, FILL_NOTE_BYTES),
@@ -1382,6 +1379,17 @@ fn fill_request() -> (String, u64) {
         .collect();
     let bytes = FILL_ROWS_PER_REQUEST * (FILL_BLOB_BYTES + FILL_NOTE_BYTES);
     (Value::Array(rows).to_string(), bytes as u64)
+}
+
+/// Refills `blob` with alternating [`FILL_CHUNK`]s of random bytes and words.
+fn fill_blob(rng: &mut impl rand::RngCore, blob: &mut [u8]) {
+    for (i, chunk) in blob.chunks_mut(FILL_CHUNK).enumerate() {
+        if i % 2 == 0 {
+            rng.fill_bytes(chunk);
+        } else {
+            chunk.copy_from_slice(words(rng, chunk.len()).as_bytes());
+        }
+    }
 }
 
 /// Exactly `len` bytes of random words from [`WORDS`], separated by spaces.
@@ -2009,6 +2017,689 @@ fn print_backup_report(args: &BenchArgs, r: &BackupReport) -> anyhow::Result<()>
             format!("LOST ({count} < {acked})")
         }
     );
+    for note in &r.notes {
+        println!("note: {note}");
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// `raftlite bench --restore-db-mib N`: how long a cluster restore takes, and its memory
+// ---------------------------------------------------------------------------------------------
+//
+// One run:
+//
+// 1. setup, not measured: an N MiB SQLite file is built locally with the rows of the backup
+//    bench (half random bytes, half words: zstd gets about 1.5x), backed up with
+//    `raftlite_backup::create_backup` (zstd level 3, the server's default, unencrypted) to a
+//    file:// destination, and the file is deleted; a 3-node loopback cluster is started from
+//    this binary (`--backup-to off`: no scheduled backup in the middle);
+// 2. the floor, timed in the same run: `zstd -d` of the backup object to a file, then `cp` of
+//    that file to a second location (no fsync: a lower bound);
+// 3. the restore as `raftlite restore --from DEST --id ID` does it: `download_backup` (download,
+//    decompress, every check of `backup verify`) into a scratch file, then the file streamed
+//    to `POST /db/load?timeline_id=<chosen>` on the leader; the clock stops when every node's
+//    `/status` shows the chosen timeline and its local `COUNT(*)` the file's rows. Peak RSS of
+//    each server process (VmHWM, reset just before) and of this process (the client side).
+
+/// zstd level of the backup restored (the server's default `--backup-level`).
+const RESTORE_BACKUP_LEVEL: i32 = 3;
+/// Nodes of the restored cluster.
+const RESTORE_NODES: usize = 3;
+/// Rows per transaction while the source file is built.
+const BUILD_ROWS_PER_TX: u64 = 512;
+/// Bytes read from the downloaded file per piece of the upload (as the CLI does).
+const RESTORE_UPLOAD_CHUNK: usize = 256 * 1024;
+
+/// The source database and its backup.
+struct RestoreSource {
+    rows: u64,
+    payload_bytes: u64,
+    size_bytes: u64,
+    build: Duration,
+    backup: Duration,
+    stored_bytes: u64,
+    plain_sha256: String,
+    /// The backup's data object on disk (what the floor decompresses).
+    object: PathBuf,
+}
+
+/// `zstd -d` + `cp`.
+struct RestoreFloor {
+    zstd: ChildRun,
+    cp: ChildRun,
+    wall: Duration,
+}
+
+/// One server process around the restore.
+struct NodeMem {
+    id: u64,
+    leader: bool,
+    rss_before_kib: Option<u64>,
+    /// VmHWM after a reset just before the restore (`exact`), else the largest VmRSS sampled.
+    peak_kib: Option<u64>,
+    exact: bool,
+}
+
+/// The measured restore.
+struct RestoreRun {
+    /// `download_backup` done: the file is local and checked.
+    downloaded: Duration,
+    /// `POST /db/load` answered 200 (from the start).
+    answered: Duration,
+    /// Every node serves the restored data (from the start): the figure that counts.
+    all_serving: Duration,
+    /// What the node reported: the restore's own duration, its log index.
+    cluster_secs: Option<f64>,
+    index: Option<u64>,
+    nodes: Vec<NodeMem>,
+    /// This process's peak during the restore (the client side: download, decompression,
+    /// upload): VmHWM after a reset; `None` when it could not be reset.
+    client_peak_kib: Option<u64>,
+}
+
+struct RestoreReport {
+    load_before: Option<String>,
+    db_mib: u64,
+    source: RestoreSource,
+    floor: Result<RestoreFloor, String>,
+    run: RestoreRun,
+    notes: Vec<String>,
+}
+
+/// `raftlite bench --restore-db-mib N`; the steps are described at the top of this section.
+async fn run_restore_bench(args: &BenchArgs, mib: u64) -> anyhow::Result<()> {
+    if mib == 0 {
+        bail!("--restore-db-mib must be at least 1");
+    }
+    let work = WorkDir::create(args.work_dir.clone())?;
+    let root = std::fs::canonicalize(&work.path)
+        .with_context(|| format!("cannot resolve {}", work.path.display()))?;
+    let report = tokio::select! {
+        report = measure_restore(&root, mib) => report?,
+        _ = tokio::signal::ctrl_c() => bail!("interrupted"),
+    };
+    print_restore_report(args, &report)
+}
+
+async fn measure_restore(work: &Path, mib: u64) -> anyhow::Result<RestoreReport> {
+    let load_before = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "));
+    let dest_dir = work.join("backups");
+    std::fs::create_dir(&dest_dir)
+        .with_context(|| format!("cannot create {}", dest_dir.display()))?;
+    let dest_url = file_url(&dest_dir)?;
+    let dest = raftlite_backup::Destination::parse(&dest_url)
+        .with_context(|| format!("cannot open {dest_url}"))?;
+
+    eprintln!("bench: building a {mib} MiB database (setup, not measured)");
+    let source_path = work.join("source.sqlite");
+    let started = Instant::now();
+    let (rows, payload_bytes) = {
+        let path = source_path.clone();
+        tokio::task::spawn_blocking(move || build_source(&path, mib << 20))
+            .await
+            .context("the build thread failed")??
+    };
+    let build = started.elapsed();
+    let size_bytes = std::fs::metadata(&source_path)
+        .with_context(|| format!("cannot read {}", source_path.display()))?
+        .len();
+    eprintln!(
+        "bench: {rows} rows, {:.1} MiB file, built in {:.1} s; backing it up (zstd {RESTORE_BACKUP_LEVEL})",
+        mib_of(size_bytes),
+        build.as_secs_f64()
+    );
+    let started = Instant::now();
+    let meta = raftlite_backup::BackupMeta {
+        cluster_id: "bench-restore".into(),
+        node_id: 0,
+        timeline: raftlite_backup::TimelineRef {
+            id: "bench-source".into(),
+            counter: 1,
+        },
+        log_index: 0,
+        log_term: 0,
+        data_changed_index: None,
+        leader_term: None,
+        slot_unix_ms: None,
+    };
+    let options = raftlite_backup::CreateOptions {
+        level: RESTORE_BACKUP_LEVEL,
+        encryption: None,
+    };
+    let manifest = raftlite_backup::create_backup(&source_path, meta, &dest, &options)
+        .await
+        .context("the backup of the source file failed")?;
+    let backup = started.elapsed();
+    let id = manifest.id().context("the manifest names no backup id")?;
+    let object = dest_dir
+        .join(id.cluster_id())
+        .join("backups")
+        .join(id.set())
+        .join(manifest.object_name());
+    if !object.is_file() {
+        bail!("the backup's data object is not at {}", object.display());
+    }
+    // Only the backup is restored from; a file less on the disk.
+    let _ = std::fs::remove_file(&source_path);
+    let source = RestoreSource {
+        rows,
+        payload_bytes,
+        size_bytes,
+        build,
+        backup,
+        stored_bytes: manifest.stored_size,
+        plain_sha256: manifest.plain_sha256.clone(),
+        object,
+    };
+    eprintln!(
+        "bench: backup {id}: {:.1} MiB stored, in {:.1} s",
+        mib_of(source.stored_bytes),
+        backup.as_secs_f64()
+    );
+
+    let http = reqwest::Client::builder()
+        .timeout(DEADLINE)
+        .no_proxy()
+        .build()
+        .context("cannot build the HTTP client")?;
+    let mut cluster = Cluster {
+        dir: work.join("cluster"),
+        nodes: Vec::new(),
+        extra_args: vec!["--backup-to".into(), "off".into()],
+    };
+    eprintln!("bench: starting a {RESTORE_NODES}-node cluster");
+    let result = restore_scenario(&mut cluster, &http, work, mib, &dest, &id, source).await;
+    if result.is_err() {
+        cluster.print_log_tails();
+    }
+    let (source, floor, run, notes) = result?;
+    Ok(RestoreReport {
+        load_before,
+        db_mib: mib,
+        source,
+        floor,
+        run,
+        notes,
+    })
+}
+
+type RestoreOutcome = (
+    RestoreSource,
+    Result<RestoreFloor, String>,
+    RestoreRun,
+    Vec<String>,
+);
+
+async fn restore_scenario(
+    cluster: &mut Cluster,
+    http: &reqwest::Client,
+    work: &Path,
+    mib: u64,
+    dest: &raftlite_backup::Destination,
+    id: &raftlite_backup::BackupId,
+    source: RestoreSource,
+) -> anyhow::Result<RestoreOutcome> {
+    let mut notes = Vec::new();
+    let leader = cluster.start(http, RESTORE_NODES).await?;
+
+    eprintln!("bench: floor: zstd -d + cp");
+    settle_disk().await;
+    let floor_dir = work.join("floor");
+    std::fs::create_dir(&floor_dir)
+        .with_context(|| format!("cannot create {}", floor_dir.display()))?;
+    let floor = restore_floor(&source.object, &floor_dir, long_deadline(mib)).await?;
+    match &floor {
+        Ok(f) => eprintln!("bench: floor took {:.2} s", f.wall.as_secs_f64()),
+        Err(why) => eprintln!("bench: floor skipped: {why}"),
+    }
+
+    let leader_index = cluster
+        .nodes
+        .iter()
+        .position(|n| n.url == leader)
+        .ok_or_else(|| anyhow!("the leader {leader} is not one of the started nodes"))?;
+    let pids = (0..cluster.nodes.len())
+        .map(|i| cluster.pid(i))
+        .collect::<anyhow::Result<Vec<u32>>>()?;
+    let timeline_id = format!("{:032x}", rand::random::<u128>());
+    let scratch = work.join("restore");
+    std::fs::create_dir(&scratch)
+        .with_context(|| format!("cannot create {}", scratch.display()))?;
+    let target = scratch.join("db.sqlite");
+
+    eprintln!("bench: restore: download_backup + POST /db/load, until every node serves it");
+    settle_disk().await;
+    let before: Vec<Option<ProcMem>> = pids.iter().map(|&p| proc_mem(p)).collect();
+    let exact: Vec<bool> = pids.iter().map(|&p| reset_hwm(p)).collect();
+    let me = std::process::id();
+    let client_exact = reset_hwm(me);
+    let urls: Vec<String> = cluster.nodes.iter().map(|n| n.url.clone()).collect();
+    let plan = RestorePlan {
+        dest,
+        id,
+        target: &target,
+        node: &leader,
+        all: &urls,
+        timeline_id: &timeline_id,
+        rows: source.rows,
+        deadline: long_deadline(mib),
+    };
+    let restore = restore_once(http, &plan);
+    let (outcome, sampled) = sample_peaks(&pids, restore).await;
+    let after: Vec<Option<ProcMem>> = pids.iter().map(|&p| proc_mem(p)).collect();
+    let client_after = proc_mem(me);
+    let _ = std::fs::remove_file(&target);
+    let (downloaded, answered, all_serving, answer) = outcome?;
+
+    let nodes = cluster
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, node)| {
+            let hwm = match (exact[i], after[i]) {
+                (true, Some(m)) => Some(m.hwm_kib),
+                _ => None,
+            };
+            NodeMem {
+                id: node.id,
+                leader: i == leader_index,
+                rss_before_kib: before[i].map(|m| m.rss_kib),
+                peak_kib: hwm.max(sampled[i]),
+                exact: hwm.is_some(),
+            }
+        })
+        .collect();
+    let restore = answer.get("restore").cloned().unwrap_or(Value::Null);
+    if restore.get("sha256").and_then(Value::as_str) != Some(source.plain_sha256.as_str()) {
+        notes.push(format!(
+            "the cluster restored sha256 {} but the backup's manifest says {}",
+            restore.get("sha256").unwrap_or(&Value::Null),
+            source.plain_sha256
+        ));
+    }
+    let run = RestoreRun {
+        downloaded,
+        answered,
+        all_serving,
+        cluster_secs: restore.get("duration_secs").and_then(Value::as_f64),
+        index: restore.get("index").and_then(Value::as_u64),
+        nodes,
+        client_peak_kib: if client_exact {
+            client_after.map(|m| m.hwm_kib)
+        } else {
+            None
+        },
+    };
+    if !client_exact {
+        notes.push("VmHWM could not be reset: the client's peak is not reported".into());
+    }
+    Ok((source, floor, run, notes))
+}
+
+/// Builds the source file at `path`: rows of the backup bench's shape until `target` bytes of
+/// text and blob are in. Returns the rows and bytes inserted.
+fn build_source(path: &Path, target: u64) -> anyhow::Result<(u64, u64)> {
+    let mut conn = rusqlite::Connection::open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    // A scratch file rebuilt on failure: no journal, no fsync while filling.
+    conn.execute_batch("PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF;")?;
+    conn.execute_batch(FILL_CREATE)?;
+    let mut rng = rand::rng();
+    let mut blob = vec![0u8; FILL_BLOB_BYTES];
+    let (mut rows, mut bytes) = (0u64, 0u64);
+    while bytes < target {
+        let tx = conn.transaction()?;
+        {
+            let mut insert = tx.prepare(FILL_INSERT)?;
+            for _ in 0..BUILD_ROWS_PER_TX {
+                if bytes >= target {
+                    break;
+                }
+                fill_blob(&mut rng, &mut blob);
+                let note = words(&mut rng, FILL_NOTE_BYTES);
+                insert.execute(rusqlite::params![note, blob])?;
+                rows += 1;
+                bytes += (FILL_BLOB_BYTES + FILL_NOTE_BYTES) as u64;
+            }
+        }
+        tx.commit()?;
+    }
+    let check: String = conn.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
+    if check != "ok" {
+        bail!("the built file fails quick_check: {check}");
+    }
+    drop(conn);
+    std::fs::File::open(path)
+        .and_then(|f| f.sync_all())
+        .with_context(|| format!("cannot fsync {}", path.display()))?;
+    Ok((rows, bytes))
+}
+
+/// `zstd -d -q OBJECT -o dir/db.sqlite` then `cp dir/db.sqlite dir/copy.sqlite`, timed
+/// together; both files are removed afterwards. `Ok(Err(why))` when a tool is missing.
+async fn restore_floor(
+    object: &Path,
+    dir: &Path,
+    deadline: Duration,
+) -> anyhow::Result<Result<RestoreFloor, String>> {
+    let (Some(zstd), Some(cp)) = (find_tool("zstd"), find_tool("cp")) else {
+        return Ok(Err("zstd or cp not found in PATH or /usr/bin".into()));
+    };
+    let (plain, copy) = (dir.join("db.sqlite"), dir.join("copy.sqlite"));
+    let log = dir.join("tools.log");
+    let start = Instant::now();
+    let mut cmd = Command::new(&zstd);
+    cmd.args(["-d", "-q", "-f"])
+        .arg(object)
+        .arg("-o")
+        .arg(&plain);
+    let zstd = run_child(logged(cmd, &log)?, "zstd -d", deadline).await?;
+    if !zstd.status.success() {
+        bail!("zstd -d failed ({}): {}", zstd.status, log_tail(&log, 10));
+    }
+    let mut cmd = Command::new(&cp);
+    cmd.arg(&plain).arg(&copy);
+    let cp = run_child(logged(cmd, &log)?, "cp", deadline).await?;
+    let wall = start.elapsed();
+    if !cp.status.success() {
+        bail!("cp failed ({}): {}", cp.status, log_tail(&log, 10));
+    }
+    for file in [&plain, &copy] {
+        let _ = std::fs::remove_file(file);
+    }
+    Ok(Ok(RestoreFloor { zstd, cp, wall }))
+}
+
+/// Runs `work` while sampling the VmRSS of every process in `pids` every [`POLL`]; returns
+/// its output and each process's largest sample.
+async fn sample_peaks<F: std::future::Future>(
+    pids: &[u32],
+    work: F,
+) -> (F::Output, Vec<Option<u64>>) {
+    let mut peaks: Vec<Option<u64>> = vec![None; pids.len()];
+    let mut tick = tokio::time::interval(POLL);
+    tokio::pin!(work);
+    let out = loop {
+        tokio::select! {
+            out = &mut work => break out,
+            _ = tick.tick() => {
+                for (peak, &pid) in peaks.iter_mut().zip(pids) {
+                    if let Some(m) = proc_mem(pid) {
+                        *peak = (*peak).max(Some(m.rss_kib));
+                    }
+                }
+            }
+        }
+    };
+    (out, peaks)
+}
+
+/// What [`restore_once`] restores, where, and how it knows it is done.
+struct RestorePlan<'a> {
+    dest: &'a raftlite_backup::Destination,
+    id: &'a raftlite_backup::BackupId,
+    /// Where the backup is downloaded to (the scratch file the upload reads).
+    target: &'a Path,
+    /// The node that receives `POST /db/load`.
+    node: &'a str,
+    /// Every node: each must serve the restored data.
+    all: &'a [String],
+    timeline_id: &'a str,
+    /// Rows of `filler` in the restored file.
+    rows: u64,
+    deadline: Duration,
+}
+
+/// The restore, timed from its start: `(downloaded, answered, all serving, the answer)`.
+async fn restore_once(
+    http: &reqwest::Client,
+    plan: &RestorePlan<'_>,
+) -> anyhow::Result<(Duration, Duration, Duration, Value)> {
+    let RestorePlan {
+        dest,
+        id,
+        target,
+        node,
+        all,
+        timeline_id,
+        rows,
+        deadline,
+    } = *plan;
+    let start = Instant::now();
+    let give_up = start + deadline;
+    raftlite_backup::download_backup(dest, id, None, target)
+        .await
+        .with_context(|| format!("cannot download backup {id}"))?;
+    let downloaded = start.elapsed();
+
+    let url = format!("{node}/db/load?timeline_id={timeline_id}&reason=bench");
+    let resp = http
+        .post(&url)
+        .timeout(deadline)
+        .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+        .body(file_body(target.to_path_buf()))
+        .send()
+        .await
+        .with_context(|| format!("POST {url}"))?;
+    let status = resp.status();
+    let text = resp.text().await.with_context(|| format!("POST {url}"))?;
+    if !status.is_success() {
+        bail!("POST {url}: HTTP {status}: {}", text.trim());
+    }
+    let answered = start.elapsed();
+    let answer: Value =
+        serde_json::from_str(&text).with_context(|| format!("POST {url}: not JSON: {text}"))?;
+
+    let mut waiting: Vec<&String> = all.iter().collect();
+    while !waiting.is_empty() {
+        let mut still = Vec::new();
+        for url in waiting {
+            if !serves_restored(http, url, timeline_id, rows).await {
+                still.push(url);
+            }
+        }
+        waiting = still;
+        if waiting.is_empty() {
+            break;
+        }
+        if Instant::now() >= give_up {
+            bail!(
+                "{} did not serve the restored data within {deadline:?}",
+                waiting
+                    .iter()
+                    .map(|u| u.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok((downloaded, answered, start.elapsed(), answer))
+}
+
+/// Whether `node`'s `/status` shows `timeline_id` and its local `COUNT(*)` the file's rows.
+async fn serves_restored(http: &reqwest::Client, node: &str, timeline_id: &str, rows: u64) -> bool {
+    let Ok(status) = get_json(http, &format!("{node}/status")).await else {
+        return false;
+    };
+    if status.pointer("/store/timeline/id").and_then(Value::as_str) != Some(timeline_id) {
+        return false;
+    }
+    let url = format!("{node}/db/query?level=none&q=SELECT%20COUNT(*)%20FROM%20filler");
+    let Ok(doc) = get_json(http, &url).await else {
+        return false;
+    };
+    doc.pointer("/results/0/values/0/0").and_then(Value::as_u64) == Some(rows)
+}
+
+/// The file at `path` as a streamed request body, [`RESTORE_UPLOAD_CHUNK`] bytes at a time.
+fn file_body(path: PathBuf) -> reqwest::Body {
+    use tokio::io::AsyncReadExt;
+    let stream = futures::stream::try_unfold(None, move |open: Option<tokio::fs::File>| {
+        let path = path.clone();
+        async move {
+            let mut file = match open {
+                Some(file) => file,
+                None => tokio::fs::File::open(&path).await?,
+            };
+            let mut buf = vec![0u8; RESTORE_UPLOAD_CHUNK];
+            let n = file.read(&mut buf).await?;
+            if n == 0 {
+                return Ok(None);
+            }
+            buf.truncate(n);
+            Ok::<_, std::io::Error>(Some((buf, Some(file))))
+        }
+    });
+    reqwest::Body::wrap_stream(stream)
+}
+
+fn print_restore_report(args: &BenchArgs, r: &RestoreReport) -> anyhow::Result<()> {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let version = env!("CARGO_PKG_VERSION");
+    let round = |x: f64| (x * 100.0).round() / 100.0;
+    let floor_secs = r.floor.as_ref().ok().map(|f| f.wall.as_secs_f64());
+    let wall = r.run.all_serving.as_secs_f64();
+    let ratio = floor_secs.map(|f| wall / f.max(1e-9));
+    let opt = |x: Option<f64>, digits: usize| x.map_or("-".to_owned(), |v| format!("{v:.digits$}"));
+    if args.json {
+        let floor = match &r.floor {
+            Ok(f) => json!({
+                "wall_secs": round(f.wall.as_secs_f64()),
+                "zstd_secs": round(f.zstd.wall.as_secs_f64()),
+                "cp_secs": round(f.cp.wall.as_secs_f64()),
+                "zstd_peak_rss_mib": mib_of_kib(f.zstd.peak_kib).map(round),
+            }),
+            Err(why) => json!({ "skipped": why }),
+        };
+        let nodes: Vec<Value> = r
+            .run
+            .nodes
+            .iter()
+            .map(|n| {
+                json!({
+                    "node": n.id,
+                    "leader": n.leader,
+                    "rss_before_mib": mib_of_kib(n.rss_before_kib).map(round),
+                    "peak_rss_mib": mib_of_kib(n.peak_kib).map(round),
+                    "peak_exact": n.exact,
+                })
+            })
+            .collect();
+        let doc = json!({
+            "raftlite_version": version,
+            "cores": cores,
+            "load_average_before": r.load_before,
+            "database": {
+                "requested_mib": r.db_mib,
+                "size_bytes": r.source.size_bytes,
+                "rows": r.source.rows,
+                "payload_bytes": r.source.payload_bytes,
+                "build_secs": round(r.source.build.as_secs_f64()),
+            },
+            "backup": {
+                "zstd_level": RESTORE_BACKUP_LEVEL,
+                "stored_bytes": r.source.stored_bytes,
+                "secs": round(r.source.backup.as_secs_f64()),
+            },
+            "floor": floor,
+            "restore": {
+                "nodes": RESTORE_NODES,
+                "wall_secs": round(wall),
+                "ratio_vs_floor": ratio.map(round),
+                "download_secs": round(r.run.downloaded.as_secs_f64()),
+                "answered_secs": round(r.run.answered.as_secs_f64()),
+                "cluster_restore_secs": r.run.cluster_secs.map(round),
+                "log_index": r.run.index,
+                "client_peak_rss_mib": mib_of_kib(r.run.client_peak_kib).map(round),
+                "servers": nodes,
+            },
+            "notes": r.notes,
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(());
+    }
+
+    println!(
+        "raftlite {version} restore bench, {cores} cores: {:.1} MiB database ({} rows of {} KiB \
+         blob + {} KiB text, half random), built in {:.1} s; backup zstd {RESTORE_BACKUP_LEVEL} \
+         {:.1} MiB stored, in {:.1} s (setup, not measured)",
+        mib_of(r.source.size_bytes),
+        r.source.rows,
+        FILL_BLOB_BYTES / 1024,
+        FILL_NOTE_BYTES / 1024,
+        r.source.build.as_secs_f64(),
+        mib_of(r.source.stored_bytes),
+        r.source.backup.as_secs_f64()
+    );
+    if let Some(load) = &r.load_before {
+        println!(
+            "load average before the run: {load} (other work on the machine skews the figures)"
+        );
+    }
+    println!(
+        "{RESTORE_NODES}-node loopback cluster (--backup-to off); `sync` before each measured phase"
+    );
+    println!();
+    println!(
+        "{:<44} {:>8} {:>9} {:>13}  notes",
+        "restore", "wall s", "vs floor", "peak RSS MiB"
+    );
+    match &r.floor {
+        Ok(f) => println!(
+            "{:<44} {:>8.2} {:>8.2}x {:>13}  zstd -d {:.2} s, cp {:.2} s (no fsync)",
+            "floor: zstd -d + cp",
+            f.wall.as_secs_f64(),
+            1.0,
+            opt(mib_of_kib(f.zstd.peak_kib.max(f.cp.peak_kib)), 1),
+            f.zstd.wall.as_secs_f64(),
+            f.cp.wall.as_secs_f64(),
+        ),
+        Err(why) => println!("{:<44} skipped: {why}", "floor: zstd -d + cp"),
+    }
+    let server_peak = r
+        .run
+        .nodes
+        .iter()
+        .filter_map(|n| mib_of_kib(n.peak_kib))
+        .fold(0.0, f64::max);
+    println!(
+        "{:<44} {:>8.2} {:>9} {:>13}  download+check {:.2} s, answered at {:.2} s (cluster \
+         {} s), all {RESTORE_NODES} nodes serving at {:.2} s; client peak {} MiB",
+        "raftlite: download_backup + POST /db/load",
+        wall,
+        ratio.map_or("-".to_owned(), |x| format!("{x:.2}x")),
+        format!("{server_peak:.1}"),
+        r.run.downloaded.as_secs_f64(),
+        r.run.answered.as_secs_f64(),
+        opt(r.run.cluster_secs, 2),
+        wall,
+        opt(mib_of_kib(r.run.client_peak_kib), 1),
+    );
+    println!();
+    println!(
+        "{:<24} {:>15} {:>15}",
+        "server", "RSS before MiB", "peak RSS MiB"
+    );
+    for n in &r.run.nodes {
+        println!(
+            "{:<24} {:>15} {:>15}",
+            format!(
+                "node {}{}",
+                n.id,
+                if n.leader { " (leader, upload)" } else { "" }
+            ),
+            opt(mib_of_kib(n.rss_before_kib), 1),
+            format!(
+                "{}{}",
+                opt(mib_of_kib(n.peak_kib), 1),
+                if n.exact { "" } else { " (sampled)" }
+            ),
+        );
+    }
     for note in &r.notes {
         println!("note: {note}");
     }

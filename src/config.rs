@@ -470,6 +470,12 @@ pub struct BenchArgs {
     /// beside `sqlite3 .backup` + `zstd -1 -T2` on the same file.
     #[arg(long, value_name = "MIB")]
     pub backup_db_mib: Option<u64>,
+
+    /// Measure a cluster restore instead of inserts: a database of this many MiB backed up to
+    /// file:// (zstd), then downloaded and restored into a 3-node cluster with POST /db/load,
+    /// beside `zstd -d` + `cp` of the same backup.
+    #[arg(long, value_name = "MIB")]
+    pub restore_db_mib: Option<u64>,
 }
 
 /// Fully resolved settings for `raftlite serve`.

@@ -52,18 +52,23 @@ pub struct RecoverArgs {
 /// recommended action. Never writes.
 pub fn doctor(args: DoctorArgs) -> anyhow::Result<()> {
     let report = diagnose(&args.data_dir);
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+    let text = if args.json {
+        format!("{}\n", serde_json::to_string_pretty(&report)?)
     } else {
-        print_report(&report);
+        render_report(&report)
+    };
+    // A reader that stops early (`| head`) is not an error worth a panic or a message.
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 fn diagnose(data_dir: &Path) -> Value {
     let layout = DataDirLayout::new(data_dir);
     let state = classify(data_dir);
-    let database = match raftlite_store::probe(&layout.db) {
+    let database = match raftlite_store::probe_checked(&layout.db) {
         Ok(None) => json!({"file": layout.db, "present": false}),
         Ok(Some(meta)) => json!({
             "file": layout.db,
@@ -131,7 +136,15 @@ fn recommended_action(state: &DataDirState) -> String {
     }
 }
 
-fn print_report(r: &Value) {
+fn render_report(r: &Value) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    // Writing to a String cannot fail.
+    macro_rules! println {
+        ($($arg:tt)*) => {{
+            let _ = writeln!(out, $($arg)*);
+        }};
+    }
     let s = |v: &Value| match v {
         Value::Null => "none".to_string(),
         Value::String(s) => s.clone(),
@@ -200,6 +213,7 @@ fn print_report(r: &Value) {
         _ => println!("  none"),
     }
     println!("recommended:     {}", s(&r["recommended_action"]));
+    out
 }
 
 /// `raftlite recover`: lost-quorum recovery of a stopped node (see

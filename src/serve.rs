@@ -19,6 +19,8 @@ use crate::config::{is_off, resolve, ServeArgs, ServeConfig};
 const NODE_ID_FILE: &str = "node-id";
 /// Backups run hourly when a destination is set (or defaulted) and no schedule is given.
 const DEFAULT_BACKUP_INTERVAL: Duration = Duration::from_secs(3600);
+/// How long auto-restore keeps retrying a failing destination before the start fails.
+const DEFAULT_AUTO_RESTORE_TIMEOUT: Duration = Duration::from_secs(120);
 /// Restore drills of the newest backup run daily unless configured otherwise.
 const DEFAULT_VERIFY_INTERVAL: Duration = Duration::from_secs(24 * 3600);
 
@@ -29,9 +31,28 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let (auth, join_credentials) = load_auth(&config)?;
     let backups = load_backups(&config)?;
 
+    let addr = NodeAddr {
+        raft_addr: config.raft_advertise_addr.clone(),
+        api_addr: tls.advertised_api_addr(&config.http_advertise_addr),
+    };
     let mut state = classify(&config.data_dir);
-    if config.recovery_mode {
-        state = run_recovery_mode(&config.data_dir, state)?;
+    if config.recovery_mode && !state.can_start() {
+        if !config.join.is_empty() {
+            bail!(
+                "refusing to start: --recovery-mode starts a new single-node cluster from this \
+                 data dir, so --join makes no sense with it. To rejoin a running cluster \
+                 instead, move the data dir aside, remove the node (DELETE /remove) and start \
+                 it empty with --join"
+            );
+        }
+        let node_id = resolve_node_id(&config.data_dir, config.node_id)?;
+        state = run_recovery_mode(&config.data_dir, state, node_id, &addr).await?;
+    } else if config.recovery_mode {
+        tracing::warn!(
+            state = state.name(),
+            "--recovery-mode: nothing to recover; starting normally (remove the flag: it is \
+             for one start after a loss)"
+        );
     }
     if !state.can_start() {
         bail!(
@@ -44,10 +65,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
     let node_id = resolve_node_id(&config.data_dir, config.node_id)?;
-    let addr = NodeAddr {
-        raft_addr: config.raft_advertise_addr.clone(),
-        api_addr: tls.advertised_api_addr(&config.http_advertise_addr),
-    };
 
     let auto_restore = auto_restore_settings(&config)?;
     let mut http_listener = TcpListener::bind(config.http_addr)
@@ -66,8 +83,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                  gives it the cluster's data"
             );
         } else {
-            http_listener =
-                auto_restore_while_not_ready(&config, &tls, http_listener, &settings).await?;
+            http_listener = auto_restore_while_not_ready(
+                &config,
+                &tls,
+                http_listener,
+                &settings,
+                node_id,
+                &addr,
+            )
+            .await?;
             state = classify(&config.data_dir);
         }
     }
@@ -294,16 +318,14 @@ fn load_auth(config: &ServeConfig) -> anyhow::Result<AuthSetup> {
 
 /// `--recovery-mode`: recovers a data dir whose log is lost or damaged (or whose database is
 /// damaged) and returns its new classification; a healthy data dir starts as usual.
-fn run_recovery_mode(data_dir: &Path, state: DataDirState) -> anyhow::Result<DataDirState> {
-    match raftlite_consensus::recovery::recover_in_place(data_dir, &state) {
-        Ok(None) => {
-            tracing::warn!(
-                state = state.name(),
-                "--recovery-mode: nothing to recover; starting normally (remove the flag: it is \
-                 for one start after a loss)"
-            );
-            Ok(state)
-        }
+async fn run_recovery_mode(
+    data_dir: &Path,
+    state: DataDirState,
+    node_id: u64,
+    addr: &NodeAddr,
+) -> anyhow::Result<DataDirState> {
+    match raftlite_consensus::recovery::recover_in_place(data_dir, &state, node_id, addr).await {
+        Ok(None) => Ok(state),
         Ok(Some(outcome)) => {
             tracing::warn!(
                 moved_aside = ?outcome.moved_aside,
@@ -325,12 +347,17 @@ fn auto_restore_settings(
     config: &ServeConfig,
 ) -> anyhow::Result<Option<crate::auto_restore::AutoRestoreSettings>> {
     let a = &config.auto_restore;
-    let (from, store_options, if_empty_ok) = match (&a.from, &a.file) {
+    let (from, store_options, if_empty_ok, timeout) = match (&a.from, &a.file) {
         (None, None) => return Ok(None),
         (Some(_), Some(_)) => bail!(
             "refusing to start: --auto-restore-from and --auto-restore are both set; keep one"
         ),
-        (Some(from), None) => (from.clone(), Vec::new(), a.if_empty_ok),
+        (Some(from), None) => (
+            from.clone(),
+            Vec::new(),
+            a.if_empty_ok,
+            DEFAULT_AUTO_RESTORE_TIMEOUT,
+        ),
         (None, Some(file)) => {
             let parsed = crate::auto_backup::load_restore(file)
                 .context("refusing to start: bad --auto-restore file")?;
@@ -341,6 +368,7 @@ fn auto_restore_settings(
                 parsed.to,
                 parsed.store_options,
                 a.if_empty_ok || parsed.continue_on_failure,
+                parsed.timeout.unwrap_or(DEFAULT_AUTO_RESTORE_TIMEOUT),
             )
         }
     };
@@ -350,6 +378,7 @@ fn auto_restore_settings(
         identity_file: a.identity.clone(),
         passphrase_env: config.backup.passphrase_env.clone(),
         if_empty_ok,
+        timeout,
     }))
 }
 
@@ -360,6 +389,8 @@ async fn auto_restore_while_not_ready(
     tls: &crate::tls::TlsSetup,
     listener: TcpListener,
     settings: &crate::auto_restore::AutoRestoreSettings,
+    node_id: u64,
+    addr: &NodeAddr,
 ) -> anyhow::Result<TcpListener> {
     use axum::response::IntoResponse;
     let source = settings.from.clone();
@@ -385,7 +416,8 @@ async fn auto_restore_while_not_ready(
         "http",
     ));
     tracing::info!(from = %settings.from, "auto-restore: the data dir is empty and this node bootstraps; restoring the newest backup before serving");
-    let result = crate::auto_restore::restore_into_empty(&config.data_dir, settings).await;
+    let result =
+        crate::auto_restore::restore_into_empty(&config.data_dir, settings, node_id, addr).await;
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
     match result {

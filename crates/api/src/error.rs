@@ -75,6 +75,7 @@ impl From<raftlite_consensus::restore::RestoreError> for ApiError {
                  undamaged (sqlite3 FILE 'PRAGMA integrity_check')"
             )),
             RestoreError::Refused { .. } => ApiError::BadRequest(e.to_string()),
+            RestoreError::Busy => ApiError::Conflict(e.to_string()),
             RestoreError::Read { .. } => ApiError::Internal(e.to_string()),
             // The cluster could not finish (all-old), or cannot tell yet (the message names
             // the timeline id that /status shows if it took effect).

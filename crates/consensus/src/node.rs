@@ -109,6 +109,8 @@ struct PendingWrite {
 }
 
 struct Inner {
+    /// Held by the restore this node runs as leader: one at a time.
+    pub(crate) restoring: tokio::sync::Mutex<()>,
     id: NodeId,
     addr: NodeAddr,
     raft: Raft,
@@ -192,14 +194,21 @@ impl RaftNode {
                 leader_contact: std::sync::Mutex::new(None),
                 network,
                 election_timeout_max: Duration::from_millis(config.election_timeout_max_ms),
+                restoring: tokio::sync::Mutex::new(()),
             }),
         };
         tokio::spawn(node.clone().initialize_timeline_when_leader());
+        tokio::spawn(node.clone().drop_abandoned_restores());
         Ok(node)
     }
 
     pub fn id(&self) -> NodeId {
         self.inner.id
+    }
+
+    /// The lock a restore run by this node holds.
+    pub(crate) fn inner_restoring(&self) -> &tokio::sync::Mutex<()> {
+        &self.inner.restoring
     }
 
     pub fn addr(&self) -> &NodeAddr {
@@ -518,6 +527,38 @@ impl RaftNode {
     /// The single code path that gives a database its first timeline: the leader proposes it
     /// once through the log, and applying it is a no-op when one exists, so a repeated or raced
     /// proposal can never conflict.
+    /// The chunks of a restore whose leader failed before its commit stay in every node's
+    /// database (and in snapshots and backups) until something drops them: whenever this node
+    /// leads and runs no restore itself, it aborts any such leftover.
+    async fn drop_abandoned_restores(self) {
+        let mut metrics = self.inner.raft.metrics();
+        loop {
+            if self.is_leader() {
+                if let Ok(_idle) = self.inner.restoring.try_lock() {
+                    let store = self.inner.store.clone();
+                    let pending =
+                        tokio::task::spawn_blocking(move || store.pending_restore()).await;
+                    if let Ok(Ok(Some((restore_id, chunks, bytes)))) = pending {
+                        tracing::warn!(
+                            restore = %restore_id,
+                            chunks,
+                            bytes,
+                            "dropping the chunks of a restore its leader abandoned before the commit"
+                        );
+                        let abort = Command::RestoreAbort { restore_id };
+                        if let Err(e) = self.inner.raft.client_write(abort).await {
+                            tracing::debug!(error = %e, "dropping abandoned restore chunks will be retried");
+                        }
+                    }
+                }
+            }
+            let changed = tokio::time::timeout(Duration::from_secs(5), metrics.changed()).await;
+            if let Ok(Err(_)) = changed {
+                return; // raft shut down
+            }
+        }
+    }
+
     async fn initialize_timeline_when_leader(self) {
         let mut metrics = self.inner.raft.metrics();
         loop {

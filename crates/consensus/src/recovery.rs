@@ -16,7 +16,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use openraft::storage::{RaftLogReader, RaftLogStorage, RaftStateMachine};
+use openraft::storage::{RaftLogReader, RaftLogStorage, RaftSnapshotBuilder, RaftStateMachine};
 use openraft::Membership;
 use raftlite_store::TimelineRecord;
 
@@ -98,9 +98,11 @@ fn new_timeline(reason: String) -> TimelineRecord {
 /// `serve --recovery-mode` on a data dir classified as `state`. `Ok(None)`: nothing to recover
 /// (the node starts as usual). After `Ok(Some(_))` the data dir classifies as empty-with-data
 /// (bootstrap a new single-node cluster) or as rebuildable from its log.
-pub fn recover_in_place(
+pub async fn recover_in_place(
     data_dir: &Path,
     state: &DataDirState,
+    node_id: NodeId,
+    addr: &NodeAddr,
 ) -> Result<Option<RecoveryOutcome>, RecoveryError> {
     let layout = DataDirLayout::new(data_dir);
     match state {
@@ -109,11 +111,15 @@ pub fn recover_in_place(
         }
         DataDirState::LogLost { db_index, .. } => {
             let why = format!("the Raft log was missing or ended before index {db_index}");
-            seed_new_cluster(&layout, &why).map(Some)
+            seed_new_cluster(&layout, &why, node_id, addr)
+                .await
+                .map(Some)
         }
         DataDirState::Corrupt { file, detail } if file.starts_with(&layout.raft) => {
             let why = format!("the Raft log {} was damaged ({detail})", file.display());
-            seed_new_cluster(&layout, &why).map(Some)
+            seed_new_cluster(&layout, &why, node_id, addr)
+                .await
+                .map(Some)
         }
         DataDirState::Corrupt { file, detail } => {
             rebuild_damaged_data(data_dir, &layout, file, detail).map(Some)
@@ -123,7 +129,12 @@ pub fn recover_in_place(
 
 /// The data to keep when the log is gone: the database, or the newest snapshot when it is
 /// further along (or the database is unusable).
-fn seed_new_cluster(layout: &DataDirLayout, why: &str) -> Result<RecoveryOutcome, RecoveryError> {
+async fn seed_new_cluster(
+    layout: &DataDirLayout,
+    why: &str,
+    node_id: NodeId,
+    addr: &NodeAddr,
+) -> Result<RecoveryOutcome, RecoveryError> {
     let db_meta = raftlite_store::probe(&layout.db).ok().flatten();
     let db_index = db_meta
         .as_ref()
@@ -173,12 +184,10 @@ fn seed_new_cluster(layout: &DataDirLayout, why: &str) -> Result<RecoveryOutcome
     let reason = format!(
         "recovery-mode: {why}; new single-node cluster from the data at index {from_index}"
     );
-    let (meta, _) = raftlite_store::reset_for_new_cluster(&layout.db, &new_timeline(reason))
-        .map_err(|e| RecoveryError::Storage(e.to_string()))?;
     if let Some(parent) = layout.db.parent() {
         sync_dir(parent)?;
     }
-    let timeline = meta.timeline().cloned();
+    let timeline = Some(seed_single_node(layout, node_id, addr, reason).await?);
     Ok(RecoveryOutcome {
         summary: format!(
             "{why}; the data at index {from_index} now seeds a new single-node cluster on timeline \
@@ -190,6 +199,73 @@ fn seed_new_cluster(layout: &DataDirLayout, why: &str) -> Result<RecoveryOutcome
         timeline,
         moved_aside: moved,
     })
+}
+
+/// Makes the database in `layout` (in place, with an applied position) the start of a new
+/// single-node cluster of `node_id` at `addr`: membership = that node alone, a new timeline, and
+/// a fresh log that begins after the data (purged up to the applied position, with a vote of
+/// the applied term), exactly the state a compacted log leaves. So the node elects itself on
+/// start, and nodes that join later receive the data as a snapshot; nothing replays onto an
+/// empty database. The Raft dir must be absent (moved aside). Returns the new timeline.
+///
+/// A crash midway leaves a data dir the start-up probe classifies as "log lost": run again.
+pub async fn seed_single_node(
+    layout: &DataDirLayout,
+    node_id: NodeId,
+    addr: &NodeAddr,
+    reason: String,
+) -> Result<TimelineRecord, RecoveryError> {
+    if layout.raft.join(crate::log_store::LOG_FILE_NAME).exists() {
+        return Err(RecoveryError::Refused(format!(
+            "{} still holds a Raft log; move it aside first",
+            layout.raft.display()
+        )));
+    }
+    let db = layout.db.clone();
+    let applied = raftlite_store::probe(&db)
+        .map_err(|e| RecoveryError::Storage(e.to_string()))?
+        .and_then(|m| m.applied)
+        .ok_or_else(|| {
+            RecoveryError::Refused(format!(
+                "{} records no applied log position, so it cannot seed a cluster",
+                db.display()
+            ))
+        })?;
+    let log_id = crate::state_machine::position_to_log_id(&applied);
+    let nodes: BTreeMap<NodeId, NodeAddr> = [(node_id, addr.clone())].into_iter().collect();
+    let membership = Membership::new(vec![[node_id].into_iter().collect()], nodes);
+    let stored = StoredMembership::new(Some(log_id), membership);
+    let json = serde_json::to_string(&stored).map_err(|e| RecoveryError::Storage(e.to_string()))?;
+    let record = new_timeline(reason);
+    let meta =
+        tokio::task::spawn_blocking(move || raftlite_store::reseed_database(&db, &json, &record))
+            .await
+            .map_err(|e| RecoveryError::Storage(e.to_string()))?
+            .map_err(|e| RecoveryError::Storage(e.to_string()))?;
+    let storage = |e: openraft::StorageError<NodeId>| RecoveryError::Storage(e.to_string());
+    // openraft never purges past its newest snapshot, and checks that on start: take one of
+    // the seeded database first.
+    let (db, snaps) = (layout.db.clone(), layout.snapshots.clone());
+    let mut sm = tokio::task::spawn_blocking(move || SqliteStateMachine::open(&db, &snaps))
+        .await
+        .map_err(|e| RecoveryError::Storage(e.to_string()))?
+        .map_err(storage)?;
+    sm.get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .map_err(storage)?;
+    drop(sm);
+    // The log last: until it exists, the data dir still reads as "log lost".
+    let mut log = LogStore::open(&layout.raft).map_err(storage)?;
+    log.save_vote(&openraft::Vote::new(log_id.leader_id.term, node_id))
+        .await
+        .map_err(storage)?;
+    log.purge(log_id).await.map_err(storage)?;
+    log.save_committed(Some(log_id)).await.map_err(storage)?;
+    meta.timeline()
+        .cloned()
+        .ok_or_else(|| RecoveryError::Storage("the seeded database has no timeline".into()))
 }
 
 /// The database or the snapshots are damaged but the log is intact: move the damaged part aside
@@ -406,7 +482,13 @@ pub async fn rewrite_membership(
     .map_err(|e| RecoveryError::Storage(e.to_string()))?
     .map_err(|e| RecoveryError::Storage(e.to_string()))?;
     // The log now adds nothing the database lacks; compacting it makes the database (and the
-    // rewritten membership in it) the starting point, as after a snapshot.
+    // rewritten membership in it) the starting point. openraft never purges past its newest
+    // snapshot (and checks that on start), so a snapshot of this state comes first.
+    sm.get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .map_err(storage)?;
     log.purge(applied).await.map_err(storage)?;
     log.save_committed(Some(applied)).await.map_err(storage)?;
     let timeline = meta.timeline().cloned();

@@ -51,6 +51,12 @@ pub struct RestoreOutcome {
 pub enum RestoreError {
     #[error("this node is not the leader")]
     NotLeader { leader: Option<(NodeId, NodeAddr)> },
+    /// Another restore is running on this leader: nothing was changed.
+    #[error(
+        "another restore is in progress on this cluster; wait for it to finish (its outcome \
+         shows in /status as a new timeline) and retry if still needed; nothing was changed"
+    )]
+    Busy,
     /// The file was refused before anything was proposed: nothing changed anywhere.
     #[error("{reason}; nothing was changed, the cluster keeps serving its current data")]
     Invalid { reason: String },
@@ -157,6 +163,29 @@ impl RaftNode {
             return Err(RestoreError::NotLeader {
                 leader: self.leader(),
             });
+        }
+        let Ok(_one_at_a_time) = self.inner_restoring().try_lock() else {
+            return Err(RestoreError::Busy);
+        };
+        if let Some(id) = &request.timeline_id {
+            let store = self.store();
+            let history = tokio::task::spawn_blocking(move || store.meta())
+                .await
+                .map_err(|e| RestoreError::Failed {
+                    reason: format!("the reading thread failed: {e}"),
+                })?
+                .map_err(|e| RestoreError::Failed {
+                    reason: format!("cannot read the timeline history: {e}"),
+                })?
+                .timeline_history;
+            if history.iter().any(|t| &t.id == id) {
+                return Err(RestoreError::Invalid {
+                    reason: format!(
+                        "timeline id {id} is already in this cluster's history; a restore \
+                         starts a new timeline, so choose a new id (or none)"
+                    ),
+                });
+            }
         }
         let path = request.path.clone();
         let (size, sha256) = tokio::task::spawn_blocking(move || {

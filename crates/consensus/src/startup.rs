@@ -119,7 +119,7 @@ pub fn classify(data_dir: &Path) -> DataDirState {
             }
         }
     };
-    let db_index = match raftlite_store::probe(&layout.db) {
+    let db_index = match raftlite_store::probe_checked(&layout.db) {
         Ok(meta) => meta.and_then(|m| m.applied).map(|p| p.index),
         Err(e) => {
             return DataDirState::Corrupt {

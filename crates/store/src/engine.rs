@@ -862,8 +862,26 @@ impl Reader {
 /// Reads the meta table of a database file without changing anything on disk. `Ok(None)` when
 /// there is no file. Used by start-up classification and by `doctor`.
 pub fn probe(path: &Path) -> Result<Option<MetaState>, StoreError> {
-    if !path.exists() {
-        return Ok(None);
+    let len = match std::fs::metadata(path) {
+        Ok(m) => m.len(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(StoreError::io(path, e)),
+    };
+    if len == 0 {
+        // SQLite would treat an empty file as a new database and delete its -wal on close,
+        // even read-only: never open it.
+        let wal = sidecar(path, "-wal");
+        return match std::fs::metadata(&wal) {
+            Ok(w) if w.len() > 0 => Err(StoreError::NotADatabase {
+                path: path.to_path_buf(),
+                detail: format!(
+                    "the file is empty but {} holds {} bytes: the database was truncated",
+                    wal.display(),
+                    w.len()
+                ),
+            }),
+            _ => Ok(None),
+        };
     }
     let conn = Connection::open_with_flags(
         path,
@@ -887,6 +905,36 @@ pub fn probe(path: &Path) -> Result<Option<MetaState>, StoreError> {
         return Ok(Some(MetaState::default()));
     }
     read_meta(&conn, path).map(Some)
+}
+
+/// [`probe`], plus `PRAGMA quick_check` of every page: what start-up classification and
+/// `doctor` use, so a database with damaged pages is reported instead of served. Reads the
+/// whole file (about a second per GiB); changes nothing.
+pub fn probe_checked(path: &Path) -> Result<Option<MetaState>, StoreError> {
+    let Some(meta) = probe(path)? else {
+        return Ok(None);
+    };
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| StoreError::NotADatabase {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    })?;
+    let check: String = conn
+        .query_row("PRAGMA quick_check", [], |r| r.get(0))
+        .map_err(|e| StoreError::NotADatabase {
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        })?;
+    if check != "ok" {
+        return Err(StoreError::NotADatabase {
+            path: path.to_path_buf(),
+            detail: format!("quick_check failed: {check}"),
+        });
+    }
+    Ok(Some(meta))
 }
 
 /// Checks that `path` is a complete SQLite database that passes `PRAGMA quick_check`, and
@@ -931,16 +979,18 @@ fn validate_with(path: &Path, pragma: &str) -> Result<MetaState, StoreError> {
     probe(path)?.ok_or_else(|| not_db("file disappeared during validation".into()))
 }
 
-/// Prepares the database file at `path` (nobody has it open) to seed a new cluster: the applied
-/// position, membership and data-changed position are removed (the new cluster's log starts
-/// at index 1), chunks of an unfinished restore are dropped, and `record` is appended to the
-/// timeline history as a child of the current timeline at the old applied index (counter and
-/// parent are set here). The data is untouched. Returns the resulting meta and the old applied
-/// index. One transaction: a crash leaves the file as it was or fully prepared.
-pub fn reset_for_new_cluster(
+/// Prepares the database file at `path` (nobody has it open) to seed a new cluster whose log
+/// starts after the data: the applied position is kept, the membership becomes
+/// `membership_json`, chunks of an unfinished restore are dropped, the data-changed position is
+/// set to the applied one, and `record` is appended to the timeline history as a child of the
+/// current timeline at the applied index (counter and parent are set here). The data is
+/// untouched. One transaction: a crash leaves the file as it was or fully prepared. Fails when
+/// the database has no applied position (it was never written by raftlite).
+pub fn reseed_database(
     path: &Path,
+    membership_json: &str,
     record: &TimelineRecord,
-) -> Result<(MetaState, Option<u64>), StoreError> {
+) -> Result<MetaState, StoreError> {
     let mut conn = Connection::open(path)?;
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     tx.execute_batch(&format!(
@@ -948,13 +998,18 @@ pub fn reset_for_new_cluster(
          DROP TABLE IF EXISTS {RESTORE_TABLE}"
     ))?;
     let before = read_meta(&tx, path)?;
-    let old_index = before.applied.map(|a| a.index);
+    let Some(applied) = before.applied else {
+        return Err(StoreError::Refused(format!(
+            "{} records no applied log position, so it cannot seed a cluster",
+            path.display()
+        )));
+    };
     let mut record = record.clone();
     match before.timeline() {
         Some(parent) => {
             record.counter = parent.counter + 1;
             record.parent = Some(parent.id.clone());
-            record.parent_index = Some(old_index.unwrap_or(0));
+            record.parent_index = Some(applied.index);
         }
         None => {
             record.counter = 1;
@@ -964,21 +1019,19 @@ pub fn reset_for_new_cluster(
     }
     let mut history = before.timeline_history.clone();
     history.push(record);
-    tx.execute(
-        &format!("DELETE FROM {META_TABLE} WHERE key IN (?1, ?2, ?3)"),
-        params![META_APPLIED, META_MEMBERSHIP, META_DATA_CHANGED],
-    )?;
-    tx.execute(
-        &format!(
+    {
+        let mut upsert = tx.prepare(&format!(
             "INSERT INTO {META_TABLE}(key, value) VALUES (?1, ?2) \
              ON CONFLICT(key) DO UPDATE SET value = excluded.value"
-        ),
-        params![META_TIMELINES, to_json(&history)?],
-    )?;
+        ))?;
+        upsert.execute(params![META_MEMBERSHIP, membership_json])?;
+        upsert.execute(params![META_TIMELINES, to_json(&history)?])?;
+        upsert.execute(params![META_DATA_CHANGED, to_json(&applied)?])?;
+    }
     let after = read_meta(&tx, path)?;
     tx.commit()?;
     drop(conn);
-    Ok((after, old_index))
+    Ok(after)
 }
 
 /// Replaces the `_raftlite_meta` table of the database at `path` (a staging copy nobody else

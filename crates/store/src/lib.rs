@@ -11,7 +11,7 @@ pub mod error;
 pub mod types;
 
 pub use engine::{
-    probe, reset_for_new_cluster, validate_database, validate_database_fully, EntryTime,
+    probe, probe_checked, reseed_database, validate_database, validate_database_fully, EntryTime,
     PinnedFile, Store, StoreOptions, META_TABLE, RESTORE_TABLE,
 };
 pub use error::StoreError;
