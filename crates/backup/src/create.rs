@@ -658,23 +658,24 @@ mod tests {
             .unwrap();
         let count = count as u64;
         drop(conn);
-        let info = read_sqlite_header(&path).unwrap();
+        let header = |p: &Path| {
+            let file = File::open(p).map_err(|source| BackupError::Source {
+                path: p.to_path_buf(),
+                source,
+            })?;
+            read_sqlite_header(&file, p)
+        };
+        let info = header(&path).unwrap();
         assert_eq!(info.page_size, 8192);
         assert_eq!(info.page_count, count);
         assert_eq!(info.len, count * 8192);
 
         std::fs::write(&path, b"not a database at all, but long enough to hold a header......................................................").unwrap();
-        assert!(matches!(
-            read_sqlite_header(&path),
-            Err(BackupError::NotSqlite { .. })
-        ));
+        assert!(matches!(header(&path), Err(BackupError::NotSqlite { .. })));
         std::fs::write(&path, b"short").unwrap();
+        assert!(matches!(header(&path), Err(BackupError::NotSqlite { .. })));
         assert!(matches!(
-            read_sqlite_header(&path),
-            Err(BackupError::NotSqlite { .. })
-        ));
-        assert!(matches!(
-            read_sqlite_header(&dir.path().join("missing")),
+            header(&dir.path().join("missing")),
             Err(BackupError::Source { .. })
         ));
     }
