@@ -531,7 +531,9 @@ fn encrypted_backups_need_the_right_key() {
         .lines()
         .find(|l| l.starts_with(&id))
         .unwrap_or_else(|| panic!("{list:?}"));
-    assert!(row.trim_end().ends_with("yes"), "{list:?}");
+    // ... ENCRYPTED VERIFIED
+    let columns: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(columns[columns.len() - 2], "yes", "{list:?}");
 
     let good_path = good.to_string_lossy().into_owned();
     let wrong_path = wrong.to_string_lossy().into_owned();

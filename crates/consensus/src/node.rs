@@ -531,30 +531,44 @@ impl RaftNode {
     /// database (and in snapshots and backups) until something drops them: whenever this node
     /// leads and runs no restore itself, it aborts any such leftover.
     async fn drop_abandoned_restores(self) {
-        let mut metrics = self.inner.raft.metrics();
         loop {
-            if self.is_leader() {
-                if let Ok(_idle) = self.inner.restoring.try_lock() {
-                    let store = self.inner.store.clone();
-                    let pending =
-                        tokio::task::spawn_blocking(move || store.pending_restore()).await;
-                    if let Ok(Ok(Some((restore_id, chunks, bytes)))) = pending {
-                        tracing::warn!(
-                            restore = %restore_id,
-                            chunks,
-                            bytes,
-                            "dropping the chunks of a restore its leader abandoned before the commit"
-                        );
-                        let abort = Command::RestoreAbort { restore_id };
-                        if let Err(e) = self.inner.raft.client_write(abort).await {
-                            tracing::debug!(error = %e, "dropping abandoned restore chunks will be retried");
-                        }
-                    }
-                }
-            }
-            let changed = tokio::time::timeout(Duration::from_secs(5), metrics.changed()).await;
-            if let Ok(Err(_)) = changed {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            if self.inner.raft.metrics().borrow().running_state.is_err() {
                 return; // raft shut down
+            }
+            if !self.is_leader() {
+                continue;
+            }
+            let pending = |store: Arc<Store>| async move {
+                tokio::task::spawn_blocking(move || store.pending_restore())
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .flatten()
+            };
+            // Cheap check first, without the lock a running restore holds.
+            let Some((seen, _, _)) = pending(self.inner.store.clone()).await else {
+                continue;
+            };
+            // A restore this node runs holds the lock: its chunks are not abandoned.
+            let Ok(_idle) = self.inner.restoring.try_lock() else {
+                continue;
+            };
+            let Some((restore_id, chunks, bytes)) = pending(self.inner.store.clone()).await else {
+                continue;
+            };
+            if restore_id != seen {
+                continue; // it changed meanwhile: look again next time
+            }
+            tracing::warn!(
+                restore = %restore_id,
+                chunks,
+                bytes,
+                "dropping the chunks of a restore its leader abandoned before the commit"
+            );
+            let abort = Command::RestoreAbort { restore_id };
+            if let Err(e) = self.inner.raft.client_write(abort).await {
+                tracing::debug!(error = %e, "dropping abandoned restore chunks will be retried");
             }
         }
     }

@@ -164,7 +164,10 @@ impl RaftNode {
                 leader: self.leader(),
             });
         }
-        let Ok(_one_at_a_time) = self.inner_restoring().try_lock() else {
+        // Waits out a moment's cleanup of abandoned chunks; another restore takes longer.
+        let Ok(_one_at_a_time) =
+            tokio::time::timeout(Duration::from_secs(2), self.inner_restoring().lock()).await
+        else {
             return Err(RestoreError::Busy);
         };
         if let Some(id) = &request.timeline_id {
