@@ -392,7 +392,7 @@ async fn abort_upload(writer: WriteMultipart, label: &str) {
     }
 }
 
-/// Runs `f` on a thread of its own at a lower CPU priority (nice 10; zstd's worker threads,
+/// Runs `f` on a thread of its own at the lowest CPU priority (nice 19; zstd's worker threads,
 /// created from it, inherit that). A backup runs beside a node that is serving: when both want
 /// the CPU, serving wins, and an idle machine still gives the backup all of it. The thread is
 /// not pooled, so the lowered priority ends with it.
@@ -419,7 +419,7 @@ fn lower_priority() {
     // SAFETY: plain syscalls on the calling thread; failure only leaves the priority as it was.
     unsafe {
         let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-        let _ = libc::setpriority(libc::PRIO_PROCESS, tid, 10);
+        let _ = libc::setpriority(libc::PRIO_PROCESS, tid, 19);
     }
 }
 
