@@ -1171,6 +1171,17 @@ async fn verify(args: BackupVerifyArgs) -> anyhow::Result<bool> {
                 let bar = spinner(progress, format!("verifying {id}"));
                 let result = verify_backup(&dest, &id, identity.as_ref()).await;
                 bar.finish_and_clear();
+                if result.is_ok() {
+                    // Best effort: marks the set verified for retention and `backup list`; a
+                    // read-only credential only loses that marker.
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_millis() as i64)
+                        .unwrap_or(0);
+                    if let Err(e) = raftlite_backup::mark_verified(&dest, &id, now).await {
+                        eprintln!("note: {id} passed, but its verified marker was not written: {e}");
+                    }
+                }
                 result.map_err(|e| (failed_check(&e), e.to_string()))
             }
         };

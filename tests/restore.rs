@@ -1359,6 +1359,10 @@ fn leader_killed_during_restores(points: &[KillPoint]) {
                 &format!("node {} to remove its upload scratch files", node.id),
             );
         }
+        // A node restarted in this round may still be catching up (by log or snapshot).
+        for i in 0..c.nodes.len() {
+            wait_timeline(&c, i, &next, secs(60));
+        }
         let after = views_summarized(&c);
         for v in &after {
             assert_eq!(v, &after[0]);
