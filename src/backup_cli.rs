@@ -1179,7 +1179,9 @@ async fn verify(args: BackupVerifyArgs) -> anyhow::Result<bool> {
                         .map(|d| d.as_millis() as i64)
                         .unwrap_or(0);
                     if let Err(e) = raftlite_backup::mark_verified(&dest, &id, now).await {
-                        eprintln!("note: {id} passed, but its verified marker was not written: {e}");
+                        eprintln!(
+                            "note: {id} passed, but its verified marker was not written: {e}"
+                        );
                     }
                 }
                 result.map_err(|e| (failed_check(&e), e.to_string()))
