@@ -220,6 +220,27 @@ impl<'a> From<&'a raftlite_backup::PruneReport> for PrunedJson<'a> {
     }
 }
 
+/// What opens encrypted backups: an age identity file, or a passphrase from the environment
+/// variable `passphrase_env`; `None` for neither.
+pub(crate) fn identity_from(
+    identity_file: Option<&Path>,
+    passphrase_env: Option<&str>,
+) -> anyhow::Result<Option<Identity>> {
+    match (identity_file, passphrase_env) {
+        (Some(path), _) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the age identity file {}", path.display()))?;
+            Ok(Some(Identity::from_identity_file(&text).map_err(|e| {
+                anyhow!("the age identity file {}: {e}", path.display())
+            })?))
+        }
+        (None, Some(var)) => Ok(Some(
+            Identity::passphrase(passphrase_from_env(var)?).map_err(engine_error)?,
+        )),
+        (None, None) => Ok(None),
+    }
+}
+
 /// Entry point of `raftlite backup`.
 pub async fn run(args: BackupArgs) -> anyhow::Result<()> {
     match args.command {
@@ -1106,20 +1127,7 @@ async fn verify(args: BackupVerifyArgs) -> anyhow::Result<bool> {
              backup is encrypted one way"
         );
     }
-    let identity = match (&args.identity, &args.passphrase_env) {
-        (Some(path), _) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read the age identity file {}", path.display()))?;
-            Some(
-                Identity::from_identity_file(&text)
-                    .map_err(|e| anyhow!("the age identity file {}: {e}", path.display()))?,
-            )
-        }
-        (None, Some(var)) => {
-            Some(Identity::passphrase(passphrase_from_env(var)?).map_err(engine_error)?)
-        }
-        (None, None) => None,
-    };
+    let identity = identity_from(args.identity.as_deref(), args.passphrase_env.as_deref())?;
     let dest = open_destination(&args.from)?;
 
     // (id, reason it cannot even be tried)

@@ -29,16 +29,16 @@ use std::io::{self, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context as _};
+use anyhow::{anyhow, bail};
 use indicatif::{ProgressBar, ProgressStyle};
-use raftlite_backup::{download_backup, list_backups, BackupId, Destination, Identity};
+use raftlite_backup::{download_backup, list_backups, BackupId, Destination};
 use reqwest::{StatusCode, Url};
 use serde_json::{json, Value};
 use tokio::io::AsyncReadExt;
 
 use crate::backup_cli::{
     engine_error, excerpt, human_bytes, human_duration, innermost, interruptible, open_destination,
-    passphrase_from_env, print_json, spinner, NodeClient, ScratchDir,
+    print_json, spinner, NodeClient, ScratchDir,
 };
 use crate::config::RestoreArgs;
 
@@ -207,20 +207,8 @@ async fn prepare_backup(
     dir: &Path,
     progress: bool,
 ) -> anyhow::Result<Prepared> {
-    let identity = match (&args.identity, &args.passphrase_env) {
-        (Some(path), _) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read the age identity file {}", path.display()))?;
-            Some(
-                Identity::from_identity_file(&text)
-                    .map_err(|e| anyhow!("the age identity file {}: {e}", path.display()))?,
-            )
-        }
-        (None, Some(var)) => {
-            Some(Identity::passphrase(passphrase_from_env(var)?).map_err(engine_error)?)
-        }
-        (None, None) => None,
-    };
+    let identity =
+        crate::backup_cli::identity_from(args.identity.as_deref(), args.passphrase_env.as_deref())?;
     let dest = open_destination(&args.from)?;
     let id = match &args.id {
         Some(raw) => raw.trim().parse::<BackupId>().map_err(engine_error)?,

@@ -458,19 +458,7 @@ impl Store {
     ) -> Result<MetaState, StoreError> {
         let conn = self.writer();
         let before = read_meta(&conn, &self.path)?;
-        let mut record = record.clone();
-        match before.timeline() {
-            Some(parent) => {
-                record.counter = parent.counter + 1;
-                record.parent = Some(parent.id.clone());
-                record.parent_index = Some(before.applied.map(|a| a.index).unwrap_or(0));
-            }
-            None => {
-                record.counter = 1;
-                record.parent = None;
-                record.parent_index = None;
-            }
-        }
+        let record = child_timeline(record, &before);
         in_transaction(&conn, |c| {
             write_applied(c, position, MetaChange::Timeline(&record))
         })?;
@@ -724,21 +712,8 @@ impl Store {
         timeline: &TimelineRecord,
         current: &MetaState,
     ) -> Result<MetaState, StoreError> {
-        let mut record = timeline.clone();
-        match current.timeline() {
-            Some(parent) => {
-                record.counter = parent.counter + 1;
-                record.parent = Some(parent.id.clone());
-                record.parent_index = Some(current.applied.map(|a| a.index).unwrap_or(0));
-            }
-            None => {
-                record.counter = 1;
-                record.parent = None;
-                record.parent_index = None;
-            }
-        }
         let mut history = current.timeline_history.clone();
-        history.push(record);
+        history.push(child_timeline(timeline, current));
         let membership = membership_json.or_else(|| current.membership_json.clone());
         let prepared = prepared
             .and_then(|_| rewrite_meta(staging, position, membership.as_deref(), &history))
@@ -1004,21 +979,8 @@ pub fn reseed_database(
             path.display()
         )));
     };
-    let mut record = record.clone();
-    match before.timeline() {
-        Some(parent) => {
-            record.counter = parent.counter + 1;
-            record.parent = Some(parent.id.clone());
-            record.parent_index = Some(applied.index);
-        }
-        None => {
-            record.counter = 1;
-            record.parent = None;
-            record.parent_index = None;
-        }
-    }
     let mut history = before.timeline_history.clone();
-    history.push(record);
+    history.push(child_timeline(record, &before));
     {
         let mut upsert = tx.prepare(&format!(
             "INSERT INTO {META_TABLE}(key, value) VALUES (?1, ?2) \
@@ -1166,6 +1128,26 @@ fn write_applied(
 
 fn to_json<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
     serde_json::to_string(v).map_err(|e| StoreError::Refused(format!("cannot encode meta: {e}")))
+}
+
+/// `record` as the next timeline after `current`'s: its counter, parent and parent index come
+/// from the database itself (every node computes the same history), its id, reason and time
+/// from the record.
+fn child_timeline(record: &TimelineRecord, current: &MetaState) -> TimelineRecord {
+    let mut record = record.clone();
+    match current.timeline() {
+        Some(parent) => {
+            record.counter = parent.counter + 1;
+            record.parent = Some(parent.id.clone());
+            record.parent_index = Some(current.applied.map(|a| a.index).unwrap_or(0));
+        }
+        None => {
+            record.counter = 1;
+            record.parent = None;
+            record.parent_index = None;
+        }
+    }
+    record
 }
 
 fn ensure_restore_table(conn: &Connection) -> Result<(), StoreError> {
