@@ -188,7 +188,7 @@ pub async fn create_backup_fenced(
         )
         .await??
     };
-    upload(source, file, info, meta, dest, opts, fence).await
+    upload(source, file, info, meta, dest, opts, fence, None).await
 }
 
 /// A consistent SQLite file the caller has open and keeps from changing until the backup is
@@ -199,6 +199,9 @@ pub struct OpenSource {
     /// For messages.
     pub path: PathBuf,
     pub state: MetaState,
+    /// Read at most this many bytes per second (0: no limit); the caller may change it while
+    /// the backup runs, e.g. to yield disk and CPU to a burst of writes.
+    pub pace: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
 }
 
 /// [`create_backup_fenced`] from an [`OpenSource`]: streams the open file directly.
@@ -210,7 +213,12 @@ pub async fn create_backup_open(
     fence: impl std::future::Future<Output = Result<(), String>>,
 ) -> Result<Manifest, BackupError> {
     let label = dest.label();
-    let OpenSource { file, path, state } = source;
+    let OpenSource {
+        file,
+        path,
+        state,
+        pace,
+    } = source;
     check_meta_agrees(&state, &meta).map_err(|reason| BackupError::MetaMismatch {
         path: path.clone(),
         reason,
@@ -222,10 +230,11 @@ pub async fn create_backup_open(
         })
         .await??
     };
-    upload(&path, file, info, meta, dest, opts, fence).await
+    upload(&path, file, info, meta, dest, opts, fence, pace).await
 }
 
 /// The common part: checks, then streams `file` (read from its start) up as a set.
+#[allow(clippy::too_many_arguments)]
 async fn upload(
     source: &Path,
     file: File,
@@ -234,6 +243,7 @@ async fn upload(
     dest: &Destination,
     opts: &CreateOptions,
     fence: impl std::future::Future<Output = Result<(), String>>,
+    pace: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
 ) -> Result<Manifest, BackupError> {
     meta.check()?;
     let levels = zstd::compression_level_range();
@@ -294,7 +304,7 @@ async fn upload(
     let encoder = {
         let encryption = opts.encryption.clone();
         let level = opts.level;
-        run_in_background(move || encode(file, info.len, level, encryption, tx))
+        run_in_background(move || encode(file, info.len, level, encryption, tx, pace))
     };
 
     let mut failed_part = None;
@@ -578,16 +588,17 @@ fn encode(
     level: i32,
     encryption: Option<Encryption>,
     tx: mpsc::Sender<Bytes>,
+    pace: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
 ) -> Result<Encoded, EncodeError> {
     use std::io::{Seek, SeekFrom};
     file.seek(SeekFrom::Start(0)).map_err(EncodeError::Source)?;
     let sink = ChannelWriter::new(tx);
     let (sink, plain) = match encryption {
-        None => compress(&mut file, sink, expected_len, level)?,
+        None => compress(&mut file, sink, expected_len, level, pace.as_deref())?,
         Some(encryption) => {
             let encryptor = encryption.encryptor().map_err(EncodeError::Encode)?;
             let age = encryptor.wrap_output(sink).map_err(encode_io)?;
-            let (age, plain) = compress(&mut file, age, expected_len, level)?;
+            let (age, plain) = compress(&mut file, age, expected_len, level, pace.as_deref())?;
             (age.finish().map_err(encode_io)?, plain)
         }
     };
@@ -603,7 +614,11 @@ fn compress<W: Write>(
     out: W,
     expected_len: u64,
     level: i32,
+    pace: Option<&std::sync::atomic::AtomicU64>,
 ) -> Result<(W, Digester), EncodeError> {
+    let started = std::time::Instant::now();
+    // Bytes read and the moment pacing last changed, to pace from there.
+    let mut paced_from = (0u64, started, 0u64);
     let mut encoder = zstd::stream::write::Encoder::new(out, level).map_err(encode_io)?;
     encoder.include_checksum(true).map_err(encode_io)?;
     encoder
@@ -629,6 +644,21 @@ fn compress<W: Write>(
             break;
         }
         encoder.write_all(&buf[..n]).map_err(encode_io)?;
+        if let Some(pace) = pace {
+            let rate = pace.load(std::sync::atomic::Ordering::Relaxed);
+            if rate != paced_from.2 {
+                paced_from = (plain.len(), std::time::Instant::now(), rate);
+            }
+            if rate > 0 {
+                let due = std::time::Duration::from_secs_f64(
+                    (plain.len() - paced_from.0) as f64 / rate as f64,
+                );
+                let elapsed = paced_from.1.elapsed();
+                if due > elapsed {
+                    std::thread::sleep(due - elapsed);
+                }
+            }
+        }
     }
     if plain.len() != expected_len {
         return Err(EncodeError::Encode(format!(
