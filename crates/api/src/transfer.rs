@@ -380,6 +380,21 @@ fn broken_upload(received: u64, e: &axum::Error) -> ApiError {
     ))
 }
 
+/// Reads and drops a request body, up to [`MAX_DRAIN_BYTES`] (a larger one is cut off).
+async fn drain_body(body: Body) {
+    let mut stream = body.into_data_stream();
+    let mut seen = 0usize;
+    while let Some(Ok(chunk)) = stream.next().await {
+        seen += chunk.len();
+        if seen > MAX_DRAIN_BYTES {
+            break;
+        }
+    }
+}
+
+/// How much of a refused upload is read before the answer; beyond it the connection is closed.
+const MAX_DRAIN_BYTES: usize = 64 * 1024 * 1024;
+
 /// What a SQLite-file load records, from `?reason=` and `?timeline_id=`, checked before the
 /// body is read so that a bad parameter costs no upload.
 #[derive(Debug, PartialEq, Eq)]
@@ -438,11 +453,22 @@ async fn load(
     metrics::counter!("raftlite_http_requests_total", "endpoint" => "load").increment(1);
     let started = Instant::now();
     let result: Result<Response, ApiError> = async {
-        let timeout = match params.get("timeout") {
-            Some(_) => timeout_of(&params)?,
-            None => DEFAULT_LOAD_TIMEOUT,
+        let checked = (|| {
+            let timeout = match params.get("timeout") {
+                Some(_) => timeout_of(&params)?,
+                None => DEFAULT_LOAD_TIMEOUT,
+            };
+            Ok::<_, ApiError>((timeout, file_load_options(&params)?))
+        })();
+        let (timeout, options) = match checked {
+            Ok(checked) => checked,
+            Err(e) => {
+                // Read (and drop) what the client is still sending before answering: a client
+                // whose upload is cut off mid-way may never see the answer.
+                drain_body(body).await;
+                return Err(e);
+            }
         };
-        let options = file_load_options(&params)?;
         let ctx = LoadContext {
             state: &state,
             params: &params,
