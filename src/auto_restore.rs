@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use raftlite_backup::{download_backup, list_backups, BackupError, Destination, Identity};
+use raftlite_backup::{download_backup, list_backups, BackupError, Destination};
 use raftlite_consensus::node::DataDirLayout;
 use raftlite_consensus::recovery::seed_single_node;
 use raftlite_consensus::NodeAddr;
@@ -39,24 +39,6 @@ pub enum AutoRestoreOutcome {
     },
     /// No backup, and `if_empty_ok`.
     NothingToRestore,
-}
-
-fn identity(settings: &AutoRestoreSettings) -> anyhow::Result<Option<Identity>> {
-    if let Some(file) = &settings.identity_file {
-        let text = std::fs::read_to_string(file)
-            .with_context(|| format!("cannot read --auto-restore-identity {}", file.display()))?;
-        return Ok(Some(Identity::from_identity_file(&text)?));
-    }
-    if let Some(var) = &settings.passphrase_env {
-        let passphrase = std::env::var(var).map_err(|_| {
-            anyhow::anyhow!(
-                "--backup-passphrase-env names {var:?}, which is not set; set it to open the \
-                 backups to restore"
-            )
-        })?;
-        return Ok(Some(Identity::passphrase(passphrase)?));
-    }
-    Ok(None)
 }
 
 /// Runs `op` until it succeeds, fails for a reason retrying cannot fix, or `deadline` passes:
@@ -104,7 +86,11 @@ pub async fn restore_into_empty(
     options.extend(settings.store_options.iter().cloned());
     let dest = Destination::parse_with_options(&settings.from, options)
         .context("invalid --auto-restore-from")?;
-    let identity = identity(settings)?;
+    let identity = crate::backup_cli::identity_from(
+        settings.identity_file.as_deref(),
+        settings.passphrase_env.as_deref(),
+    )
+    .context("auto-restore cannot open the backups (--auto-restore-identity)")?;
     let deadline = tokio::time::Instant::now() + settings.timeout;
     let list = with_retries(deadline, &dest, || list_backups(&dest))
         .await

@@ -13,7 +13,6 @@
 
 mod common;
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -22,7 +21,7 @@ use std::thread::{self, sleep};
 use std::time::{Duration, Instant};
 
 use age::secrecy::ExposeSecret;
-use common::{check_results, execute_at, free_port, wait_for, Cluster};
+use common::{check_results, execute_at, free_port, run_to_completion, wait_for, Cluster, Run};
 use raftlite_backup::{download_backup, BackupId, Destination, Identity};
 use raftlite_testkit::S3TestServer;
 use serde_json::{json, Value};
@@ -34,38 +33,6 @@ const S3_SECRET: &str = raftlite_testkit::SECRET_KEY;
 // ---------------------------------------------------------------------------------------------
 // Running `raftlite backup ...`
 // ---------------------------------------------------------------------------------------------
-
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl std::fmt::Debug for Run {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "exit {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-            self.code, self.stdout, self.stderr
-        )
-    }
-}
-
-impl Run {
-    fn ok(self) -> Run {
-        assert_eq!(self.code, Some(0), "expected success: {self:?}");
-        self
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self:?}"))
-    }
-
-    fn all_output(&self) -> String {
-        format!("{}\n{}", self.stdout, self.stderr)
-    }
-}
 
 /// Where and with what environment the CLI runs: a private TMPDIR (to check that temporary
 /// copies are removed), no inherited `AWS_*`/`RAFTLITE_*` settings, short cloud retries.
@@ -144,44 +111,12 @@ impl Cli {
 
 /// Collects a child's output and status, killing it past the deadline.
 fn finish(mut child: Child, args: &[&str]) -> Run {
-    let read = |pipe: Option<Box<dyn Read + Send>>| {
-        thread::spawn(move || {
-            let mut text = String::new();
-            if let Some(mut pipe) = pipe {
-                let _ = pipe.read_to_string(&mut text);
-            }
-            text
-        })
-    };
-    let out = read(
-        child
-            .stdout
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    let run = run_to_completion(&mut child, RUN_DEADLINE);
+    assert!(
+        !run.timed_out,
+        "raftlite backup {args:?} did not finish within {RUN_DEADLINE:?}"
     );
-    let err = read(
-        child
-            .stderr
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
-    let deadline = Instant::now() + RUN_DEADLINE;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if Instant::now() < deadline => sleep(Duration::from_millis(20)),
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("raftlite backup {args:?} did not finish within {RUN_DEADLINE:?}");
-            }
-        }
-    };
-    Run {
-        code: status.code(),
-        stdout: out.join().unwrap_or_default(),
-        stderr: err.join().unwrap_or_default(),
-    }
+    run
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -41,7 +41,7 @@ use std::time::{Duration, Instant};
 use age::secrecy::ExposeSecret;
 use common::{
     check_results, execute_at, first_values, free_port, http_get, http_post_raw, query_at,
-    query_i64s, tail, wait_for, Cluster, Node,
+    query_i64s, run_to_completion, tail, wait_for, Cluster, Node, Run,
 };
 use raftlite_testkit::S3TestServer;
 use serde_json::{json, Value};
@@ -53,41 +53,6 @@ const READY: Duration = Duration::from_secs(30);
 // ---------------------------------------------------------------------------------------------
 // Child processes
 // ---------------------------------------------------------------------------------------------
-
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-    timed_out: bool,
-}
-
-impl std::fmt::Debug for Run {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "exit {:?}{}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-            self.code,
-            if self.timed_out { " (TIMED OUT)" } else { "" },
-            self.stdout,
-            self.stderr
-        )
-    }
-}
-
-impl Run {
-    fn ok(self) -> Run {
-        assert!(
-            self.code == Some(0) && !self.timed_out,
-            "expected success: {self:?}"
-        );
-        self
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self:?}"))
-    }
-}
 
 /// `raftlite ARGS...` with no inherited `AWS_*`/`RAFTLITE_*` settings (backups of a `serve`
 /// off unless a flag says otherwise), `envs` added.
@@ -139,25 +104,7 @@ fn capture(child: &mut Child) -> Output {
 /// Runs `raftlite ARGS...` to completion; past `deadline` it is killed (`timed_out`).
 fn raftlite_env(args: &[String], envs: &[(String, String)], deadline: Duration) -> Run {
     let mut child = command(args, envs).spawn().expect("spawn raftlite");
-    let output = capture(&mut child);
-    let until = Instant::now() + deadline;
-    let (code, timed_out) = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break (status.code(), false),
-            Ok(None) if Instant::now() < until => sleep(Duration::from_millis(10)),
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                break (None, true);
-            }
-        }
-    };
-    Run {
-        code,
-        stdout: output.out.join().unwrap_or_default(),
-        stderr: output.err.join().unwrap_or_default(),
-        timed_out,
-    }
+    run_to_completion(&mut child, deadline)
 }
 
 fn raftlite(args: &[&str]) -> Run {

@@ -30,7 +30,6 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -39,7 +38,9 @@ use std::thread::{self, sleep};
 use std::time::{Duration, Instant};
 
 use age::secrecy::ExposeSecret;
-use common::{check_results, execute_at, first_values, query_at, wait_for, Cluster};
+use common::{
+    check_results, execute_at, first_values, query_at, run_to_completion, wait_for, Cluster, Run,
+};
 use raftlite_testkit::S3TestServer;
 use serde_json::{json, Value};
 
@@ -516,34 +517,6 @@ fn check_w_after_restore(
 // The CLI
 // ---------------------------------------------------------------------------------------------
 
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl std::fmt::Debug for Run {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "exit {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-            self.code, self.stdout, self.stderr
-        )
-    }
-}
-
-impl Run {
-    fn ok(self) -> Run {
-        assert_eq!(self.code, Some(0), "expected success: {self:?}");
-        self
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self:?}"))
-    }
-}
-
 /// Runs `raftlite ARGS...` with a clean environment plus `envs`, killed past [`CLI_DEADLINE`].
 fn run_cli(args: &[&str], envs: &[(String, String)], tmpdir: &Path) -> Run {
     std::fs::create_dir_all(tmpdir).expect("create the CLI's TMPDIR");
@@ -563,44 +536,12 @@ fn run_cli(args: &[&str], envs: &[(String, String)], tmpdir: &Path) -> Run {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("spawn raftlite");
-    let pipe = |p: Option<Box<dyn Read + Send>>| {
-        thread::spawn(move || {
-            let mut text = String::new();
-            if let Some(mut p) = p {
-                let _ = p.read_to_string(&mut text);
-            }
-            text
-        })
-    };
-    let out = pipe(
-        child
-            .stdout
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    let run = run_to_completion(&mut child, CLI_DEADLINE);
+    assert!(
+        !run.timed_out,
+        "raftlite {args:?} did not finish within {CLI_DEADLINE:?}"
     );
-    let err = pipe(
-        child
-            .stderr
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
-    let deadline = Instant::now() + CLI_DEADLINE;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if Instant::now() < deadline => sleep(Duration::from_millis(20)),
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("raftlite {args:?} did not finish within {CLI_DEADLINE:?}");
-            }
-        }
-    };
-    Run {
-        code: status.code(),
-        stdout: out.join().unwrap_or_default(),
-        stderr: err.join().unwrap_or_default(),
-    }
+    run
 }
 
 /// A fresh age X25519 key: `(recipient, identity file)`.

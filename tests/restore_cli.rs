@@ -9,13 +9,14 @@
 
 mod common;
 
-use std::io::Read;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::thread::{self, sleep};
-use std::time::{Duration, Instant};
 
-use common::{check_results, execute_at, first_values, query_at, wait_for, Cluster};
+use std::time::Duration;
+
+use common::{
+    check_results, execute_at, first_values, query_at, run_to_completion, wait_for, Cluster, Run,
+};
 use serde_json::{json, Value};
 
 /// A CLI run never takes longer than this; past it the process is killed and the test fails.
@@ -28,34 +29,6 @@ fn secs(s: u64) -> Duration {
 // ---------------------------------------------------------------------------------------------
 // Running `raftlite ...`
 // ---------------------------------------------------------------------------------------------
-
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl std::fmt::Debug for Run {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "exit {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-            self.code, self.stdout, self.stderr
-        )
-    }
-}
-
-impl Run {
-    fn ok(self) -> Run {
-        assert_eq!(self.code, Some(0), "expected success: {self:?}");
-        self
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self:?}"))
-    }
-}
 
 /// Runs `raftlite ARGS...` with a private TMPDIR and no inherited `RAFTLITE_*`/`AWS_*`.
 fn raftlite(tmpdir: &Path, args: &[&str]) -> Run {
@@ -79,44 +52,12 @@ fn raftlite(tmpdir: &Path, args: &[&str]) -> Run {
 }
 
 fn finish(child: &mut Child, args: &[&str]) -> Run {
-    let read = |pipe: Option<Box<dyn Read + Send>>| {
-        thread::spawn(move || {
-            let mut text = String::new();
-            if let Some(mut pipe) = pipe {
-                let _ = pipe.read_to_string(&mut text);
-            }
-            text
-        })
-    };
-    let out = read(
-        child
-            .stdout
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    let run = run_to_completion(child, RUN_DEADLINE);
+    assert!(
+        !run.timed_out,
+        "raftlite {args:?} did not finish within {RUN_DEADLINE:?}"
     );
-    let err = read(
-        child
-            .stderr
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
-    let deadline = Instant::now() + RUN_DEADLINE;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if Instant::now() < deadline => sleep(Duration::from_millis(20)),
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("raftlite {args:?} did not finish within {RUN_DEADLINE:?}");
-            }
-        }
-    };
-    Run {
-        code: status.code(),
-        stdout: out.join().unwrap_or_default(),
-        stderr: err.join().unwrap_or_default(),
-    }
+    run
 }
 
 /// Names left in the CLI's TMPDIR.

@@ -21,6 +21,84 @@ const LOG_TAIL_LINES: usize = 60;
 // Generic helpers
 // ---------------------------------------------------------------------------
 
+/// The outcome of a CLI process run to completion by [`run_to_completion`].
+pub struct Run {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    /// Killed at the deadline.
+    pub timed_out: bool,
+}
+
+impl std::fmt::Debug for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {:?}{}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.code,
+            if self.timed_out { " (TIMED OUT)" } else { "" },
+            self.stdout,
+            self.stderr
+        )
+    }
+}
+
+impl Run {
+    /// Asserts a clean exit 0.
+    pub fn ok(self) -> Run {
+        assert!(
+            self.code == Some(0) && !self.timed_out,
+            "expected success: {self:?}"
+        );
+        self
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self:?}"))
+    }
+
+    pub fn all_output(&self) -> String {
+        format!("{}\n{}", self.stdout, self.stderr)
+    }
+}
+
+/// Waits for `child` (spawned with piped stdout and stderr, read on threads so a full pipe
+/// never blocks it); past `deadline` it is killed and the run says `timed_out`.
+pub fn run_to_completion(child: &mut Child, deadline: Duration) -> Run {
+    fn reader(
+        pipe: Option<impl std::io::Read + Send + 'static>,
+    ) -> std::thread::JoinHandle<String> {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_string(&mut text);
+            }
+            text
+        })
+    }
+    let out = reader(child.stdout.take());
+    let err = reader(child.stderr.take());
+    let until = Instant::now() + deadline;
+    let (code, timed_out) = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break (status.code(), false),
+            Ok(None) if Instant::now() < until => sleep(Duration::from_millis(10)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break (None, true);
+            }
+        }
+    };
+    Run {
+        code,
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+        timed_out,
+    }
+}
+
 /// Polls `cond` until it returns `Some`, panicking with `what` after `timeout`.
 pub fn wait_for<T>(mut cond: impl FnMut() -> Option<T>, timeout: Duration, what: &str) -> T {
     let deadline = Instant::now() + timeout;
