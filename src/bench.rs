@@ -2035,7 +2035,9 @@ fn print_backup_report(args: &BenchArgs, r: &BackupReport) -> anyhow::Result<()>
 //    file:// destination, and the file is deleted; a 3-node loopback cluster is started from
 //    this binary (`--backup-to off`: no scheduled backup in the middle);
 // 2. the floor, timed in the same run: `zstd -d` of the backup object to a file, then `cp` of
-//    that file to a second location (no fsync: a lower bound);
+//    that file to a second location (no fsync: a lower bound); then the durable floor: that
+//    decompressed file copied once per node, the copies in parallel, each followed by `sync`
+//    of the copy (the least disk work of any restore that leaves the file durable everywhere);
 // 3. the restore as `raftlite restore --from DEST --id ID` does it: `download_backup` (download,
 //    decompress, every check of `backup verify`) into a scratch file, then the file streamed
 //    to `POST /db/load?timeline_id=<chosen>` on the leader; the clock stops when every node's
@@ -2064,11 +2066,14 @@ struct RestoreSource {
     object: PathBuf,
 }
 
-/// `zstd -d` + `cp`.
+/// `zstd -d` + `cp`, and the durable variant a cluster restore must at least do.
 struct RestoreFloor {
     zstd: ChildRun,
     cp: ChildRun,
     wall: Duration,
+    /// `zstd -d`, then the file copied and fsync'd once per node, the copies in parallel:
+    /// the least disk work of any restore that leaves the file durable on every node.
+    durable: Option<Duration>,
 }
 
 /// One server process around the restore.
@@ -2407,10 +2412,37 @@ async fn restore_floor(
     if !cp.status.success() {
         bail!("cp failed ({}): {}", cp.status, log_tail(&log, 10));
     }
-    for file in [&plain, &copy] {
-        let _ = std::fs::remove_file(file);
-    }
-    Ok(Ok(RestoreFloor { zstd, cp, wall }))
+    let _ = std::fs::remove_file(&copy);
+    let durable = match find_tool("sh") {
+        Some(sh) => {
+            settle_disk().await;
+            let start = Instant::now();
+            let copies = (1..=RESTORE_NODES).map(|node| {
+                let mut cmd = Command::new(&sh);
+                cmd.args(["-c", r#"cp "$1" "$2" && sync "$2""#, "sh"])
+                    .arg(&plain)
+                    .arg(dir.join(format!("node-{node}.sqlite")));
+                logged(cmd, &log).map(|cmd| run_child(cmd, "cp + sync", deadline))
+            });
+            let runs =
+                futures::future::try_join_all(copies.collect::<anyhow::Result<Vec<_>>>()?).await?;
+            let copied = start.elapsed();
+            for node in 1..=RESTORE_NODES {
+                let _ = std::fs::remove_file(dir.join(format!("node-{node}.sqlite")));
+            }
+            runs.iter()
+                .all(|r| r.status.success())
+                .then(|| zstd.wall + copied)
+        }
+        None => None,
+    };
+    let _ = std::fs::remove_file(&plain);
+    Ok(Ok(RestoreFloor {
+        zstd,
+        cp,
+        wall,
+        durable,
+    }))
 }
 
 /// Runs `work` while sampling the VmRSS of every process in `pids` every [`POLL`]; returns
@@ -2564,6 +2596,13 @@ fn print_restore_report(args: &BenchArgs, r: &RestoreReport) -> anyhow::Result<(
     let floor_secs = r.floor.as_ref().ok().map(|f| f.wall.as_secs_f64());
     let wall = r.run.all_serving.as_secs_f64();
     let ratio = floor_secs.map(|f| wall / f.max(1e-9));
+    let durable_secs = r
+        .floor
+        .as_ref()
+        .ok()
+        .and_then(|f| f.durable)
+        .map(|d| d.as_secs_f64());
+    let durable_ratio = durable_secs.map(|d| wall / d.max(1e-9));
     let opt = |x: Option<f64>, digits: usize| x.map_or("-".to_owned(), |v| format!("{v:.digits$}"));
     if args.json {
         let floor = match &r.floor {
@@ -2571,6 +2610,7 @@ fn print_restore_report(args: &BenchArgs, r: &RestoreReport) -> anyhow::Result<(
                 "wall_secs": round(f.wall.as_secs_f64()),
                 "zstd_secs": round(f.zstd.wall.as_secs_f64()),
                 "cp_secs": round(f.cp.wall.as_secs_f64()),
+                "durable_secs": f.durable.map(|d| round(d.as_secs_f64())),
                 "zstd_peak_rss_mib": mib_of_kib(f.zstd.peak_kib).map(round),
             }),
             Err(why) => json!({ "skipped": why }),
@@ -2610,6 +2650,7 @@ fn print_restore_report(args: &BenchArgs, r: &RestoreReport) -> anyhow::Result<(
                 "nodes": RESTORE_NODES,
                 "wall_secs": round(wall),
                 "ratio_vs_floor": ratio.map(round),
+                "ratio_vs_durable_floor": durable_ratio.map(round),
                 "download_secs": round(r.run.downloaded.as_secs_f64()),
                 "answered_secs": round(r.run.answered.as_secs_f64()),
                 "cluster_restore_secs": r.run.cluster_secs.map(round),
@@ -2660,6 +2701,15 @@ fn print_restore_report(args: &BenchArgs, r: &RestoreReport) -> anyhow::Result<(
         ),
         Err(why) => println!("{:<44} skipped: {why}", "floor: zstd -d + cp"),
     }
+    if let (Some(d), Some(f)) = (durable_secs, floor_secs) {
+        println!(
+            "{:<44} {:>8.2} {:>8.2}x {:>13}  zstd -d, then {RESTORE_NODES} copies in parallel, each fsync'd",
+            format!("durable floor: zstd -d + {RESTORE_NODES} x (cp + sync)"),
+            d,
+            d / f.max(1e-9),
+            "-",
+        );
+    }
     let server_peak = r
         .run
         .nodes
@@ -2668,7 +2718,8 @@ fn print_restore_report(args: &BenchArgs, r: &RestoreReport) -> anyhow::Result<(
         .fold(0.0, f64::max);
     println!(
         "{:<44} {:>8.2} {:>9} {:>13}  download+check {:.2} s, answered at {:.2} s (cluster \
-         {} s), all {RESTORE_NODES} nodes serving at {:.2} s; client peak {} MiB",
+         {} s), all {RESTORE_NODES} nodes serving at {:.2} s; client peak {} MiB; {} the \
+         durable floor",
         "raftlite: download_backup + POST /db/load",
         wall,
         ratio.map_or("-".to_owned(), |x| format!("{x:.2}x")),
@@ -2678,6 +2729,7 @@ fn print_restore_report(args: &BenchArgs, r: &RestoreReport) -> anyhow::Result<(
         opt(r.run.cluster_secs, 2),
         wall,
         opt(mib_of_kib(r.run.client_peak_kib), 1),
+        durable_ratio.map_or("-".to_owned(), |x| format!("{x:.2}x")),
     );
     println!();
     println!(

@@ -18,11 +18,13 @@ use crate::deterministic::{self, EntryScope};
 use crate::error::StoreError;
 use crate::types::*;
 
+mod restore_chunks;
+
 /// Name of the table that records where the data stands in the Raft log.
 pub const META_TABLE: &str = "_raftlite_meta";
-/// Name of the table holding the chunks of a restore in progress (see
-/// [`Store::apply_restore_chunk`]). Kept in the database, so snapshots carry a half-received
-/// restore to a node that catches up by snapshot, and a crash loses nothing.
+/// Name of the table recording the chunks of a restore in progress (see
+/// [`Store::apply_restore_chunk`]): which arrived, in the same transaction as the applied
+/// position; the bytes are in a staging file, and in the rows of a snapshot's copy.
 pub const RESTORE_TABLE: &str = "_raftlite_restore";
 
 const META_APPLIED: &str = "applied";
@@ -32,6 +34,8 @@ const META_TIMELINES: &str = "timeline_history";
 /// that entries that change nothing (leader blanks, membership) do not make a backup "new".
 const META_DATA_CHANGED: &str = "data_changed";
 
+/// Copies [`Store::snapshot_to`] takes before giving up while restores keep committing under it.
+const SNAPSHOT_ATTEMPTS: usize = 10;
 /// Idle read-only connections kept open between queries.
 const MAX_IDLE_READERS: usize = 8;
 
@@ -143,6 +147,9 @@ pub struct Store {
     writer_guard: Arc<Guard>,
     /// Leader clock (Unix ms) of the last applied write entry; 0 before the first.
     last_write_at_ms: std::sync::atomic::AtomicI64,
+    /// Held while a restore's staging file is written, read into a snapshot, or taken by the
+    /// commit (see `restore_chunks`).
+    restore_staging: Mutex<()>,
 }
 
 impl Store {
@@ -151,7 +158,7 @@ impl Store {
         deterministic::register_vfs()?;
         let writer_guard = Arc::new(Guard::default());
         let writer = open_writer(path, &options, writer_guard.clone())?;
-        Ok(Store {
+        let store = Store {
             path: path.to_path_buf(),
             options,
             writer: Mutex::new(writer),
@@ -159,7 +166,10 @@ impl Store {
             swap_gate: RwLock::new(()),
             writer_guard,
             last_write_at_ms: std::sync::atomic::AtomicI64::new(0),
-        })
+            restore_staging: Mutex::new(()),
+        };
+        store.clean_restore_staging()?;
+        Ok(store)
     }
 
     pub fn path(&self) -> &Path {
@@ -311,143 +321,6 @@ impl Store {
         })
     }
 
-    /// Stores one chunk of the database file of restore `restore_id` at byte `offset`, with the
-    /// entry's position, in one transaction. Chunks of any other restore are dropped first (one
-    /// restore at a time; a newer one supersedes an abandoned one). Applying the same chunk
-    /// again is harmless.
-    pub fn apply_restore_chunk(
-        &self,
-        position: LogPosition,
-        restore_id: &str,
-        offset: u64,
-        data: &[u8],
-    ) -> Result<(), StoreError> {
-        let conn = self.writer();
-        in_transaction(&conn, |c| {
-            ensure_restore_table(c)?;
-            c.execute(
-                &format!("DELETE FROM {RESTORE_TABLE} WHERE restore_id != ?1"),
-                [restore_id],
-            )?;
-            c.execute(
-                &format!(
-                    "INSERT OR REPLACE INTO {RESTORE_TABLE}(restore_id, offset, data) \
-                     VALUES (?1, ?2, ?3)"
-                ),
-                params![restore_id, offset as i64, data],
-            )?;
-            write_applied(c, position, MetaChange::None)
-        })
-    }
-
-    /// Drops the chunks of restore `restore_id` (an abandoned restore), with the entry's
-    /// position.
-    pub fn apply_restore_abort(
-        &self,
-        position: LogPosition,
-        restore_id: &str,
-    ) -> Result<(), StoreError> {
-        let conn = self.writer();
-        in_transaction(&conn, |c| {
-            if restore_table_exists(c)? {
-                c.execute(
-                    &format!("DELETE FROM {RESTORE_TABLE} WHERE restore_id = ?1"),
-                    [restore_id],
-                )?;
-            }
-            write_applied(c, position, MetaChange::None)
-        })
-    }
-
-    /// The restore whose chunks are held, if any: `(restore id, chunks, bytes)`.
-    pub fn pending_restore(&self) -> Result<Option<(String, u64, u64)>, StoreError> {
-        let conn = self.writer();
-        if !restore_table_exists(&conn)? {
-            return Ok(None);
-        }
-        Ok(conn
-            .query_row(
-                &format!(
-                    "SELECT restore_id, COUNT(*), SUM(length(data)) FROM {RESTORE_TABLE} \
-                     GROUP BY restore_id LIMIT 1"
-                ),
-                [],
-                |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, i64>(1)? as u64,
-                        r.get::<_, i64>(2)? as u64,
-                    ))
-                },
-            )
-            .optional()?)
-    }
-
-    /// Writes the chunks of `restore_id`, in order, to `out` (created, fsync'd) and returns its
-    /// size and sha256 (hex). Fails with [`StoreError::Refused`] when a chunk is missing (a gap, or no chunks).
-    /// Memory: one chunk at a time.
-    pub fn assemble_restore(
-        &self,
-        restore_id: &str,
-        out: &Path,
-    ) -> Result<(u64, String), StoreError> {
-        use sha2::Digest;
-        use std::io::Write;
-        let mut hasher = sha2::Sha256::new();
-        let conn = self.writer();
-        if !restore_table_exists(&conn)? {
-            return Err(StoreError::Refused(format!(
-                "no chunks of restore {restore_id} were received"
-            )));
-        }
-        let file = std::fs::File::create(out).map_err(|e| StoreError::io(out, e))?;
-        let mut writer = std::io::BufWriter::with_capacity(1 << 20, file);
-        let mut offsets = conn.prepare(&format!(
-            "SELECT offset FROM {RESTORE_TABLE} WHERE restore_id = ?1 ORDER BY offset"
-        ))?;
-        let offsets: Vec<i64> = offsets
-            .query_map([restore_id], |r| r.get(0))?
-            .collect::<Result<_, _>>()?;
-        if offsets.is_empty() {
-            return Err(StoreError::Refused(format!(
-                "no chunks of restore {restore_id} were received"
-            )));
-        }
-        let mut size: u64 = 0;
-        for offset in offsets {
-            if offset as u64 != size {
-                return Err(StoreError::Refused(format!(
-                    "restore {restore_id} is missing bytes {size}..{offset}"
-                )));
-            }
-            let buf: Vec<u8> = conn.query_row(
-                &format!("SELECT data FROM {RESTORE_TABLE} WHERE restore_id = ?1 AND offset = ?2"),
-                params![restore_id, offset],
-                |r| r.get(0),
-            )?;
-            hasher.update(&buf);
-            writer.write_all(&buf).map_err(|e| StoreError::io(out, e))?;
-            size += buf.len() as u64;
-        }
-        writer.flush().map_err(|e| StoreError::io(out, e))?;
-        let file = writer
-            .into_inner()
-            .map_err(|e| StoreError::io(out, e.into_error()))?;
-        file.sync_all().map_err(|e| StoreError::io(out, e))?;
-        let digest = hasher.finalize();
-        Ok((size, digest.iter().map(|b| format!("{b:02x}")).collect()))
-    }
-
-    /// Ends restore `restore_id` without loading it (the assembled file failed its checks):
-    /// its chunks are dropped and the entry's position recorded.
-    pub fn apply_restore_refused(
-        &self,
-        position: LogPosition,
-        restore_id: &str,
-    ) -> Result<(), StoreError> {
-        self.apply_restore_abort(position, restore_id)
-    }
-
     /// Appends `record` to the timeline history at `position` (counter and parent are set from
     /// the current timeline; `parent_index` is the current applied index), recording the
     /// position too. For lineage changes that keep the data, such as a lost-quorum recovery.
@@ -582,6 +455,20 @@ impl Store {
     /// one step on its own read transaction, so writes continue meanwhile and rowids are kept.
     /// The copy is fsync'd and self-contained (rollback journal mode). Returns the copy's meta.
     pub fn snapshot_to(&self, dest: &Path) -> Result<MetaState, StoreError> {
+        // A restore committed or dropped between the copy and reading its staging file makes
+        // the copy stale; the next copy no longer holds its chunks.
+        for _ in 0..SNAPSHOT_ATTEMPTS {
+            if let Some(meta) = self.try_snapshot_to(dest)? {
+                return Ok(meta);
+            }
+        }
+        Err(StoreError::Refused(format!(
+            "no consistent snapshot after {SNAPSHOT_ATTEMPTS} attempts: a restore kept \
+             changing under it; try again"
+        )))
+    }
+
+    fn try_snapshot_to(&self, dest: &Path) -> Result<Option<MetaState>, StoreError> {
         let source = open_reader(&self.path, &self.options)?;
         let _ = std::fs::remove_file(dest);
         let mut target = Connection::open(dest)?;
@@ -597,11 +484,14 @@ impl Store {
                 }
             }
         }
+        if !self.carry_restore_chunks(&target)? {
+            return Ok(None);
+        }
         target.pragma_update(None, "journal_mode", "DELETE")?;
         let meta = read_meta(&target, dest)?;
         drop(target);
         sync_file(dest)?;
-        Ok(meta)
+        Ok(Some(meta))
     }
 
     /// Replaces the database with the SQLite file at `source` (left in place), atomically: a
@@ -671,15 +561,17 @@ impl Store {
         if current.applied.is_some_and(|a| a.index >= position.index) {
             return Ok(Ok(current));
         }
+        // Held until the swap: see `restore_lock`.
+        let _staging_lock = self.restore_lock();
         let staging = self.staging_path();
         let refuse = |reason: String| -> Result<Result<MetaState, String>, StoreError> {
             let _ = std::fs::remove_file(&staging);
-            self.apply_restore_refused(position, restore_id)?;
+            self.abort_restore_locked(position, restore_id)?;
             Ok(Err(reason))
         };
-        let (size, sha256) = match self.assemble_restore(restore_id, &staging) {
-            Ok(assembled) => assembled,
-            Err(StoreError::Refused(reason)) => return refuse(reason),
+        let (size, sha256) = match self.take_restore_staging(restore_id, &staging) {
+            Ok(Ok(received)) => received,
+            Ok(Err(reason)) => return refuse(reason),
             Err(e) => {
                 let _ = std::fs::remove_file(&staging);
                 return Err(e);
@@ -1150,25 +1042,6 @@ fn child_timeline(record: &TimelineRecord, current: &MetaState) -> TimelineRecor
     record
 }
 
-fn ensure_restore_table(conn: &Connection) -> Result<(), StoreError> {
-    conn.execute_batch(&format!(
-        "CREATE TABLE IF NOT EXISTS {RESTORE_TABLE} (restore_id TEXT NOT NULL, \
-         offset INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY (restore_id, offset))"
-    ))?;
-    Ok(())
-}
-
-fn restore_table_exists(conn: &Connection) -> Result<bool, StoreError> {
-    Ok(conn
-        .query_row(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1",
-            [RESTORE_TABLE],
-            |_| Ok(()),
-        )
-        .optional()?
-        .is_some())
-}
-
 fn meta_value(conn: &Connection, key: &str) -> Result<Option<String>, StoreError> {
     Ok(conn
         .query_row(
@@ -1556,14 +1429,7 @@ mod tests {
         store
             .apply_restore_chunk(pos(4), "gap", half as u64, &bytes[half..])
             .unwrap();
-        let refused = store
-            .restore_from_chunks(
-                pos(5),
-                "gap",
-                bytes.len() as u64,
-                &sha256_hex(&bytes),
-                &timeline("t2"),
-            )
+        let refused = commit_restore(&store, 5, "gap", &bytes)
             .unwrap()
             .unwrap_err();
         assert!(refused.contains("missing bytes 0.."), "{refused}");
@@ -1650,6 +1516,141 @@ mod tests {
         );
         store.apply_restore_abort(pos(9), "new").unwrap();
         assert_eq!(store.pending_restore().unwrap(), None);
+    }
+
+    /// Applies the commit of restore `id` at `index`, announcing `bytes` as the file, on
+    /// timeline t2.
+    fn commit_restore(
+        store: &Store,
+        index: u64,
+        id: &str,
+        bytes: &[u8],
+    ) -> Result<Result<MetaState, String>, StoreError> {
+        store.restore_from_chunks(
+            pos(index),
+            id,
+            bytes.len() as u64,
+            &sha256_hex(bytes),
+            &timeline("t2"),
+        )
+    }
+
+    /// Names of the restore staging files beside the database in `dir`.
+    fn staging_files(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("db.sqlite.restore-"))
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn chunk_bytes_live_in_one_staging_file_that_the_commit_or_an_abort_removes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = with_old_data(dir.path());
+        let bytes = source_file(dir.path(), 12);
+        let half = bytes.len() / 2;
+        store
+            .apply_restore_chunk(pos(4), "first", 0, &bytes[..half])
+            .unwrap();
+        assert_eq!(staging_files(dir.path()).len(), 1);
+        // A newer restore supersedes the abandoned one: its file goes with its rows.
+        store
+            .apply_restore_chunk(pos(5), "second", 0, &bytes[..half])
+            .unwrap();
+        let second = staging_files(dir.path());
+        assert_eq!(second.len(), 1);
+        // The rows hold no bytes.
+        assert_eq!(
+            count(
+                &store,
+                "SELECT COUNT(*) FROM _raftlite_restore WHERE data IS NOT NULL"
+            ),
+            0
+        );
+        // A replayed chunk (its position already applied) writes nothing.
+        store
+            .apply_restore_chunk(pos(5), "third", 0, &bytes[..half])
+            .unwrap();
+        assert_eq!(staging_files(dir.path()), second);
+        store.apply_restore_abort(pos(6), "second").unwrap();
+        assert!(staging_files(dir.path()).is_empty());
+        // A file left by a crash between the row and the cleanup goes at the next start.
+        store
+            .apply_restore_chunk(pos(7), "fourth", 0, &bytes[..half])
+            .unwrap();
+        std::fs::write(dir.path().join("db.sqlite.restore-leftover"), b"x").unwrap();
+        drop(store);
+        let store = open(dir.path());
+        assert_eq!(staging_files(dir.path()).len(), 1);
+        store
+            .apply_restore_chunk(pos(8), "fourth", half as u64, &bytes[half..])
+            .unwrap();
+        commit_restore(&store, 9, "fourth", &bytes)
+            .unwrap()
+            .unwrap();
+        assert!(staging_files(dir.path()).is_empty());
+        assert_eq!(count(&store, "SELECT COUNT(*) FROM r"), 12);
+    }
+
+    #[test]
+    fn snapshots_taken_while_chunks_arrive_and_commit_always_succeed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(with_old_data(dir.path()));
+        let bytes = source_file(dir.path(), 200);
+        let chunk = 16 * 1024;
+        let done = Arc::new(AtomicBool::new(false));
+        let snapshots = {
+            let (store, done, dir) = (store.clone(), done.clone(), dir.path().to_path_buf());
+            std::thread::spawn(move || {
+                let mut taken = 0;
+                while !done.load(Ordering::SeqCst) {
+                    store.snapshot_to(&dir.join("snap.sqlite")).unwrap();
+                    taken += 1;
+                }
+                taken
+            })
+        };
+        for (i, part) in bytes.chunks(chunk).enumerate() {
+            store
+                .apply_restore_chunk(pos(4 + i as u64), "rid", (i * chunk) as u64, part)
+                .unwrap();
+        }
+        // The commit swaps the file while snapshots keep being taken.
+        commit_restore(&store, 1000, "rid", &bytes)
+            .unwrap()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        done.store(true, Ordering::SeqCst);
+        assert!(snapshots.join().unwrap() > 0);
+        assert_eq!(count(&store, "SELECT COUNT(*) FROM r"), 200);
+    }
+
+    #[test]
+    fn a_damaged_staging_file_stops_the_node_instead_of_refusing_differently() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = with_old_data(dir.path());
+        let bytes = source_file(dir.path(), 8);
+        store.apply_restore_chunk(pos(4), "rid", 0, &bytes).unwrap();
+        let staging = dir.path().join(&staging_files(dir.path())[0]);
+        let mut damaged = std::fs::read(&staging).unwrap();
+        damaged[200] ^= 0xff;
+        std::fs::write(&staging, &damaged).unwrap();
+        let err = commit_restore(&store, 5, "rid", &bytes).unwrap_err();
+        assert!(err.to_string().contains("checksum"), "{err}");
+        // Nothing changed: the old data, the old timeline, the commit not applied.
+        let meta = store.meta().unwrap();
+        assert_eq!(meta.applied.map(|p| p.index), Some(4));
+        assert_eq!(meta.timeline().unwrap().id, "t1");
+        assert_eq!(count(&store, "SELECT COUNT(*) FROM old"), 1);
+        // A snapshot refuses to carry the damaged bytes on, too.
+        let err = store
+            .snapshot_to(&dir.path().join("snap.sqlite"))
+            .unwrap_err();
+        assert!(err.to_string().contains("checksum"), "{err}");
     }
 
     #[test]

@@ -1,0 +1,434 @@
+//! The chunks of a cluster restore in progress, as every node holds them until the commit.
+//!
+//! The bytes go to a staging file beside the database (`<db>.restore-<hash of the restore id>`),
+//! each chunk written in place at its offset and fsync'd; the table [`RESTORE_TABLE`] records
+//! which chunks arrived (offset, length, crc32), in the same transaction as the applied position.
+//! Because the staging file is durable before its row commits, a recorded chunk is always on
+//! disk, and a replayed chunk just writes the same bytes again.
+//!
+//! Why a file and not table rows: a byte then reaches the disk once per node, instead of three
+//! times (WAL, checkpoint, assembly into a file), and the staging file *is* the restored database
+//! at the commit: no assembly copy.
+//!
+//! A snapshot taken mid-restore must carry the chunks to a node that catches up by installing
+//! it: [`Store::snapshot_to`] copies the recorded chunks' bytes into its copy of the table (the
+//! `data` column), and the commit writes such bytes into the staging file first. The snapshot
+//! and the commit take the same lock, so a snapshot never reads a staging file the commit is
+//! already turning into the database.
+//!
+//! A checksum mismatch between a row and the staging file means this node's disk lost or damaged
+//! bytes it had fsync'd: that is reported as an error (the node stops applying, loudly), never as
+//! a refusal, because a refusal must be the same decision on every node.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+
+use super::*;
+
+/// What the restore table of a database looks like.
+#[derive(Debug, PartialEq)]
+enum RestoreTable {
+    Absent,
+    /// Rows of `(restore_id, offset, len, crc32, data)`, `data` NULL when the bytes are in the
+    /// staging file.
+    Current,
+    /// The layout before staging files (every chunk's bytes in the row): dropped by the next
+    /// restore write; nothing of it is used.
+    Outdated,
+}
+
+/// One recorded chunk.
+struct ChunkRow {
+    offset: u64,
+    len: u64,
+    crc32: u32,
+    /// The bytes are in the row (the database came from a snapshot taken mid-restore).
+    in_row: bool,
+}
+
+impl Store {
+    /// Held while a staging file is written, read into a snapshot, or taken by a commit, for
+    /// the whole commit (until the swap), so a snapshot that finds the staging file gone
+    /// knows a fresh copy of the database no longer holds its chunks.
+    pub(super) fn restore_lock(&self) -> MutexGuard<'_, ()> {
+        self.restore_staging
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Prefix of every staging file name of this database: `<db file name>.restore-`.
+    fn restore_staging_prefix(&self) -> String {
+        let name = self
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "db".into());
+        format!("{name}.restore-")
+    }
+
+    /// The staging file of restore `restore_id`. The id comes from the log, so it is hashed
+    /// rather than used as a file name.
+    pub(crate) fn restore_staging_path(&self, restore_id: &str) -> PathBuf {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(restore_id.as_bytes());
+        let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+        self.path
+            .with_file_name(format!("{}{hex}", self.restore_staging_prefix()))
+    }
+
+    /// Deletes the staging files of every restore but `keep` (best effort: a leftover file only
+    /// costs disk space, and the next restore or start-up retries).
+    fn remove_restore_staging_except(&self, keep: Option<&str>) {
+        let keep = keep.map(|id| self.restore_staging_path(id));
+        let prefix = self.restore_staging_prefix();
+        let Some(dir) = self.path.parent() else {
+            return;
+        };
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let ours = entry.file_name().to_string_lossy().starts_with(&prefix);
+            if ours && keep.as_ref() != Some(&path) {
+                if let Err(e) = std::fs::remove_file(&path) {
+                    tracing::warn!(file = %path.display(), error = %e, "cannot delete the staging file of an abandoned restore");
+                }
+            }
+        }
+    }
+
+    /// At start-up: staging files of restores that are no longer pending (committed, aborted,
+    /// or dropped by a recovery) are deleted.
+    pub(super) fn clean_restore_staging(&self) -> Result<(), StoreError> {
+        let pending = self.pending_restore()?.map(|(id, _, _)| id);
+        let _staging = self.restore_lock();
+        self.remove_restore_staging_except(pending.as_deref());
+        Ok(())
+    }
+
+    /// Stores one chunk of the database file of restore `restore_id` at byte `offset`: the bytes
+    /// into the restore's staging file (fsync'd), the chunk's row and the entry's position in one
+    /// transaction. Chunks of any other restore are dropped (one restore at a time; a newer one
+    /// supersedes an abandoned one). Applying the same chunk again is harmless.
+    pub fn apply_restore_chunk(
+        &self,
+        position: LogPosition,
+        restore_id: &str,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<(), StoreError> {
+        let _staging = self.restore_lock();
+        let conn = self.writer();
+        if read_meta(&conn, &self.path)?
+            .applied
+            .is_some_and(|a| a.index >= position.index)
+        {
+            return Ok(());
+        }
+        let staging = self.restore_staging_path(restore_id);
+        let written = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&staging)
+            .and_then(|file| {
+                file.write_all_at(data, offset)?;
+                file.sync_data()
+            });
+        written.map_err(|e| StoreError::io(&staging, e))?;
+        in_transaction(&conn, |c| {
+            ensure_restore_table(c)?;
+            let superseded = c.execute(
+                &format!("DELETE FROM {RESTORE_TABLE} WHERE restore_id != ?1"),
+                [restore_id],
+            )?;
+            c.execute(
+                &format!(
+                    "INSERT OR REPLACE INTO {RESTORE_TABLE}(restore_id, offset, len, crc32, data) \
+                     VALUES (?1, ?2, ?3, ?4, NULL)"
+                ),
+                params![
+                    restore_id,
+                    offset as i64,
+                    data.len() as i64,
+                    crc32fast::hash(data) as i64
+                ],
+            )?;
+            write_applied(c, position, MetaChange::None)?;
+            Ok(superseded)
+        })
+        .map(|superseded| {
+            if superseded > 0 {
+                self.remove_restore_staging_except(Some(restore_id));
+            }
+        })
+    }
+
+    /// Drops the chunks of restore `restore_id` (an abandoned restore), with the entry's
+    /// position.
+    pub fn apply_restore_abort(
+        &self,
+        position: LogPosition,
+        restore_id: &str,
+    ) -> Result<(), StoreError> {
+        let _staging = self.restore_lock();
+        self.abort_restore_locked(position, restore_id)
+    }
+
+    /// [`Store::apply_restore_abort`] for a caller that holds the restore lock.
+    pub(super) fn abort_restore_locked(
+        &self,
+        position: LogPosition,
+        restore_id: &str,
+    ) -> Result<(), StoreError> {
+        let conn = self.writer();
+        in_transaction(&conn, |c| {
+            if restore_table(c)? != RestoreTable::Absent {
+                c.execute(
+                    &format!("DELETE FROM {RESTORE_TABLE} WHERE restore_id = ?1"),
+                    [restore_id],
+                )?;
+            }
+            write_applied(c, position, MetaChange::None)
+        })?;
+        let staging = self.restore_staging_path(restore_id);
+        match std::fs::remove_file(&staging) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(file = %staging.display(), error = %e, "cannot delete the staging file of a dropped restore")
+            }
+        }
+        Ok(())
+    }
+
+    /// The restore whose chunks are held, if any: `(restore id, chunks, bytes)`.
+    pub fn pending_restore(&self) -> Result<Option<(String, u64, u64)>, StoreError> {
+        let conn = self.writer();
+        if restore_table(&conn)? != RestoreTable::Current {
+            return Ok(None);
+        }
+        Ok(conn
+            .query_row(
+                &format!(
+                    "SELECT restore_id, COUNT(*), SUM(len) FROM {RESTORE_TABLE} \
+                     GROUP BY restore_id LIMIT 1"
+                ),
+                [],
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, i64>(1)? as u64,
+                        r.get::<_, i64>(2)? as u64,
+                    ))
+                },
+            )
+            .optional()?)
+    }
+
+    /// At the commit of restore `restore_id`: completes its staging file from the chunks held in
+    /// rows, checks every chunk against its checksum, and moves the file to `installing`.
+    /// Returns its size and sha256 (hex), or `Ok(Err(reason))` when the chunks do not make a
+    /// whole file (none, or a gap): a decision every node makes alike. Memory: one chunk.
+    /// The caller holds the restore lock.
+    pub(super) fn take_restore_staging(
+        &self,
+        restore_id: &str,
+        installing: &Path,
+    ) -> Result<Result<(u64, String), String>, StoreError> {
+        use sha2::Digest;
+        let conn = self.writer();
+        let none_received = || {
+            Ok(Err(format!(
+                "no chunks of restore {restore_id} were received"
+            )))
+        };
+        if restore_table(&conn)? != RestoreTable::Current {
+            return none_received();
+        }
+        let rows: Vec<ChunkRow> = conn
+            .prepare(&format!(
+                "SELECT offset, len, crc32, data IS NOT NULL FROM {RESTORE_TABLE} \
+                 WHERE restore_id = ?1 ORDER BY offset"
+            ))?
+            .query_map([restore_id], |r| {
+                Ok(ChunkRow {
+                    offset: r.get::<_, i64>(0)? as u64,
+                    len: r.get::<_, i64>(1)? as u64,
+                    crc32: r.get::<_, i64>(2)? as u32,
+                    in_row: r.get(3)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        if rows.is_empty() {
+            return none_received();
+        }
+        let mut size = 0u64;
+        for row in &rows {
+            if row.offset != size {
+                return Ok(Err(format!(
+                    "restore {restore_id} is missing bytes {size}..{}",
+                    row.offset
+                )));
+            }
+            size += row.len;
+        }
+        let staging = self.restore_staging_path(restore_id);
+        let io = |e: std::io::Error| StoreError::io(&staging, e);
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&staging)
+            .map_err(io)?;
+        for row in rows.iter().filter(|r| r.in_row) {
+            let data: Vec<u8> = conn.query_row(
+                &format!("SELECT data FROM {RESTORE_TABLE} WHERE restore_id = ?1 AND offset = ?2"),
+                params![restore_id, row.offset as i64],
+                |r| r.get(0),
+            )?;
+            if data.len() as u64 != row.len || crc32fast::hash(&data) != row.crc32 {
+                return Err(damaged(
+                    &self.path,
+                    restore_id,
+                    row.offset,
+                    "in the database",
+                ));
+            }
+            file.write_all_at(&data, row.offset).map_err(io)?;
+        }
+        file.set_len(size).map_err(io)?;
+        file.sync_all().map_err(io)?;
+        let mut hasher = sha2::Sha256::new();
+        let mut buf = Vec::new();
+        for row in &rows {
+            buf.resize(row.len as usize, 0);
+            file.read_exact_at(&mut buf, row.offset).map_err(io)?;
+            if crc32fast::hash(&buf) != row.crc32 {
+                return Err(damaged(
+                    &staging,
+                    restore_id,
+                    row.offset,
+                    "in the staging file",
+                ));
+            }
+            hasher.update(&buf);
+        }
+        drop(file);
+        std::fs::rename(&staging, installing).map_err(|e| StoreError::io(installing, e))?;
+        let digest = hasher.finalize();
+        Ok(Ok((
+            size,
+            digest.iter().map(|b| format!("{b:02x}")).collect(),
+        )))
+    }
+
+    /// Fills the `data` of the chunk rows in `target` (a snapshot copy of this database) from
+    /// the staging file, so the snapshot carries a half-received restore. `Ok(false)` when the
+    /// staging file is gone (the restore was committed or dropped after the copy was taken):
+    /// the caller takes the copy again.
+    pub(super) fn carry_restore_chunks(&self, target: &Connection) -> Result<bool, StoreError> {
+        if restore_table(target)? != RestoreTable::Current {
+            return Ok(true);
+        }
+        let rows: Vec<(String, u64, u64, u32)> = target
+            .prepare(&format!(
+                "SELECT restore_id, offset, len, crc32 FROM {RESTORE_TABLE} WHERE data IS NULL"
+            ))?
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)? as u64,
+                    r.get::<_, i64>(2)? as u64,
+                    r.get::<_, i64>(3)? as u32,
+                ))
+            })?
+            .collect::<Result<_, _>>()?;
+        if rows.is_empty() {
+            return Ok(true);
+        }
+        let _staging = self.restore_lock();
+        let tx = target.unchecked_transaction()?;
+        let mut buf = Vec::new();
+        let mut open: Option<(String, File)> = None;
+        for (restore_id, offset, len, crc32) in rows {
+            let staging = self.restore_staging_path(&restore_id);
+            if open.as_ref().is_none_or(|(id, _)| id != &restore_id) {
+                match File::open(&staging) {
+                    Ok(file) => open = Some((restore_id.clone(), file)),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+                    Err(e) => return Err(StoreError::io(&staging, e)),
+                }
+            }
+            let Some((_, file)) = open.as_ref() else {
+                return Ok(false);
+            };
+            buf.resize(len as usize, 0);
+            match file.read_exact_at(&mut buf, offset) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(false),
+                Err(e) => return Err(StoreError::io(&staging, e)),
+            }
+            if crc32fast::hash(&buf) != crc32 {
+                return Err(damaged(
+                    &staging,
+                    &restore_id,
+                    offset,
+                    "in the staging file",
+                ));
+            }
+            tx.execute(
+                &format!(
+                    "UPDATE {RESTORE_TABLE} SET data = ?1 WHERE restore_id = ?2 AND offset = ?3"
+                ),
+                params![buf, restore_id, offset as i64],
+            )?;
+        }
+        tx.commit()?;
+        Ok(true)
+    }
+}
+
+/// A chunk this node recorded no longer matches its checksum.
+fn damaged(path: &Path, restore_id: &str, offset: u64, place: &str) -> StoreError {
+    StoreError::io(
+        path,
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "the chunk at byte {offset} of restore {restore_id}, stored {place}, no longer \
+                 matches its checksum: this node's disk lost or changed data it had synced; \
+                 check the disk, then replace this node (remove it, wipe its data dir, join it \
+                 again)"
+            ),
+        ),
+    )
+}
+
+fn restore_table(conn: &Connection) -> Result<RestoreTable, StoreError> {
+    let columns: Vec<String> = conn
+        .prepare(&format!("PRAGMA table_info({RESTORE_TABLE})"))?
+        .query_map([], |r| r.get::<_, String>(1))?
+        .collect::<Result<_, _>>()?;
+    Ok(if columns.is_empty() {
+        RestoreTable::Absent
+    } else if columns.iter().any(|c| c == "crc32") {
+        RestoreTable::Current
+    } else {
+        RestoreTable::Outdated
+    })
+}
+
+fn ensure_restore_table(conn: &Connection) -> Result<(), StoreError> {
+    if restore_table(conn)? == RestoreTable::Outdated {
+        conn.execute_batch(&format!("DROP TABLE {RESTORE_TABLE}"))?;
+    }
+    conn.execute_batch(&format!(
+        "CREATE TABLE IF NOT EXISTS {RESTORE_TABLE} (restore_id TEXT NOT NULL, \
+         offset INTEGER NOT NULL, len INTEGER NOT NULL, crc32 INTEGER NOT NULL, data BLOB, \
+         PRIMARY KEY (restore_id, offset))"
+    ))?;
+    Ok(())
+}
