@@ -19,8 +19,10 @@
 //!   decryption, `integrity_check`).
 //!
 //! The client picks the new timeline's id (`?timeline_id=`). When the answer is lost, or the
-//! node says the outcome is unknown, `/status` is polled for up to [`POLL_FOR`]: the restore
-//! took effect (all-new) exactly when the node's current timeline is that id.
+//! node says the outcome is unknown, every member's `/status` is polled (the members are asked
+//! for with `/nodes` before the upload): the restore took effect (all-new) exactly when a node's
+//! current timeline is that id; the polling goes on while the leader reports the restore in
+//! progress or chunks keep arriving, and ends [`POLL_FOR`] after that stops.
 //!
 //! Exit status: 0 only when the restore took effect; 2 otherwise (refused, failed, all-old, bad
 //! flags, node unreachable; `main` maps errors to 2).
@@ -50,7 +52,7 @@ const UPLOAD_CHUNK: usize = 256 * 1024;
 /// The node answers only once the whole cluster switched to the new file (after checking and
 /// replicating all of it): one read may wait that long.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(3 * 3600);
-/// How long `/status` is polled when the outcome is unknown.
+/// How long `/status` is polled, when the outcome is unknown, after the restore stops moving.
 const POLL_FOR: Duration = Duration::from_secs(30);
 const POLL_EVERY: Duration = Duration::from_millis(500);
 /// Lines of a failed `integrity_check` shown.
@@ -163,32 +165,37 @@ async fn restore(args: RestoreArgs, timeline_id: String) -> anyhow::Result<()> {
     }
 
     let reason = format!("restore from {}", prepared.label);
+    // Asked now, while the cluster answers: if the answer is lost, any of them can tell.
+    let peers = peer_bases(&node).await;
     let outcome = upload(&node, &prepared, &timeline_id, &reason, progress).await?;
     drop(scratch);
     let answer = match outcome {
         Answer::Restored(answer) => answer,
         Answer::Unknown(why) => {
             eprintln!(
-                "the outcome is unknown ({why}); asking {}/status for up to {} s whether the \
-                 cluster is on the new timeline {timeline_id}",
-                node.base,
+                "the outcome is unknown ({why}); asking /status of {} while the restore is under \
+                 way (and up to {} s after it stops moving) whether the cluster is on the new \
+                 timeline {timeline_id}",
+                std::iter::once(node.base.as_str())
+                    .chain(peers.iter().map(String::as_str))
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 POLL_FOR.as_secs()
             );
-            return match poll_timeline(&node, &timeline_id).await {
+            return match poll_timeline(&node, &peers, &timeline_id).await {
                 Polled::TookEffect(timeline) => {
                     report_polled(&args, &prepared, &timeline, started.elapsed())
                 }
                 Polled::Other(current) => bail!(
-                    "the restore did not take effect (all-old): {why}; /status on {} shows \
-                     timeline {current}, not {timeline_id}; every node keeps its old data; \
-                     retry when the cluster is healthy",
-                    node.base
+                    "the restore did not take effect (all-old): {why}; /status shows timeline \
+                     {current}, not {timeline_id}, and no restore has been under way for {} s; \
+                     every node keeps its old data; retry when the cluster is healthy",
+                    POLL_FOR.as_secs()
                 ),
                 Polled::Unreachable(e) => bail!(
-                    "the outcome of the restore is unknown ({why}) and {}/status did not answer \
-                     within {} s ({e}); it took effect on every node or on none: it did if \
-                     /status shows the current timeline {timeline_id}",
-                    node.base,
+                    "the outcome of the restore is unknown ({why}) and no node's /status \
+                     answered within {} s ({e}); it took effect on every node or on none: it \
+                     did if /status shows the current timeline {timeline_id}",
                     POLL_FOR.as_secs()
                 ),
             };
@@ -670,56 +677,151 @@ fn waiting_style(bar: &ProgressBar) {
     bar.enable_steady_tick(Duration::from_millis(120));
 }
 
+#[derive(Debug, PartialEq)]
 enum Polled {
     /// `/status` shows the new timeline (its record).
     TookEffect(Value),
-    /// `/status` answered, with this other timeline id, until the deadline.
+    /// `/status` answered, with this other timeline id, and the restore stopped moving.
     Other(String),
     /// `/status` never answered.
     Unreachable(String),
 }
 
-async fn poll_timeline(node: &NodeClient, timeline_id: &str) -> Polled {
-    let deadline = Instant::now() + POLL_FOR;
-    let mut last: Option<Result<String, String>> = None;
-    loop {
-        let mut request = node
-            .client
-            .get(format!("{}/status", node.base))
-            .timeout(Duration::from_secs(5));
-        if let Some((user, pass)) = &node.auth {
-            request = request.basic_auth(user, Some(pass));
+/// The API bases of the other members, from `/nodes` (none when it does not answer).
+async fn peer_bases(node: &NodeClient) -> Vec<String> {
+    let mut request = node
+        .client
+        .get(format!("{}/nodes?ver=2", node.base))
+        .timeout(Duration::from_secs(10));
+    if let Some((user, pass)) = &node.auth {
+        request = request.basic_auth(user, Some(pass));
+    }
+    let Ok(resp) = request.send().await else {
+        return Vec::new();
+    };
+    let Ok(nodes) = resp.json::<Value>().await else {
+        return Vec::new();
+    };
+    let own = node.base.trim_end_matches('/');
+    nodes["nodes"]
+        .as_array()
+        .map(|all| {
+            all.iter()
+                .filter_map(|n| n["api_addr"].as_str())
+                .map(|a| a.trim_end_matches('/').to_string())
+                .filter(|a| a != own)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Decides the outcome of a restore whose answer was lost from what the nodes' `/status` say:
+/// it took effect once any node is on its timeline; it is still under way while the leader
+/// reports it in progress or any node's held chunks grow; it did not take effect once it has
+/// stopped moving for [`POLL_FOR`] with the nodes on another timeline.
+struct OutcomeWatch {
+    timeline_id: String,
+    deadline: Instant,
+    /// Bytes of chunks held, per node, at the last answer.
+    held: std::collections::HashMap<String, u64>,
+    /// A known timeline is the best evidence; an error only replaces another error.
+    last: Option<Result<String, String>>,
+}
+
+impl OutcomeWatch {
+    fn new(timeline_id: &str, now: Instant) -> OutcomeWatch {
+        OutcomeWatch {
+            timeline_id: timeline_id.to_string(),
+            deadline: now + POLL_FOR,
+            held: Default::default(),
+            last: None,
         }
-        let answer = match request.send().await {
-            Ok(resp) if resp.status() == StatusCode::OK => resp
-                .json::<Value>()
-                .await
-                .map_err(|e| format!("unreadable /status: {}", innermost(&e))),
-            Ok(resp) => Err(format!("/status answered HTTP {}", resp.status())),
-            Err(e) => Err(innermost(&e)),
-        };
-        match answer {
-            Ok(status) => {
-                let timeline = &status["store"]["timeline"];
-                match timeline["id"].as_str() {
-                    Some(id) if id == timeline_id => return Polled::TookEffect(timeline.clone()),
-                    Some(id) => last = Some(Ok(id.to_string())),
-                    None => last = Some(Ok("(none)".to_string())),
-                }
-            }
-            // A known timeline stays the best evidence; an error only replaces another error.
+    }
+
+    /// One node's `/status` (or why it did not answer); `Some` once the outcome is known.
+    fn observe(
+        &mut self,
+        base: &str,
+        answer: Result<Value, String>,
+        now: Instant,
+    ) -> Option<Polled> {
+        let status = match answer {
+            Ok(status) => status,
             Err(e) => {
-                if !matches!(last, Some(Ok(_))) {
-                    last = Some(Err(e));
+                if !matches!(self.last, Some(Ok(_))) {
+                    self.last = Some(Err(e));
                 }
+                return None;
+            }
+        };
+        let timeline = &status["store"]["timeline"];
+        match timeline["id"].as_str() {
+            Some(id) if id == self.timeline_id => {
+                return Some(Polled::TookEffect(timeline.clone()))
+            }
+            Some(id) => self.last = Some(Ok(id.to_string())),
+            None => self.last = Some(Ok("(none)".to_string())),
+        }
+        let restore = &status["store"]["restore"];
+        let ours_running =
+            restore["in_progress"]["timeline_id"].as_str() == Some(self.timeline_id.as_str());
+        let held = restore["chunks_held"]["bytes"].as_u64().unwrap_or(0);
+        let grew = self
+            .held
+            .insert(base.to_string(), held)
+            .is_some_and(|before| held > before);
+        if ours_running || grew {
+            self.deadline = now + POLL_FOR;
+        }
+        None
+    }
+
+    /// The verdict once nothing moved for [`POLL_FOR`].
+    fn expired(&self, now: Instant) -> Option<Polled> {
+        if now < self.deadline {
+            return None;
+        }
+        Some(match &self.last {
+            Some(Ok(id)) => Polled::Other(id.clone()),
+            Some(Err(e)) => Polled::Unreachable(e.clone()),
+            None => Polled::Unreachable("no answer".to_string()),
+        })
+    }
+}
+
+async fn poll_timeline(node: &NodeClient, peers: &[String], timeline_id: &str) -> Polled {
+    let started = Instant::now();
+    let mut watch = OutcomeWatch::new(timeline_id, started);
+    loop {
+        for base in std::iter::once(&node.base).chain(peers) {
+            let mut request = node
+                .client
+                .get(format!("{base}/status"))
+                .timeout(Duration::from_secs(5));
+            if let Some((user, pass)) = &node.auth {
+                request = request.basic_auth(user, Some(pass));
+            }
+            let answer = match request.send().await {
+                Ok(resp) if resp.status() == StatusCode::OK => resp
+                    .json::<Value>()
+                    .await
+                    .map_err(|e| format!("unreadable /status: {}", innermost(&e))),
+                Ok(resp) => Err(format!("/status answered HTTP {}", resp.status())),
+                Err(e) => Err(innermost(&e)),
+            };
+            if let Some(outcome) = watch.observe(base, answer, Instant::now()) {
+                return outcome;
             }
         }
-        if Instant::now() >= deadline {
-            return match last {
-                Some(Ok(id)) => Polled::Other(id),
-                Some(Err(e)) => Polled::Unreachable(e),
-                None => Polled::Unreachable("no answer".to_string()),
-            };
+        let now = Instant::now();
+        if let Some(outcome) = watch.expired(now) {
+            return outcome;
+        }
+        if now.duration_since(started) >= ANSWER_TIMEOUT {
+            return Polled::Unreachable(format!(
+                "still under way after {} s",
+                ANSWER_TIMEOUT.as_secs()
+            ));
         }
         tokio::time::sleep(POLL_EVERY).await;
     }
@@ -830,6 +932,68 @@ fn timeline_text(timeline: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn status(timeline: &str, in_progress: Option<&str>, held: Option<u64>) -> Value {
+        json!({ "store": {
+            "timeline": { "id": timeline, "counter": 1 },
+            "restore": {
+                "in_progress": in_progress.map(|t| json!({ "timeline_id": t, "phase": "sending" })),
+                "chunks_held": held.map(|b| json!({ "restore_id": "r", "chunks": 1, "bytes": b })),
+            },
+        }})
+    }
+
+    #[test]
+    fn a_lost_answer_waits_while_the_restore_moves_and_reports_what_it_became() {
+        let t0 = Instant::now();
+        let later = |s: u64| t0 + Duration::from_secs(s);
+        let mut watch = OutcomeWatch::new("new", t0);
+        // The leader still checks or sends our restore: no verdict, however long it takes.
+        for s in [0, 20, 40, 60] {
+            assert_eq!(
+                watch.observe("a", Ok(status("old", Some("new"), None)), later(s)),
+                None
+            );
+            assert_eq!(watch.expired(later(s + 1)), None);
+        }
+        // The leader is gone; a follower's held chunks keep growing.
+        assert_eq!(watch.observe("a", Err("refused".into()), later(70)), None);
+        assert_eq!(
+            watch.observe("b", Ok(status("old", None, Some(10))), later(70)),
+            None
+        );
+        assert_eq!(
+            watch.observe("b", Ok(status("old", None, Some(20))), later(85)),
+            None
+        );
+        assert_eq!(watch.expired(later(100)), None);
+        // Then nothing moves for POLL_FOR: all-old, with the timeline seen.
+        assert_eq!(
+            watch.observe("b", Ok(status("old", None, Some(20))), later(110)),
+            None
+        );
+        assert_eq!(watch.expired(later(116)), Some(Polled::Other("old".into())));
+        // A node on the new timeline settles it at once.
+        let mut watch = OutcomeWatch::new("new", t0);
+        assert_eq!(watch.observe("a", Err("refused".into()), t0), None);
+        assert!(matches!(
+            watch.observe("b", Ok(status("new", None, None)), t0),
+            Some(Polled::TookEffect(_))
+        ));
+        // Another restore in progress does not keep ours alive; no answer at all is unknown.
+        let mut watch = OutcomeWatch::new("new", t0);
+        assert_eq!(
+            watch.observe("a", Ok(status("old", Some("other"), None)), t0),
+            None
+        );
+        assert_eq!(watch.expired(later(31)), Some(Polled::Other("old".into())));
+        let mut watch = OutcomeWatch::new("new", t0);
+        assert_eq!(watch.observe("a", Err("refused".into()), t0), None);
+        assert_eq!(
+            watch.expired(later(31)),
+            Some(Polled::Unreachable("refused".into()))
+        );
+    }
 
     fn database(path: &Path, wal: bool) -> rusqlite::Connection {
         let conn = rusqlite::Connection::open(path).unwrap();

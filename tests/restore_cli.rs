@@ -32,6 +32,12 @@ fn secs(s: u64) -> Duration {
 
 /// Runs `raftlite ARGS...` with a private TMPDIR and no inherited `RAFTLITE_*`/`AWS_*`.
 fn raftlite(tmpdir: &Path, args: &[&str]) -> Run {
+    let mut child = spawn_raftlite(tmpdir, args);
+    finish(&mut child, args)
+}
+
+/// Starts `raftlite ARGS...` as [`raftlite`] does, without waiting for it.
+fn spawn_raftlite(tmpdir: &Path, args: &[&str]) -> Child {
     std::fs::create_dir_all(tmpdir).expect("create the CLI's TMPDIR");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_raftlite"));
     cmd.args(args);
@@ -41,14 +47,12 @@ fn raftlite(tmpdir: &Path, args: &[&str]) -> Run {
             cmd.env_remove(key);
         }
     }
-    let mut child = cmd
-        .env("TMPDIR", tmpdir)
+    cmd.env("TMPDIR", tmpdir)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("spawn raftlite");
-    finish(&mut child, args)
+        .expect("spawn raftlite")
 }
 
 fn finish(child: &mut Child, args: &[&str]) -> Run {
@@ -304,6 +308,53 @@ fn a_local_file_restored_through_a_follower_reaches_every_node_on_a_new_timeline
         3,
         restored["id"].as_str().expect("restored timeline id"),
     );
+}
+
+/// The node the CLI talks to dies once the leader has the file: the answer is lost, the restore
+/// goes on. The CLI asks the other members (learned from `/nodes` before the upload), waits
+/// while the leader reports the restore in progress, and reports it took effect. The killed
+/// node converges when it comes back.
+#[test]
+fn a_lost_answer_is_settled_by_the_other_members_while_the_restore_goes_on() {
+    let (mut c, leader, old) = cluster_with_old_data();
+    let old_id = old["id"].as_str().expect("timeline id").to_string();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let source = tmp.path().join("big.sqlite");
+    plain_database(&source, 3000, 16 * 1024);
+    let follower = c.followers(leader)[0];
+    let follower_url = c.nodes[follower].base_url();
+    let source_arg = source.display().to_string();
+    let args = ["restore", "--node", &follower_url, "--from", &source_arg];
+    let mut cli = spawn_raftlite(&tmp.path().join("cli-tmp"), &args);
+    let leader_url = c.nodes[leader].base_url();
+    let (sent, total) = wait_for(
+        || {
+            let status = common::http_get(&format!("{leader_url}/status")).ok()?.1;
+            let status: Value = serde_json::from_str(&status).ok()?;
+            let progress = &status["store"]["restore"]["in_progress"];
+            (progress["phase"] == "sending").then(|| {
+                (
+                    progress["bytes_sent"].as_u64().unwrap_or(0),
+                    progress["bytes_total"].as_u64().unwrap_or(0),
+                )
+            })
+        },
+        secs(60),
+        "the leader to send the chunks",
+    );
+    c.nodes[follower].kill9();
+    eprintln!("killed the node the CLI talks to at {sent} of {total} bytes sent");
+    let run = finish(&mut cli, &args);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert!(run.stdout.contains("took effect"), "{run:?}");
+    if sent < total / 2 {
+        assert!(
+            run.stdout.contains("confirmed by /status"),
+            "the answer was lost, /status must have settled it: {run:?}"
+        );
+    }
+    c.nodes[follower].restart();
+    assert_restored(&c, 3000, 2, &old_id);
 }
 
 #[test]

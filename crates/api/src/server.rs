@@ -627,13 +627,19 @@ async fn status(State(state): State<Arc<ApiState>>, Query(params): Params) -> Re
     let node = &state.node;
     let m = node.metrics();
     let store = node.store();
-    let meta = tokio::task::spawn_blocking(move || store.meta()).await;
-    let (timeline, history) = match meta {
-        Ok(Ok(meta)) => (
+    let meta = tokio::task::spawn_blocking(move || (store.meta(), store.pending_restore())).await;
+    let (timeline, history, chunks_held) = match meta {
+        Ok((Ok(meta), pending)) => (
             meta.timeline().map(|t| json!(t)).unwrap_or(Json::Null),
             json!(meta.timeline_history),
+            match pending {
+                Ok(Some((restore_id, chunks, bytes))) => {
+                    json!({ "restore_id": restore_id, "chunks": chunks, "bytes": bytes })
+                }
+                _ => Json::Null,
+            },
         ),
-        _ => (Json::Null, Json::Null),
+        _ => (Json::Null, Json::Null, Json::Null),
     };
     let leader = node.leader();
     let membership = m.membership_config.membership();
@@ -651,6 +657,12 @@ async fn status(State(state): State<Arc<ApiState>>, Query(params): Params) -> Re
             "db_size": node.store().file_size(),
             "timeline": timeline,
             "timeline_history": history,
+            // The restore this node runs as leader, and the chunks of an unfinished restore it
+            // holds: a client whose answer was lost waits while either moves.
+            "restore": {
+                "in_progress": node.restore_progress(),
+                "chunks_held": chunks_held,
+            },
             "leader": {
                 "node_id": leader.as_ref().map(|(id, _)| *id),
                 "addr": leader.as_ref().map(|(_, a)| a.raft_addr.clone()),

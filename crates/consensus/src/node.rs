@@ -111,6 +111,8 @@ struct PendingWrite {
 struct Inner {
     /// Held by the restore this node runs as leader: one at a time.
     pub(crate) restoring: tokio::sync::Mutex<()>,
+    /// What that restore is doing, for `/status`.
+    pub(crate) restore_progress: std::sync::Mutex<Option<crate::restore::RestoreProgress>>,
     id: NodeId,
     addr: NodeAddr,
     raft: Raft,
@@ -195,6 +197,7 @@ impl RaftNode {
                 network,
                 election_timeout_max: Duration::from_millis(config.election_timeout_max_ms),
                 restoring: tokio::sync::Mutex::new(()),
+                restore_progress: std::sync::Mutex::new(None),
             }),
         };
         tokio::spawn(node.clone().initialize_timeline_when_leader());
@@ -209,6 +212,12 @@ impl RaftNode {
     /// The lock a restore run by this node holds.
     pub(crate) fn inner_restoring(&self) -> &tokio::sync::Mutex<()> {
         &self.inner.restoring
+    }
+
+    pub(crate) fn inner_restore_progress(
+        &self,
+    ) -> &std::sync::Mutex<Option<crate::restore::RestoreProgress>> {
+        &self.inner.restore_progress
     }
 
     pub fn addr(&self) -> &NodeAddr {

@@ -92,6 +92,46 @@ pub enum RestoreError {
     Unknown { reason: String, timeline_id: String },
 }
 
+/// What the restore this node runs as leader is doing: `/status` shows it, so a client whose
+/// answer was lost can tell a restore still under way from one that ended without effect.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct RestoreProgress {
+    /// The timeline the restore starts if it takes effect.
+    pub timeline_id: String,
+    /// `checking` (integrity_check and hash), `sending` (chunks), `committing`.
+    pub phase: &'static str,
+    pub bytes_sent: u64,
+    pub bytes_total: u64,
+    pub started_at_unix_ms: i64,
+}
+
+/// Clears the node's [`RestoreProgress`] when the restore ends, however it ends.
+struct ProgressGuard<'a>(&'a RaftNode);
+
+impl ProgressGuard<'_> {
+    fn update(&self, change: impl FnOnce(&mut RestoreProgress)) {
+        if let Some(p) = self
+            .0
+            .inner_restore_progress()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_mut()
+        {
+            change(p);
+        }
+    }
+}
+
+impl Drop for ProgressGuard<'_> {
+    fn drop(&mut self) {
+        *self
+            .0
+            .inner_restore_progress()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = None;
+    }
+}
+
 /// What the restore is about, for the timeline history.
 #[derive(Clone, Debug)]
 pub struct RestoreRequest {
@@ -152,6 +192,14 @@ fn write_error_reason(e: &RaftError<NodeId, ClientWriteError<NodeId, NodeAddr>>)
 }
 
 impl RaftNode {
+    /// The restore this node runs as leader, if any.
+    pub fn restore_progress(&self) -> Option<RestoreProgress> {
+        self.inner_restore_progress()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// Restores the whole cluster from the SQLite file `request.path` (see the module doc).
     /// `progress(bytes_done, bytes_total)` is called as chunks commit. Only the leader can
     /// restore. The file is checked first (SQLite header, `PRAGMA integrity_check`); a refusal
@@ -173,6 +221,21 @@ impl RaftNode {
         else {
             return Err(RestoreError::Busy);
         };
+        let timeline_id = request
+            .timeline_id
+            .clone()
+            .unwrap_or_else(|| format!("{:032x}", rand::random::<u128>()));
+        *self
+            .inner_restore_progress()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(RestoreProgress {
+            timeline_id: timeline_id.clone(),
+            phase: "checking",
+            bytes_sent: 0,
+            bytes_total: 0,
+            started_at_unix_ms: unix_ms(),
+        });
+        let tracker = ProgressGuard(self);
         if let Some(id) = &request.timeline_id {
             let store = self.store();
             let history = tokio::task::spawn_blocking(move || store.meta())
@@ -225,10 +288,10 @@ impl RaftNode {
         })??;
 
         let restore_id = format!("{:032x}", rand::random::<u128>());
-        let timeline_id = request
-            .timeline_id
-            .clone()
-            .unwrap_or_else(|| format!("{:032x}", rand::random::<u128>()));
+        tracker.update(|p| {
+            p.phase = "sending";
+            p.bytes_total = size;
+        });
         tracing::info!(
             restore = %restore_id,
             file = %request.path.display(),
@@ -237,8 +300,12 @@ impl RaftNode {
             "restore: the file passed its checks; sending it through the log"
         );
 
+        let progress = |done: u64, total: u64| {
+            tracker.update(|p| p.bytes_sent = done);
+            progress(done, total);
+        };
         if let Err(reason) = self
-            .send_chunks(&request.path, &restore_id, size, progress)
+            .send_chunks(&request.path, &restore_id, size, &progress)
             .await
         {
             self.abort_restore(&restore_id).await;
@@ -253,6 +320,7 @@ impl RaftNode {
             reason: request.reason.clone(),
             at_unix_ms: unix_ms(),
         };
+        tracker.update(|p| p.phase = "committing");
         let commit = Command::RestoreCommit {
             restore_id: restore_id.clone(),
             size,
