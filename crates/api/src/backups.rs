@@ -655,12 +655,29 @@ impl BackupService {
 
     fn skipped(&self, newest: &str, slot_unix_ms: i64) {
         let dest = self.label.clone();
-        tracing::info!(
-            destination = %dest,
-            newest,
-            slot = slot_unix_ms,
-            "scheduled backup skipped: the newest backup already holds this data"
-        );
+        // Once per newest backup at INFO; the repeats of a quiet cluster only at DEBUG (with
+        // second-level intervals they would fill the log).
+        let repeat = self.with_record(|r| {
+            r.last
+                .as_ref()
+                .is_some_and(|l| l["outcome"] == "skipped" && l["newest"] == newest)
+        });
+        if repeat {
+            tracing::debug!(
+                destination = %dest,
+                newest,
+                slot = slot_unix_ms,
+                "scheduled backup skipped again: still unchanged"
+            );
+        } else {
+            tracing::info!(
+                destination = %dest,
+                newest,
+                slot = slot_unix_ms,
+                "scheduled backup skipped: the newest backup already holds this data (later \
+                 skips for the same backup are logged at debug level)"
+            );
+        }
         metrics::counter!("raftlite_backup_skipped_total", "destination" => dest).increment(1);
         let entry = json!({
             "outcome": "skipped",
