@@ -564,18 +564,20 @@ impl Store {
         // Held until the swap: see `restore_lock`.
         let _staging_lock = self.restore_lock();
         let staging = self.staging_path();
+        if let Some(done) = self.resume_restore_commit(position, restore_id, timeline, &current)? {
+            return Ok(Ok(done));
+        }
+        // The refusal is recorded (the chunks dropped, the commit's position applied) before
+        // the file goes: a replay then is a no-op, never a commit without its bytes.
         let refuse = |reason: String| -> Result<Result<MetaState, String>, StoreError> {
-            let _ = std::fs::remove_file(&staging);
             self.abort_restore_locked(position, restore_id)?;
+            let _ = std::fs::remove_file(&staging);
             Ok(Err(reason))
         };
-        let (size, sha256) = match self.take_restore_staging(restore_id, &staging) {
-            Ok(Ok(received)) => received,
-            Ok(Err(reason)) => return refuse(reason),
-            Err(e) => {
-                let _ = std::fs::remove_file(&staging);
-                return Err(e);
-            }
+        // An error leaves any moved file in place for the replay (see `resume_restore_commit`).
+        let (size, sha256) = match self.take_restore_staging(restore_id, &staging)? {
+            Ok(received) => received,
+            Err(reason) => return refuse(reason),
         };
         if size != expected_size || sha256 != expected_sha256 {
             return refuse(format!(
@@ -588,8 +590,72 @@ impl Store {
                 "the received file is not a usable SQLite database: {e}"
             ));
         }
-        self.finish_load(Ok(()), &staging, position, None, timeline, &current)
+        self.finish_restore(&staging, position, timeline, &current)
             .map(Ok)
+    }
+
+    /// The end of a restore's commit: the checked file at `installing` gets its meta rewritten
+    /// and is swapped in. Unlike a load's, a failure leaves the file in place: the chunks' bytes
+    /// exist nowhere else, and [`Store::resume_restore_commit`] finishes from it on replay.
+    fn finish_restore(
+        &self,
+        installing: &Path,
+        position: LogPosition,
+        timeline: &TimelineRecord,
+        current: &MetaState,
+    ) -> Result<MetaState, StoreError> {
+        let mut history = current.timeline_history.clone();
+        history.push(child_timeline(timeline, current));
+        rewrite_meta(
+            installing,
+            position,
+            current.membership_json.as_deref(),
+            &history,
+        )?;
+        sync_file(installing)?;
+        self.swap_in(installing, Some(position))
+    }
+
+    /// A commit of restore `restore_id` that stopped after its staging file was moved to
+    /// `db.sqlite.installing` and before the swap (the process died, or a write failed) is
+    /// finished from that file when the commit is applied again. `None`: there is nothing to
+    /// resume (the staging file is in place), or the moved file was put back to be checked
+    /// again from the start.
+    fn resume_restore_commit(
+        &self,
+        position: LogPosition,
+        restore_id: &str,
+        timeline: &TimelineRecord,
+        current: &MetaState,
+    ) -> Result<Option<MetaState>, StoreError> {
+        let installing = self.staging_path();
+        let staging = self.restore_staging_path(restore_id);
+        if staging.exists() || !installing.exists() {
+            return Ok(None);
+        }
+        // Opening it read-write rolls back a meta rewrite that a crash interrupted.
+        {
+            let conn = Connection::open(&installing)?;
+            conn.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(()))?;
+        }
+        let rewritten = matches!(
+            probe(&installing),
+            Ok(Some(meta)) if meta.applied == Some(position)
+        );
+        if rewritten {
+            tracing::info!(
+                restore = %restore_id,
+                index = position.index,
+                "finishing a restore commit that stopped before its swap"
+            );
+            return self
+                .finish_restore(&installing, position, timeline, current)
+                .map(Some);
+        }
+        // Not rewritten yet: the bytes are the checked chunks; they are checked again.
+        std::fs::rename(&installing, &staging).map_err(|e| StoreError::io(&staging, e))?;
+        sync_parent_dir(&staging)?;
+        Ok(None)
     }
 
     /// The second half of a load: `staging` (already filled when `prepared` is Ok) gets its
@@ -1627,6 +1693,38 @@ mod tests {
         done.store(true, Ordering::SeqCst);
         assert!(snapshots.join().unwrap() > 0);
         assert_eq!(count(&store, "SELECT COUNT(*) FROM r"), 200);
+    }
+
+    #[test]
+    fn a_commit_cut_short_before_its_swap_finishes_when_applied_again() {
+        for rewritten in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let store = with_old_data(dir.path());
+            let bytes = source_file(dir.path(), 30);
+            store.apply_restore_chunk(pos(4), "rid", 0, &bytes).unwrap();
+            // The commit got as far as moving the staging file (and maybe rewriting its meta),
+            // then the process died.
+            let installing = store.staging_path();
+            store
+                .take_restore_staging("rid", &installing)
+                .unwrap()
+                .unwrap();
+            if rewritten {
+                let current = store.meta().unwrap();
+                let mut history = current.timeline_history.clone();
+                history.push(child_timeline(&timeline("t2"), &current));
+                rewrite_meta(&installing, pos(5), None, &history).unwrap();
+            }
+            drop(store);
+            let store = open(dir.path());
+            let meta = commit_restore(&store, 5, "rid", &bytes).unwrap().unwrap();
+            assert_eq!(meta.applied, Some(pos(5)), "rewritten: {rewritten}");
+            let t = meta.timeline().unwrap();
+            assert_eq!((t.id.as_str(), t.counter), ("t2", 2));
+            assert_eq!(count(&store, "SELECT COUNT(*) FROM r"), 30);
+            assert!(!installing.exists());
+            assert!(staging_files(dir.path()).is_empty());
+        }
     }
 
     #[test]

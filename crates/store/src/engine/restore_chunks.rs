@@ -183,23 +183,27 @@ impl Store {
         restore_id: &str,
     ) -> Result<(), StoreError> {
         let conn = self.writer();
-        in_transaction(&conn, |c| {
+        let remaining: Option<String> = in_transaction(&conn, |c| {
+            let mut remaining = None;
             if restore_table(c)? != RestoreTable::Absent {
                 c.execute(
                     &format!("DELETE FROM {RESTORE_TABLE} WHERE restore_id = ?1"),
                     [restore_id],
                 )?;
+                remaining = c
+                    .query_row(
+                        &format!("SELECT restore_id FROM {RESTORE_TABLE} LIMIT 1"),
+                        [],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
             }
-            write_applied(c, position, MetaChange::None)
+            write_applied(c, position, MetaChange::None)?;
+            Ok(remaining)
         })?;
-        let staging = self.restore_staging_path(restore_id);
-        match std::fs::remove_file(&staging) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => {
-                tracing::warn!(file = %staging.display(), error = %e, "cannot delete the staging file of a dropped restore")
-            }
-        }
+        // Every other staging file goes too (one left by a restore that a snapshot install
+        // replaced, say).
+        self.remove_restore_staging_except(remaining.as_deref());
         Ok(())
     }
 
@@ -318,6 +322,8 @@ impl Store {
         }
         drop(file);
         std::fs::rename(&staging, installing).map_err(|e| StoreError::io(installing, e))?;
+        sync_parent_dir(installing)?;
+        self.remove_restore_staging_except(None);
         let digest = hasher.finalize();
         Ok(Ok((
             size,
