@@ -24,6 +24,9 @@ pub enum ApiError {
     /// The cluster could not complete the request in time or at all; retrying may work.
     #[error("{0}")]
     Unavailable(String),
+    /// Not enough disk space for the request; nothing was changed.
+    #[error("{0}")]
+    InsufficientStorage(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -36,6 +39,7 @@ impl ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::NoLeader | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -76,6 +80,7 @@ impl From<raftlite_consensus::restore::RestoreError> for ApiError {
             )),
             RestoreError::Refused { .. } => ApiError::BadRequest(e.to_string()),
             RestoreError::Busy => ApiError::Conflict(e.to_string()),
+            RestoreError::NoSpace { .. } => ApiError::InsufficientStorage(e.to_string()),
             RestoreError::Read { .. } => ApiError::Internal(e.to_string()),
             // The cluster could not finish (all-old), or cannot tell yet (the message names
             // the timeline id that /status shows if it took effect).

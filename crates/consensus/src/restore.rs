@@ -33,6 +33,8 @@ pub const RESTORE_CHUNK_BYTES: usize = 1 << 20;
 const CHUNKS_IN_FLIGHT: usize = 8;
 /// How long one entry of a restore may take to commit before the restore gives up.
 const ENTRY_COMMIT_TIMEOUT: Duration = Duration::from_secs(60);
+/// Free space a restore leaves besides what it needs.
+const SPACE_MARGIN: u64 = 64 << 20;
 /// How long to keep trying to compact the log after a restore.
 const COMPACT_WAIT: Duration = Duration::from_secs(60);
 
@@ -60,6 +62,18 @@ pub enum RestoreError {
          shows in /status as a new timeline) and retry if still needed; nothing was changed"
     )]
     Busy,
+    /// The leader lacks the disk space the restore needs: nothing changed anywhere.
+    #[error(
+        "this node (the leader) has {free} bytes free in {dir}, and restoring {size} bytes needs \
+         about {need} (a staging copy plus the Raft log's copies); free some space there, or \
+         grow the volume, and retry; nothing was changed"
+    )]
+    NoSpace {
+        dir: String,
+        free: u64,
+        size: u64,
+        need: u64,
+    },
     /// The file was refused before anything was proposed: nothing changed anywhere.
     #[error("{reason}; nothing was changed, the cluster keeps serving its current data")]
     Invalid { reason: String },
@@ -167,6 +181,32 @@ fn size_and_sha256(path: &Path) -> std::io::Result<(u64, String)> {
             .map(|b| format!("{b:02x}"))
             .collect(),
     ))
+}
+
+/// What a restore of `size` bytes needs free on each node: the staging file, and the log's
+/// copies of the chunks (redb writes a large value twice) until the purge after the commit.
+fn space_needed(size: u64) -> u64 {
+    size.saturating_mul(3).saturating_add(SPACE_MARGIN)
+}
+
+/// Bytes available to this process on the file system holding `dir`; `None` when unknown.
+fn free_space(dir: &Path) -> Option<u64> {
+    let stat = rustix::fs::statvfs(dir).ok()?;
+    Some(stat.f_bavail.saturating_mul(stat.f_frsize))
+}
+
+/// Refuses a restore of `size` bytes when `free` (if known) is short of [`space_needed`].
+fn check_space(dir: &Path, free: Option<u64>, size: u64) -> Result<(), RestoreError> {
+    let need = space_needed(size);
+    match free {
+        Some(free) if free < need => Err(RestoreError::NoSpace {
+            dir: dir.display().to_string(),
+            free,
+            size,
+            need,
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// Reads up to `len` bytes at `offset`.
@@ -287,6 +327,13 @@ impl RaftNode {
             reason: format!("the checking thread failed: {e}"),
         })??;
 
+        let data_dir = self
+            .store()
+            .path()
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        check_space(&data_dir, free_space(&data_dir), size)?;
         let restore_id = format!("{:032x}", rand::random::<u128>());
         tracker.update(|p| {
             p.phase = "sending";
@@ -488,5 +535,26 @@ pub async fn compact_log_after(raft: Raft, index: u64) {
     }
     if let Err(e) = raft.trigger().purge_log(index).await {
         tracing::warn!(error = %e, "cannot purge the log after a restore");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_restore_needs_room_for_the_staging_file_and_the_logs_copies() {
+        let dir = Path::new("/data");
+        let gib = 1u64 << 30;
+        assert!(check_space(dir, Some(4 * gib), gib).is_ok());
+        assert!(check_space(dir, None, gib).is_ok());
+        let refused = check_space(dir, Some(2 * gib), gib).unwrap_err();
+        let text = refused.to_string();
+        assert!(
+            text.contains("nothing was changed") && text.contains("/data"),
+            "{text}"
+        );
+        // The free space of a real directory is known.
+        assert!(free_space(Path::new(".")).is_some());
     }
 }
