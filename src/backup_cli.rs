@@ -638,13 +638,18 @@ impl NodeClient {
         Ok(NodeClient { base, client, auth })
     }
 
+    /// `request` with this client's credentials, if any.
+    pub(crate) fn authorized(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.auth {
+            Some((user, pass)) => request.basic_auth(user, Some(pass)),
+            None => request,
+        }
+    }
+
     /// Streams the node's consistent copy into `target`. Returns its size.
     async fn download_snapshot(&self, target: &Path, progress: bool) -> anyhow::Result<Downloaded> {
         let url = format!("{}/db/backup", self.base);
-        let mut request = self.client.get(&url);
-        if let Some((user, pass)) = &self.auth {
-            request = request.basic_auth(user, Some(pass));
-        }
+        let request = self.authorized(self.client.get(&url));
         let mut resp = request.send().await.map_err(|e| self.transport_error(&e))?;
         if resp.status() != StatusCode::OK {
             return Err(http_error(resp, &url).await);

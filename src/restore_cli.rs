@@ -545,14 +545,12 @@ async fn upload(
     )
     .map_err(|e| anyhow!("invalid --node URL {}: {e}", node.base))?;
     let bar = upload_bar(prepared.size, progress);
-    let mut request = node
-        .client
-        .post(url)
-        .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
-        .body(upload_body(prepared.upload.clone(), bar.clone()));
-    if let Some((user, pass)) = &node.auth {
-        request = request.basic_auth(user, Some(pass));
-    }
+    let request = node.authorized(
+        node.client
+            .post(url)
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .body(upload_body(prepared.upload.clone(), bar.clone())),
+    );
     let sent = request.send().await;
     let resp = match sent {
         Ok(resp) => resp,
@@ -689,13 +687,11 @@ enum Polled {
 
 /// The API bases of the other members, from `/nodes` (none when it does not answer).
 async fn peer_bases(node: &NodeClient) -> Vec<String> {
-    let mut request = node
-        .client
-        .get(format!("{}/nodes?ver=2", node.base))
-        .timeout(Duration::from_secs(10));
-    if let Some((user, pass)) = &node.auth {
-        request = request.basic_auth(user, Some(pass));
-    }
+    let request = node.authorized(
+        node.client
+            .get(format!("{}/nodes?ver=2", node.base))
+            .timeout(Duration::from_secs(10)),
+    );
     let Ok(resp) = request.send().await else {
         return Vec::new();
     };
@@ -794,13 +790,11 @@ async fn poll_timeline(node: &NodeClient, peers: &[String], timeline_id: &str) -
     let mut watch = OutcomeWatch::new(timeline_id, started);
     loop {
         for base in std::iter::once(&node.base).chain(peers) {
-            let mut request = node
-                .client
-                .get(format!("{base}/status"))
-                .timeout(Duration::from_secs(5));
-            if let Some((user, pass)) = &node.auth {
-                request = request.basic_auth(user, Some(pass));
-            }
+            let request = node.authorized(
+                node.client
+                    .get(format!("{base}/status"))
+                    .timeout(Duration::from_secs(5)),
+            );
             let answer = match request.send().await {
                 Ok(resp) if resp.status() == StatusCode::OK => resp
                     .json::<Value>()

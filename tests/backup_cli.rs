@@ -14,7 +14,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::{self, sleep};
@@ -60,20 +60,12 @@ impl Cli {
     }
 
     fn command(&self, args: &[&str], extra_envs: &[(&str, &str)]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_raftlite"));
-        cmd.arg("backup").args(args);
-        for (key, _) in std::env::vars_os() {
-            let Some(key) = key.to_str() else { continue };
-            if key.starts_with("AWS_") || key.starts_with("RAFTLITE_") {
-                cmd.env_remove(key);
-            }
-        }
-        cmd.env("TMPDIR", &self.tmpdir)
+        let mut cmd = common::cli_command();
+        cmd.arg("backup")
+            .args(args)
+            .env("TMPDIR", &self.tmpdir)
             .envs(self.envs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .envs(extra_envs.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+            .envs(extra_envs.iter().copied());
         cmd
     }
 

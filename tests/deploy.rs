@@ -56,7 +56,7 @@ impl Server {
         let err = out.try_clone().expect("clone the log handle");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_raftlite"));
         cmd.args(args);
-        clear_settings(&mut cmd);
+        common::clear_inherited_settings(&mut cmd);
         cmd.envs(envs.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::from(out))
@@ -113,16 +113,6 @@ impl Drop for Server {
     }
 }
 
-/// Removes inherited settings, so the test sees only what the files say.
-fn clear_settings(cmd: &mut Command) {
-    for (key, _) in std::env::vars_os() {
-        let Some(key) = key.to_str() else { continue };
-        if key.starts_with("RAFTLITE_") || key.starts_with("AWS_") {
-            cmd.env_remove(key);
-        }
-    }
-}
-
 fn status(http: &str) -> Value {
     let (code, body) = http_get(&format!("http://{http}/status")).expect("GET /status");
     assert_eq!(code, 200, "/status: {body}");
@@ -133,7 +123,7 @@ fn status(http: &str) -> Value {
 fn listed_ids(dest: &str) -> Vec<String> {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_raftlite"));
     cmd.args(["backup", "list", "--from", dest, "--json"]);
-    clear_settings(&mut cmd);
+    common::clear_inherited_settings(&mut cmd);
     let out = cmd
         .stdin(Stdio::null())
         .output()

@@ -34,7 +34,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::thread::{self, sleep};
 use std::time::{Duration, Instant};
 
@@ -57,21 +57,12 @@ const READY: Duration = Duration::from_secs(30);
 /// `raftlite ARGS...` with no inherited `AWS_*`/`RAFTLITE_*` settings (backups of a `serve`
 /// off unless a flag says otherwise), `envs` added.
 fn command(args: &[String], envs: &[(String, String)]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_raftlite"));
+    let mut cmd = common::cli_command();
     cmd.args(args);
-    for (key, _) in std::env::vars_os() {
-        let Some(key) = key.to_str() else { continue };
-        if key.starts_with("AWS_") || key.starts_with("RAFTLITE_") {
-            cmd.env_remove(key);
-        }
-    }
     if args.first().is_some_and(|a| a == "serve") {
         cmd.env("RAFTLITE_BACKUP_TO", "off");
     }
-    cmd.envs(envs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.envs(envs.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     cmd
 }
 
@@ -1394,15 +1385,11 @@ fn doctor_keeps_the_wal_of_an_empty_database_file() {
     );
 }
 
-/// A node whose `db.sqlite` has a damaged b-tree page (here: one page copied over another, with
-/// `_raftlite_meta` intact) and whose log is intact does not serve the damaged data: start-up
-/// classification and `doctor` run `PRAGMA quick_check`, so `doctor` says "corrupt" and `serve`
-/// refuses naming db.sqlite; then `--recovery-mode` moves it aside and rebuilds it from the
-/// snapshot and the log, with every row and no new timeline.
-#[test]
-fn a_database_with_damaged_pages_is_not_served() {
+/// A running single node (snapshots every 25 entries) in a new temp dir named `prefix...`,
+/// with table `t` holding 60 rows of 300 bytes written one entry each, and those rows.
+fn node_with_sixty_rows(prefix: &str) -> (tempfile::TempDir, Node, Vec<Vec<Value>>) {
     let tmp = tempfile::Builder::new()
-        .prefix("raftlite-dr-")
+        .prefix(prefix)
         .tempdir()
         .expect("temp dir");
     let mut n1 = Node::new(1, tmp.path(), &["--snapshot-threshold", "25"]);
@@ -1421,6 +1408,17 @@ fn a_database_with_damaged_pages_is_not_served() {
         );
     }
     let original = all_rows(&base).expect("rows");
+    (tmp, n1, original)
+}
+
+/// A node whose `db.sqlite` has a damaged b-tree page (here: one page copied over another, with
+/// `_raftlite_meta` intact) and whose log is intact does not serve the damaged data: start-up
+/// classification and `doctor` run `PRAGMA quick_check`, so `doctor` says "corrupt" and `serve`
+/// refuses naming db.sqlite; then `--recovery-mode` moves it aside and rebuilds it from the
+/// snapshot and the log, with every row and no new timeline.
+#[test]
+fn a_database_with_damaged_pages_is_not_served() {
+    let (tmp, mut n1, original) = node_with_sixty_rows("raftlite-dr-");
     let before = history(&n1);
     n1.stop();
     let damaged = tmp.path().join("damaged");
@@ -1460,26 +1458,7 @@ fn a_database_with_damaged_pages_is_not_served() {
 fn fuzzed_logs_and_databases_never_panic_doctor_or_serve() {
     // A stopped node's data dir with a log, a database (with its WAL, as the node left it) and
     // snapshots; and a copy whose WAL is folded into the database.
-    let tmp = tempfile::Builder::new()
-        .prefix("raftlite-fuzz-")
-        .tempdir()
-        .expect("temp dir");
-    let mut n1 = Node::new(1, tmp.path(), &["--snapshot-threshold", "25"]);
-    n1.start(None);
-    n1.wait_ready(READY);
-    let base = n1.base_url();
-    create_table(&base);
-    for id in 1..=60i64 {
-        exec(
-            &base,
-            json!([[
-                "INSERT INTO t(id, v) VALUES(?, ?)",
-                id,
-                format!("{id:0>300}")
-            ]]),
-        );
-    }
-    let original = all_rows(&base).expect("rows");
+    let (tmp, mut n1, original) = node_with_sixty_rows("raftlite-fuzz-");
     n1.stop();
     let with_wal = n1.data_dir.clone();
     let folded = tmp.path().join("folded");

@@ -31,7 +31,7 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread::{self, sleep};
@@ -98,6 +98,17 @@ fn post_load(base: &str, query: &str, bytes: Vec<u8>) -> Result<LoadAnswer, Stri
         .text()
         .map_err(|e| format!("POST {url}: reading the answer: {e}"))?;
     Ok(LoadAnswer { status, body })
+}
+
+/// [`post_load`] of `bytes` to `base` with `?timeline_id=<chosen>`, on its own thread.
+fn load_in_background(
+    base: &str,
+    chosen: &str,
+    bytes: Vec<u8>,
+) -> thread::JoinHandle<Result<LoadAnswer, String>> {
+    let base = base.to_string();
+    let query = format!("?timeline_id={chosen}");
+    thread::spawn(move || post_load(&base, &query, bytes))
 }
 
 fn new_timeline_id() -> String {
@@ -520,21 +531,12 @@ fn check_w_after_restore(
 /// Runs `raftlite ARGS...` with a clean environment plus `envs`, killed past [`CLI_DEADLINE`].
 fn run_cli(args: &[&str], envs: &[(String, String)], tmpdir: &Path) -> Run {
     std::fs::create_dir_all(tmpdir).expect("create the CLI's TMPDIR");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_raftlite"));
-    cmd.args(args);
-    for (key, _) in std::env::vars_os() {
-        let Some(key) = key.to_str() else { continue };
-        if key.starts_with("AWS_") || key.starts_with("RAFTLITE_") {
-            cmd.env_remove(key);
-        }
-    }
-    cmd.env("TMPDIR", tmpdir)
+    let mut cmd = common::cli_command();
+    cmd.args(args)
+        .env("TMPDIR", tmpdir)
         .env("RAFTLITE_BACKUP_MAX_RETRIES", "2")
         .env("RAFTLITE_BACKUP_RETRY_TIMEOUT_SECS", "3")
-        .envs(envs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .envs(envs.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     let mut child = cmd.spawn().expect("spawn raftlite");
     let run = run_to_completion(&mut child, CLI_DEADLINE);
     assert!(
@@ -988,11 +990,7 @@ fn a_follower_down_during_a_restore_converges_when_it_comes_back() {
     // and receives the rest.
     let big = blob_file(&c.dir().join("restore-3b.sqlite"), 12, "big-3b");
     let chosen = new_timeline_id();
-    let loader = {
-        let base = leader_base.clone();
-        let query = format!("?timeline_id={chosen}");
-        thread::spawn(move || post_load(&base, &query, big))
-    };
+    let loader = load_in_background(&leader_base, &chosen, big);
     wait_for(
         || (chunks_held(&c, other) >= 3 || loader.is_finished()).then_some(()),
         secs(60),
@@ -1002,23 +1000,7 @@ fn a_follower_down_during_a_restore_converges_when_it_comes_back() {
     c.nodes[other].kill9();
     sleep(Duration::from_millis(200));
     c.nodes[other].restart();
-    let answer = loader
-        .join()
-        .expect("loader thread")
-        .expect("POST /db/load");
-    assert_eq!(answer.status, 200, "{answer:?}");
-    c.nodes[other].wait_ready(secs(30));
-    wait_timeline(&c, other, &chosen, secs(60));
-    let all = views_summarized(&c);
-    for (i, v) in all.iter().enumerate() {
-        assert_eq!(
-            v, &all[0],
-            "node {} differs from node {}",
-            c.nodes[i].id, c.nodes[0].id
-        );
-    }
-    assert_eq!(all[0].timeline["id"], chosen.as_str());
-    assert_eq!(all[0].tables["marker"], vec![vec![json!("big-3b")]]);
+    assert_converged_on(&mut c, other, loader, &chosen, "big-3b", "");
     eprintln!("(b) the killed follower held {held} chunks when it was killed");
 
     // (c) Killed while it applies the commit (assembling, checking and swapping in the file),
@@ -1026,11 +1008,7 @@ fn a_follower_down_during_a_restore_converges_when_it_comes_back() {
     let big = blob_file(&c.dir().join("restore-3c.sqlite"), 24, "big-3c");
     let chunks = big.len().div_ceil(1 << 20) as i64;
     let chosen = new_timeline_id();
-    let loader = {
-        let base = leader_base.clone();
-        let query = format!("?timeline_id={chosen}");
-        thread::spawn(move || post_load(&base, &query, big))
-    };
+    let loader = load_in_background(&leader_base, &chosen, big);
     wait_for(
         || (chunks_held(&c, down) >= chunks || loader.is_finished()).then_some(()),
         secs(60),
@@ -1039,23 +1017,37 @@ fn a_follower_down_during_a_restore_converges_when_it_comes_back() {
     sleep(Duration::from_millis(50));
     c.nodes[down].kill9();
     c.nodes[down].restart();
+    assert_converged_on(&mut c, down, loader, &chosen, "big-3c", "(c) ");
+}
+
+/// Waits for `loader`'s restore (it must answer 200) and for node `idx`, which was killed and
+/// restarted during it, to reach timeline `chosen`; then every node serves the same data: the
+/// restored file, whose `marker` is `tag`, on `chosen`. `label` prefixes a difference report.
+fn assert_converged_on(
+    c: &mut Cluster,
+    idx: usize,
+    loader: thread::JoinHandle<Result<LoadAnswer, String>>,
+    chosen: &str,
+    tag: &str,
+    label: &str,
+) {
     let answer = loader
         .join()
         .expect("loader thread")
         .expect("POST /db/load");
     assert_eq!(answer.status, 200, "{answer:?}");
-    c.nodes[down].wait_ready(secs(30));
-    wait_timeline(&c, down, &chosen, secs(60));
-    let all = views_summarized(&c);
+    c.nodes[idx].wait_ready(secs(30));
+    wait_timeline(c, idx, chosen, secs(60));
+    let all = views_summarized(c);
     for (i, v) in all.iter().enumerate() {
         assert_eq!(
             v, &all[0],
-            "(c) node {} differs from node {}",
+            "{label}node {} differs from node {}",
             c.nodes[i].id, c.nodes[0].id
         );
     }
-    assert_eq!(all[0].timeline["id"], chosen.as_str());
-    assert_eq!(all[0].tables["marker"], vec![vec![json!("big-3c")]]);
+    assert_eq!(all[0].timeline["id"], chosen);
+    assert_eq!(all[0].tables["marker"], vec![vec![json!(tag)]]);
 }
 
 /// [`view`], with table `big` summarized (count, bytes, a fingerprint of the first bytes of
@@ -1554,11 +1546,7 @@ fn a_node_catching_up_by_snapshot_in_the_middle_of_a_restore_receives_the_chunks
     let big = blob_file(&c.dir().join("big.sqlite"), 40, "big");
     let chosen = new_timeline_id();
     let writer = Writer::start(leader_base.clone(), 1_000_000);
-    let loader = {
-        let base = leader_base.clone();
-        let query = format!("?timeline_id={chosen}");
-        thread::spawn(move || post_load(&base, &query, big))
-    };
+    let loader = load_in_background(&leader_base, &chosen, big);
     wait_for(
         || (chunks_held(&c, other) >= 1 || loader.is_finished()).then_some(()),
         secs(60),

@@ -10,7 +10,7 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 
 use std::time::Duration;
 
@@ -39,18 +39,9 @@ fn raftlite(tmpdir: &Path, args: &[&str]) -> Run {
 /// Starts `raftlite ARGS...` as [`raftlite`] does, without waiting for it.
 fn spawn_raftlite(tmpdir: &Path, args: &[&str]) -> Child {
     std::fs::create_dir_all(tmpdir).expect("create the CLI's TMPDIR");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_raftlite"));
-    cmd.args(args);
-    for (key, _) in std::env::vars_os() {
-        let Some(key) = key.to_str() else { continue };
-        if key.starts_with("AWS_") || key.starts_with("RAFTLITE_") {
-            cmd.env_remove(key);
-        }
-    }
-    cmd.env("TMPDIR", tmpdir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+    common::cli_command()
+        .args(args)
+        .env("TMPDIR", tmpdir)
         .spawn()
         .expect("spawn raftlite")
 }

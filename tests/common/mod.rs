@@ -21,6 +21,28 @@ const LOG_TAIL_LINES: usize = 60;
 // Generic helpers
 // ---------------------------------------------------------------------------
 
+/// `raftlite` as a test runs it: no inherited `RAFTLITE_*`/`AWS_*` settings (the test passes
+/// what it means), stdin closed, stdout and stderr piped.
+pub fn cli_command() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_raftlite"));
+    clear_inherited_settings(&mut cmd);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+/// Removes the `RAFTLITE_*` and `AWS_*` variables this process inherited from `cmd`'s
+/// environment.
+pub fn clear_inherited_settings(cmd: &mut Command) {
+    for (key, _) in std::env::vars_os() {
+        let Some(key) = key.to_str() else { continue };
+        if key.starts_with("AWS_") || key.starts_with("RAFTLITE_") {
+            cmd.env_remove(key);
+        }
+    }
+}
+
 /// The outcome of a CLI process run to completion by [`run_to_completion`].
 pub struct Run {
     pub code: Option<i32>,

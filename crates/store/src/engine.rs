@@ -604,15 +604,7 @@ impl Store {
         timeline: &TimelineRecord,
         current: &MetaState,
     ) -> Result<MetaState, StoreError> {
-        let mut history = current.timeline_history.clone();
-        history.push(child_timeline(timeline, current));
-        rewrite_meta(
-            installing,
-            position,
-            current.membership_json.as_deref(),
-            &history,
-        )?;
-        sync_file(installing)?;
+        stamp_for_install(installing, position, None, timeline, current)?;
         self.swap_in(installing, Some(position))
     }
 
@@ -670,12 +662,8 @@ impl Store {
         timeline: &TimelineRecord,
         current: &MetaState,
     ) -> Result<MetaState, StoreError> {
-        let mut history = current.timeline_history.clone();
-        history.push(child_timeline(timeline, current));
-        let membership = membership_json.or_else(|| current.membership_json.clone());
         let prepared = prepared
-            .and_then(|_| rewrite_meta(staging, position, membership.as_deref(), &history))
-            .and_then(|_| sync_file(staging));
+            .and_then(|_| stamp_for_install(staging, position, membership_json, timeline, current));
         if let Err(e) = prepared {
             for leftover in [staging.to_path_buf(), sidecar(staging, "-journal")] {
                 let _ = std::fs::remove_file(leftover);
@@ -952,6 +940,23 @@ pub fn reseed_database(
     tx.commit()?;
     drop(conn);
     Ok(after)
+}
+
+/// Rewrites the meta of `staging` (a file about to replace the database described by
+/// `current`) for `position`, the new `timeline` as a child of the current one, and
+/// `membership_json` (else the current membership), and fsyncs it.
+fn stamp_for_install(
+    staging: &Path,
+    position: LogPosition,
+    membership_json: Option<String>,
+    timeline: &TimelineRecord,
+    current: &MetaState,
+) -> Result<(), StoreError> {
+    let mut history = current.timeline_history.clone();
+    history.push(child_timeline(timeline, current));
+    let membership = membership_json.or_else(|| current.membership_json.clone());
+    rewrite_meta(staging, position, membership.as_deref(), &history)?;
+    sync_file(staging)
 }
 
 /// Replaces the `_raftlite_meta` table of the database at `path` (a staging copy nobody else
@@ -1711,9 +1716,7 @@ mod tests {
                 .unwrap();
             if rewritten {
                 let current = store.meta().unwrap();
-                let mut history = current.timeline_history.clone();
-                history.push(child_timeline(&timeline("t2"), &current));
-                rewrite_meta(&installing, pos(5), None, &history).unwrap();
+                stamp_for_install(&installing, pos(5), None, &timeline("t2"), &current).unwrap();
             }
             drop(store);
             let store = open(dir.path());
