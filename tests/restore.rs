@@ -924,9 +924,21 @@ fn blob_file(path: &Path, mib: i64, tag: &str) -> Vec<u8> {
     )
 }
 
+/// Segment files of node `idx`'s log (large entries: restore chunks).
+fn log_segments(c: &Cluster, idx: usize) -> usize {
+    std::fs::read_dir(c.nodes[idx].data_dir.join("raft").join("log-blobs"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
 #[test]
 fn a_follower_down_during_a_restore_converges_when_it_comes_back() {
-    let mut c = Cluster::start(3, &[]);
+    // Small log segments: a restore spans several, and the compaction after it must delete them.
+    let segment_bytes = [(
+        "RAFTLITE_LOG_SEGMENT_BYTES".to_string(),
+        (4 << 20).to_string(),
+    )];
+    let mut c = Cluster::start_with_envs(3, &[], &segment_bytes);
     let leader = c.wait_leader(secs(20));
     let followers = c.followers(leader);
     let (down, other) = (followers[0], followers[1]);
@@ -1018,6 +1030,17 @@ fn a_follower_down_during_a_restore_converges_when_it_comes_back() {
     c.nodes[down].kill9();
     c.nodes[down].restart();
     assert_converged_on(&mut c, down, loader, &chosen, "big-3c", "(c) ");
+
+    // Every node compacts its log after the restore: the chunks' segments (6 or more for 24
+    // MiB) are deleted, the one being written is kept.
+    wait_for(
+        || {
+            let counts: Vec<usize> = (0..3).map(|i| log_segments(&c, i)).collect();
+            counts.iter().all(|&n| n <= 1).then_some(())
+        },
+        secs(60),
+        "every node to delete its restore chunks' log segments",
+    );
 }
 
 /// Waits for `loader`'s restore (it must answer 200) and for node `idx`, which was killed and

@@ -5,6 +5,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod blocking;
+pub mod log_blobs;
 pub mod log_store;
 pub mod network;
 pub mod node;

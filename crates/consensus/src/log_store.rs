@@ -2,12 +2,18 @@
 //!
 //! One file, `<raft_dir>/raft.redb`, with two tables:
 //!
-//! - `entries`: `u64` log index -> postcard-encoded [`Entry`];
+//! - `entries`: `u64` log index -> postcard-encoded [`Entry`] or, for an entry of at least
+//!   [`SPILL_BYTES`] encoded bytes (a restore's chunks), [`SPILL_MAGIC`] followed by the
+//!   postcard-encoded [`SpilledEntry`]: the entry itself is in a segment file under
+//!   `<raft_dir>/log-blobs` (see [`crate::log_blobs`] for why and how);
 //! - `meta`: `&str` key -> postcard-encoded value, with the keys `"vote"` ([`Vote`]),
 //!   `"committed"` ([`LogId`]) and `"last_purged"` ([`LogId`]).
 //!
 //! Every write transaction commits with [`redb::Durability::Immediate`] (fsync) before the call
-//! that made it returns, and `append` reports its entries flushed only after that commit. redb is
+//! that made it returns, and `append` reports its entries flushed only after that commit (a
+//! spilled entry's segment record is fsynced before the transaction that points at it). The
+//! spilled entries appended last are also kept in memory (up to [`RECENT_BYTES`]): the leader
+//! reads each one back once per follower to replicate it and every node once more to apply it. redb is
 //! blocking, so every async method runs its redb work on tokio's blocking pool
 //! ([`tokio::task::spawn_blocking`], which works on any tokio runtime flavour); openraft serializes
 //! the write calls (each one is awaited before the next is issued). [`LogStore::open`] and
@@ -34,6 +40,7 @@ use redb::{
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::log_blobs::{BlobError, BlobRef, BlobStore};
 use crate::types::{Entry, LogId, StorageError, TypeConfig, Vote};
 
 /// The log file's name inside the raft directory.
@@ -50,6 +57,39 @@ const KEY_LAST_PURGED: &str = "last_purged";
 /// modest cache serves it; redb's default (1 GiB) would let a long log grow the process a lot.
 const CACHE_BYTES: usize = 64 * 1024 * 1024;
 
+/// Entries whose encoding is at least this long go to a segment file instead of redb. A restore
+/// chunk (1 MiB) always does; an ordinary write batch of SQL rarely does.
+pub const SPILL_BYTES: usize = 64 * 1024;
+/// Marks a spilled entry's record. No postcard-encoded [`Entry`] starts with it: an entry
+/// starts with its term as a varint, and ten bytes with the continuation bit set are not a
+/// valid `u64` varint (a unit test pins this).
+const SPILL_MAGIC: [u8; 10] = [0xFF; 10];
+/// Bytes of recently appended spilled entries kept in memory for replication and apply.
+const RECENT_BYTES: usize = 32 << 20;
+
+/// The segment size: [`crate::log_blobs::SEGMENT_BYTES`], or `RAFTLITE_LOG_SEGMENT_BYTES` when
+/// set to at least 4096 (tests use small segments to watch them being deleted).
+fn segment_bytes() -> u64 {
+    std::env::var("RAFTLITE_LOG_SEGMENT_BYTES")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|&n| n >= 4096)
+        .unwrap_or(crate::log_blobs::SEGMENT_BYTES)
+}
+
+/// What redb holds for a spilled entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct SpilledEntry {
+    log_id: LogId,
+    blob: BlobRef,
+}
+
+/// A log record as stored: the entry, or where it is.
+enum Stored {
+    Inline(Entry),
+    Spilled(SpilledEntry),
+}
+
 /// The Raft log and vote of one node. Cloning is cheap: clones share the open database.
 #[derive(Clone)]
 pub struct LogStore {
@@ -59,6 +99,41 @@ pub struct LogStore {
 struct Inner {
     db: Database,
     path: PathBuf,
+    blobs: BlobStore,
+    recent: std::sync::Mutex<RecentEntries>,
+}
+
+/// The spilled entries appended last, newest at the back, within [`RECENT_BYTES`].
+#[derive(Default)]
+struct RecentEntries {
+    entries: std::collections::VecDeque<(Entry, usize)>,
+    bytes: usize,
+}
+
+impl RecentEntries {
+    fn get(&self, log_id: &LogId) -> Option<Entry> {
+        self.entries
+            .iter()
+            .rev()
+            .find(|(e, _)| &e.log_id == log_id)
+            .map(|(e, _)| e.clone())
+    }
+
+    fn push(&mut self, entry: Entry, size: usize) {
+        self.bytes += size;
+        self.entries.push_back((entry, size));
+        while self.bytes > RECENT_BYTES {
+            match self.entries.pop_front() {
+                Some((_, size)) => self.bytes -= size,
+                None => break,
+            }
+        }
+    }
+
+    fn retain(&mut self, keep: impl Fn(u64) -> bool) {
+        self.entries.retain(|(e, _)| keep(e.log_id.index));
+        self.bytes = self.entries.iter().map(|(_, size)| size).sum();
+    }
 }
 
 impl Debug for LogStore {
@@ -100,6 +175,16 @@ enum Cause {
     },
     #[error("the entry stored under index {key} has log id {log_id}")]
     IndexMismatch { key: u64, log_id: LogId },
+    #[error(
+        "the entry at index {key} should have log id {expected} but its segment record has {found}"
+    )]
+    SpillMismatch {
+        key: u64,
+        expected: LogId,
+        found: LogId,
+    },
+    #[error(transparent)]
+    Blob(#[from] BlobError),
     #[error("the blocking task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
 }
@@ -153,16 +238,31 @@ fn decode<T: DeserializeOwned>(what: impl FnOnce() -> String, bytes: &[u8]) -> R
     })
 }
 
-/// Decodes the entry stored under `key` and checks it is the entry for that index.
-fn decode_entry(key: u64, bytes: &[u8]) -> Result<Entry, Cause> {
-    let entry: Entry = decode(|| format!("the log entry at index {key}"), bytes)?;
-    if entry.log_id.index != key {
-        return Err(Cause::IndexMismatch {
-            key,
-            log_id: entry.log_id,
-        });
+/// Decodes the record stored under `key` and checks it is for that index.
+fn decode_stored(key: u64, bytes: &[u8]) -> Result<Stored, Cause> {
+    let (stored, log_id) = match bytes.strip_prefix(SPILL_MAGIC.as_slice()) {
+        Some(rest) => {
+            let spilled: SpilledEntry =
+                decode(|| format!("the spilled log entry at index {key}"), rest)?;
+            (Stored::Spilled(spilled), spilled.log_id)
+        }
+        None => {
+            let entry: Entry = decode(|| format!("the log entry at index {key}"), bytes)?;
+            let log_id = entry.log_id;
+            (Stored::Inline(entry), log_id)
+        }
+    };
+    if log_id.index != key {
+        return Err(Cause::IndexMismatch { key, log_id });
     }
-    Ok(entry)
+    Ok(stored)
+}
+
+fn stored_log_id(key: u64, bytes: &[u8]) -> Result<LogId, Cause> {
+    Ok(match decode_stored(key, bytes)? {
+        Stored::Inline(entry) => entry.log_id,
+        Stored::Spilled(spilled) => spilled.log_id,
+    })
 }
 
 fn meta_get<T: DeserializeOwned>(
@@ -181,7 +281,7 @@ fn last_entry_log_id(
 ) -> Result<Option<LogId>, Cause> {
     match table.last()? {
         None => Ok(None),
-        Some((key, value)) => Ok(Some(decode_entry(key.value(), value.value())?.log_id)),
+        Some((key, value)) => Ok(Some(stored_log_id(key.value(), value.value())?)),
     }
 }
 
@@ -232,9 +332,33 @@ impl Inner {
         let mut out = Vec::new();
         for item in table.range((Bound::Included(start), upper))? {
             let (key, value) = item?;
-            out.push(decode_entry(key.value(), value.value())?);
+            let entry = match decode_stored(key.value(), value.value())? {
+                Stored::Inline(entry) => entry,
+                Stored::Spilled(spilled) => self.read_spilled(key.value(), &spilled)?,
+            };
+            out.push(entry);
         }
         Ok(out)
+    }
+
+    fn read_spilled(&self, key: u64, spilled: &SpilledEntry) -> Result<Entry, Cause> {
+        if let Some(entry) = self.recent().get(&spilled.log_id) {
+            return Ok(entry);
+        }
+        let bytes = self.blobs.read(&spilled.blob)?;
+        let entry: Entry = decode(|| format!("the spilled log entry at index {key}"), &bytes)?;
+        if entry.log_id != spilled.log_id {
+            return Err(Cause::SpillMismatch {
+                key,
+                expected: spilled.log_id,
+                found: entry.log_id,
+            });
+        }
+        Ok(entry)
+    }
+
+    fn recent(&self) -> std::sync::MutexGuard<'_, RecentEntries> {
+        self.recent.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn log_state(&self) -> Result<(Option<LogId>, Option<LogId>), Cause> {
@@ -283,16 +407,49 @@ impl Inner {
         Ok(())
     }
 
-    fn append(&self, entries: &[Entry]) -> Result<(), Cause> {
+    fn append(&self, entries: Vec<Entry>) -> Result<(), Cause> {
+        let encoded = entries
+            .iter()
+            .map(|entry| encode("a log entry", entry))
+            .collect::<Result<Vec<_>, _>>()?;
+        let large: Vec<(u64, &[u8])> = entries
+            .iter()
+            .zip(&encoded)
+            .filter(|(_, bytes)| bytes.len() >= SPILL_BYTES)
+            .map(|(entry, bytes)| (entry.log_id.index, bytes.as_slice()))
+            .collect();
+        // Durable before redb points at them.
+        let mut blobs = self.blobs.write(&large)?.into_iter();
         let txn = begin_durable_write(&self.db)?;
         {
             let mut table = txn.open_table(ENTRIES)?;
-            for entry in entries {
-                let bytes = encode("a log entry", entry)?;
-                table.insert(entry.log_id.index, bytes.as_slice())?;
+            for (entry, bytes) in entries.iter().zip(&encoded) {
+                if bytes.len() < SPILL_BYTES {
+                    table.insert(entry.log_id.index, bytes.as_slice())?;
+                    continue;
+                }
+                let Some(blob) = blobs.next() else {
+                    return Err(Cause::Blob(BlobError::MissingSegment {
+                        dir: self.path.clone(),
+                        segment: 0,
+                    }));
+                };
+                let spilled = SpilledEntry {
+                    log_id: entry.log_id,
+                    blob,
+                };
+                let mut record = SPILL_MAGIC.to_vec();
+                record.extend_from_slice(&encode("a spilled entry's reference", &spilled)?);
+                table.insert(entry.log_id.index, record.as_slice())?;
             }
         }
         txn.commit()?;
+        let mut recent = self.recent();
+        for (entry, bytes) in entries.into_iter().zip(&encoded) {
+            if bytes.len() >= SPILL_BYTES {
+                recent.push(entry, bytes.len());
+            }
+        }
         Ok(())
     }
 
@@ -304,6 +461,8 @@ impl Inner {
             table.retain_in((Bound::Included(index), Bound::Unbounded), |_, _| false)?;
         }
         txn.commit()?;
+        // Their segment records become garbage that goes with the segment.
+        self.recent().retain(|i| i < index);
         Ok(())
     }
 
@@ -325,7 +484,17 @@ impl Inner {
             })?;
         }
         txn.commit()?;
+        self.recent().retain(|i| i > log_id.index);
+        self.purge_segments(log_id.index);
         Ok(())
+    }
+
+    /// Deletes the segment files nothing at or below `index` needs. A failure only leaves a
+    /// file for the next purge, so it is logged, not returned.
+    fn purge_segments(&self, index: u64) {
+        if let Err(e) = self.blobs.purge(index) {
+            tracing::warn!(error = %e, "cannot delete a purged log segment; the next purge retries");
+        }
     }
 }
 
@@ -355,8 +524,29 @@ impl LogStore {
             Ok(())
         };
         init().map_err(|e| fail("create the tables", e))?;
+        let blobs = BlobStore::open_with_segment_bytes(raft_dir, segment_bytes())
+            .map_err(|e| fail("open the segments", e.into()))?;
+        let inner = Inner {
+            db,
+            path: path.clone(),
+            blobs,
+            recent: Default::default(),
+        };
+        // Segments a crash kept from being deleted: all of them when no entry is left to point
+        // into one, else those a completed purge no longer needs.
+        let (last_purged, last) = inner
+            .log_state()
+            .map_err(|e| fail("read the log state", e))?;
+        if last == last_purged {
+            inner
+                .blobs
+                .clear()
+                .map_err(|e| fail("delete unused segments", e.into()))?;
+        } else if let Some(purged) = last_purged {
+            inner.purge_segments(purged.index);
+        }
         Ok(LogStore {
-            inner: Arc::new(Inner { db, path }),
+            inner: Arc::new(inner),
         })
     }
 
@@ -464,7 +654,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let res = if entries.is_empty() {
             Ok(())
         } else {
-            self.blocking("append entries", move |inner| inner.append(&entries))
+            self.blocking("append entries", move |inner| inner.append(entries))
                 .await
         };
         // The commit above was durable (fsynced) before the flush is reported.
@@ -854,6 +1044,128 @@ mod tests {
             let _ = probe(dir.path());
         }
         assert!(failed > 0, "no flip was detected");
+    }
+
+    fn chunk(term: u64, index: u64, len: usize) -> Entry {
+        Entry {
+            log_id: log_id(term, index),
+            payload: EntryPayload::Normal(Command::RestoreChunk {
+                restore_id: format!("r{term}"),
+                offset: index * len as u64,
+                data: (0..len).map(|i| (i as u64 ^ index ^ term) as u8).collect(),
+            }),
+        }
+    }
+
+    fn segment_count(raft_dir: &Path) -> usize {
+        std::fs::read_dir(raft_dir.join(crate::log_blobs::BLOB_DIR_NAME))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn no_encoded_entry_starts_with_the_spill_marker() {
+        let mut bytes = SPILL_MAGIC.to_vec();
+        bytes.extend_from_slice(&encode("entry", &normal(1, 1)).unwrap());
+        assert!(postcard::from_bytes::<Entry>(&bytes).is_err());
+        for e in [
+            blank(u64::MAX, u64::MAX),
+            normal(u64::MAX, 1),
+            chunk(1, 1, 10),
+        ] {
+            assert!(!encode("entry", &e).unwrap().starts_with(&SPILL_MAGIC));
+        }
+    }
+
+    #[tokio::test]
+    async fn large_entries_live_in_segments_and_read_back_everywhere() {
+        let dir = tempfile::tempdir().unwrap();
+        let raft_dir = dir.path().join("raft");
+        let big = SPILL_BYTES + 1000;
+        let written = vec![
+            normal(1, 1),
+            chunk(1, 2, big),
+            chunk(1, 3, big),
+            normal(1, 4),
+            chunk(1, 5, big),
+        ];
+        {
+            let mut store = LogStore::open(&raft_dir).unwrap();
+            append(&mut store, written[..2].to_vec()).await;
+            append(&mut store, written[2..].to_vec()).await;
+            assert_eq!(all_entries(&mut store).await, written);
+            // redb holds a reference, not the bytes.
+            assert!(std::fs::metadata(store.path()).unwrap().len() < 2 * big as u64);
+            assert_eq!(segment_count(&raft_dir), 1);
+        }
+        // After a restart the entries come from the segment (nothing in memory).
+        let mut store = LogStore::open(&raft_dir).unwrap();
+        assert_eq!(all_entries(&mut store).await, written);
+        assert_eq!(
+            store.get_log_state().await.unwrap().last_log_id,
+            Some(log_id(1, 5))
+        );
+        assert_eq!(probe(&raft_dir).unwrap().last_log_id, Some(log_id(1, 5)));
+
+        // A conflicting suffix replaces spilled entries, also in memory.
+        store.truncate(log_id(1, 3)).await.unwrap();
+        append(&mut store, vec![chunk(2, 3, big), normal(2, 4)]).await;
+        let expect = vec![
+            normal(1, 1),
+            chunk(1, 2, big),
+            chunk(2, 3, big),
+            normal(2, 4),
+        ];
+        assert_eq!(all_entries(&mut store).await, expect);
+        drop(store);
+        let mut store = LogStore::open(&raft_dir).unwrap();
+        assert_eq!(all_entries(&mut store).await, expect);
+
+        // Purging everything deletes the segments no entry points into, at once or at the
+        // next open.
+        store.purge(log_id(2, 4)).await.unwrap();
+        assert!(all_entries(&mut store).await.is_empty());
+        drop(store);
+        let mut store = LogStore::open(&raft_dir).unwrap();
+        assert_eq!(segment_count(&raft_dir), 0);
+        append(&mut store, vec![chunk(3, 5, big)]).await;
+        assert_eq!(all_entries(&mut store).await, vec![chunk(3, 5, big)]);
+    }
+
+    #[tokio::test]
+    async fn a_damaged_or_missing_segment_is_an_error_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let raft_dir = dir.path().join("raft");
+        {
+            let mut store = LogStore::open(&raft_dir).unwrap();
+            append(&mut store, vec![chunk(1, 1, SPILL_BYTES), normal(1, 2)]).await;
+        }
+        let segments: Vec<PathBuf> =
+            std::fs::read_dir(raft_dir.join(crate::log_blobs::BLOB_DIR_NAME))
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect();
+        assert_eq!(segments.len(), 1);
+        let mut bytes = std::fs::read(&segments[0]).unwrap();
+        bytes[SPILL_BYTES / 2] ^= 0x10;
+        std::fs::write(&segments[0], &bytes).unwrap();
+        let mut store = LogStore::open(&raft_dir).unwrap();
+        let err = store.try_get_log_entries(1..2).await.unwrap_err();
+        assert!(err.to_string().contains("checksum"), "{err}");
+        assert_eq!(
+            store.try_get_log_entries(2..3).await.unwrap(),
+            vec![normal(1, 2)]
+        );
+        drop(store);
+        std::fs::remove_file(&segments[0]).unwrap();
+        let mut store = LogStore::open(&raft_dir).unwrap();
+        let err = store.try_get_log_entries(..).await.unwrap_err();
+        assert!(err.to_string().contains("missing"), "{err}");
+        // The log's state does not need the segment.
+        assert_eq!(
+            store.get_log_state().await.unwrap().last_log_id,
+            Some(log_id(1, 2))
+        );
     }
 
     #[tokio::test]

@@ -151,6 +151,7 @@ impl RaftNode {
                 .map_err(|e| NodeError::Storage(e.to_string()))?
                 .map_err(|e| NodeError::Storage(e.to_string()))?;
         let store = state_machine.store();
+        let settled_restores = state_machine.settled_restores();
 
         let raft_config = Config {
             cluster_name: "raftlite".to_string(),
@@ -186,6 +187,10 @@ impl RaftNode {
 
         let (tx, rx) = mpsc::channel(MAX_BATCH * 4);
         tokio::spawn(run_group_commit(raft.clone(), rx));
+        tokio::spawn(crate::restore::compact_after_restores(
+            raft.clone(),
+            settled_restores,
+        ));
         let node = RaftNode {
             inner: Arc::new(Inner {
                 id: config.node_id,

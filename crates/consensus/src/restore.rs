@@ -9,7 +9,8 @@
 //! everywhere. Until the commit
 //! is applied every node serves the old data; afterwards the new. A leader that fails midway
 //! leaves chunks no commit will ever use: the next restore drops them (or an abort does).
-//! After the commit a snapshot is taken and the log purged, so the chunks do not linger.
+//! After the commit (or an abort) every node takes a snapshot and purges its log, so the chunks
+//! do not linger.
 //!
 //! Memory stays bounded whatever the file size: the chunks in flight, one read buffer.
 
@@ -65,7 +66,7 @@ pub enum RestoreError {
     /// The leader lacks the disk space the restore needs: nothing changed anywhere.
     #[error(
         "this node (the leader) has {free} bytes free in {dir}, and restoring {size} bytes needs \
-         about {need} (a staging copy plus the Raft log's copies); free some space there, or \
+         about {need} (a staging copy plus the Raft log's copy); free some space there, or \
          grow the volume, and retry; nothing was changed"
     )]
     NoSpace {
@@ -184,9 +185,9 @@ fn size_and_sha256(path: &Path) -> std::io::Result<(u64, String)> {
 }
 
 /// What a restore of `size` bytes needs free on each node: the staging file, and the log's
-/// copies of the chunks (redb writes a large value twice) until the purge after the commit.
+/// copy of the chunks (in its segment files) until the purge after the commit.
 fn space_needed(size: u64) -> u64 {
-    size.saturating_mul(3).saturating_add(SPACE_MARGIN)
+    size.saturating_mul(2).saturating_add(SPACE_MARGIN)
 }
 
 /// Bytes available to this process on the file system holding `dir`; `None` when unknown.
@@ -406,7 +407,6 @@ impl RaftNode {
                 })
             }
         };
-        tokio::spawn(compact_log_after(self.raft().clone(), index));
         let outcome = RestoreOutcome {
             index,
             timeline,
@@ -504,10 +504,22 @@ impl RaftNode {
     }
 }
 
-/// After a restore or load at `index`: build a snapshot covering it, then purge the log up to
-/// it, so the chunks do not linger in the log and a lagging follower receives the (streamed)
-/// snapshot instead.
-pub async fn compact_log_after(raft: Raft, index: u64) {
+/// On every node, after each restore commit or abort its state machine applies: compacts the
+/// log up to it (see [`compact_log_after`]).
+pub(crate) async fn compact_after_restores(
+    raft: Raft,
+    mut settled: tokio::sync::watch::Receiver<u64>,
+) {
+    while settled.changed().await.is_ok() {
+        let index = *settled.borrow_and_update();
+        compact_log_after(raft.clone(), index).await;
+    }
+}
+
+/// After a restore commit or abort at `index`: build a snapshot covering it, then purge the log
+/// up to it, so the chunks do not linger in the log (the segment files holding them are
+/// deleted) and a lagging follower receives the (streamed) snapshot instead.
+async fn compact_log_after(raft: Raft, index: u64) {
     let deadline = Instant::now() + COMPACT_WAIT;
     loop {
         if let Err(e) = raft.trigger().snapshot().await {
@@ -543,10 +555,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_restore_needs_room_for_the_staging_file_and_the_logs_copies() {
+    fn a_restore_needs_room_for_the_staging_file_and_the_logs_copy() {
         let dir = Path::new("/data");
         let gib = 1u64 << 30;
-        assert!(check_space(dir, Some(4 * gib), gib).is_ok());
+        assert!(check_space(dir, Some(3 * gib), gib).is_ok());
         assert!(check_space(dir, None, gib).is_ok());
         let refused = check_space(dir, Some(2 * gib), gib).unwrap_err();
         let text = refused.to_string();

@@ -284,6 +284,9 @@ pub struct SqliteStateMachine {
     snapshots: SnapshotDir,
     /// The file a snapshot from the leader is being received into.
     receiving: Option<PathBuf>,
+    /// The index of the last restore commit or abort applied: its chunks are dead weight in the
+    /// log from then on, so the node compacts its log (see [`Self::settled_restores`]).
+    restores_settled: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl SqliteStateMachine {
@@ -314,11 +317,17 @@ impl SqliteStateMachine {
             store: Arc::new(store),
             snapshots,
             receiving: None,
+            restores_settled: Arc::new(tokio::sync::watch::channel(0).0),
         })
     }
 
     pub fn store(&self) -> Arc<Store> {
         self.store.clone()
+    }
+
+    /// Changes to the log index of each restore commit or abort this state machine applies.
+    pub fn settled_restores(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.restores_settled.subscribe()
     }
 }
 
@@ -422,6 +431,7 @@ impl RaftStateMachine<TypeConfig> for SqliteStateMachine {
         let entries: Vec<Entry> = entries.into_iter().collect();
         let store = self.store.clone();
         let snapshots = self.snapshots.clone();
+        let restores_settled = self.restores_settled.clone();
         blocking(move || {
             let mut responses = Vec::with_capacity(entries.len());
             for entry in entries {
@@ -482,6 +492,7 @@ impl RaftStateMachine<TypeConfig> for SqliteStateMachine {
                         let outcome = store
                             .restore_from_chunks(position, &restore_id, size, &sha256, &timeline)
                             .map_err(store_err(ErrorVerb::Write))?;
+                        restores_settled.send_replace(position.index);
                         match outcome {
                             Ok(meta) => {
                                 let now = meta.timeline().cloned();
@@ -505,6 +516,7 @@ impl RaftStateMachine<TypeConfig> for SqliteStateMachine {
                         store
                             .apply_restore_abort(position, &restore_id)
                             .map_err(store_err(ErrorVerb::Write))?;
+                        restores_settled.send_replace(position.index);
                         CommandResponse::None
                     }
                 };
