@@ -2038,9 +2038,10 @@ fn print_backup_report(args: &BenchArgs, r: &BackupReport) -> anyhow::Result<()>
 //    that file to a second location (no fsync: a lower bound); then the durable floor: that
 //    decompressed file copied once per node, the copies in parallel, each followed by `sync`
 //    of the copy (the least disk work of any restore that leaves the file durable everywhere);
-// 3. the restore as `raftlite restore --from DEST --id ID` does it: `download_backup` (download,
-//    decompress, every check of `backup verify`) into a scratch file, then the file streamed
-//    to `POST /db/load?timeline_id=<chosen>` on the leader; the clock stops when every node's
+// 3. the restore as `raftlite restore --from DEST --id ID` does it: the backup streamed
+//    (download, decompress, both hashes checked on the way; no local copy) into
+//    `POST /db/load?timeline_id=<chosen>` on the leader with the manifest's sha256 in
+//    `x-raftlite-expect-sha256`; the clock stops when every node's
 //    `/status` shows the chosen timeline and its local `COUNT(*)` the file's rows. Peak RSS of
 //    each server process (VmHWM, reset just before) and of this process (the client side).
 
@@ -2050,8 +2051,6 @@ const RESTORE_BACKUP_LEVEL: i32 = 3;
 const RESTORE_NODES: usize = 3;
 /// Rows per transaction while the source file is built.
 const BUILD_ROWS_PER_TX: u64 = 512;
-/// Bytes read from the downloaded file per piece of the upload (as the CLI does).
-const RESTORE_UPLOAD_CHUNK: usize = 256 * 1024;
 
 /// The source database and its backup.
 struct RestoreSource {
@@ -2088,7 +2087,7 @@ struct NodeMem {
 
 /// The measured restore.
 struct RestoreRun {
-    /// `download_backup` done: the file is local and checked.
+    /// The backup's stream done: every byte sent and every check passed.
     downloaded: Duration,
     /// `POST /db/load` answered 200 (from the start).
     answered: Duration,
@@ -2270,12 +2269,8 @@ async fn restore_scenario(
         .map(|i| cluster.pid(i))
         .collect::<anyhow::Result<Vec<u32>>>()?;
     let timeline_id = format!("{:032x}", rand::random::<u128>());
-    let scratch = work.join("restore");
-    std::fs::create_dir(&scratch)
-        .with_context(|| format!("cannot create {}", scratch.display()))?;
-    let target = scratch.join("db.sqlite");
 
-    eprintln!("bench: restore: download_backup + POST /db/load, until every node serves it");
+    eprintln!("bench: restore: a backup streamed into POST /db/load, until every node serves it");
     settle_disk().await;
     let before: Vec<Option<ProcMem>> = pids.iter().map(|&p| proc_mem(p)).collect();
     let exact: Vec<bool> = pids.iter().map(|&p| reset_hwm(p)).collect();
@@ -2285,7 +2280,7 @@ async fn restore_scenario(
     let plan = RestorePlan {
         dest,
         id,
-        target: &target,
+        plain_sha256: &source.plain_sha256,
         node: &leader,
         all: &urls,
         timeline_id: &timeline_id,
@@ -2296,7 +2291,6 @@ async fn restore_scenario(
     let (outcome, sampled) = sample_peaks(&pids, restore).await;
     let after: Vec<Option<ProcMem>> = pids.iter().map(|&p| proc_mem(p)).collect();
     let client_after = proc_mem(me);
-    let _ = std::fs::remove_file(&target);
     let (downloaded, answered, all_serving, answer) = outcome?;
 
     let nodes = cluster
@@ -2473,8 +2467,8 @@ async fn sample_peaks<F: std::future::Future>(
 struct RestorePlan<'a> {
     dest: &'a raftlite_backup::Destination,
     id: &'a raftlite_backup::BackupId,
-    /// Where the backup is downloaded to (the scratch file the upload reads).
-    target: &'a Path,
+    /// The manifest's sha256 of the database file (the node checks the upload against it).
+    plain_sha256: &'a str,
     /// The node that receives `POST /db/load`.
     node: &'a str,
     /// Every node: each must serve the restored data.
@@ -2493,7 +2487,7 @@ async fn restore_once(
     let RestorePlan {
         dest,
         id,
-        target,
+        plain_sha256,
         node,
         all,
         timeline_id,
@@ -2502,20 +2496,33 @@ async fn restore_once(
     } = *plan;
     let start = Instant::now();
     let give_up = start + deadline;
-    raftlite_backup::download_backup(dest, id, None, target)
-        .await
-        .with_context(|| format!("cannot download backup {id}"))?;
-    let downloaded = start.elapsed();
-
+    let backup = crate::restore_cli::BackupStream {
+        dest: dest.clone(),
+        id: id.clone(),
+        identity: None,
+        plain_sha256: plain_sha256.to_string(),
+    };
+    let (body, feeder) = crate::restore_cli::backup_body(backup, indicatif::ProgressBar::hidden());
+    let feeder = tokio::spawn(async move {
+        let fed = feeder.await;
+        (fed, start.elapsed())
+    });
     let url = format!("{node}/db/load?timeline_id={timeline_id}&reason=bench");
-    let resp = http
+    let sent = http
         .post(&url)
         .timeout(deadline)
         .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
-        .body(file_body(target.to_path_buf()))
+        .header(crate::restore_cli::EXPECT_SHA256_HEADER, plain_sha256)
+        .body(body)
         .send()
-        .await
-        .with_context(|| format!("POST {url}"))?;
+        .await;
+    let (fed, downloaded) = feeder.await.context("the backup stream task failed")?;
+    match fed {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => bail!("streaming backup {id} failed: {e}"),
+        Err(e) => bail!("the backup stream task failed: {e}"),
+    }
+    let resp = sent.with_context(|| format!("POST {url}"))?;
     let status = resp.status();
     let text = resp.text().await.with_context(|| format!("POST {url}"))?;
     if !status.is_success() {
@@ -2565,28 +2572,6 @@ async fn serves_restored(http: &reqwest::Client, node: &str, timeline_id: &str, 
         return false;
     };
     doc.pointer("/results/0/values/0/0").and_then(Value::as_u64) == Some(rows)
-}
-
-/// The file at `path` as a streamed request body, [`RESTORE_UPLOAD_CHUNK`] bytes at a time.
-fn file_body(path: PathBuf) -> reqwest::Body {
-    use tokio::io::AsyncReadExt;
-    let stream = futures::stream::try_unfold(None, move |open: Option<tokio::fs::File>| {
-        let path = path.clone();
-        async move {
-            let mut file = match open {
-                Some(file) => file,
-                None => tokio::fs::File::open(&path).await?,
-            };
-            let mut buf = vec![0u8; RESTORE_UPLOAD_CHUNK];
-            let n = file.read(&mut buf).await?;
-            if n == 0 {
-                return Ok(None);
-            }
-            buf.truncate(n);
-            Ok::<_, std::io::Error>(Some((buf, Some(file))))
-        }
-    });
-    reqwest::Body::wrap_stream(stream)
 }
 
 fn print_restore_report(args: &BenchArgs, r: &RestoreReport) -> anyhow::Result<()> {
@@ -2717,10 +2702,10 @@ fn print_restore_report(args: &BenchArgs, r: &RestoreReport) -> anyhow::Result<(
         .filter_map(|n| mib_of_kib(n.peak_kib))
         .fold(0.0, f64::max);
     println!(
-        "{:<44} {:>8.2} {:>9} {:>13}  download+check {:.2} s, answered at {:.2} s (cluster \
+        "{:<44} {:>8.2} {:>9} {:>13}  streamed by {:.2} s, answered at {:.2} s (cluster \
          {} s), all {RESTORE_NODES} nodes serving at {:.2} s; client peak {} MiB; {} the \
          durable floor",
-        "raftlite: download_backup + POST /db/load",
+        "raftlite: backup streamed to POST /db/load",
         wall,
         ratio.map_or("-".to_owned(), |x| format!("{x:.2}x")),
         format!("{server_peak:.1}"),

@@ -15,8 +15,11 @@
 //!   before anything is sent.
 //! - `-`: stdin, spooled to a temporary file first (memory stays bounded).
 //! - a backup destination URL (anything with `://`): `--id` or the newest verified backup (else
-//!   the newest), downloaded with every check of `raftlite backup verify` (both hashes,
-//!   decryption, `integrity_check`).
+//!   the newest), streamed to the node as it downloads, decrypted and decompressed on the way,
+//!   without a local copy: the stored bytes' and the database's size and sha256 are checked
+//!   against the manifest as they pass, the upload ends only once every check passed (a failed
+//!   check cuts it off, and the node refuses a cut-off upload), and the node checks the
+//!   database's sha256 again (header `x-raftlite-expect-sha256`) and runs `integrity_check`.
 //!
 //! The client picks the new timeline's id (`?timeline_id=`). When the answer is lost, or the
 //! node says the outcome is unknown, every member's `/status` is polled (the members are asked
@@ -33,7 +36,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail};
 use indicatif::{ProgressBar, ProgressStyle};
-use raftlite_backup::{download_backup, list_backups, BackupId, Destination};
+use raftlite_backup::{list_backups, read_manifest, BackupError, BackupId, Destination, Identity};
 use reqwest::{StatusCode, Url};
 use serde_json::{json, Value};
 use tokio::io::AsyncReadExt;
@@ -111,11 +114,125 @@ enum SourceError {
 struct Prepared {
     /// What the operator named: a path, `stdin` or `backup <id> in <dest>`.
     label: String,
-    /// The file sent: the source itself, or a copy in the scratch directory.
-    upload: PathBuf,
+    upload: Upload,
     size: u64,
     /// Set when a WAL-mode source was consolidated with its `-wal`.
     consolidated_wal: bool,
+}
+
+/// What is sent.
+enum Upload {
+    /// A file: the source itself, or a copy in the scratch directory.
+    File(PathBuf),
+    /// A backup, streamed from its destination while it is sent (see the module doc).
+    Backup(BackupStream),
+}
+
+/// A backup to stream, and the sha256 its database file must have.
+#[derive(Clone)]
+pub(crate) struct BackupStream {
+    pub dest: Destination,
+    pub id: BackupId,
+    pub identity: Option<Identity>,
+    pub plain_sha256: String,
+}
+
+/// The request header that makes the node check the upload's sha256.
+pub(crate) const EXPECT_SHA256_HEADER: &str = "x-raftlite-expect-sha256";
+/// Bytes per piece of a streamed backup.
+const STREAM_CHUNK: usize = 1 << 20;
+
+/// The plain bytes of a streamed backup, sent to the request body in [`STREAM_CHUNK`] pieces
+/// (from the decompression thread, hence the blocking send).
+struct BodySink {
+    tx: tokio::sync::mpsc::Sender<io::Result<Vec<u8>>>,
+    buf: Vec<u8>,
+    bar: ProgressBar,
+}
+
+impl BodySink {
+    fn send_buffered(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let piece = std::mem::replace(&mut self.buf, Vec::with_capacity(STREAM_CHUNK));
+        let len = piece.len() as u64;
+        self.tx
+            .blocking_send(Ok(piece))
+            .map_err(|_| io::Error::other("the upload to the node stopped"))?;
+        self.bar.inc(len);
+        Ok(())
+    }
+}
+
+impl Write for BodySink {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let room = STREAM_CHUNK - self.buf.len();
+        let take = room.min(data.len());
+        self.buf.extend_from_slice(&data[..take]);
+        if self.buf.len() >= STREAM_CHUNK {
+            self.send_buffered()?;
+        }
+        Ok(take)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.send_buffered()
+    }
+}
+
+/// The request body streaming `backup`, and the task that feeds it: the body ends only after
+/// the task's every check passed; a failed check ends it with an error, which cuts the upload
+/// off (the node refuses an incomplete upload). The task's result says which.
+pub(crate) fn backup_body(
+    backup: BackupStream,
+    bar: ProgressBar,
+) -> (
+    reqwest::Body,
+    tokio::task::JoinHandle<Result<(), BackupError>>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Vec<u8>>>(4);
+    let sink = BodySink {
+        tx: tx.clone(),
+        buf: Vec::with_capacity(STREAM_CHUNK),
+        bar: bar.clone(),
+    };
+    let feeder = tokio::spawn(async move {
+        let streamed = raftlite_backup::stream_backup(
+            &backup.dest,
+            &backup.id,
+            backup.identity.as_ref(),
+            sink,
+        )
+        .await;
+        match &streamed {
+            Ok(_) => waiting_style(&bar),
+            Err(e) => {
+                let _ = tx.send(Err(io::Error::other(e.to_string()))).await;
+            }
+        }
+        // Dropping the last sender ends the body (after an error, the error ended it).
+        drop(tx);
+        streamed.map(|_| ())
+    });
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|piece| (piece, rx))
+    });
+    (reqwest::Body::wrap_stream(stream), feeder)
+}
+
+/// Why a streamed backup failed, when it failed for its own reasons (a check, the download);
+/// `None` when it succeeded or only stopped because the upload did. Waits a little for it.
+async fn backup_failure(
+    feeder: &mut tokio::task::JoinHandle<Result<(), BackupError>>,
+) -> Option<String> {
+    let done = tokio::time::timeout(Duration::from_secs(10), &mut *feeder).await;
+    match done {
+        Ok(Ok(Err(BackupError::Local { .. }))) | Ok(Ok(Ok(()))) => None,
+        Ok(Ok(Err(e))) => Some(e.to_string()),
+        Ok(Err(e)) => Some(format!("the download task failed: {e}")),
+        Err(_) => None,
+    }
 }
 
 /// Entry point of `raftlite restore`.
@@ -148,7 +265,7 @@ async fn restore(args: RestoreArgs, timeline_id: String) -> anyhow::Result<()> {
     let scratch = ScratchDir::new()?;
 
     let prepared = if is_backup {
-        prepare_backup(&args, scratch.path(), progress).await?
+        prepare_backup(&args).await?
     } else if args.from == "-" {
         let spooled = spool_stdin(scratch.path()).await?;
         prepare_local_file(spooled, "stdin".to_string(), scratch.path(), progress).await?
@@ -208,12 +325,8 @@ async fn restore(args: RestoreArgs, timeline_id: String) -> anyhow::Result<()> {
 // Sources
 // ---------------------------------------------------------------------------------------------
 
-/// Downloads the chosen backup into `dir`, with every check of `backup verify`.
-async fn prepare_backup(
-    args: &RestoreArgs,
-    dir: &Path,
-    progress: bool,
-) -> anyhow::Result<Prepared> {
+/// Picks the backup and reads its manifest; the backup itself is streamed by the upload.
+async fn prepare_backup(args: &RestoreArgs) -> anyhow::Result<Prepared> {
     let identity =
         crate::backup_cli::identity_from(args.identity.as_deref(), args.passphrase_env.as_deref())?;
     let dest = open_destination(&args.from)?;
@@ -221,15 +334,24 @@ async fn prepare_backup(
         Some(raw) => raw.trim().parse::<BackupId>().map_err(engine_error)?,
         None => newest_backup(&dest).await?,
     };
-    let target = dir.join("backup.sqlite");
-    let bar = spinner(progress, format!("downloading and checking backup {id}"));
-    let downloaded = download_backup(&dest, &id, identity.as_ref(), &target).await;
-    bar.finish_and_clear();
-    let report = downloaded.map_err(|e| anyhow!("{e}; nothing was sent to the cluster"))?;
+    let manifest = read_manifest(&dest, &id)
+        .await
+        .map_err(|e| anyhow!("{e}; nothing was sent to the cluster"))?;
+    if manifest.encryption.is_some() && identity.is_none() {
+        bail!(
+            "backup {id} in {dest} is encrypted: give its key with --identity FILE or \
+             --passphrase-env VAR; nothing was sent to the cluster"
+        );
+    }
     Ok(Prepared {
         label: format!("backup {id} in {dest}"),
-        upload: target,
-        size: report.plain_size,
+        size: manifest.plain_size,
+        upload: Upload::Backup(BackupStream {
+            dest,
+            id,
+            identity,
+            plain_sha256: manifest.plain_sha256.clone(),
+        }),
         consolidated_wal: false,
     })
 }
@@ -351,7 +473,7 @@ fn prepare_local(path: &Path, label: String, dir: &Path) -> Result<Prepared, Sou
             .len();
         return Ok(Prepared {
             label,
-            upload,
+            upload: Upload::File(upload),
             size,
             consolidated_wal: has_wal,
         });
@@ -366,7 +488,7 @@ fn prepare_local(path: &Path, label: String, dir: &Path) -> Result<Prepared, Sou
     integrity_check(path)?;
     Ok(Prepared {
         label,
-        upload: path.to_path_buf(),
+        upload: Upload::File(path.to_path_buf()),
         size: meta.len(),
         consolidated_wal: false,
     })
@@ -545,13 +667,35 @@ async fn upload(
     )
     .map_err(|e| anyhow!("invalid --node URL {}: {e}", node.base))?;
     let bar = upload_bar(prepared.size, progress);
-    let request = node.authorized(
-        node.client
-            .post(url)
-            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
-            .body(upload_body(prepared.upload.clone(), bar.clone())),
-    );
-    let sent = request.send().await;
+    let mut request = node
+        .client
+        .post(url)
+        .header(reqwest::header::CONTENT_TYPE, "application/octet-stream");
+    let mut feeder = None;
+    match &prepared.upload {
+        Upload::File(path) => request = request.body(upload_body(path.clone(), bar.clone())),
+        Upload::Backup(backup) => {
+            let (body, task) = backup_body(backup.clone(), bar.clone());
+            request = request
+                .header(EXPECT_SHA256_HEADER, backup.plain_sha256.as_str())
+                .body(body);
+            feeder = Some(task);
+        }
+    }
+    let sent = node.authorized(request).send().await;
+    // A backup that failed a check cut its upload off, so the node cannot have restored it.
+    let failed_backup = match (&sent, feeder.as_mut()) {
+        (Ok(resp), _) if resp.status() == StatusCode::OK => None,
+        (_, Some(task)) => backup_failure(task).await,
+        (_, None) => None,
+    };
+    if let Some(why) = failed_backup {
+        bar.finish_and_clear();
+        bail!(
+            "the restore did not take effect (all-old): {why}; the upload was cut off before \
+             its end, so the node restored nothing"
+        );
+    }
     let resp = match sent {
         Ok(resp) => resp,
         // Nothing reached the node.
@@ -1022,9 +1166,12 @@ mod tests {
         // The writer stays open: the rows are in the WAL only.
         let prepared = prepare_local(&db, "db".into(), scratch.path()).unwrap();
         assert!(prepared.consolidated_wal);
-        assert_ne!(prepared.upload, db);
-        assert_eq!(count(&prepared.upload), 3);
-        let header = std::fs::read(&prepared.upload).unwrap();
+        let Upload::File(upload) = &prepared.upload else {
+            panic!("a local file is uploaded from a file");
+        };
+        assert_ne!(upload, &db);
+        assert_eq!(count(upload), 3);
+        let header = std::fs::read(upload).unwrap();
         assert_eq!((header[18], header[19]), (1, 1), "rollback-journal mode");
         assert_eq!(std::fs::read(&db).unwrap(), before);
         assert_eq!(std::fs::read(&wal).unwrap(), wal_before);
@@ -1038,7 +1185,7 @@ mod tests {
         let db = dir.path().join("db.sqlite");
         drop(database(&db, false));
         let prepared = prepare_local(&db, "db".into(), scratch.path()).unwrap();
-        assert_eq!(prepared.upload, db);
+        assert!(matches!(&prepared.upload, Upload::File(p) if p == &db));
         assert!(!prepared.consolidated_wal);
 
         let text = dir.path().join("dump.sql");

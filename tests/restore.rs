@@ -86,10 +86,24 @@ impl LoadAnswer {
 
 /// `POST {base}/db/load{query}` with `bytes` as an octet stream. `Err` for transport errors.
 fn post_load(base: &str, query: &str, bytes: Vec<u8>) -> Result<LoadAnswer, String> {
+    post_load_with(base, query, &[], bytes)
+}
+
+/// [`post_load`] with extra request headers.
+fn post_load_with(
+    base: &str,
+    query: &str,
+    headers: &[(&str, &str)],
+    bytes: Vec<u8>,
+) -> Result<LoadAnswer, String> {
     let url = format!("{base}/db/load{query}");
-    let resp = load_client()
+    let mut request = load_client()
         .post(&url)
-        .header("Content-Type", "application/octet-stream")
+        .header("Content-Type", "application/octet-stream");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let resp = request
         .body(bytes)
         .send()
         .map_err(|e| format!("POST {url}: {e}"))?;
@@ -1411,8 +1425,17 @@ fn refused_inputs_change_nothing_on_any_node() {
              INSERT INTO t SELECT i, 'kept-' || i FROM n",
         ]),
     );
+    // Some MiB of blobs, so that a damaged backup fails its checks while it streams.
+    exec(
+        &leader_base,
+        json!([
+            "CREATE TABLE blobs(b BLOB)",
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 96) \
+             INSERT INTO blobs SELECT randomblob(65536) FROM n",
+        ]),
+    );
     let tmp = c.dir().join("cli-tmp");
-    let (recipient, _right) = age_key(&c.dir().join("keys"), "right.txt");
+    let (recipient, right) = age_key(&c.dir().join("keys"), "right.txt");
     let (_, wrong) = age_key(&c.dir().join("keys"), "wrong.txt");
     let dest = format!("file://{}", c.dir().join("backups").display());
     let backup_id = backup_with_cli(&leader_base, &dest, &recipient, &[], &tmp);
@@ -1491,6 +1514,56 @@ fn refused_inputs_change_nothing_on_any_node() {
         "the error should say what failed: {run:?}"
     );
 
+    // A backup damaged three quarters into its stored object: it streams to the node until
+    // decryption fails, which cuts the upload off; the node restores nothing.
+    let object = data_objects(&c.dir().join("backups"));
+    assert_eq!(object.len(), 1, "one backup object: {object:?}");
+    let mut stored = std::fs::read(&object[0]).expect("read the stored object");
+    assert!(
+        stored.len() > 4 << 20,
+        "the backup is too small to stream in pieces"
+    );
+    let at = stored.len() * 3 / 4;
+    stored[at] ^= 0x40;
+    std::fs::write(&object[0], &stored).expect("damage the stored object");
+    let right_arg = right.to_string_lossy().into_owned();
+    let run = run_cli(
+        &[
+            "restore",
+            "--node",
+            &c.nodes[follower].base_url(),
+            "--from",
+            &dest,
+            "--id",
+            &backup_id,
+            "--identity",
+            &right_arg,
+        ],
+        &[],
+        &tmp,
+    );
+    eprintln!("the CLI with a damaged backup: {}", run.stderr.trim());
+    assert_ne!(run.code, Some(0), "restore of a damaged backup: {run:?}");
+    assert!(
+        run.stderr.contains("all-old") && run.stderr.contains(&backup_id),
+        "the error should name the backup and say nothing changed: {run:?}"
+    );
+
+    // An upload that is not what the client says it sends (the header the CLI sets when it
+    // streams a backup), and a malformed header.
+    let other_sha = format!("{:064x}", 7);
+    for header in [other_sha.as_str(), "not-a-sha256"] {
+        let answer = post_load_with(
+            &c.nodes[follower].base_url(),
+            &format!("?timeline_id={}", new_timeline_id()),
+            &[("x-raftlite-expect-sha256", header)],
+            good.clone(),
+        )
+        .expect("POST /db/load with x-raftlite-expect-sha256");
+        assert_eq!(answer.status, 400, "expect-sha256 {header}: {answer:?}");
+        assert!(answer.body.contains("nothing was changed"), "{answer:?}");
+    }
+
     let after = views(&c);
     assert_eq!(after, before, "a refused input changed something");
     let leader_now = c.wait_leader(secs(10));
@@ -1500,6 +1573,27 @@ fn refused_inputs_change_nothing_on_any_node() {
         last_log,
         "a refused input was proposed to the log"
     );
+}
+
+/// The data objects (`db.sqlite.zst*`) of every backup under `dir`.
+fn data_objects(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).expect("list the backup directory") {
+            let path = entry.expect("list the backup directory").path();
+            if path.is_dir() {
+                todo.push(path);
+            } else if path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("db.sqlite"))
+            {
+                found.push(path);
+            }
+        }
+    }
+    found
 }
 
 // ---------------------------------------------------------------------------------------------

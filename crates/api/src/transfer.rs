@@ -401,14 +401,37 @@ const MAX_DRAIN_BYTES: usize = 64 * 1024 * 1024;
 struct FileLoadOptions {
     reason: String,
     timeline_id: Option<String>,
+    /// The sha256 (lowercase hex) the client says the file has: a file that arrives different
+    /// (cut short, damaged, or a streamed backup that failed its checks) is refused.
+    expect_sha256: Option<String>,
 }
+
+/// The request header that carries [`FileLoadOptions::expect_sha256`]. `raftlite restore`
+/// sends it when it streams a backup (the manifest's sha256 of the database file).
+pub const EXPECT_SHA256_HEADER: &str = "x-raftlite-expect-sha256";
 
 const DEFAULT_LOAD_REASON: &str = "load via /db/load";
 /// Longest `?reason=`: it is stored in every node's timeline history.
 const MAX_REASON_CHARS: usize = 256;
 const MAX_TIMELINE_ID_CHARS: usize = 64;
 
-fn file_load_options(params: &HashMap<String, String>) -> Result<FileLoadOptions, ApiError> {
+fn file_load_options(
+    params: &HashMap<String, String>,
+    headers: &HeaderMap,
+) -> Result<FileLoadOptions, ApiError> {
+    let expect_sha256 = match headers.get(EXPECT_SHA256_HEADER) {
+        None => None,
+        Some(value) => {
+            let hex = value.to_str().unwrap_or("").trim().to_ascii_lowercase();
+            if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(ApiError::BadRequest(format!(
+                    "invalid {EXPECT_SHA256_HEADER} header: give the file's sha256 as 64 hex \
+                     digits; nothing was changed"
+                )));
+            }
+            Some(hex)
+        }
+    };
     let timeline_id = match params.get("timeline_id") {
         None => None,
         Some(id) => {
@@ -439,6 +462,7 @@ fn file_load_options(params: &HashMap<String, String>) -> Result<FileLoadOptions
     Ok(FileLoadOptions {
         reason,
         timeline_id,
+        expect_sha256,
     })
 }
 
@@ -458,7 +482,7 @@ async fn load(
                 Some(_) => timeout_of(&params)?,
                 None => DEFAULT_LOAD_TIMEOUT,
             };
-            Ok::<_, ApiError>((timeout, file_load_options(&params)?))
+            Ok::<_, ApiError>((timeout, file_load_options(&params, &headers)?))
         })();
         let (timeout, options) = match checked {
             Ok(checked) => checked,
@@ -607,13 +631,22 @@ fn file_chunks(
     })
 }
 
+/// An upload stored in a scratch file, with its size and sha256 (lowercase hex).
+struct Spooled {
+    file: Scratch,
+    size: u64,
+    sha256: String,
+}
+
 /// Writes the upload (its first chunks already read) to a scratch file under
-/// `<data-dir>/snapshots/`, chunk by chunk: memory stays bounded whatever the size.
+/// `<data-dir>/snapshots/`, chunk by chunk (memory stays bounded whatever the size), hashing
+/// it on the way (the restore then need not read it again for its sha256).
 async fn spool_upload(
     snapshots: &SnapshotDir,
     head: Vec<Bytes>,
     mut upload: BodyDataStream,
-) -> Result<(Scratch, u64), ApiError> {
+) -> Result<Spooled, ApiError> {
+    use sha2::Digest;
     let scratch = Scratch::new(snapshots, "load-upload");
     let disk_error = |e: std::io::Error| {
         ApiError::Internal(format!(
@@ -627,18 +660,30 @@ async fn spool_upload(
         .map_err(disk_error)?;
     let mut out = tokio::io::BufWriter::with_capacity(CHUNK_BYTES, file);
     let mut size = 0u64;
+    let mut hasher = sha2::Sha256::new();
     for chunk in head {
+        hasher.update(&chunk);
         out.write_all(&chunk).await.map_err(disk_error)?;
         size += chunk.len() as u64;
     }
     while let Some(chunk) = upload.next().await {
         let chunk = chunk.map_err(|e| broken_upload(size, &e))?;
+        hasher.update(&chunk);
         out.write_all(&chunk).await.map_err(disk_error)?;
         size += chunk.len() as u64;
     }
     out.flush().await.map_err(disk_error)?;
     drop(out);
-    Ok((scratch, size))
+    let sha256 = hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Ok(Spooled {
+        file: scratch,
+        size,
+        sha256,
+    })
 }
 
 /// The statements of SQL text to load, without the transaction control dumps carry.
@@ -705,7 +750,16 @@ async fn load_file(
     upload: BodyDataStream,
 ) -> Result<Response, ApiError> {
     let snapshots = snapshot_dir(ctx.state)?;
-    let (file, size) = spool_upload(&snapshots, head, upload).await?;
+    let Spooled { file, size, sha256 } = spool_upload(&snapshots, head, upload).await?;
+    if let Some(expected) = &options.expect_sha256 {
+        if *expected != sha256 {
+            return Err(ApiError::BadRequest(format!(
+                "the uploaded file ({size} bytes) has sha256 {sha256}, but the client expected \
+                 {expected} ({EXPECT_SHA256_HEADER}): it was cut short or damaged on the way, \
+                 or its source failed a check; nothing was changed"
+            )));
+        }
+    }
     if !ctx.state.node.is_leader() {
         let leader = ctx.state.node.leader();
         return Ok(ctx
@@ -718,6 +772,7 @@ async fn load_file(
         path: file.path().to_path_buf(),
         reason: options.reason,
         timeline_id: options.timeline_id,
+        sha256: Some(sha256),
     };
     // Its own task: a client that goes away must not cut a restore short (after its commit is
     // proposed, only finishing tells the outcome), and the task keeps the file until it is over.

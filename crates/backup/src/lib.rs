@@ -69,6 +69,6 @@ pub use retention::{
 };
 pub use schedule::{format_duration, parse_duration, Schedule};
 pub use verify::{
-    download_backup, mark_verified, read_manifest, verify_backup, verify_backup_in, verify_stored,
-    VerifyReport,
+    download_backup, mark_verified, read_manifest, stream_backup, verify_backup, verify_backup_in,
+    verify_stored, VerifyReport,
 };

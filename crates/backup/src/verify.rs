@@ -222,12 +222,23 @@ fn temp_dir_in(
 }
 
 /// The whole check, leaving the plain database at `out` on success.
-async fn fetch_to(
+/// What [`fetch_into`] checked: the plain bytes matched the manifest's size and sha256.
+struct Fetched {
+    manifest: Manifest,
+    stored_size: u64,
+    plain_size: u64,
+}
+
+/// Downloads backup `id` into `sink` (decrypted and decompressed, on a blocking thread),
+/// checking the stored bytes and then the plain bytes against the manifest. `Local` errors name
+/// `sink_path`. On any error the sink has received bytes that must not be used.
+async fn fetch_into<W: Write + Send + 'static>(
     dest: &Destination,
     id: &BackupId,
     identity: Option<&Identity>,
-    out: &Path,
-) -> Result<VerifyReport, BackupError> {
+    sink: W,
+    sink_path: &Path,
+) -> Result<Fetched, BackupError> {
     let label = dest.label();
     let manifest = read_manifest(dest, id).await?;
     check_identity(&manifest, identity, id, &label)?;
@@ -248,8 +259,7 @@ async fn fetch_to(
     let decoder = {
         let identity = identity.cloned();
         let encrypted = manifest.encryption.is_some();
-        let out = out.to_path_buf();
-        tokio::task::spawn_blocking(move || decode(rx, encrypted, identity, &out))
+        tokio::task::spawn_blocking(move || decode(rx, encrypted, identity, sink))
     };
     let mut stream = got.into_stream();
     let mut download_error = None;
@@ -284,7 +294,7 @@ async fn fetch_to(
         return Err(BackupError::Local {
             id: id.clone(),
             dest: label.clone(),
-            path: out.to_path_buf(),
+            path: sink_path.to_path_buf(),
             source,
         });
     }
@@ -320,6 +330,49 @@ async fn fetch_to(
             actual: plain_sha256,
         });
     }
+    Ok(Fetched {
+        manifest,
+        stored_size,
+        plain_size,
+    })
+}
+
+/// Streams backup `id`, decrypted and decompressed, into `sink` (written on a blocking thread)
+/// for a restore that checks the database itself (`PRAGMA integrity_check` on the node):
+/// nothing is stored locally. Checks the stored bytes' and the plain bytes' size and sha256
+/// against the manifest as they pass; `Ok` only when every check passed, so a caller that
+/// forwards the bytes must not let the receiver treat them as complete before this returns
+/// `Ok` (and should send it `manifest.plain_sha256` to check as well).
+pub async fn stream_backup<W: Write + Send + 'static>(
+    dest: &Destination,
+    id: &BackupId,
+    identity: Option<&Identity>,
+    sink: W,
+) -> Result<Manifest, BackupError> {
+    let fetched = fetch_into(dest, id, identity, sink, Path::new("(the upload)")).await?;
+    Ok(fetched.manifest)
+}
+
+async fn fetch_to(
+    dest: &Destination,
+    id: &BackupId,
+    identity: Option<&Identity>,
+    out: &Path,
+) -> Result<VerifyReport, BackupError> {
+    let label = dest.label();
+    let local = |source| BackupError::Local {
+        id: id.clone(),
+        dest: label.clone(),
+        path: out.to_path_buf(),
+        source,
+    };
+    let file = File::create(out).map_err(local)?;
+    let sink = SyncedFile(BufWriter::with_capacity(COPY_BYTES, file));
+    let Fetched {
+        manifest,
+        stored_size,
+        plain_size,
+    } = fetch_into(dest, id, identity, sink, out).await?;
 
     let checked = {
         let out = out.to_path_buf();
@@ -511,15 +564,29 @@ struct Decoded {
     result: Result<Digester, DecodeFailure>,
 }
 
-/// The blocking half: channel -> (age) -> zstd -> file, hashing both ends.
-fn decode(
+/// A file sink that is fsynced when flushed at the end of a download.
+struct SyncedFile(BufWriter<File>);
+
+impl Write for SyncedFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()?;
+        self.0.get_ref().sync_all()
+    }
+}
+
+/// The blocking half: channel -> (age) -> zstd -> sink, hashing both ends.
+fn decode<W: Write>(
     rx: mpsc::Receiver<Bytes>,
     encrypted: bool,
     identity: Option<Identity>,
-    out: &Path,
+    mut sink: W,
 ) -> Decoded {
     let mut reader = ChannelReader::new(rx);
-    let result = decode_into(&mut reader, encrypted, identity.as_ref(), out);
+    let result = decode_into(&mut reader, encrypted, identity.as_ref(), &mut sink);
     if !matches!(result, Err(DecodeFailure::Local(_))) {
         reader.drain();
     }
@@ -529,14 +596,12 @@ fn decode(
     }
 }
 
-fn decode_into(
+fn decode_into<W: Write>(
     reader: &mut ChannelReader,
     encrypted: bool,
     identity: Option<&Identity>,
-    out: &Path,
+    sink: &mut W,
 ) -> Result<Digester, DecodeFailure> {
-    let file = File::create(out).map_err(DecodeFailure::Local)?;
-    let mut sink = BufWriter::with_capacity(COPY_BYTES, file);
     let plain = if encrypted {
         let decryptor = age::Decryptor::new_buffered(BufReader::new(&mut *reader))
             .map_err(DecodeFailure::AgeHeader)?;
@@ -549,21 +614,17 @@ fn decode_into(
             inner: stream,
             failed: age_failed.clone(),
         };
-        decompress(tagged, &mut sink).map_err(|e| match e {
+        decompress(tagged, sink).map_err(|e| match e {
             CopyError::Read(e) if age_failed.get() => DecodeFailure::AgeStream(e),
             CopyError::Read(e) => DecodeFailure::Zstd(e),
             CopyError::Write(e) => DecodeFailure::Local(e),
         })?
     } else {
-        decompress(&mut *reader, &mut sink).map_err(|e| match e {
+        decompress(&mut *reader, sink).map_err(|e| match e {
             CopyError::Read(e) => DecodeFailure::Zstd(e),
             CopyError::Write(e) => DecodeFailure::Local(e),
         })?
     };
-    let file = sink
-        .into_inner()
-        .map_err(|e| DecodeFailure::Local(e.into_error()))?;
-    file.sync_all().map_err(DecodeFailure::Local)?;
     Ok(plain)
 }
 

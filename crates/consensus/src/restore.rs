@@ -157,6 +157,9 @@ pub struct RestoreRequest {
     /// The new timeline's id; random when `None`. A client that chooses it can tell from
     /// `/status` whether a restore whose answer it lost took effect.
     pub timeline_id: Option<String>,
+    /// The file's sha256 (lowercase hex) when the caller computed it while writing the file
+    /// (an upload): the restore then does not read the file again for it.
+    pub sha256: Option<String>,
 }
 
 /// Size and sha256 (hex) of a file, read in 1 MiB blocks.
@@ -298,6 +301,7 @@ impl RaftNode {
             }
         }
         let path = request.path.clone();
+        let known_sha256 = request.sha256.clone();
         let (size, sha256) = tokio::task::spawn_blocking(move || {
             match raftlite_store::validate_database_fully(&path) {
                 Ok(_) => {}
@@ -318,7 +322,11 @@ impl RaftNode {
                     })
                 }
             }
-            size_and_sha256(&path).map_err(|source| RestoreError::Read {
+            match known_sha256 {
+                Some(sha256) => std::fs::metadata(&path).map(|m| (m.len(), sha256)),
+                None => size_and_sha256(&path),
+            }
+            .map_err(|source| RestoreError::Read {
                 path: path.clone(),
                 source,
             })
