@@ -472,8 +472,8 @@ pub struct BenchArgs {
     pub backup_db_mib: Option<u64>,
 
     /// Measure a cluster restore instead of inserts: a database of this many MiB backed up to
-    /// file:// (zstd), then downloaded and restored into a 3-node cluster with POST /db/load,
-    /// beside `zstd -d` + `cp` of the same backup.
+    /// file:// (zstd), then streamed into POST /db/load of a 3-node cluster (as `raftlite
+    /// restore` does), beside `zstd -d` + `cp` of the same backup.
     #[arg(long, value_name = "MIB")]
     pub restore_db_mib: Option<u64>,
 }
