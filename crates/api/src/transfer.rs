@@ -773,6 +773,7 @@ async fn load_file(
         reason: options.reason,
         timeline_id: options.timeline_id,
         sha256: Some(sha256),
+        disposable: true,
     };
     // Its own task: a client that goes away must not cut a restore short (after its commit is
     // proposed, only finishing tells the outcome), and the task keeps the file until it is over.

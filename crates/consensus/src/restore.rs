@@ -160,6 +160,10 @@ pub struct RestoreRequest {
     /// The file's sha256 (lowercase hex) when the caller computed it while writing the file
     /// (an upload): the restore then does not read the file again for it.
     pub sha256: Option<String>,
+    /// Whether `path` is a scratch copy the restore may take over (an upload): the leader then
+    /// hard-links it as its own staging file (see `Store::seed_restore_staging`), which the
+    /// commit turns into the database. Never set it for a file someone else owns.
+    pub disposable: bool,
 }
 
 /// Size and sha256 (hex) of a file, read in 1 MiB blocks.
@@ -356,6 +360,11 @@ impl RaftNode {
             "restore: the file passed its checks; sending it through the log"
         );
 
+        if request.disposable {
+            let (store, path, id) = (self.store(), request.path.clone(), restore_id.clone());
+            let _ =
+                tokio::task::spawn_blocking(move || store.seed_restore_staging(&id, &path)).await;
+        }
         let progress = |done: u64, total: u64| {
             tracker.update(|p| p.bytes_sent = done);
             progress(done, total);

@@ -107,6 +107,35 @@ impl Store {
         Ok(())
     }
 
+    /// Gives the staging file of restore `restore_id` the bytes of `source` before its chunks
+    /// are applied, as a hard link (same file system) to `source`, a scratch copy the caller
+    /// gives up (the staging file becomes the database at the commit). The leader does this
+    /// with the upload it is about to propose: applying each chunk then rewrites bytes the file
+    /// already holds, in pages already cached, instead of writing the whole file into fresh page
+    /// cache a second time. Harmless to the restore's checks: the bytes are the chunks' bytes,
+    /// and the commit checks every chunk and the whole file as usual. Returns whether it linked
+    /// (false, logged, when the staging file exists or the link fails, e.g. across file
+    /// systems: the chunks then fill the file as on every other node).
+    pub fn seed_restore_staging(&self, restore_id: &str, source: &Path) -> bool {
+        let _staging = self.restore_lock();
+        let staging = self.restore_staging_path(restore_id);
+        if staging.exists() {
+            return false;
+        }
+        match std::fs::hard_link(source, &staging) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::debug!(
+                    source = %source.display(),
+                    staging = %staging.display(),
+                    error = %e,
+                    "cannot link the upload as the restore's staging file; the chunks fill it"
+                );
+                false
+            }
+        }
+    }
+
     /// Stores one chunk of the database file of restore `restore_id` at byte `offset`: the bytes
     /// into the restore's staging file (fsync'd), the chunk's row and the entry's position in one
     /// transaction. Chunks of any other restore are dropped (one restore at a time; a newer one
