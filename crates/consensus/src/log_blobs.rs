@@ -65,7 +65,8 @@ pub enum BlobError {
         source: io::Error,
     },
     #[error(
-        "segment {segment} of the log's large entries is missing from {}; the log is damaged \
+        "segment {segment} of the log's large entries is missing from {} (or shorter than its \
+         records); the log is damaged \
          (see the runbook: recovery mode rebuilds a node from its database or a backup)",
         dir.display()
     )]
@@ -136,6 +137,30 @@ fn parse_segment_name(name: &str) -> Option<(u64, u64)> {
         u64::from_str_radix(seq, 16).ok()?,
         first.parse::<u64>().ok()?,
     ))
+}
+
+/// The length of every segment file under `raft_dir`, by sequence number (for start-up checks,
+/// without opening the store).
+pub fn segment_lengths(raft_dir: &Path) -> Result<std::collections::HashMap<u64, u64>, BlobError> {
+    let dir = raft_dir.join(BLOB_DIR_NAME);
+    let mut lengths = std::collections::HashMap::new();
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(lengths),
+        Err(e) => return Err(io_error(&dir, "list")(e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(io_error(&dir, "list"))?;
+        let Some((seq, _)) = entry.file_name().to_str().and_then(parse_segment_name) else {
+            continue;
+        };
+        let len = entry
+            .metadata()
+            .map_err(io_error(&entry.path(), "stat"))?
+            .len();
+        lengths.insert(seq, len);
+    }
+    Ok(lengths)
 }
 
 fn sync_dir(dir: &Path) -> Result<(), BlobError> {

@@ -725,7 +725,10 @@ pub fn probe(raft_dir: &Path) -> Result<LogProbe, String> {
             Err(e) => return Err(e.into()),
         };
         let last_entry = match txn.open_table(ENTRIES) {
-            Ok(entries) => last_entry_log_id(&entries)?,
+            Ok(entries) => {
+                check_spilled_records(&entries, raft_dir)?;
+                last_entry_log_id(&entries)?
+            }
             Err(TableError::TableDoesNotExist(_)) => None,
             Err(e) => return Err(e.into()),
         };
@@ -738,6 +741,41 @@ pub fn probe(raft_dir: &Path) -> Result<LogProbe, String> {
         })
     };
     read().map_err(|e| fail("read", &e))
+}
+
+/// Checks that every spilled entry's segment record is on disk (its segment exists and is long
+/// enough), so that a log whose large entries were lost is found at start-up (and refused, with
+/// recovery mode as the fix) instead of stopping the node when the entry is read.
+fn check_spilled_records(
+    entries: &impl ReadableTable<u64, &'static [u8]>,
+    raft_dir: &Path,
+) -> Result<(), Cause> {
+    let mut lengths: Option<std::collections::HashMap<u64, u64>> = None;
+    for item in entries.iter()? {
+        let (key, value) = item?;
+        let Some(rest) = value.value().strip_prefix(SPILL_MAGIC.as_slice()) else {
+            continue;
+        };
+        let spilled: SpilledEntry = decode(
+            || format!("the spilled log entry at index {}", key.value()),
+            rest,
+        )?;
+        if lengths.is_none() {
+            lengths = Some(crate::log_blobs::segment_lengths(raft_dir)?);
+        }
+        let end = spilled.blob.offset.saturating_add(spilled.blob.len);
+        let present = lengths
+            .as_ref()
+            .and_then(|l| l.get(&spilled.blob.segment))
+            .is_some_and(|&len| len >= end);
+        if !present {
+            return Err(Cause::Blob(BlobError::MissingSegment {
+                dir: raft_dir.join(crate::log_blobs::BLOB_DIR_NAME),
+                segment: spilled.blob.segment,
+            }));
+        }
+    }
+    Ok(())
 }
 
 /// A temporary copy of a log file, removed when dropped.
@@ -1157,7 +1195,17 @@ mod tests {
             vec![normal(1, 2)]
         );
         drop(store);
+        assert!(
+            probe(&raft_dir).is_ok(),
+            "a damaged record is found when read"
+        );
         std::fs::remove_file(&segments[0]).unwrap();
+        // A missing segment is found before the node starts (start-up classification).
+        let err = probe(&raft_dir).unwrap_err();
+        assert!(
+            err.contains("missing") && err.contains("recovery mode"),
+            "{err}"
+        );
         let mut store = LogStore::open(&raft_dir).unwrap();
         let err = store.try_get_log_entries(..).await.unwrap_err();
         assert!(err.to_string().contains("missing"), "{err}");
