@@ -873,29 +873,51 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect()
         };
+        let none = HeaderMap::new();
         assert_eq!(
-            file_load_options(&p(&[])).ok(),
+            file_load_options(&p(&[]), &none).ok(),
             Some(FileLoadOptions {
                 reason: DEFAULT_LOAD_REASON.into(),
-                timeline_id: None
+                timeline_id: None,
+                expect_sha256: None,
             })
         );
         assert_eq!(
-            file_load_options(&p(&[("timeline_id", "aB_-9"), ("reason", " from x ")])).ok(),
+            file_load_options(
+                &p(&[("timeline_id", "aB_-9"), ("reason", " from x ")]),
+                &none
+            )
+            .ok(),
             Some(FileLoadOptions {
                 reason: "from x".into(),
-                timeline_id: Some("aB_-9".into())
+                timeline_id: Some("aB_-9".into()),
+                expect_sha256: None,
             })
         );
         let long = "a".repeat(65);
         for bad in ["", "a b", "é", "a/b", long.as_str()] {
             assert!(
-                file_load_options(&p(&[("timeline_id", bad)])).is_err(),
+                file_load_options(&p(&[("timeline_id", bad)]), &none).is_err(),
                 "{bad:?}"
             );
         }
-        assert!(file_load_options(&p(&[("reason", "a\nb")])).is_err());
-        assert!(file_load_options(&p(&[("reason", &"r".repeat(257))])).is_err());
+        assert!(file_load_options(&p(&[("reason", "a\nb")]), &none).is_err());
+        assert!(file_load_options(&p(&[("reason", &"r".repeat(257))]), &none).is_err());
+        // The expected sha256: 64 hex digits, any case, kept lowercase.
+        let sha = "AB".repeat(32);
+        let mut headers = HeaderMap::new();
+        headers.insert(EXPECT_SHA256_HEADER, HeaderValue::from_str(&sha).unwrap());
+        assert_eq!(
+            file_load_options(&p(&[]), &headers)
+                .ok()
+                .and_then(|o| o.expect_sha256),
+            Some("ab".repeat(32))
+        );
+        for bad in ["", "ab", &"g".repeat(64), &"a".repeat(65)] {
+            let mut headers = HeaderMap::new();
+            headers.insert(EXPECT_SHA256_HEADER, HeaderValue::from_str(bad).unwrap());
+            assert!(file_load_options(&p(&[]), &headers).is_err(), "{bad:?}");
+        }
     }
 
     #[test]
