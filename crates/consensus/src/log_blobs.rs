@@ -163,6 +163,20 @@ pub fn segment_lengths(raft_dir: &Path) -> Result<std::collections::HashMap<u64,
     Ok(lengths)
 }
 
+/// Deletes `segments`' files (an already missing one counts as deleted); returns how many were
+/// deleted.
+fn remove_segments(segments: impl Iterator<Item = Segment>) -> Result<usize, BlobError> {
+    let mut removed = 0;
+    for segment in segments {
+        match std::fs::remove_file(&segment.path) {
+            Ok(()) => removed += 1,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_error(&segment.path, "delete")(e)),
+        }
+    }
+    Ok(removed)
+}
+
 fn sync_dir(dir: &Path) -> Result<(), BlobError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
@@ -431,34 +445,19 @@ impl BlobStore {
             .windows(2)
             .take_while(|pair| pair[1].first_index <= index.saturating_add(1))
             .count();
-        let mut removed = 0;
-        for segment in state.segments.drain(..dead) {
-            match std::fs::remove_file(&segment.path) {
-                Ok(()) => removed += 1,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(io_error(&segment.path, "delete")(e)),
-            }
-        }
-        Ok(removed)
+        remove_segments(state.segments.drain(..dead))
     }
 
     /// Deletes every segment: for a log that holds no entry, hence no reference.
     pub fn clear(&self) -> Result<usize, BlobError> {
         let mut state = self.lock();
         state.writer = None;
-        let mut removed = 0;
-        for segment in state.segments.drain(..) {
-            match std::fs::remove_file(&segment.path) {
-                Ok(()) => removed += 1,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(io_error(&segment.path, "delete")(e)),
-            }
-        }
-        Ok(removed)
+        remove_segments(state.segments.drain(..))
     }
 
-    /// The segment files, in creation order (for tests and `doctor`).
-    pub fn segment_paths(&self) -> Vec<PathBuf> {
+    /// The segment files, in creation order.
+    #[cfg(test)]
+    fn segment_paths(&self) -> Vec<PathBuf> {
         self.lock()
             .segments
             .iter()
