@@ -948,11 +948,17 @@ fn log_segments(c: &Cluster, idx: usize) -> usize {
 #[test]
 fn a_follower_down_during_a_restore_converges_when_it_comes_back() {
     // Small log segments: a restore spans several, and the compaction after it must delete them.
-    let segment_bytes = [(
-        "RAFTLITE_LOG_SEGMENT_BYTES".to_string(),
-        (4 << 20).to_string(),
-    )];
-    let mut c = Cluster::start_with_envs(3, &[], &segment_bytes);
+    let envs = [
+        (
+            "RAFTLITE_LOG_SEGMENT_BYTES".to_string(),
+            (4 << 20).to_string(),
+        ),
+        (
+            "RAFTLITE_RESTORE_COMPACT_DELAY_MS".to_string(),
+            "3000".to_string(),
+        ),
+    ];
+    let mut c = Cluster::start_with_envs(3, &[], &envs);
     let leader = c.wait_leader(secs(20));
     let followers = c.followers(leader);
     let (down, other) = (followers[0], followers[1]);
@@ -1054,6 +1060,31 @@ fn a_follower_down_during_a_restore_converges_when_it_comes_back() {
         },
         secs(60),
         "every node to delete its restore chunks' log segments",
+    );
+
+    // A node stopped between applying a restore's commit and compacting its log (here every
+    // node waits 3 s in between) still holds the chunks' segments when it starts again, and
+    // nothing applies that commit again: it compacts at start.
+    let big = blob_file(&c.dir().join("restore-3d.sqlite"), 12, "big-3d");
+    let chosen = new_timeline_id();
+    let loader = load_in_background(&leader_base, &chosen, big);
+    wait_for(
+        || (status(&c, down)["store"]["timeline"]["id"] == chosen.as_str()).then_some(()),
+        secs(60),
+        "the follower to switch to the restored file",
+    );
+    c.nodes[down].kill9();
+    let held = log_segments(&c, down);
+    assert!(
+        held > 1,
+        "the follower compacted too early: {held} segments"
+    );
+    c.nodes[down].restart();
+    assert_converged_on(&mut c, down, loader, &chosen, "big-3d", "(d) ");
+    wait_for(
+        || (log_segments(&c, down) <= 1).then_some(()),
+        secs(60),
+        "the restarted node to delete the restore's log segments",
     );
 }
 

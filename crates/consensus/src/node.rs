@@ -191,6 +191,19 @@ impl RaftNode {
             raft.clone(),
             settled_restores,
         ));
+        // A node stopped after it applied a restore's commit (or abort) and before its log was
+        // compacted keeps the chunks' log segments; nothing would apply that commit again, so
+        // the compaction runs now, up to what it had applied.
+        let settled_segments = crate::log_blobs::segment_lengths(&layout.raft)
+            .is_ok_and(|segments| segments.len() > 1);
+        if settled_segments && matches!(store.pending_restore(), Ok(None)) {
+            if let Some(applied) = store.meta().ok().and_then(|meta| meta.applied) {
+                tokio::spawn(crate::restore::compact_log_after(
+                    raft.clone(),
+                    applied.index,
+                ));
+            }
+        }
         let node = RaftNode {
             inner: Arc::new(Inner {
                 id: config.node_id,

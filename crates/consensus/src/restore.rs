@@ -470,35 +470,36 @@ impl RaftNode {
                     ));
                 }
                 let len = data.len() as u64;
-                let raft = self.raft().clone();
                 let command = Command::RestoreChunk {
                     restore_id: restore_id.to_string(),
                     offset,
                     data,
                 };
-                in_flight.push_back((
-                    len,
-                    tokio::spawn(async move {
-                        tokio::time::timeout(ENTRY_COMMIT_TIMEOUT, raft.client_write(command)).await
-                    }),
-                ));
+                // Submitted one after the other, so the log holds the chunks in file order
+                // (every node can then hash them as they are applied); only the waits overlap.
+                let answer = self
+                    .raft()
+                    .client_write_ff(command)
+                    .await
+                    .map_err(|e| format!("the Raft node stopped: {e}"))?;
+                in_flight.push_back((len, Instant::now() + ENTRY_COMMIT_TIMEOUT, answer));
                 offset += len;
             }
-            let Some((len, next)) = in_flight.pop_front() else {
+            let Some((len, deadline, answer)) = in_flight.pop_front() else {
                 break;
             };
-            match next.await {
+            match tokio::time::timeout_at(deadline.into(), answer).await {
                 Ok(Ok(Ok(_))) => {
                     done += len;
                     progress(done, size);
                 }
-                Ok(Ok(Err(e))) => return Err(write_error_reason(&e)),
-                Ok(Err(_)) => {
+                Ok(Ok(Err(e))) => return Err(write_error_reason(&RaftError::APIError(e))),
+                Ok(Err(_)) => return Err("the Raft node dropped a chunk's answer".to_string()),
+                Err(_) => {
                     return Err(format!(
                         "a chunk was not committed within {ENTRY_COMMIT_TIMEOUT:?} (no quorum?)"
                     ))
                 }
-                Err(e) => return Err(format!("a proposal task failed: {e}")),
             }
         }
         Ok(())
@@ -527,16 +528,29 @@ pub(crate) async fn compact_after_restores(
     raft: Raft,
     mut settled: tokio::sync::watch::Receiver<u64>,
 ) {
+    let delay = compact_delay();
     while settled.changed().await.is_ok() {
         let index = *settled.borrow_and_update();
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
         compact_log_after(raft.clone(), index).await;
     }
+}
+
+/// How long a node waits after a restore's commit or abort before it compacts its log: none,
+/// or `RAFTLITE_RESTORE_COMPACT_DELAY_MS` (tests widen the moment between the two with it).
+fn compact_delay() -> Duration {
+    std::env::var("RAFTLITE_RESTORE_COMPACT_DELAY_MS")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map_or(Duration::ZERO, Duration::from_millis)
 }
 
 /// After a restore commit or abort at `index`: build a snapshot covering it, then purge the log
 /// up to it, so the chunks do not linger in the log (the segment files holding them are
 /// deleted) and a lagging follower receives the (streamed) snapshot instead.
-async fn compact_log_after(raft: Raft, index: u64) {
+pub(crate) async fn compact_log_after(raft: Raft, index: u64) {
     let deadline = Instant::now() + COMPACT_WAIT;
     loop {
         if let Err(e) = raft.trigger().snapshot().await {
