@@ -472,6 +472,13 @@ impl Store {
         let _ = std::fs::remove_file(dest);
         let mut target = Connection::open(dest)?;
         {
+            // A reader that opens the old file mid-swap finds its WAL gone, falls back to
+            // rollback mode and takes the new file's journal (same path, other inode, so no
+            // lock of its own guards it) for a hot one: SQLITE_READONLY_ROLLBACK, seen in CI.
+            // The gate keeps the swap out until the copy is done. It is released before
+            // `carry_restore_chunks`, which takes the restore lock that a commit holds while
+            // it waits for this gate.
+            let _shared = self.swap_gate.read().unwrap_or_else(|p| p.into_inner());
             let source = open_reader(&self.path, &self.options)?;
             let backup = Backup::new(&source, &mut target)?;
             loop {
