@@ -1444,9 +1444,24 @@ fn damaged_index(good: &[u8], path: &Path) -> Vec<u8> {
 
 #[test]
 fn refused_inputs_change_nothing_on_any_node() {
-    let c = Cluster::start(3, &[]);
+    let mut c = Cluster::start(3, &[]);
     let leader = c.wait_leader(secs(20));
     let follower = c.followers(leader)[0];
+    // The other follower says its disk is nearly full (a test setting): a restore it has no
+    // room for is refused up front, naming it.
+    let short = c.followers(leader)[1];
+    c.nodes[short].stop();
+    c.nodes[short].set_envs(&[(
+        "RAFTLITE_TEST_FREE_SPACE_BYTES".to_string(),
+        (1u64 << 20).to_string(),
+    )]);
+    c.nodes[short].restart();
+    c.nodes[short].wait_ready(secs(30));
+    assert_eq!(
+        c.wait_leader(secs(10)),
+        leader,
+        "leadership moved when a follower restarted"
+    );
     let leader_base = c.nodes[leader].base_url();
     exec(
         &leader_base,
@@ -1593,6 +1608,27 @@ fn refused_inputs_change_nothing_on_any_node() {
         .expect("POST /db/load with x-raftlite-expect-sha256");
         assert_eq!(answer.status, 400, "expect-sha256 {header}: {answer:?}");
         assert!(answer.body.contains("nothing was changed"), "{answer:?}");
+    }
+
+    // A good file that a member has no room for.
+    for node in [leader, follower] {
+        let answer = post_load(
+            &c.nodes[node].base_url(),
+            &format!("?timeline_id={}", new_timeline_id()),
+            good.clone(),
+        )
+        .expect("POST /db/load of a file a member has no room for");
+        let named = format!("node {} (api", c.nodes[short].id);
+        assert_eq!(
+            answer.status, 507,
+            "through node {}: {answer:?}",
+            c.nodes[node].id
+        );
+        assert!(
+            answer.body.contains(&named) && answer.body.contains("nothing was changed"),
+            "the refusal should name the node that is short: {answer:?}"
+        );
+        eprintln!("a member short of disk: {}", answer.body.trim());
     }
 
     let after = views(&c);

@@ -39,6 +39,17 @@ pub const APPEND_PATH: &str = "/raft/append";
 pub const VOTE_PATH: &str = "/raft/vote";
 /// Path of the InstallSnapshot (chunk) RPC.
 pub const SNAPSHOT_PATH: &str = "/raft/snapshot";
+/// Path of the question a leader asks each peer before a restore: how much disk is free.
+pub const FREE_SPACE_PATH: &str = "/raft/free-space";
+
+/// A node's answer on [`FREE_SPACE_PATH`].
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FreeSpace {
+    /// The node's data directory.
+    pub dir: String,
+    /// Bytes free for the node's process on that directory's file system; `None` if unknown.
+    pub free: Option<u64>,
+}
 
 /// Request body limit of [`raft_router`]: snapshot chunks are up to 3 MiB plus framing and
 /// AppendEntries batches can be large, so axum's 2 MiB default is too small.
@@ -217,6 +228,18 @@ impl HttpNetworkFactory {
             Ok(_) => Ok(()),
             Err(e) => Err(error_chain(&e)),
         }
+    }
+}
+
+impl HttpNetworkFactory {
+    /// Asks the peer at `raft_addr` how much disk its data directory has free.
+    pub async fn free_space(
+        &self,
+        raft_addr: &str,
+        timeout: Duration,
+    ) -> Result<FreeSpace, TransportError> {
+        let url = format!("{}://{raft_addr}{FREE_SPACE_PATH}", self.scheme);
+        post_postcard(&self.client, &url, &(), timeout).await
     }
 }
 
@@ -421,7 +444,8 @@ fn decode_request<T: DeserializeOwned>(body: &[u8], path: &str) -> Result<T, (St
     })
 }
 
-fn postcard_response<T: Serialize>(value: &T) -> Response {
+/// A postcard-encoded answer, or a 500 naming why it could not be encoded.
+pub(crate) fn postcard_response<T: Serialize>(value: &T) -> Response {
     match postcard::to_allocvec(value) {
         Ok(bytes) => ([(header::CONTENT_TYPE, OCTET_STREAM)], bytes).into_response(),
         Err(e) => {

@@ -120,7 +120,8 @@ struct Inner {
     writes: mpsc::Sender<PendingWrite>,
     /// When a leader's append (entries or heartbeat) was last accepted here.
     leader_contact: std::sync::Mutex<Option<std::time::Instant>>,
-    /// The Raft client, to check that a joining node is reachable before adding it.
+    /// The Raft client, to check that a joining node is reachable before adding it, and to ask
+    /// peers for their free disk before a restore.
     network: HttpNetworkFactory,
     election_timeout_max: Duration,
 }
@@ -292,19 +293,36 @@ impl RaftNode {
     /// for [`RaftNode::since_leader_contact`].
     pub fn raft_router(&self) -> axum::Router {
         let node = self.clone();
-        crate::network::raft_router(self.inner.raft.clone()).layer(axum::middleware::from_fn(
-            move |request: axum::extract::Request, next: axum::middleware::Next| {
-                let node = node.clone();
-                async move {
-                    let is_append = request.uri().path() == crate::network::APPEND_PATH;
-                    let response = next.run(request).await;
-                    if is_append && response.status().is_success() {
-                        node.note_leader_contact();
+        crate::network::raft_router(self.inner.raft.clone())
+            .merge(crate::restore::free_space_router(self.data_dir()))
+            .layer(axum::middleware::from_fn(
+                move |request: axum::extract::Request, next: axum::middleware::Next| {
+                    let node = node.clone();
+                    async move {
+                        let is_append = request.uri().path() == crate::network::APPEND_PATH;
+                        let response = next.run(request).await;
+                        if is_append && response.status().is_success() {
+                            node.note_leader_contact();
+                        }
+                        response
                     }
-                    response
-                }
-            },
-        ))
+                },
+            ))
+    }
+
+    /// The client for node-to-node calls.
+    pub(crate) fn network(&self) -> &HttpNetworkFactory {
+        &self.inner.network
+    }
+
+    /// The directory holding this node's database.
+    pub(crate) fn data_dir(&self) -> std::path::PathBuf {
+        self.inner
+            .store
+            .path()
+            .parent()
+            .map(std::path::Path::to_path_buf)
+            .unwrap_or_default()
     }
 
     fn note_leader_contact(&self) {

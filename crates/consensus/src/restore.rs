@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use openraft::error::{ClientWriteError, RaftError};
 use raftlite_store::{StoreError, TimelineRecord};
 
+use crate::network::{postcard_response, FreeSpace, FREE_SPACE_PATH};
 use crate::node::{unix_ms, RaftNode};
 use crate::types::*;
 
@@ -36,6 +37,8 @@ const CHUNKS_IN_FLIGHT: usize = 8;
 const ENTRY_COMMIT_TIMEOUT: Duration = Duration::from_secs(60);
 /// Free space a restore leaves besides what it needs.
 const SPACE_MARGIN: u64 = 64 << 20;
+/// How long the leader waits for a peer to say how much disk it has free.
+const PEER_SPACE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long to keep trying to compact the log after a restore.
 const COMPACT_WAIT: Duration = Duration::from_secs(60);
 
@@ -63,13 +66,16 @@ pub enum RestoreError {
          shows in /status as a new timeline) and retry if still needed; nothing was changed"
     )]
     Busy,
-    /// The leader lacks the disk space the restore needs: nothing changed anywhere.
+    /// A node (the leader, or a peer that answered) lacks the disk space the restore needs:
+    /// nothing changed anywhere.
     #[error(
-        "this node (the leader) has {free} bytes free in {dir}, and restoring {size} bytes needs \
-         about {need} (a staging copy plus the Raft log's copy); free some space there, or \
-         grow the volume, and retry; nothing was changed"
+        "{node} has {free} bytes free in {dir}, and restoring {size} bytes needs about {need} \
+         (a staging copy plus the Raft log's copy); free some space there, or grow the \
+         volume, and retry; nothing was changed"
     )]
     NoSpace {
+        /// Which node: "this node (the leader)" or "node N (api ADDR)".
+        node: String,
         dir: String,
         free: u64,
         size: u64,
@@ -198,16 +204,42 @@ fn space_needed(size: u64) -> u64 {
 }
 
 /// Bytes available to this process on the file system holding `dir`; `None` when unknown.
+/// `RAFTLITE_TEST_FREE_SPACE_BYTES` replaces the answer: tests use it to play a full disk.
 fn free_space(dir: &Path) -> Option<u64> {
+    if let Some(free) = std::env::var("RAFTLITE_TEST_FREE_SPACE_BYTES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        return Some(free);
+    }
     let stat = rustix::fs::statvfs(dir).ok()?;
     Some(stat.f_bavail.saturating_mul(stat.f_frsize))
 }
 
-/// Refuses a restore of `size` bytes when `free` (if known) is short of [`space_needed`].
-fn check_space(dir: &Path, free: Option<u64>, size: u64) -> Result<(), RestoreError> {
+/// Answers a leader's [`FREE_SPACE_PATH`] question with the free space of `data_dir`.
+pub(crate) fn free_space_router(data_dir: PathBuf) -> axum::Router {
+    axum::Router::new().route(
+        FREE_SPACE_PATH,
+        axum::routing::post(move || {
+            let data_dir = data_dir.clone();
+            async move {
+                let dir = data_dir.display().to_string();
+                let free = tokio::task::spawn_blocking(move || free_space(&data_dir))
+                    .await
+                    .unwrap_or(None);
+                postcard_response(&FreeSpace { dir, free })
+            }
+        }),
+    )
+}
+
+/// Refuses a restore of `size` bytes when `free` (if known) is short of [`space_needed`] on
+/// `node`.
+fn check_space(node: &str, dir: &Path, free: Option<u64>, size: u64) -> Result<(), RestoreError> {
     let need = space_needed(size);
     match free {
         Some(free) if free < need => Err(RestoreError::NoSpace {
+            node: node.to_string(),
             dir: dir.display().to_string(),
             free,
             size,
@@ -240,6 +272,46 @@ fn write_error_reason(e: &RaftError<NodeId, ClientWriteError<NodeId, NodeAddr>>)
 }
 
 impl RaftNode {
+    /// Asks every other member for its free disk and refuses a restore of `size` bytes that
+    /// one of them has no room for, before anything changes. A member that does not answer
+    /// in time (down, or too old to know the question) is only logged: the restore reaches it
+    /// later as a snapshot, and a restore must not wait for a node it does not need.
+    async fn check_peers_space(&self, size: u64) -> Result<(), RestoreError> {
+        let peers: Vec<(NodeId, NodeAddr)> = self
+            .metrics()
+            .membership_config
+            .membership()
+            .nodes()
+            .filter(|(id, _)| **id != self.id())
+            .map(|(id, addr)| (*id, addr.clone()))
+            .collect();
+        let asks = peers.iter().map(|(id, addr)| async move {
+            let answer = self
+                .network()
+                .free_space(&addr.raft_addr, PEER_SPACE_TIMEOUT)
+                .await;
+            (*id, addr, answer)
+        });
+        for (id, addr, answer) in futures::future::join_all(asks).await {
+            match answer {
+                Ok(FreeSpace { dir, free }) => check_space(
+                    &format!("node {id} (api {})", addr.api_addr),
+                    Path::new(&dir),
+                    free,
+                    size,
+                )?,
+                Err(e) => tracing::warn!(
+                    node = id,
+                    error = %e,
+                    "restore: node {id} did not say how much disk it has free; it will need \
+                     about {} bytes free to take the restore",
+                    space_needed(size)
+                ),
+            }
+        }
+        Ok(())
+    }
+
     /// The restore this node runs as leader, if any.
     pub fn restore_progress(&self) -> Option<RestoreProgress> {
         self.inner_restore_progress()
@@ -340,13 +412,14 @@ impl RaftNode {
             reason: format!("the checking thread failed: {e}"),
         })??;
 
-        let data_dir = self
-            .store()
-            .path()
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default();
-        check_space(&data_dir, free_space(&data_dir), size)?;
+        let data_dir = self.data_dir();
+        check_space(
+            "this node (the leader)",
+            &data_dir,
+            free_space(&data_dir),
+            size,
+        )?;
+        self.check_peers_space(size).await?;
         let restore_id = format!("{:032x}", rand::random::<u128>());
         tracker.update(|p| {
             p.phase = "sending";
@@ -589,12 +662,13 @@ mod tests {
     fn a_restore_needs_room_for_the_staging_file_and_the_logs_copy() {
         let dir = Path::new("/data");
         let gib = 1u64 << 30;
-        assert!(check_space(dir, Some(3 * gib), gib).is_ok());
-        assert!(check_space(dir, None, gib).is_ok());
-        let refused = check_space(dir, Some(2 * gib), gib).unwrap_err();
+        let node = "node 2 (api 10.0.0.2:4001)";
+        assert!(check_space(node, dir, Some(3 * gib), gib).is_ok());
+        assert!(check_space(node, dir, None, gib).is_ok());
+        let refused = check_space(node, dir, Some(2 * gib), gib).unwrap_err();
         let text = refused.to_string();
         assert!(
-            text.contains("nothing was changed") && text.contains("/data"),
+            text.contains("nothing was changed") && text.contains("/data") && text.contains(node),
             "{text}"
         );
         // The free space of a real directory is known.
