@@ -2102,13 +2102,55 @@ struct RestoreRun {
     client_peak_kib: Option<u64>,
 }
 
+/// One floor and the restore measured right after it.
+struct RestoreRound {
+    floor: Result<RestoreFloor, String>,
+    run: RestoreRun,
+}
+
+impl RestoreRound {
+    fn floor_secs(&self) -> Option<f64> {
+        self.floor.as_ref().ok().map(|f| f.wall.as_secs_f64())
+    }
+
+    fn durable_secs(&self) -> Option<f64> {
+        self.floor
+            .as_ref()
+            .ok()
+            .and_then(|f| f.durable)
+            .map(|d| d.as_secs_f64())
+    }
+
+    fn wall_secs(&self) -> f64 {
+        self.run.all_serving.as_secs_f64()
+    }
+
+    fn ratio(&self) -> Option<f64> {
+        self.floor_secs().map(|f| self.wall_secs() / f.max(1e-9))
+    }
+
+    fn durable_ratio(&self) -> Option<f64> {
+        self.durable_secs().map(|d| self.wall_secs() / d.max(1e-9))
+    }
+}
+
 struct RestoreReport {
     load_before: Option<String>,
     db_mib: u64,
     source: RestoreSource,
-    floor: Result<RestoreFloor, String>,
-    run: RestoreRun,
+    rounds: Vec<RestoreRound>,
     notes: Vec<String>,
+}
+
+/// The median of `values` (the mean of the middle two for an even count); `None` when empty.
+fn median(mut values: Vec<f64>) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(values[n / 2]),
+        _ => Some((values[n / 2 - 1] + values[n / 2]) / 2.0),
+    }
 }
 
 /// `raftlite bench --restore-db-mib N`; the steps are described at the top of this section.
@@ -2116,17 +2158,20 @@ async fn run_restore_bench(args: &BenchArgs, mib: u64) -> anyhow::Result<()> {
     if mib == 0 {
         bail!("--restore-db-mib must be at least 1");
     }
+    if args.restore_runs == 0 {
+        bail!("--restore-runs must be at least 1");
+    }
     let work = WorkDir::create(args.work_dir.clone())?;
     let root = std::fs::canonicalize(&work.path)
         .with_context(|| format!("cannot resolve {}", work.path.display()))?;
     let report = tokio::select! {
-        report = measure_restore(&root, mib) => report?,
+        report = measure_restore(&root, mib, args.restore_runs) => report?,
         _ = tokio::signal::ctrl_c() => bail!("interrupted"),
     };
     print_restore_report(args, &report)
 }
 
-async fn measure_restore(work: &Path, mib: u64) -> anyhow::Result<RestoreReport> {
+async fn measure_restore(work: &Path, mib: u64, runs: u32) -> anyhow::Result<RestoreReport> {
     let load_before = std::fs::read_to_string("/proc/loadavg")
         .ok()
         .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "));
@@ -2215,51 +2260,35 @@ async fn measure_restore(work: &Path, mib: u64) -> anyhow::Result<RestoreReport>
         extra_args: vec!["--backup-to".into(), "off".into()],
     };
     eprintln!("bench: starting a {RESTORE_NODES}-node cluster");
-    let result = restore_scenario(&mut cluster, &http, work, mib, &dest, &id, source).await;
+    let result = restore_scenario(&mut cluster, &http, work, mib, runs, &dest, &id, &source).await;
     if result.is_err() {
         cluster.print_log_tails();
     }
-    let (source, floor, run, notes) = result?;
+    let (rounds, notes) = result?;
     Ok(RestoreReport {
         load_before,
         db_mib: mib,
         source,
-        floor,
-        run,
+        rounds,
         notes,
     })
 }
 
-type RestoreOutcome = (
-    RestoreSource,
-    Result<RestoreFloor, String>,
-    RestoreRun,
-    Vec<String>,
-);
-
+/// Runs `runs` rounds on one cluster, each a floor then a restore right after it (a new
+/// timeline each), so every restore has a floor measured in the same conditions.
+#[allow(clippy::too_many_arguments)]
 async fn restore_scenario(
     cluster: &mut Cluster,
     http: &reqwest::Client,
     work: &Path,
     mib: u64,
+    runs: u32,
     dest: &raftlite_backup::Destination,
     id: &raftlite_backup::BackupId,
-    source: RestoreSource,
-) -> anyhow::Result<RestoreOutcome> {
+    source: &RestoreSource,
+) -> anyhow::Result<(Vec<RestoreRound>, Vec<String>)> {
     let mut notes = Vec::new();
     let leader = cluster.start(http, RESTORE_NODES).await?;
-
-    eprintln!("bench: floor: zstd -d + cp");
-    settle_disk().await;
-    let floor_dir = work.join("floor");
-    std::fs::create_dir(&floor_dir)
-        .with_context(|| format!("cannot create {}", floor_dir.display()))?;
-    let floor = restore_floor(&source.object, &floor_dir, long_deadline(mib)).await?;
-    match &floor {
-        Ok(f) => eprintln!("bench: floor took {:.2} s", f.wall.as_secs_f64()),
-        Err(why) => eprintln!("bench: floor skipped: {why}"),
-    }
-
     let leader_index = cluster
         .nodes
         .iter()
@@ -2268,74 +2297,141 @@ async fn restore_scenario(
     let pids = (0..cluster.nodes.len())
         .map(|i| cluster.pid(i))
         .collect::<anyhow::Result<Vec<u32>>>()?;
-    let timeline_id = format!("{:032x}", rand::random::<u128>());
-
-    eprintln!("bench: restore: a backup streamed into POST /db/load, until every node serves it");
-    settle_disk().await;
-    let before: Vec<Option<ProcMem>> = pids.iter().map(|&p| proc_mem(p)).collect();
-    let exact: Vec<bool> = pids.iter().map(|&p| reset_hwm(p)).collect();
-    let me = std::process::id();
-    let client_exact = reset_hwm(me);
     let urls: Vec<String> = cluster.nodes.iter().map(|n| n.url.clone()).collect();
-    let plan = RestorePlan {
-        dest,
-        id,
-        plain_sha256: &source.plain_sha256,
-        node: &leader,
-        all: &urls,
-        timeline_id: &timeline_id,
-        rows: source.rows,
-        deadline: long_deadline(mib),
-    };
-    let restore = restore_once(http, &plan);
-    let (outcome, sampled) = sample_peaks(&pids, restore).await;
-    let after: Vec<Option<ProcMem>> = pids.iter().map(|&p| proc_mem(p)).collect();
-    let client_after = proc_mem(me);
-    let (downloaded, answered, all_serving, answer) = outcome?;
-
-    let nodes = cluster
-        .nodes
-        .iter()
-        .enumerate()
-        .map(|(i, node)| {
-            let hwm = match (exact[i], after[i]) {
-                (true, Some(m)) => Some(m.hwm_kib),
-                _ => None,
-            };
-            NodeMem {
-                id: node.id,
-                leader: i == leader_index,
-                rss_before_kib: before[i].map(|m| m.rss_kib),
-                peak_kib: hwm.max(sampled[i]),
-                exact: hwm.is_some(),
-            }
-        })
-        .collect();
-    let restore = answer.get("restore").cloned().unwrap_or(Value::Null);
-    if restore.get("sha256").and_then(Value::as_str) != Some(source.plain_sha256.as_str()) {
-        notes.push(format!(
-            "the cluster restored sha256 {} but the backup's manifest says {}",
-            restore.get("sha256").unwrap_or(&Value::Null),
-            source.plain_sha256
-        ));
-    }
-    let run = RestoreRun {
-        downloaded,
-        answered,
-        all_serving,
-        cluster_secs: restore.get("duration_secs").and_then(Value::as_f64),
-        index: restore.get("index").and_then(Value::as_u64),
-        nodes,
-        client_peak_kib: if client_exact {
-            client_after.map(|m| m.hwm_kib)
+    let floor_dir = work.join("floor");
+    std::fs::create_dir(&floor_dir)
+        .with_context(|| format!("cannot create {}", floor_dir.display()))?;
+    let mut rounds = Vec::new();
+    for round in 1..=runs {
+        let label = if runs > 1 {
+            format!(" (run {round} of {runs})")
         } else {
-            None
-        },
-    };
-    if !client_exact {
-        notes.push("VmHWM could not be reset: the client's peak is not reported".into());
+            String::new()
+        };
+        // The last restore's log compaction (a snapshot and a purge on every node) must not
+        // run under this floor.
+        if let Some(index) = rounds.last().and_then(|k: &RestoreRound| k.run.index) {
+            if !wait_compacted(http, &urls, index, long_deadline(mib)).await {
+                notes.push(format!(
+                    "run {round}: some node had not compacted its log past the last restore \
+                     (index {index}) in time; its floor may be slowed by that"
+                ));
+            }
+        }
+        eprintln!("bench: floor: zstd -d + cp{label}");
+        settle_disk().await;
+        let floor = restore_floor(&source.object, &floor_dir, long_deadline(mib)).await?;
+        match &floor {
+            Ok(f) => eprintln!("bench: floor took {:.2} s", f.wall.as_secs_f64()),
+            Err(why) => eprintln!("bench: floor skipped: {why}"),
+        }
+
+        let timeline_id = format!("{:032x}", rand::random::<u128>());
+        eprintln!(
+            "bench: restore: a backup streamed into POST /db/load, until every node serves \
+             it{label}"
+        );
+        settle_disk().await;
+        let before: Vec<Option<ProcMem>> = pids.iter().map(|&p| proc_mem(p)).collect();
+        let exact: Vec<bool> = pids.iter().map(|&p| reset_hwm(p)).collect();
+        let me = std::process::id();
+        let client_exact = reset_hwm(me);
+        let plan = RestorePlan {
+            dest,
+            id,
+            plain_sha256: &source.plain_sha256,
+            node: &leader,
+            all: &urls,
+            timeline_id: &timeline_id,
+            rows: source.rows,
+            deadline: long_deadline(mib),
+        };
+        let restore = restore_once(http, &plan);
+        let (outcome, sampled) = sample_peaks(&pids, restore).await;
+        let after: Vec<Option<ProcMem>> = pids.iter().map(|&p| proc_mem(p)).collect();
+        let client_after = proc_mem(me);
+        let (downloaded, answered, all_serving, answer) = outcome?;
+        eprintln!(
+            "bench: all {RESTORE_NODES} nodes served it at {:.2} s",
+            all_serving.as_secs_f64()
+        );
+
+        let nodes = cluster
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, node)| {
+                let hwm = match (exact[i], after[i]) {
+                    (true, Some(m)) => Some(m.hwm_kib),
+                    _ => None,
+                };
+                NodeMem {
+                    id: node.id,
+                    leader: i == leader_index,
+                    rss_before_kib: before[i].map(|m| m.rss_kib),
+                    peak_kib: hwm.max(sampled[i]),
+                    exact: hwm.is_some(),
+                }
+            })
+            .collect();
+        let restore = answer.get("restore").cloned().unwrap_or(Value::Null);
+        if restore.get("sha256").and_then(Value::as_str) != Some(source.plain_sha256.as_str()) {
+            notes.push(format!(
+                "run {round}: the cluster restored sha256 {} but the backup's manifest says {}",
+                restore.get("sha256").unwrap_or(&Value::Null),
+                source.plain_sha256
+            ));
+        }
+        if !client_exact && round == 1 {
+            notes.push("VmHWM could not be reset: the client's peak is not reported".into());
+        }
+        let run = RestoreRun {
+            downloaded,
+            answered,
+            all_serving,
+            cluster_secs: restore.get("duration_secs").and_then(Value::as_f64),
+            index: restore.get("index").and_then(Value::as_u64),
+            nodes,
+            client_peak_kib: if client_exact {
+                client_after.map(|m| m.hwm_kib)
+            } else {
+                None
+            },
+        };
+        rounds.push(RestoreRound { floor, run });
     }
-    Ok((source, floor, run, notes))
+    Ok((rounds, notes))
+}
+
+/// Waits until every node in `urls` reports its log purged up to `index` (the compaction after
+/// a restore is done); false if `deadline` passes first.
+async fn wait_compacted(
+    http: &reqwest::Client,
+    urls: &[String],
+    index: u64,
+    deadline: Duration,
+) -> bool {
+    let until = Instant::now() + deadline;
+    loop {
+        let mut all = true;
+        for url in urls {
+            let purged = get_json(http, &format!("{url}/status"))
+                .await
+                .ok()
+                .and_then(|s| {
+                    s.pointer("/store/raft/purged_index")
+                        .and_then(Value::as_u64)
+                });
+            all &= purged.is_some_and(|p| p >= index);
+        }
+        if all {
+            return true;
+        }
+        if Instant::now() >= until {
+            return false;
+        }
+        tokio::time::sleep(POLL).await;
+    }
 }
 
 /// Builds the source file at `path`: rows of the backup bench's shape until `target` bytes of
@@ -2578,39 +2674,78 @@ fn print_restore_report(args: &BenchArgs, r: &RestoreReport) -> anyhow::Result<(
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let version = env!("CARGO_PKG_VERSION");
     let round = |x: f64| (x * 100.0).round() / 100.0;
-    let floor_secs = r.floor.as_ref().ok().map(|f| f.wall.as_secs_f64());
-    let wall = r.run.all_serving.as_secs_f64();
-    let ratio = floor_secs.map(|f| wall / f.max(1e-9));
-    let durable_secs = r
-        .floor
-        .as_ref()
-        .ok()
-        .and_then(|f| f.durable)
-        .map(|d| d.as_secs_f64());
-    let durable_ratio = durable_secs.map(|d| wall / d.max(1e-9));
     let opt = |x: Option<f64>, digits: usize| x.map_or("-".to_owned(), |v| format!("{v:.digits$}"));
+    let ratio_text = |x: Option<f64>| x.map_or("-".to_owned(), |x| format!("{x:.2}x"));
+    let runs = r.rounds.len();
+    let ratios: Vec<f64> = r.rounds.iter().filter_map(RestoreRound::ratio).collect();
+    let durable_ratios: Vec<f64> = r
+        .rounds
+        .iter()
+        .filter_map(RestoreRound::durable_ratio)
+        .collect();
+    let range = |v: &[f64]| {
+        let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        (!v.is_empty()).then_some((lo, hi))
+    };
+    let median_wall = median(r.rounds.iter().map(RestoreRound::wall_secs).collect());
+    let median_ratio = median(ratios.clone());
+    let median_durable_ratio = median(durable_ratios.clone());
+    // Each node's largest peak over the runs.
+    let node_peaks: Vec<&NodeMem> = match r.rounds.first() {
+        Some(first) => (0..first.run.nodes.len())
+            .filter_map(|i| {
+                r.rounds
+                    .iter()
+                    .filter_map(|k| k.run.nodes.get(i))
+                    .max_by_key(|n| n.peak_kib)
+            })
+            .collect(),
+        None => Vec::new(),
+    };
     if args.json {
-        let floor = match &r.floor {
-            Ok(f) => json!({
-                "wall_secs": round(f.wall.as_secs_f64()),
-                "zstd_secs": round(f.zstd.wall.as_secs_f64()),
-                "cp_secs": round(f.cp.wall.as_secs_f64()),
-                "durable_secs": f.durable.map(|d| round(d.as_secs_f64())),
-                "zstd_peak_rss_mib": mib_of_kib(f.zstd.peak_kib).map(round),
-            }),
-            Err(why) => json!({ "skipped": why }),
-        };
-        let nodes: Vec<Value> = r
-            .run
-            .nodes
+        let runs_json: Vec<Value> = r
+            .rounds
             .iter()
-            .map(|n| {
+            .map(|k| {
+                let floor = match &k.floor {
+                    Ok(f) => json!({
+                        "wall_secs": round(f.wall.as_secs_f64()),
+                        "zstd_secs": round(f.zstd.wall.as_secs_f64()),
+                        "cp_secs": round(f.cp.wall.as_secs_f64()),
+                        "durable_secs": f.durable.map(|d| round(d.as_secs_f64())),
+                        "zstd_peak_rss_mib": mib_of_kib(f.zstd.peak_kib).map(round),
+                    }),
+                    Err(why) => json!({ "skipped": why }),
+                };
+                let nodes: Vec<Value> = k
+                    .run
+                    .nodes
+                    .iter()
+                    .map(|n| {
+                        json!({
+                            "node": n.id,
+                            "leader": n.leader,
+                            "rss_before_mib": mib_of_kib(n.rss_before_kib).map(round),
+                            "peak_rss_mib": mib_of_kib(n.peak_kib).map(round),
+                            "peak_exact": n.exact,
+                        })
+                    })
+                    .collect();
                 json!({
-                    "node": n.id,
-                    "leader": n.leader,
-                    "rss_before_mib": mib_of_kib(n.rss_before_kib).map(round),
-                    "peak_rss_mib": mib_of_kib(n.peak_kib).map(round),
-                    "peak_exact": n.exact,
+                    "floor": floor,
+                    "restore": {
+                        "nodes": RESTORE_NODES,
+                        "wall_secs": round(k.wall_secs()),
+                        "ratio_vs_floor": k.ratio().map(round),
+                        "ratio_vs_durable_floor": k.durable_ratio().map(round),
+                        "download_secs": round(k.run.downloaded.as_secs_f64()),
+                        "answered_secs": round(k.run.answered.as_secs_f64()),
+                        "cluster_restore_secs": k.run.cluster_secs.map(round),
+                        "log_index": k.run.index,
+                        "client_peak_rss_mib": mib_of_kib(k.run.client_peak_kib).map(round),
+                        "servers": nodes,
+                    },
                 })
             })
             .collect();
@@ -2630,18 +2765,17 @@ fn print_restore_report(args: &BenchArgs, r: &RestoreReport) -> anyhow::Result<(
                 "stored_bytes": r.source.stored_bytes,
                 "secs": round(r.source.backup.as_secs_f64()),
             },
-            "floor": floor,
-            "restore": {
-                "nodes": RESTORE_NODES,
-                "wall_secs": round(wall),
-                "ratio_vs_floor": ratio.map(round),
-                "ratio_vs_durable_floor": durable_ratio.map(round),
-                "download_secs": round(r.run.downloaded.as_secs_f64()),
-                "answered_secs": round(r.run.answered.as_secs_f64()),
-                "cluster_restore_secs": r.run.cluster_secs.map(round),
-                "log_index": r.run.index,
-                "client_peak_rss_mib": mib_of_kib(r.run.client_peak_kib).map(round),
-                "servers": nodes,
+            "runs": runs_json,
+            "summary": {
+                "runs": runs,
+                "median_wall_secs": median_wall.map(round),
+                "median_ratio_vs_floor": median_ratio.map(round),
+                "median_ratio_vs_durable_floor": median_durable_ratio.map(round),
+                "max_peak_rss_mib": node_peaks
+                    .iter()
+                    .filter_map(|n| mib_of_kib(n.peak_kib))
+                    .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))))
+                    .map(round),
             },
             "notes": r.notes,
         });
@@ -2667,61 +2801,89 @@ fn print_restore_report(args: &BenchArgs, r: &RestoreReport) -> anyhow::Result<(
         );
     }
     println!(
-        "{RESTORE_NODES}-node loopback cluster (--backup-to off); `sync` before each measured phase"
+        "{RESTORE_NODES}-node loopback cluster (--backup-to off); `sync` before each measured \
+         phase; {runs} run(s), each a floor then a restore"
     );
+    // Row labels carry "run N: " when there are several runs.
+    let width = if runs > 1 { 54 } else { 44 };
     println!();
     println!(
-        "{:<44} {:>8} {:>9} {:>13}  notes",
+        "{:<width$} {:>8} {:>9} {:>13}  notes",
         "restore", "wall s", "vs floor", "peak RSS MiB"
     );
-    match &r.floor {
-        Ok(f) => println!(
-            "{:<44} {:>8.2} {:>8.2}x {:>13}  zstd -d {:.2} s, cp {:.2} s (no fsync)",
-            "floor: zstd -d + cp",
-            f.wall.as_secs_f64(),
-            1.0,
-            opt(mib_of_kib(f.zstd.peak_kib.max(f.cp.peak_kib)), 1),
-            f.zstd.wall.as_secs_f64(),
-            f.cp.wall.as_secs_f64(),
-        ),
-        Err(why) => println!("{:<44} skipped: {why}", "floor: zstd -d + cp"),
-    }
-    if let (Some(d), Some(f)) = (durable_secs, floor_secs) {
+    for (i, k) in r.rounds.iter().enumerate() {
+        let run = if runs > 1 {
+            format!("run {}: ", i + 1)
+        } else {
+            String::new()
+        };
+        match &k.floor {
+            Ok(f) => println!(
+                "{:<width$} {:>8.2} {:>8.2}x {:>13}  zstd -d {:.2} s, cp {:.2} s (no fsync)",
+                format!("{run}floor: zstd -d + cp"),
+                f.wall.as_secs_f64(),
+                1.0,
+                opt(mib_of_kib(f.zstd.peak_kib.max(f.cp.peak_kib)), 1),
+                f.zstd.wall.as_secs_f64(),
+                f.cp.wall.as_secs_f64(),
+            ),
+            Err(why) => println!(
+                "{:<width$} skipped: {why}",
+                format!("{run}floor: zstd -d + cp")
+            ),
+        }
+        if let (Some(d), Some(f)) = (k.durable_secs(), k.floor_secs()) {
+            println!(
+                "{:<width$} {:>8.2} {:>8.2}x {:>13}  zstd -d, then {RESTORE_NODES} copies in \
+                 parallel, each fsync'd",
+                format!("{run}durable floor: zstd -d + {RESTORE_NODES} x (cp + sync)"),
+                d,
+                d / f.max(1e-9),
+                "-",
+            );
+        }
+        let server_peak = k
+            .run
+            .nodes
+            .iter()
+            .filter_map(|n| mib_of_kib(n.peak_kib))
+            .fold(0.0, f64::max);
         println!(
-            "{:<44} {:>8.2} {:>8.2}x {:>13}  zstd -d, then {RESTORE_NODES} copies in parallel, each fsync'd",
-            format!("durable floor: zstd -d + {RESTORE_NODES} x (cp + sync)"),
-            d,
-            d / f.max(1e-9),
-            "-",
+            "{:<width$} {:>8.2} {:>9} {:>13}  streamed by {:.2} s, answered at {:.2} s (cluster \
+             {} s), all {RESTORE_NODES} nodes serving at {:.2} s; client peak {} MiB; {} the \
+             durable floor",
+            format!("{run}raftlite: backup streamed to POST /db/load"),
+            k.wall_secs(),
+            ratio_text(k.ratio()),
+            format!("{server_peak:.1}"),
+            k.run.downloaded.as_secs_f64(),
+            k.run.answered.as_secs_f64(),
+            opt(k.run.cluster_secs, 2),
+            k.wall_secs(),
+            opt(mib_of_kib(k.run.client_peak_kib), 1),
+            ratio_text(k.durable_ratio()),
         );
     }
-    let server_peak = r
-        .run
-        .nodes
-        .iter()
-        .filter_map(|n| mib_of_kib(n.peak_kib))
-        .fold(0.0, f64::max);
-    println!(
-        "{:<44} {:>8.2} {:>9} {:>13}  streamed by {:.2} s, answered at {:.2} s (cluster \
-         {} s), all {RESTORE_NODES} nodes serving at {:.2} s; client peak {} MiB; {} the \
-         durable floor",
-        "raftlite: backup streamed to POST /db/load",
-        wall,
-        ratio.map_or("-".to_owned(), |x| format!("{x:.2}x")),
-        format!("{server_peak:.1}"),
-        r.run.downloaded.as_secs_f64(),
-        r.run.answered.as_secs_f64(),
-        opt(r.run.cluster_secs, 2),
-        wall,
-        opt(mib_of_kib(r.run.client_peak_kib), 1),
-        durable_ratio.map_or("-".to_owned(), |x| format!("{x:.2}x")),
-    );
+    if runs > 1 {
+        let span =
+            |v: &[f64]| range(v).map_or("-".to_owned(), |(lo, hi)| format!("{lo:.2}-{hi:.2}x"));
+        println!();
+        println!(
+            "median of {runs} runs: all {RESTORE_NODES} nodes serving at {} s, {} the floor \
+             (runs: {}), {} the durable floor (runs: {})",
+            opt(median_wall, 2),
+            ratio_text(median_ratio),
+            span(&ratios),
+            ratio_text(median_durable_ratio),
+            span(&durable_ratios),
+        );
+    }
     println!();
     println!(
         "{:<24} {:>15} {:>15}",
         "server", "RSS before MiB", "peak RSS MiB"
     );
-    for n in &r.run.nodes {
+    for n in node_peaks {
         println!(
             "{:<24} {:>15} {:>15}",
             format!(
@@ -2736,6 +2898,9 @@ fn print_restore_report(args: &BenchArgs, r: &RestoreReport) -> anyhow::Result<(
                 if n.exact { "" } else { " (sampled)" }
             ),
         );
+    }
+    if runs > 1 {
+        println!("(each node's largest peak over the runs, and its RSS before that run)");
     }
     for note in &r.notes {
         println!("note: {note}");
@@ -2773,6 +2938,13 @@ mod tests {
             file_url(Path::new("/tmp/a b/c%d")).expect("UTF-8"),
             "file:///tmp/a%20b/c%25d"
         );
+    }
+
+    #[test]
+    fn median_of_odd_even_and_no_runs() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), Some(2.5));
+        assert_eq!(median(Vec::new()), None);
     }
 
     #[test]

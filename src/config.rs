@@ -476,6 +476,12 @@ pub struct BenchArgs {
     /// restore` does), beside `zstd -d` + `cp` of the same backup.
     #[arg(long, value_name = "MIB")]
     pub restore_db_mib: Option<u64>,
+
+    /// With --restore-db-mib: rounds of floor-then-restore on the one cluster. The report
+    /// gives each round's ratio (against the floor measured just before it) and, for more than
+    /// one, the medians: a shared machine's disk and CPU vary from run to run.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub restore_runs: u32,
 }
 
 /// Fully resolved settings for `raftlite serve`.
