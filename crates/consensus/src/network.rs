@@ -229,9 +229,7 @@ impl HttpNetworkFactory {
             Err(e) => Err(error_chain(&e)),
         }
     }
-}
 
-impl HttpNetworkFactory {
     /// Asks the peer at `raft_addr` how much disk its data directory has free.
     pub async fn free_space(
         &self,

@@ -289,8 +289,9 @@ impl RaftNode {
         Some((id, node))
     }
 
-    /// The Raft RPC router for this node; it also notes every append accepted from a leader,
-    /// for [`RaftNode::since_leader_contact`].
+    /// The Raft RPC router for this node, with the free-space question a leader asks before a
+    /// restore; it also notes every append accepted from a leader, for
+    /// [`RaftNode::since_leader_contact`].
     pub fn raft_router(&self) -> axum::Router {
         let node = self.clone();
         crate::network::raft_router(self.inner.raft.clone())
