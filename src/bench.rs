@@ -2311,10 +2311,13 @@ async fn restore_scenario(
         // The last restore's log compaction (a snapshot and a purge on every node) must not
         // run under this floor.
         if let Some(index) = rounds.last().and_then(|k: &RestoreRound| k.run.index) {
-            if !wait_compacted(http, &urls, index, long_deadline(mib)).await {
+            let what = format!("every node's log purged past the last restore (index {index})");
+            if let Err(e) = cluster
+                .wait_for(&what, || all_purged_to(http, &urls, index))
+                .await
+            {
                 notes.push(format!(
-                    "run {round}: some node had not compacted its log past the last restore \
-                     (index {index}) in time; its floor may be slowed by that"
+                    "run {round}: {e:#}; its floor may be slowed by that"
                 ));
             }
         }
@@ -2403,35 +2406,22 @@ async fn restore_scenario(
     Ok((rounds, notes))
 }
 
-/// Waits until every node in `urls` reports its log purged up to `index` (the compaction after
-/// a restore is done); false if `deadline` passes first.
-async fn wait_compacted(
-    http: &reqwest::Client,
-    urls: &[String],
-    index: u64,
-    deadline: Duration,
-) -> bool {
-    let until = Instant::now() + deadline;
-    loop {
-        let mut all = true;
-        for url in urls {
-            let purged = get_json(http, &format!("{url}/status"))
-                .await
-                .ok()
-                .and_then(|s| {
-                    s.pointer("/store/raft/purged_index")
-                        .and_then(Value::as_u64)
-                });
-            all &= purged.is_some_and(|p| p >= index);
+/// Whether every node in `urls` reports its log purged up to `index` (the compaction after a
+/// restore is done); `Err` names one that does not yet.
+async fn all_purged_to(http: &reqwest::Client, urls: &[String], index: u64) -> Result<(), String> {
+    for url in urls {
+        let purged = get_json(http, &format!("{url}/status"))
+            .await
+            .ok()
+            .and_then(|s| {
+                s.pointer("/store/raft/purged_index")
+                    .and_then(Value::as_u64)
+            });
+        if purged.is_none_or(|p| p < index) {
+            return Err(format!("{url} has purged up to {purged:?}"));
         }
-        if all {
-            return true;
-        }
-        if Instant::now() >= until {
-            return false;
-        }
-        tokio::time::sleep(POLL).await;
     }
+    Ok(())
 }
 
 /// Builds the source file at `path`: rows of the backup bench's shape until `target` bytes of
@@ -2774,7 +2764,7 @@ fn print_restore_report(args: &BenchArgs, r: &RestoreReport) -> anyhow::Result<(
                 "max_peak_rss_mib": node_peaks
                     .iter()
                     .filter_map(|n| mib_of_kib(n.peak_kib))
-                    .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))))
+                    .reduce(f64::max)
                     .map(round),
             },
             "notes": r.notes,
