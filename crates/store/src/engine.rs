@@ -149,7 +149,7 @@ pub struct Store {
     last_write_at_ms: std::sync::atomic::AtomicI64,
     /// Held while a restore's staging file is written, read into a snapshot, or taken by the
     /// commit (see `restore_chunks`); holds the sha256 of the chunks applied in order.
-    restore_staging: Mutex<Option<restore_chunks::ChunkDigest>>,
+    restore_staging: Mutex<restore_chunks::StagingState>,
 }
 
 impl Store {
@@ -166,7 +166,7 @@ impl Store {
             swap_gate: RwLock::new(()),
             writer_guard,
             last_write_at_ms: std::sync::atomic::AtomicI64::new(0),
-            restore_staging: Mutex::new(None),
+            restore_staging: Mutex::new(Default::default()),
         };
         store.clean_restore_staging()?;
         Ok(store)
@@ -570,7 +570,7 @@ impl Store {
         }
         // Held until the swap: see `restore_lock`.
         let mut staging_lock = self.restore_lock();
-        let digest = staging_lock.take();
+        let digest = staging_lock.finish();
         let staging = self.staging_path();
         if let Some(done) = self.resume_restore_commit(position, restore_id, timeline, &current)? {
             return Ok(Ok(done));
