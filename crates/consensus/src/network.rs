@@ -31,7 +31,7 @@ use openraft::raft::{
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::types::{NodeAddr, NodeId, Raft, TypeConfig};
+use crate::types::{Entry, NodeAddr, NodeId, Raft, TypeConfig};
 
 /// Path of the AppendEntries RPC.
 pub const APPEND_PATH: &str = "/raft/append";
@@ -54,6 +54,27 @@ pub struct FreeSpace {
 /// Request body limit of [`raft_router`]: snapshot chunks are up to 3 MiB plus framing and
 /// AppendEntries batches can be large, so axum's 2 MiB default is too small.
 pub const RAFT_BODY_LIMIT: usize = 64 * 1024 * 1024;
+
+/// Encoded entry bytes one AppendEntries carries at most (always at least one entry, whatever
+/// its size). openraft 0.9 bounds a batch only by count (`max_payload_entries`) and gives it one
+/// heartbeat interval to arrive and be fsync'd: 16 group-commit entries of 4 MiB (64 MiB) would
+/// time out on every try over a 1 Gbit/s link, and a follower behind them would never catch
+/// up. openraft takes a partial send (`PartialSuccess`) and sends the rest next.
+pub const APPEND_BATCH_BYTES: usize = 8 << 20;
+
+/// How many of `entries`, from the first, fit in `budget` encoded bytes (at least one).
+fn entries_within(entries: &[Entry], budget: usize) -> usize {
+    let mut total = 0usize;
+    for (i, entry) in entries.iter().enumerate() {
+        let size = postcard::serialize_with_flavor(entry, postcard::ser_flavors::Size::default())
+            .unwrap_or(usize::MAX);
+        total = total.saturating_add(size);
+        if total > budget {
+            return i.max(1);
+        }
+    }
+    entries.len()
+}
 
 /// Connect timeout of [`HttpNetworkFactory`]'s client. Peers are on a LAN (or localhost); a
 /// connect that takes longer than this means the peer is down, and openraft should back off.
@@ -348,14 +369,26 @@ fn transport_to_rpc_error<E: StdError>(e: TransportError) -> RPCError<NodeId, No
 impl RaftNetwork<TypeConfig> for HttpNetwork {
     async fn append_entries(
         &mut self,
-        rpc: AppendEntriesRequest<TypeConfig>,
+        mut rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>> {
+        let fit = entries_within(&rpc.entries, APPEND_BATCH_BYTES);
+        // The follower commits only up to the last entry it received, so `leader_commit` can
+        // stay as it is.
+        let sent_only_to = if fit < rpc.entries.len() {
+            rpc.entries.truncate(fit);
+            rpc.entries.last().map(|e| e.log_id)
+        } else {
+            None
+        };
         let n_entries = rpc.entries.len() as u64;
         let res = self
             .call::<_, AppendEntriesResponse<NodeId>, Infallible>(APPEND_PATH, &rpc, &option)
             .await;
         match res {
+            Ok(Ok(AppendEntriesResponse::Success)) if sent_only_to.is_some() => {
+                Ok(AppendEntriesResponse::PartialSuccess(sent_only_to))
+            }
             // The peer's body limit rejected the batch: let openraft send fewer entries.
             Err(e @ TransportError::Http { status, .. })
                 if status == reqwest::StatusCode::PAYLOAD_TOO_LARGE && n_entries > 1 =>
@@ -497,6 +530,24 @@ mod tests {
 
     fn membership() -> Membership<NodeId, NodeAddr> {
         Membership::new(vec![BTreeSet::from([1, 2, 3])], nodes())
+    }
+
+    #[test]
+    fn an_append_batch_is_cut_to_its_byte_budget_but_never_to_nothing() {
+        let chunk = |index: u64, bytes: usize| Entry {
+            log_id: log_id(1, 1, index),
+            payload: EntryPayload::Normal(Command::RestoreChunk {
+                restore_id: "r".into(),
+                offset: 0,
+                data: vec![7; bytes],
+            }),
+        };
+        let entries: Vec<Entry<TypeConfig>> = (1..=16).map(|i| chunk(i, 1 << 20)).collect();
+        // Each entry is 1 MiB plus a few bytes of framing: 7 fit in 8 MiB, not 8.
+        assert_eq!(entries_within(&entries, APPEND_BATCH_BYTES), 7);
+        assert_eq!(entries_within(&entries[..3], APPEND_BATCH_BYTES), 3);
+        assert_eq!(entries_within(&[chunk(1, 20 << 20)], APPEND_BATCH_BYTES), 1);
+        assert_eq!(entries_within(&[], APPEND_BATCH_BYTES), 0);
     }
 
     fn round_trip<T: Serialize + DeserializeOwned>(v: &T) -> T {

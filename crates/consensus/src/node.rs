@@ -163,9 +163,10 @@ impl RaftNode {
             install_snapshot_timeout: 30_000,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_threshold),
             max_in_snapshot_log_to_keep: 1000,
-            // Bounds one AppendEntries to a lagging follower (restore chunks are 1 MiB,
-            // group-commit entries up to 4 MiB): it must arrive and be fsync'd within the
-            // heartbeat interval, openraft's deadline for it.
+            // Bounds one AppendEntries to a lagging follower by count (restore chunks are 1 MiB,
+            // group-commit entries up to 4 MiB); the transport also cuts it to
+            // `APPEND_BATCH_BYTES`: it must arrive and be fsync'd within the heartbeat
+            // interval, openraft's deadline for it.
             max_payload_entries: 16,
             ..Default::default()
         }
