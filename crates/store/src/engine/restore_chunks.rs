@@ -89,12 +89,16 @@ impl ChunkDigest {
 pub(super) struct StagingState {
     digest: Option<ChunkDigest>,
     buffer: Vec<u8>,
+    /// The restore whose staging file's name this process made durable (fsync of the
+    /// directory), so its chunks' rows may commit.
+    named: Option<String>,
 }
 
 impl StagingState {
     /// The restore ends (committed or dropped): gives its digest and frees the buffer.
     pub(super) fn finish(&mut self) -> Option<ChunkDigest> {
         self.buffer = Vec::new();
+        self.named = None;
         self.digest.take()
     }
 }
@@ -181,7 +185,7 @@ impl Store {
     /// (false, logged, when the staging file exists or the link fails, e.g. across file
     /// systems: the chunks then fill the file as on every other node).
     pub fn seed_restore_staging(&self, restore_id: &str, source: &Path) -> bool {
-        let _staging = self.restore_lock();
+        let mut state = self.restore_lock();
         let staging = self.restore_staging_path(restore_id);
         if staging.exists() {
             return false;
@@ -191,7 +195,10 @@ impl Store {
             // The chunks' rows must never outlive the link's name in a crash.
             .and_then(|()| sync_parent_dir(&staging));
         match linked {
-            Ok(()) => true,
+            Ok(()) => {
+                state.named = Some(restore_id.to_string());
+                true
+            }
             Err(e) => {
                 let _ = std::fs::remove_file(&staging);
                 tracing::debug!(
@@ -225,12 +232,13 @@ impl Store {
             return Ok(());
         }
         let staging = self.restore_staging_path(restore_id);
-        let created = !staging.exists();
         write_chunk_durably(&staging, offset, data, &mut state.buffer)
             .map_err(|e| StoreError::io(&staging, e))?;
-        if created {
-            // The chunk's row must never outlive the file's name in a crash.
+        if state.named.as_deref() != Some(restore_id) {
+            // The chunk's row must never outlive the file's name in a crash, and a file found
+            // on disk after a restart may have been created just before a crash, unsynced.
             sync_parent_dir(&staging)?;
+            state.named = Some(restore_id.to_string());
         }
         in_transaction(&conn, |c| {
             ensure_restore_table(c)?;
