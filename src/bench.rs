@@ -859,6 +859,36 @@ fn proc_mem(pid: u32) -> Option<ProcMem> {
     })
 }
 
+/// Bytes a process sent to storage and fetched from it (`write_bytes` and `read_bytes` of
+/// `/proc/PID/io`: direct writes, and page-cache pages it dirtied, whether or not flushed yet).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct DiskIo {
+    written: u64,
+    read: u64,
+}
+
+impl DiskIo {
+    fn since(self, before: DiskIo) -> DiskIo {
+        DiskIo {
+            written: self.written.saturating_sub(before.written),
+            read: self.read.saturating_sub(before.read),
+        }
+    }
+}
+
+fn proc_io(pid: u32) -> Option<DiskIo> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|rest| rest.trim().parse::<u64>().ok())
+    };
+    Some(DiskIo {
+        written: field("write_bytes:")?,
+        read: field("read_bytes:")?,
+    })
+}
+
 /// Resets `pid`'s VmHWM to its current RSS (Linux >= 4.0), so that a later VmHWM is the peak of
 /// what happened in between. `false` when not permitted.
 fn reset_hwm(pid: u32) -> bool {
@@ -2083,6 +2113,8 @@ struct NodeMem {
     /// VmHWM after a reset just before the restore (`exact`), else the largest VmRSS sampled.
     peak_kib: Option<u64>,
     exact: bool,
+    /// What the node sent to and fetched from storage during the restore (`/proc/PID/io`).
+    disk: Option<DiskIo>,
 }
 
 /// The measured restore.
@@ -2336,6 +2368,7 @@ async fn restore_scenario(
         );
         settle_disk().await;
         let before: Vec<Option<ProcMem>> = pids.iter().map(|&p| proc_mem(p)).collect();
+        let io_before: Vec<Option<DiskIo>> = pids.iter().map(|&p| proc_io(p)).collect();
         let exact: Vec<bool> = pids.iter().map(|&p| reset_hwm(p)).collect();
         let me = std::process::id();
         let client_exact = reset_hwm(me);
@@ -2352,6 +2385,7 @@ async fn restore_scenario(
         let restore = restore_once(http, &plan);
         let (outcome, sampled) = sample_peaks(&pids, restore).await;
         let after: Vec<Option<ProcMem>> = pids.iter().map(|&p| proc_mem(p)).collect();
+        let io_after: Vec<Option<DiskIo>> = pids.iter().map(|&p| proc_io(p)).collect();
         let client_after = proc_mem(me);
         let (downloaded, answered, all_serving, answer) = outcome?;
         eprintln!(
@@ -2374,6 +2408,7 @@ async fn restore_scenario(
                     rss_before_kib: before[i].map(|m| m.rss_kib),
                     peak_kib: hwm.max(sampled[i]),
                     exact: hwm.is_some(),
+                    disk: io_after[i].zip(io_before[i]).map(|(a, b)| a.since(b)),
                 }
             })
             .collect();
@@ -2719,6 +2754,8 @@ fn print_restore_report(args: &BenchArgs, r: &RestoreReport) -> anyhow::Result<(
                             "rss_before_mib": mib_of_kib(n.rss_before_kib).map(round),
                             "peak_rss_mib": mib_of_kib(n.peak_kib).map(round),
                             "peak_exact": n.exact,
+                            "disk_written_mib": n.disk.map(|d| round(mib_of(d.written))),
+                            "disk_read_mib": n.disk.map(|d| round(mib_of(d.read))),
                         })
                     })
                     .collect();
@@ -2841,7 +2878,7 @@ fn print_restore_report(args: &BenchArgs, r: &RestoreReport) -> anyhow::Result<(
         println!(
             "{:<width$} {:>8.2} {:>9} {:>13}  streamed by {:.2} s, answered at {:.2} s (cluster \
              {} s), all {RESTORE_NODES} nodes serving at {:.2} s; client peak {} MiB; {} the \
-             durable floor",
+             durable floor; {}",
             format!("{run}raftlite: backup streamed to POST /db/load"),
             k.wall_secs(),
             ratio_text(k.ratio()),
@@ -2852,6 +2889,7 @@ fn print_restore_report(args: &BenchArgs, r: &RestoreReport) -> anyhow::Result<(
             k.wall_secs(),
             opt(mib_of_kib(k.run.client_peak_kib), 1),
             ratio_text(k.durable_ratio()),
+            disk_text(&k.run.nodes),
         );
     }
     if runs > 1 {
@@ -2898,9 +2936,61 @@ fn print_restore_report(args: &BenchArgs, r: &RestoreReport) -> anyhow::Result<(
     Ok(())
 }
 
+/// The nodes' storage traffic during a restore, for the report: the floor's durable copies
+/// write the file once per node, which this puts beside it.
+fn disk_text(nodes: &[NodeMem]) -> String {
+    let Some(each) = nodes
+        .iter()
+        .map(|n| n.disk)
+        .collect::<Option<Vec<DiskIo>>>()
+    else {
+        return "storage traffic unknown (/proc/PID/io unreadable)".into();
+    };
+    let per_node = each
+        .iter()
+        .map(|d| format!("{:.0}", mib_of(d.written)))
+        .collect::<Vec<_>>()
+        .join("/");
+    format!(
+        "the nodes wrote {:.0} MiB to storage ({per_node} MiB by node) and read {:.0} MiB",
+        mib_of(each.iter().map(|d| d.written).sum()),
+        mib_of(each.iter().map(|d| d.read).sum()),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn storage_traffic_is_summed_over_the_nodes_or_said_unknown() {
+        let node = |written_mib: u64, read_mib: u64| NodeMem {
+            id: 1,
+            leader: false,
+            rss_before_kib: None,
+            peak_kib: None,
+            exact: false,
+            disk: Some(DiskIo {
+                written: (2 * written_mib) << 20,
+                read: read_mib << 20,
+            })
+            .map(|after| {
+                after.since(DiskIo {
+                    written: written_mib << 20,
+                    read: 0,
+                })
+            }),
+        };
+        assert_eq!(
+            disk_text(&[node(1024, 0), node(2048, 1024)]),
+            "the nodes wrote 3072 MiB to storage (1024/2048 MiB by node) and read 1024 MiB"
+        );
+        let unknown = NodeMem {
+            disk: None,
+            ..node(1, 1)
+        };
+        assert!(disk_text(&[node(1, 1), unknown]).contains("unknown"));
+    }
 
     #[test]
     fn fill_rows_have_the_promised_shape() {
