@@ -861,7 +861,7 @@ fn proc_mem(pid: u32) -> Option<ProcMem> {
 
 /// Bytes a process sent to storage and fetched from it (`write_bytes` and `read_bytes` of
 /// `/proc/PID/io`: direct writes, and page-cache pages it dirtied, whether or not flushed yet).
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Copy, Debug)]
 struct DiskIo {
     written: u64,
     read: u64,
@@ -2889,7 +2889,7 @@ fn print_restore_report(args: &BenchArgs, r: &RestoreReport) -> anyhow::Result<(
             k.wall_secs(),
             opt(mib_of_kib(k.run.client_peak_kib), 1),
             ratio_text(k.durable_ratio()),
-            disk_text(&k.run.nodes),
+            disk_text(&k.run.nodes, RESTORE_NODES as u64 * r.source.size_bytes),
         );
     }
     if runs > 1 {
@@ -2936,9 +2936,9 @@ fn print_restore_report(args: &BenchArgs, r: &RestoreReport) -> anyhow::Result<(
     Ok(())
 }
 
-/// The nodes' storage traffic during a restore, for the report: the floor's durable copies
-/// write the file once per node, which this puts beside it.
-fn disk_text(nodes: &[NodeMem]) -> String {
+/// The nodes' storage traffic during a restore, for the report, beside `floor_bytes`: what the
+/// durable floor writes (the file once per node).
+fn disk_text(nodes: &[NodeMem], floor_bytes: u64) -> String {
     let Some(each) = nodes
         .iter()
         .map(|n| n.disk)
@@ -2952,8 +2952,10 @@ fn disk_text(nodes: &[NodeMem]) -> String {
         .collect::<Vec<_>>()
         .join("/");
     format!(
-        "the nodes wrote {:.0} MiB to storage ({per_node} MiB by node) and read {:.0} MiB",
+        "the nodes wrote {:.0} MiB to storage ({per_node} MiB by node; the durable floor \
+         writes {:.0} MiB) and read {:.0} MiB",
         mib_of(each.iter().map(|d| d.written).sum()),
+        mib_of(floor_bytes),
         mib_of(each.iter().map(|d| d.read).sum()),
     )
 }
@@ -2982,14 +2984,15 @@ mod tests {
             }),
         };
         assert_eq!(
-            disk_text(&[node(1024, 0), node(2048, 1024)]),
-            "the nodes wrote 3072 MiB to storage (1024/2048 MiB by node) and read 1024 MiB"
+            disk_text(&[node(1024, 0), node(2048, 1024)], 3 << 30),
+            "the nodes wrote 3072 MiB to storage (1024/2048 MiB by node; the durable floor writes \
+             3072 MiB) and read 1024 MiB"
         );
         let unknown = NodeMem {
             disk: None,
             ..node(1, 1)
         };
-        assert!(disk_text(&[node(1, 1), unknown]).contains("unknown"));
+        assert!(disk_text(&[node(1, 1), unknown], 0).contains("unknown"));
     }
 
     #[test]
