@@ -289,10 +289,11 @@ fn retention_runs_after_each_backup() {
         Duration::from_secs(10),
         "retention to leave the newest 2",
     );
-    let pruned = metric(&metrics_of(&base), "raftlite_backup_pruned_total", &url);
-    assert!(
-        pruned.is_some_and(|n| n >= 3.0),
-        "pruned counted: {pruned:?}"
+    // The counter moves just after the deletes it counts: wait for it rather than read once.
+    wait_for(
+        || metric(&metrics_of(&base), "raftlite_backup_pruned_total", &url).filter(|&n| n >= 3.0),
+        Duration::from_secs(10),
+        "raftlite_backup_pruned_total to count the 3 deleted backups",
     );
     assert_eq!(l.backups[0].1.data_index(), data_index);
 }
