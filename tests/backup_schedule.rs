@@ -245,8 +245,16 @@ fn s3_schedule_reports_a_failing_destination_and_recovers() {
     // Back up: the retry succeeds and the data is in the destination.
     s3.set_unavailable(false);
     wait_backup_at(&dest, applied_index(&base), Duration::from_secs(60));
-    assert!(successes(&metrics_of(&base)) > before);
-    assert_eq!(backup_status(&base)["last"]["outcome"], "success");
+    // The counter and the status move just after the upload the wait saw.
+    wait_for(
+        || {
+            (successes(&metrics_of(&base)) > before
+                && backup_status(&base)["last"]["outcome"] == "success")
+                .then_some(())
+        },
+        Duration::from_secs(10),
+        "the successful backup counted and shown in /status",
+    );
 }
 
 #[test]
