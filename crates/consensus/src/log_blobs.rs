@@ -26,10 +26,11 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use raftlite_store::direct_io;
 use serde::{Deserialize, Serialize};
 
 /// The directory, inside the raft directory, that holds the segments.
@@ -37,9 +38,8 @@ pub const BLOB_DIR_NAME: &str = "log-blobs";
 /// Bytes after which a segment takes no more records. Small enough that a purge frees space
 /// soon after a restore, large enough that a 1 GiB restore opens only a few files.
 pub const SEGMENT_BYTES: u64 = 64 << 20;
-/// Record alignment: `O_DIRECT` needs offsets, lengths and buffer addresses aligned to the
-/// device's logical block size, at most 4 KiB on the devices we run on.
-const ALIGN: usize = 4096;
+/// Record alignment: `O_DIRECT` needs offsets, lengths and buffer addresses aligned.
+const ALIGN: usize = direct_io::ALIGN;
 /// Records written together in one write, at most (unless one record is larger); the write
 /// buffer is kept between calls up to this size, and dropped when a larger record made it grow
 /// past it.
@@ -183,24 +183,18 @@ fn sync_dir(dir: &Path) -> Result<(), BlobError> {
         .map_err(io_error(dir, "fsync the directory"))
 }
 
-const EINVAL: i32 = rustix::io::Errno::INVAL.raw_os_error();
-
 /// Opens a segment for writing, with `O_DIRECT | O_DSYNC` (each write durable when it returns,
 /// the file's size included) unless the file system refuses it (tmpfs does): then plain, and the
 /// writer fsyncs.
 fn open_for_writing(path: &Path, create: bool) -> io::Result<(File, bool)> {
-    let open = |flags: i32| {
-        let mut options = OpenOptions::new();
-        options.write(true).custom_flags(flags);
-        if create {
-            options.create_new(true);
-        }
-        options.open(path)
-    };
-    match open((rustix::fs::OFlags::DIRECT | rustix::fs::OFlags::DSYNC).bits() as i32) {
-        Ok(file) => Ok((file, true)),
-        Err(e) if e.raw_os_error() == Some(EINVAL) => Ok((open(0)?, false)),
-        Err(e) => Err(e),
+    let mut options = OpenOptions::new();
+    options.write(true);
+    if create {
+        options.create_new(true);
+    }
+    match direct_io::open(&options, path)? {
+        Some(file) => Ok((file, true)),
+        None => Ok((options.open(path)?, false)),
     }
 }
 
@@ -219,14 +213,12 @@ impl Group {
             if buffer.len() < padded + ALIGN {
                 buffer.resize(padded + ALIGN, 0);
             }
-            // For a byte pointer this is always below ALIGN; a larger answer would only mean
-            // an unaligned write, which a direct write refuses (and the writer then falls back).
-            self.start = buffer.as_ptr().align_offset(ALIGN).min(ALIGN);
+            self.start = direct_io::aligned_start(buffer);
         } else if buffer.len() < self.start + self.len + padded {
             // Growing may move the buffer: keep the gathered bytes at an aligned address.
             let gathered = buffer[self.start..self.start + self.len].to_vec();
             buffer.resize(self.start + self.len + padded + ALIGN, 0);
-            self.start = buffer.as_ptr().align_offset(ALIGN).min(ALIGN);
+            self.start = direct_io::aligned_start(buffer);
             buffer[self.start..self.start + self.len].copy_from_slice(&gathered);
         }
         let slot = &mut buffer[self.start + self.len..self.start + self.len + padded];
@@ -338,7 +330,7 @@ impl BlobStore {
         let bytes = &state.buffer[group.start..group.start + group.len];
         let offset = writer.len;
         match writer.file.write_all_at(bytes, offset) {
-            Err(e) if writer.direct && e.raw_os_error() == Some(EINVAL) => {
+            Err(e) if writer.direct && direct_io::refused(&e) => {
                 // The device wants a larger alignment than ours: write through the page
                 // cache from now on (and fsync at the end of each write call).
                 writer.file = OpenOptions::new()

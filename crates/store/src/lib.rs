@@ -5,6 +5,7 @@
 //! position from the file itself and never guesses.
 
 pub mod deterministic;
+pub mod direct_io;
 pub mod dump;
 pub mod engine;
 pub mod error;

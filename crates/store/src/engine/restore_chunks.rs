@@ -28,6 +28,7 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 
 use super::*;
+use crate::direct_io;
 
 /// What the restore table of a database looks like.
 #[derive(Debug, PartialEq)]
@@ -548,10 +549,6 @@ fn write_chunk_durably(
     file.sync_data()
 }
 
-/// Alignment of direct writes: offsets, lengths and buffer addresses must be multiples of the
-/// device's logical block size, at most 4 KiB on the devices we run on.
-const DIRECT_ALIGN: usize = 4096;
-
 /// Writes `data` at `offset` of `path` with `O_DIRECT | O_DSYNC`; `Ok(false)` when that is not
 /// possible here (an unaligned chunk, a file system without direct I/O such as tmpfs, a device
 /// with a larger block): the caller then writes through the page cache.
@@ -561,27 +558,17 @@ fn write_direct(
     data: &[u8],
     buffer: &mut Vec<u8>,
 ) -> std::io::Result<bool> {
-    use std::os::unix::fs::OpenOptionsExt;
-    const EINVAL: i32 = rustix::io::Errno::INVAL.raw_os_error();
-    let aligned = |n: u64| n.is_multiple_of(DIRECT_ALIGN as u64);
+    let aligned = |n: u64| n.is_multiple_of(direct_io::ALIGN as u64);
     if data.is_empty() || !aligned(offset) || !aligned(data.len() as u64) {
         return Ok(false);
     }
-    let flags = rustix::fs::OFlags::DIRECT | rustix::fs::OFlags::DSYNC;
-    let file = match OpenOptions::new()
-        .write(true)
-        .custom_flags(flags.bits() as i32)
-        .open(path)
-    {
-        Ok(file) => file,
-        Err(e) if e.raw_os_error() == Some(EINVAL) => return Ok(false),
-        Err(e) => return Err(e),
+    let Some(file) = direct_io::open(OpenOptions::new().write(true), path)? else {
+        return Ok(false);
     };
-    if buffer.len() < data.len() + DIRECT_ALIGN {
-        buffer.resize(data.len() + DIRECT_ALIGN, 0);
+    if buffer.len() < data.len() + direct_io::ALIGN {
+        buffer.resize(data.len() + direct_io::ALIGN, 0);
     }
-    // For a byte pointer this is always below DIRECT_ALIGN.
-    let start = buffer.as_ptr().align_offset(DIRECT_ALIGN).min(DIRECT_ALIGN);
+    let start = direct_io::aligned_start(buffer);
     let slot = &mut buffer[start..start + data.len()];
     slot.copy_from_slice(data);
     match file.write_all_at(slot, offset) {
@@ -595,7 +582,7 @@ fn write_direct(
             Ok(true)
         }
         // The device wants a larger alignment: the caller writes the chunk again, buffered.
-        Err(e) if e.raw_os_error() == Some(EINVAL) => Ok(false),
+        Err(e) if direct_io::refused(&e) => Ok(false),
         Err(e) => Err(e),
     }
 }
@@ -654,27 +641,27 @@ mod tests {
     fn chunks_land_whole_whether_written_direct_buffered_or_again() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("staging");
-        let file: Vec<u8> = (0..3 * DIRECT_ALIGN + 100)
+        let file: Vec<u8> = (0..3 * direct_io::ALIGN + 100)
             .map(|i| (i * 7 % 251) as u8)
             .collect();
         let mut buffer = Vec::new();
         // Aligned chunks (direct where the file system allows it), then an unaligned tail
         // (always through the page cache).
-        let tail = 3 * DIRECT_ALIGN;
+        let tail = 3 * direct_io::ALIGN;
         for (offset, end) in [
-            (0, 2 * DIRECT_ALIGN),
-            (2 * DIRECT_ALIGN, tail),
+            (0, 2 * direct_io::ALIGN),
+            (2 * direct_io::ALIGN, tail),
             (tail, file.len()),
         ] {
             write_chunk_durably(&path, offset as u64, &file[offset..end], &mut buffer).unwrap();
         }
         assert_eq!(std::fs::read(&path).unwrap(), file);
         // A replay writes nothing new; a chunk with other bytes at the same place replaces them.
-        write_chunk_durably(&path, 0, &file[..2 * DIRECT_ALIGN], &mut buffer).unwrap();
-        let other = vec![0xA5u8; DIRECT_ALIGN];
-        write_chunk_durably(&path, DIRECT_ALIGN as u64, &other, &mut buffer).unwrap();
+        write_chunk_durably(&path, 0, &file[..2 * direct_io::ALIGN], &mut buffer).unwrap();
+        let other = vec![0xA5u8; direct_io::ALIGN];
+        write_chunk_durably(&path, direct_io::ALIGN as u64, &other, &mut buffer).unwrap();
         let mut expected = file.clone();
-        expected[DIRECT_ALIGN..2 * DIRECT_ALIGN].copy_from_slice(&other);
+        expected[direct_io::ALIGN..2 * direct_io::ALIGN].copy_from_slice(&other);
         assert_eq!(std::fs::read(&path).unwrap(), expected);
     }
 }
