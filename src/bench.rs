@@ -2062,8 +2062,10 @@ fn print_backup_report(args: &BenchArgs, r: &BackupReport) -> anyhow::Result<()>
 // 1. setup, not measured: an N MiB SQLite file is built locally with the rows of the backup
 //    bench (half random bytes, half words: zstd gets about 1.5x), backed up with
 //    `raftlite_backup::create_backup` (zstd level 3, the server's default, unencrypted) to a
-//    file:// destination, and the file is deleted; a 3-node loopback cluster is started from
-//    this binary (`--backup-to off`: no scheduled backup in the middle);
+//    file:// destination, and the file is deleted; the backup is verified as `raftlite backup
+//    verify` does it, timed beside `zstd -d` of its object (reported on the setup line); a
+//    3-node loopback cluster is started from this binary (`--backup-to off`: no scheduled
+//    backup in the middle);
 // 2. the floor, timed in the same run: `zstd -d` of the backup object to a file, then `cp` of
 //    that file to a second location (no fsync: a lower bound); then the durable floor: that
 //    decompressed file copied once per node, the copies in parallel, each followed by `sync`
@@ -2093,6 +2095,17 @@ struct RestoreSource {
     plain_sha256: String,
     /// The backup's data object on disk (what the floor decompresses).
     object: PathBuf,
+    /// `raftlite backup verify` of it, beside `zstd -d` of its object just before.
+    verify: Result<VerifyRun, String>,
+}
+
+/// A verify of the bench's backup (setup, timed): what `raftlite backup verify` and the
+/// scheduled verification do (download, both hashes, decompression to a file that is
+/// fsync'd, `integrity_check`), beside the decompression alone (`zstd -d` to a file, no hash,
+/// no fsync), measured just before on the same object.
+struct VerifyRun {
+    verify: Duration,
+    zstd: Duration,
 }
 
 /// `zstd -d` + `cp`, and the durable variant a cluster restore must at least do.
@@ -2265,6 +2278,9 @@ async fn measure_restore(work: &Path, mib: u64, runs: u32) -> anyhow::Result<Res
     }
     // Only the backup is restored from; a file less on the disk.
     let _ = std::fs::remove_file(&source_path);
+    let verify = measure_verify(&dest, &id, &object, work)
+        .await
+        .map_err(|e| format!("{e:#}"));
     let source = RestoreSource {
         rows,
         payload_bytes,
@@ -2274,11 +2290,13 @@ async fn measure_restore(work: &Path, mib: u64, runs: u32) -> anyhow::Result<Res
         stored_bytes: manifest.stored_size,
         plain_sha256: manifest.plain_sha256.clone(),
         object,
+        verify,
     };
     eprintln!(
-        "bench: backup {id}: {:.1} MiB stored, in {:.1} s",
+        "bench: backup {id}: {:.1} MiB stored, in {:.1} s; {}",
         mib_of(source.stored_bytes),
-        backup.as_secs_f64()
+        backup.as_secs_f64(),
+        verify_text(&source.verify)
     );
 
     let http = reqwest::Client::builder()
@@ -2500,6 +2518,61 @@ fn build_source(path: &Path, target: u64) -> anyhow::Result<(u64, u64)> {
 
 /// `zstd -d -q OBJECT -o dir/db.sqlite` then `cp dir/db.sqlite dir/copy.sqlite`, timed
 /// together; both files are removed afterwards. `Ok(Err(why))` when a tool is missing.
+/// Times `zstd -d` of the backup's object to a file, then a verify of the backup (see
+/// [`VerifyRun`]); both leave nothing behind.
+async fn measure_verify(
+    dest: &raftlite_backup::Destination,
+    id: &raftlite_backup::BackupId,
+    object: &Path,
+    work: &Path,
+) -> anyhow::Result<VerifyRun> {
+    let Some(zstd) = find_tool("zstd") else {
+        bail!("zstd not found in PATH or /usr/bin");
+    };
+    let dir = work.join("verify");
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let plain = dir.join("db.sqlite");
+    let log = dir.join("tools.log");
+    settle_disk().await;
+    let mut cmd = Command::new(&zstd);
+    cmd.args(["-d", "-q", "-f"])
+        .arg(object)
+        .arg("-o")
+        .arg(&plain);
+    let baseline = run_child(logged(cmd, &log)?, "zstd -d", DEADLINE).await?;
+    if !baseline.status.success() {
+        bail!(
+            "zstd -d failed ({}): {}",
+            baseline.status,
+            log_tail(&log, 10)
+        );
+    }
+    let _ = std::fs::remove_file(&plain);
+    settle_disk().await;
+    let started = Instant::now();
+    raftlite_backup::verify_backup_in(dest, id, None, &dir)
+        .await
+        .with_context(|| format!("the verify of backup {id} failed"))?;
+    let verify = started.elapsed();
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(VerifyRun {
+        verify,
+        zstd: baseline.wall,
+    })
+}
+
+fn verify_text(verify: &Result<VerifyRun, String>) -> String {
+    match verify {
+        Ok(v) => format!(
+            "verified in {:.2} s ({:.2}x `zstd -d` of it to a file, {:.2} s just before)",
+            v.verify.as_secs_f64(),
+            v.verify.as_secs_f64() / v.zstd.as_secs_f64().max(1e-9),
+            v.zstd.as_secs_f64()
+        ),
+        Err(why) => format!("verify not measured: {why}"),
+    }
+}
+
 async fn restore_floor(
     object: &Path,
     dir: &Path,
@@ -2791,6 +2864,13 @@ fn print_restore_report(args: &BenchArgs, r: &RestoreReport) -> anyhow::Result<(
                 "zstd_level": RESTORE_BACKUP_LEVEL,
                 "stored_bytes": r.source.stored_bytes,
                 "secs": round(r.source.backup.as_secs_f64()),
+                "verify": match &r.source.verify {
+                    Ok(v) => json!({
+                        "secs": round(v.verify.as_secs_f64()),
+                        "zstd_d_secs": round(v.zstd.as_secs_f64()),
+                    }),
+                    Err(why) => json!({ "skipped": why }),
+                },
             },
             "runs": runs_json,
             "summary": {
@@ -2813,14 +2893,15 @@ fn print_restore_report(args: &BenchArgs, r: &RestoreReport) -> anyhow::Result<(
     println!(
         "raftlite {version} restore bench, {cores} cores: {:.1} MiB database ({} rows of {} KiB \
          blob + {} KiB text, half random), built in {:.1} s; backup zstd {RESTORE_BACKUP_LEVEL} \
-         {:.1} MiB stored, in {:.1} s (setup, not measured)",
+         {:.1} MiB stored, in {:.1} s (setup, not measured); {}",
         mib_of(r.source.size_bytes),
         r.source.rows,
         FILL_BLOB_BYTES / 1024,
         FILL_NOTE_BYTES / 1024,
         r.source.build.as_secs_f64(),
         mib_of(r.source.stored_bytes),
-        r.source.backup.as_secs_f64()
+        r.source.backup.as_secs_f64(),
+        verify_text(&r.source.verify)
     );
     if let Some(load) = &r.load_before {
         println!(

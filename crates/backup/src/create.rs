@@ -630,7 +630,7 @@ fn compress<W: Write>(
         .min(MAX_ZSTD_WORKERS);
     encoder.multithread(workers as u32).map_err(encode_io)?;
 
-    let mut plain = Digester::default();
+    let mut plain = Digester::in_background();
     let mut buf = vec![0u8; READ_BYTES];
     loop {
         let n = match file.read(&mut buf) {

@@ -2,7 +2,8 @@
 //! pipeline: bounded channels of `Bytes` with a sha256 and a byte count on the way.
 //!
 //! Memory held by a bridge is at most `(CHANNEL_DEPTH + 1) * MESSAGE_BYTES` whatever the size of
-//! the data: senders block (`blocking_send`) when the channel is full.
+//! the data, and as much again waiting for its hashing thread: senders block (`blocking_send`)
+//! when a channel is full.
 
 use std::io::{self, Read, Write};
 
@@ -15,17 +16,79 @@ pub(crate) const MESSAGE_BYTES: usize = 256 * 1024;
 /// Messages in flight between the halves.
 pub(crate) const CHANNEL_DEPTH: usize = 4;
 
-/// Running sha256 + length.
-#[derive(Clone, Default)]
+/// Running sha256 + length. [`Digester::in_background`] hashes on a thread of its own: a
+/// backup read back for a restore or a verify is hashed twice (the stored bytes, then the plain
+/// ones) besides being decompressed, and on one thread the two hashes took about as long as the
+/// decompression.
+#[derive(Default)]
 pub(crate) struct Digester {
-    hasher: Sha256,
     len: u64,
+    hashing: Hashing,
 }
 
+enum Hashing {
+    Here(Sha256),
+    /// Pieces go to the hashing thread through a bounded channel (`CHANNEL_DEPTH` pieces).
+    Thread {
+        pieces: std::sync::mpsc::SyncSender<Bytes>,
+        hasher: std::thread::JoinHandle<Sha256>,
+    },
+    /// The hashing thread is gone (it cannot fail, short of a bug): the digest is unknown and
+    /// `finish` says so, which no expected hash matches.
+    Lost,
+}
+
+impl Default for Hashing {
+    fn default() -> Self {
+        Hashing::Here(Sha256::new())
+    }
+}
+
+/// What [`Digester::finish`] gives when its hashing thread was lost.
+const HASH_LOST: &str = "(unknown: the hashing thread stopped)";
+
 impl Digester {
+    /// A digester that hashes on a thread of its own, or here when no thread can be started.
+    pub(crate) fn in_background() -> Digester {
+        let (pieces, received) = std::sync::mpsc::sync_channel::<Bytes>(CHANNEL_DEPTH);
+        let started = std::thread::Builder::new()
+            .name("raftlite-sha256".into())
+            .spawn(move || {
+                let mut hasher = Sha256::new();
+                for piece in received {
+                    hasher.update(&piece);
+                }
+                hasher
+            });
+        let hashing = match started {
+            Ok(hasher) => Hashing::Thread { pieces, hasher },
+            Err(_) => Hashing::default(),
+        };
+        Digester { len: 0, hashing }
+    }
+
     pub(crate) fn update(&mut self, data: &[u8]) {
-        self.hasher.update(data);
+        match &mut self.hashing {
+            Hashing::Here(hasher) => {
+                hasher.update(data);
+                self.len += data.len() as u64;
+            }
+            _ => self.update_shared(&Bytes::copy_from_slice(data)),
+        }
+    }
+
+    /// [`Digester::update`] without a copy for a background digester.
+    pub(crate) fn update_shared(&mut self, data: &Bytes) {
         self.len += data.len() as u64;
+        match &mut self.hashing {
+            Hashing::Here(hasher) => hasher.update(data),
+            Hashing::Thread { pieces, .. } => {
+                if pieces.send(data.clone()).is_err() {
+                    self.hashing = Hashing::Lost;
+                }
+            }
+            Hashing::Lost => {}
+        }
     }
 
     pub(crate) fn len(&self) -> u64 {
@@ -34,7 +97,19 @@ impl Digester {
 
     /// (length, hex sha256)
     pub(crate) fn finish(self) -> (u64, String) {
-        (self.len, crate::manifest::hex(&self.hasher.finalize()))
+        let hasher = match self.hashing {
+            Hashing::Here(hasher) => Some(hasher),
+            Hashing::Thread { pieces, hasher } => {
+                drop(pieces);
+                hasher.join().ok()
+            }
+            Hashing::Lost => None,
+        };
+        let hex = hasher.map_or_else(
+            || HASH_LOST.to_string(),
+            |h| crate::manifest::hex(&h.finalize()),
+        );
+        (self.len, hex)
     }
 }
 
@@ -51,7 +126,7 @@ impl ChannelWriter {
         ChannelWriter {
             tx,
             buf: Vec::with_capacity(MESSAGE_BYTES),
-            digest: Digester::default(),
+            digest: Digester::in_background(),
         }
     }
 
@@ -59,8 +134,12 @@ impl ChannelWriter {
         if self.buf.is_empty() {
             return Ok(());
         }
-        let full = std::mem::replace(&mut self.buf, Vec::with_capacity(MESSAGE_BYTES));
-        self.tx.blocking_send(Bytes::from(full)).map_err(|_| {
+        let full = Bytes::from(std::mem::replace(
+            &mut self.buf,
+            Vec::with_capacity(MESSAGE_BYTES),
+        ));
+        self.digest.update_shared(&full);
+        self.tx.blocking_send(full).map_err(|_| {
             io::Error::new(
                 io::ErrorKind::BrokenPipe,
                 "the upload stopped (see the upload error)",
@@ -81,7 +160,6 @@ impl Write for ChannelWriter {
         while !rest.is_empty() {
             let take = rest.len().min(MESSAGE_BYTES - self.buf.len());
             self.buf.extend_from_slice(&rest[..take]);
-            self.digest.update(&rest[..take]);
             rest = &rest[take..];
             if self.buf.len() == MESSAGE_BYTES {
                 self.send()?;
@@ -110,7 +188,7 @@ impl ChannelReader {
         ChannelReader {
             rx,
             current: Bytes::new(),
-            digest: Digester::default(),
+            digest: Digester::in_background(),
         }
     }
 
@@ -118,12 +196,13 @@ impl ChannelReader {
     pub(crate) fn drain(&mut self) {
         self.current = Bytes::new();
         while let Some(chunk) = self.rx.blocking_recv() {
-            self.digest.update(&chunk);
+            self.digest.update_shared(&chunk);
         }
     }
 
-    pub(crate) fn digest(&self) -> Digester {
-        self.digest.clone()
+    /// The digest of what was received; the reader's own is left empty.
+    pub(crate) fn take_digest(&mut self) -> Digester {
+        std::mem::take(&mut self.digest)
     }
 }
 
@@ -135,7 +214,7 @@ impl Read for ChannelReader {
         while self.current.is_empty() {
             match self.rx.blocking_recv() {
                 Some(chunk) => {
-                    self.digest.update(&chunk);
+                    self.digest.update_shared(&chunk);
                     self.current = chunk;
                 }
                 None => return Ok(0),
@@ -188,7 +267,30 @@ mod tests {
         reader.read_exact(&mut first).unwrap();
         reader.drain();
         feeder.join().unwrap();
-        assert_eq!(reader.digest().finish().1, hash);
+        assert_eq!(reader.take_digest().finish().1, hash);
+    }
+
+    #[test]
+    fn a_background_digest_is_the_digest() {
+        let data: Vec<u8> = (0..(5 * MESSAGE_BYTES + 7))
+            .map(|i| (i % 253) as u8)
+            .collect();
+        let mut here = Digester::default();
+        let mut thread = Digester::in_background();
+        assert!(matches!(thread.hashing, Hashing::Thread { .. }));
+        for piece in data.chunks(100_000) {
+            here.update(piece);
+            thread.update(piece);
+        }
+        let shared = Bytes::from_static(b"and a shared piece");
+        here.update_shared(&shared);
+        thread.update_shared(&shared);
+        assert_eq!(thread.len(), here.len());
+        assert_eq!(thread.finish(), here.finish());
+        assert_eq!(
+            Digester::in_background().finish(),
+            Digester::default().finish()
+        );
     }
 
     #[test]

@@ -639,7 +639,7 @@ fn decode<W: Write>(
         reader.drain();
     }
     Decoded {
-        stored: reader.digest(),
+        stored: reader.take_digest(),
         result,
     }
 }
@@ -683,7 +683,7 @@ enum CopyError {
 
 fn decompress<R: Read, W: Write>(input: R, out: &mut W) -> Result<Digester, CopyError> {
     let mut decoder = zstd::stream::read::Decoder::new(input).map_err(CopyError::Read)?;
-    let mut plain = Digester::default();
+    let mut plain = Digester::in_background();
     let mut buf = vec![0u8; COPY_BYTES];
     loop {
         let n = match decoder.read(&mut buf) {
