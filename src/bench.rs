@@ -2534,19 +2534,7 @@ async fn measure_verify(
     let plain = dir.join("db.sqlite");
     let log = dir.join("tools.log");
     settle_disk().await;
-    let mut cmd = Command::new(&zstd);
-    cmd.args(["-d", "-q", "-f"])
-        .arg(object)
-        .arg("-o")
-        .arg(&plain);
-    let baseline = run_child(logged(cmd, &log)?, "zstd -d", DEADLINE).await?;
-    if !baseline.status.success() {
-        bail!(
-            "zstd -d failed ({}): {}",
-            baseline.status,
-            log_tail(&log, 10)
-        );
-    }
+    let baseline = zstd_decompress(&zstd, object, &plain, &log, DEADLINE).await?;
     let _ = std::fs::remove_file(&plain);
     settle_disk().await;
     let started = Instant::now();
@@ -2559,6 +2547,23 @@ async fn measure_verify(
         verify,
         zstd: baseline.wall,
     })
+}
+
+/// `zstd -d` of `object` into `out` (its output in `log`), timed; an error if it fails.
+async fn zstd_decompress(
+    zstd: &Path,
+    object: &Path,
+    out: &Path,
+    log: &Path,
+    deadline: Duration,
+) -> anyhow::Result<ChildRun> {
+    let mut cmd = Command::new(zstd);
+    cmd.args(["-d", "-q", "-f"]).arg(object).arg("-o").arg(out);
+    let run = run_child(logged(cmd, log)?, "zstd -d", deadline).await?;
+    if !run.status.success() {
+        bail!("zstd -d failed ({}): {}", run.status, log_tail(log, 10));
+    }
+    Ok(run)
 }
 
 fn verify_text(verify: &Result<VerifyRun, String>) -> String {
@@ -2584,15 +2589,7 @@ async fn restore_floor(
     let (plain, copy) = (dir.join("db.sqlite"), dir.join("copy.sqlite"));
     let log = dir.join("tools.log");
     let start = Instant::now();
-    let mut cmd = Command::new(&zstd);
-    cmd.args(["-d", "-q", "-f"])
-        .arg(object)
-        .arg("-o")
-        .arg(&plain);
-    let zstd = run_child(logged(cmd, &log)?, "zstd -d", deadline).await?;
-    if !zstd.status.success() {
-        bail!("zstd -d failed ({}): {}", zstd.status, log_tail(&log, 10));
-    }
+    let zstd = zstd_decompress(&zstd, object, &plain, &log, deadline).await?;
     let mut cmd = Command::new(&cp);
     cmd.arg(&plain).arg(&copy);
     let cp = run_child(logged(cmd, &log)?, "cp", deadline).await?;
