@@ -2516,8 +2516,6 @@ fn build_source(path: &Path, target: u64) -> anyhow::Result<(u64, u64)> {
     Ok((rows, bytes))
 }
 
-/// `zstd -d -q OBJECT -o dir/db.sqlite` then `cp dir/db.sqlite dir/copy.sqlite`, timed
-/// together; both files are removed afterwards. `Ok(Err(why))` when a tool is missing.
 /// Times `zstd -d` of the backup's object to a file, then a verify of the backup (see
 /// [`VerifyRun`]); both leave nothing behind.
 async fn measure_verify(
@@ -2538,11 +2536,10 @@ async fn measure_verify(
     let _ = std::fs::remove_file(&plain);
     settle_disk().await;
     let started = Instant::now();
-    raftlite_backup::verify_backup_in(dest, id, None, &dir)
-        .await
-        .with_context(|| format!("the verify of backup {id} failed"))?;
+    let verified = raftlite_backup::verify_backup_in(dest, id, None, &dir).await;
     let verify = started.elapsed();
     let _ = std::fs::remove_dir_all(&dir);
+    verified.with_context(|| format!("the verify of backup {id} failed"))?;
     Ok(VerifyRun {
         verify,
         zstd: baseline.wall,
@@ -2578,6 +2575,8 @@ fn verify_text(verify: &Result<VerifyRun, String>) -> String {
     }
 }
 
+/// `zstd -d -q OBJECT -o dir/db.sqlite` then `cp dir/db.sqlite dir/copy.sqlite`, timed
+/// together; both files are removed afterwards. `Ok(Err(why))` when a tool is missing.
 async fn restore_floor(
     object: &Path,
     dir: &Path,
