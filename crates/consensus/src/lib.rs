@@ -11,6 +11,7 @@ pub mod network;
 pub mod node;
 pub mod recovery;
 pub mod restore;
+pub mod snapshot_floor;
 pub mod startup;
 pub mod state_machine;
 pub mod types;

@@ -41,6 +41,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::log_blobs::{BlobError, BlobRef, BlobStore};
+use crate::snapshot_floor::SnapshotFloor;
 use crate::types::{Entry, LogId, StorageError, TypeConfig, Vote};
 
 /// The log file's name inside the raft directory.
@@ -94,6 +95,10 @@ enum Stored {
 #[derive(Clone)]
 pub struct LogStore {
     inner: Arc<Inner>,
+    /// When set, a purge waits until a snapshot durable on this node covers its purge point
+    /// (see [`crate::snapshot_floor`]). Offline tools that write a snapshot and the log
+    /// themselves run without it.
+    floor: Option<SnapshotFloor>,
 }
 
 struct Inner {
@@ -484,6 +489,7 @@ impl Inner {
             })?;
         }
         txn.commit()?;
+        raftlite_store::failpoint::hit("log-purged");
         self.recent().retain(|i| i > log_id.index);
         self.purge_segments(log_id.index);
         Ok(())
@@ -547,7 +553,15 @@ impl LogStore {
         }
         Ok(LogStore {
             inner: Arc::new(inner),
+            floor: None,
         })
+    }
+
+    /// Makes every purge wait until `floor` (the newest snapshot durable on this node) covers
+    /// its purge point: the log never starts past what this node's disk can rebuild.
+    pub fn with_snapshot_floor(mut self, floor: SnapshotFloor) -> LogStore {
+        self.floor = Some(floor);
+        self
     }
 
     /// The log file's path.
@@ -678,6 +692,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        if let Some(floor) = &self.floor {
+            floor
+                .wait_covers(log_id.index)
+                .await
+                .map_err(|e| StorageIOError::write_logs(AnyError::error(e)))?;
+        }
         self.blocking("purge the log", move |inner| inner.purge(&log_id))
             .await
             .map_err(|e| StorageIOError::write_logs(e.any()).into())

@@ -132,6 +132,16 @@ pub struct RaftNode {
     inner: Arc<Inner>,
 }
 
+/// Log entries kept behind a snapshot for followers that lag a little: 1000, or
+/// `RAFTLITE_SNAPSHOT_KEEP_ENTRIES` (tests keep a few, so that a stopped follower needs a
+/// snapshot after a few hundred writes rather than after more than a thousand).
+fn entries_kept_behind_snapshot() -> u64 {
+    std::env::var("RAFTLITE_SNAPSHOT_KEEP_ENTRIES")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(1000)
+}
+
 pub fn unix_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -153,6 +163,9 @@ impl RaftNode {
                 .map_err(|e| NodeError::Storage(e.to_string()))?;
         let store = state_machine.store();
         let settled_restores = state_machine.settled_restores();
+        // openraft purges the log behind a received snapshot before the state machine has
+        // installed it; the purge must wait until that snapshot is durable here.
+        let log_store = log_store.with_snapshot_floor(state_machine.snapshot_floor());
 
         let raft_config = Config {
             cluster_name: "raftlite".to_string(),
@@ -162,7 +175,7 @@ impl RaftNode {
             // Snapshot chunks of a multi-GB database take longer than openraft's 200 ms default.
             install_snapshot_timeout: 30_000,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_threshold),
-            max_in_snapshot_log_to_keep: 1000,
+            max_in_snapshot_log_to_keep: entries_kept_behind_snapshot(),
             // Bounds one AppendEntries to a lagging follower by count (restore chunks are 1 MiB,
             // group-commit entries up to 4 MiB); the transport also cuts it to
             // `APPEND_BATCH_BYTES`: it must arrive and be fsync'd within the heartbeat

@@ -128,24 +128,46 @@ pub fn classify(data_dir: &Path) -> DataDirState {
             }
         }
     };
-    let snapshot_index = match SnapshotDir::read_only(&layout.snapshots).current() {
-        Ok(s) => s.and_then(|(m, _)| m.last_log_id.map(|l| log_id_to_position(&l).index)),
-        Err(e) => {
-            return DataDirState::Corrupt {
-                file: layout.snapshots.clone(),
-                detail: e.to_string(),
+    let (snapshot_index, snapshot_received) =
+        match SnapshotDir::read_only(&layout.snapshots).newest() {
+            Ok(s) => (
+                s.as_ref()
+                    .and_then(|s| s.meta.last_log_id.map(|l| log_id_to_position(&l).index)),
+                s.is_some_and(|s| s.received),
+            ),
+            Err(e) => {
+                return DataDirState::Corrupt {
+                    file: layout.snapshots.clone(),
+                    detail: e.to_string(),
+                }
             }
-        }
-    };
-    decide(&log, db_index, snapshot_index, &layout.db)
+        };
+    decide(
+        &log,
+        db_index,
+        Snapshot {
+            index: snapshot_index,
+            received: snapshot_received,
+        },
+        &layout.db,
+    )
+}
+
+/// The newest complete snapshot, as classification sees it.
+#[derive(Clone, Copy, Debug, Default)]
+struct Snapshot {
+    index: Option<u64>,
+    /// Received from the leader (see [`crate::state_machine::StoredSnapshot::received`]).
+    received: bool,
 }
 
 fn decide(
     log: &LogProbe,
     db_index: Option<u64>,
-    snapshot_index: Option<u64>,
+    snapshot: Snapshot,
     db_file: &Path,
 ) -> DataDirState {
+    let snapshot_index = snapshot.index;
     let log_empty = log.vote.is_none() && log.last_log_id.is_none();
     let data_index = db_index.max(snapshot_index);
     if log_empty {
@@ -161,7 +183,12 @@ fn decide(
     }
     let last_log_index = log.last_log_id.map(|l| l.index).unwrap_or(0);
     if let Some(data) = data_index {
-        if data > last_log_index {
+        // A snapshot received from the leader is durable before the log is purged up to it, so
+        // a crash in between leaves it (and the database installed from it) past the log's end;
+        // openraft completes that purge when it starts. Any other data past the log's end was
+        // applied from entries the log no longer has.
+        let received_past_log = snapshot.received && snapshot_index >= db_index;
+        if data > last_log_index && !received_past_log {
             // The log ends before data that was applied from it: entries are missing.
             return DataDirState::LogLost {
                 db_index: data,
@@ -215,41 +242,87 @@ mod tests {
         }
     }
 
+    fn built(index: Option<u64>) -> Snapshot {
+        Snapshot {
+            index,
+            received: false,
+        }
+    }
+
+    fn received(index: u64) -> Snapshot {
+        Snapshot {
+            index: Some(index),
+            received: true,
+        }
+    }
+
+    #[test]
+    fn a_received_snapshot_past_the_log_is_the_purge_a_crash_cut_short() {
+        let db = Path::new("/d/db.sqlite");
+        // Received, durable, not yet installed, the log not yet purged up to it.
+        assert_eq!(
+            decide(&log(Some(600), Some(400)), Some(599), received(799), db),
+            DataDirState::DbLost {
+                db_index: Some(599),
+                snapshot_index: Some(799),
+                last_log_index: 600
+            }
+        );
+        // Installed too.
+        assert_eq!(
+            decide(&log(Some(600), Some(400)), Some(799), received(799), db),
+            DataDirState::Consistent {
+                applied_index: 799,
+                last_log_index: 600
+            }
+        );
+        // Built here, it never reaches past the log: entries are missing.
+        assert!(matches!(
+            decide(&log(Some(600), Some(400)), Some(599), built(Some(799)), db),
+            DataDirState::LogLost { db_index: 799, .. }
+        ));
+        // A database past both the received snapshot and the log was applied from lost entries.
+        assert!(matches!(
+            decide(&log(Some(600), Some(400)), Some(900), received(799), db),
+            DataDirState::LogLost { db_index: 900, .. }
+        ));
+    }
+
     #[test]
     fn classification_table() {
         let db = Path::new("/d/db.sqlite");
         let none = LogProbe::default();
-        assert_eq!(decide(&none, None, None, db), DataDirState::Empty);
-        assert_eq!(decide(&none, Some(0), None, db), DataDirState::Empty);
+        assert_eq!(decide(&none, None, built(None), db), DataDirState::Empty);
+        assert_eq!(decide(&none, Some(0), built(None), db), DataDirState::Empty);
         assert!(matches!(
-            decide(&none, Some(7), None, db),
+            decide(&none, Some(7), built(None), db),
             DataDirState::LogLost { db_index: 7, .. }
         ));
         assert!(matches!(
-            decide(&none, None, Some(9), db),
+            decide(&none, None, built(Some(9)), db),
             DataDirState::LogLost { db_index: 9, .. }
         ));
         assert_eq!(
-            decide(&log(Some(10), None), Some(10), None, db),
+            decide(&log(Some(10), None), Some(10), built(None), db),
             DataDirState::Consistent {
                 applied_index: 10,
                 last_log_index: 10
             }
         );
         assert!(matches!(
-            decide(&log(Some(10), None), None, None, db),
+            decide(&log(Some(10), None), None, built(None), db),
             DataDirState::DbLost { .. }
         ));
         assert!(matches!(
-            decide(&log(Some(100), Some(50)), Some(20), Some(60), db),
+            decide(&log(Some(100), Some(50)), Some(20), built(Some(60)), db),
             DataDirState::DbLost { .. }
         ));
         assert!(matches!(
-            decide(&log(Some(100), Some(50)), None, None, db),
+            decide(&log(Some(100), Some(50)), None, built(None), db),
             DataDirState::Corrupt { .. }
         ));
         assert!(matches!(
-            decide(&log(Some(5), None), Some(9), None, db),
+            decide(&log(Some(5), None), Some(9), built(None), db),
             DataDirState::LogLost { .. }
         ));
     }

@@ -10,8 +10,10 @@ use std::sync::Arc;
 
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{EntryPayload, ErrorSubject, ErrorVerb, StorageIOError};
+use raftlite_store::failpoint;
 use raftlite_store::{EntryTime, LogPosition, MetaState, Store, StoreError, StoreOptions};
 
+use crate::snapshot_floor::SnapshotFloor;
 use crate::types::*;
 
 const META_SUFFIX: &str = ".meta.json";
@@ -73,6 +75,22 @@ async fn blocking<T: Send + 'static>(
             msg(format!("state machine task failed: {e}")),
         )),
     }
+}
+
+/// The field of a snapshot's `.meta.json` (beside openraft's meta) that marks a snapshot received
+/// from the leader.
+const RECEIVED_KEY: &str = "received_from_leader";
+
+/// A complete snapshot in the snapshots directory.
+#[derive(Clone, Debug)]
+pub struct StoredSnapshot {
+    pub meta: SnapshotMeta,
+    pub data: PathBuf,
+    /// Received from the leader, rather than built here. Such a snapshot may reach past the
+    /// end of this node's log: it is made durable before openraft's purge of the log behind it
+    /// (see [`crate::snapshot_floor`]), and openraft finishes that purge when it starts. One built
+    /// here never does, since this node applied everything it holds from its own log.
+    pub received: bool,
 }
 
 /// The snapshots directory: finding, writing and pruning snapshot files.
@@ -142,7 +160,12 @@ impl SnapshotDir {
 
     /// The newest complete snapshot: its meta and data file.
     pub fn current(&self) -> Result<Option<(SnapshotMeta, PathBuf)>, StorageError> {
-        let mut best: Option<(SnapshotMeta, PathBuf)> = None;
+        Ok(self.newest()?.map(|s| (s.meta, s.data)))
+    }
+
+    /// The newest complete snapshot, with where it came from.
+    pub fn newest(&self) -> Result<Option<StoredSnapshot>, StorageError> {
+        let mut best: Option<StoredSnapshot> = None;
         let entries = match std::fs::read_dir(&self.dir) {
             Ok(e) => e,
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
@@ -155,32 +178,53 @@ impl SnapshotDir {
                 continue;
             };
             let bytes = std::fs::read(entry.path()).map_err(|e| snap_err(ErrorVerb::Read, e))?;
-            let meta: SnapshotMeta = serde_json::from_slice(&bytes).map_err(|e| {
+            let damaged = |e: serde_json::Error| {
                 snap_err(
                     ErrorVerb::Read,
                     msg(format!("{} is damaged: {e}", entry.path().display())),
                 )
-            })?;
+            };
+            let json: serde_json::Value = serde_json::from_slice(&bytes).map_err(damaged)?;
+            let received = json.get(RECEIVED_KEY) == Some(&serde_json::Value::Bool(true));
+            let meta: SnapshotMeta = serde_json::from_value(json).map_err(damaged)?;
             let data = self.data_path(id);
             if !data.exists() {
                 continue;
             }
             if best
                 .as_ref()
-                .is_none_or(|(b, _)| meta.last_log_id > b.last_log_id)
+                .is_none_or(|b| meta.last_log_id > b.meta.last_log_id)
             {
-                best = Some((meta, data));
+                best = Some(StoredSnapshot {
+                    meta,
+                    data,
+                    received,
+                });
             }
         }
         Ok(best)
     }
 
     /// Makes `data` (a complete, fsync'd SQLite file in this directory) the snapshot `meta`
-    /// describes: rename, then write the meta file last.
-    fn commit(&self, data: &Path, meta: &SnapshotMeta) -> Result<PathBuf, StorageError> {
+    /// describes: rename, then write the meta file last. A snapshot `received` from the leader
+    /// says so in its meta file (see [`StoredSnapshot::received`]).
+    fn commit(
+        &self,
+        data: &Path,
+        meta: &SnapshotMeta,
+        received: bool,
+    ) -> Result<PathBuf, StorageError> {
         let final_data = self.data_path(&meta.snapshot_id);
         std::fs::rename(data, &final_data).map_err(|e| snap_err(ErrorVerb::Write, e))?;
-        let json = serde_json::to_vec(meta).map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        let werr = |e: serde_json::Error| snap_err(ErrorVerb::Write, e);
+        let mut json = serde_json::to_value(meta).map_err(werr)?;
+        if received {
+            failpoint::hit("snapshot-data-committed");
+            if let serde_json::Value::Object(fields) = &mut json {
+                fields.insert(RECEIVED_KEY.to_string(), serde_json::Value::Bool(true));
+            }
+        }
+        let json = serde_json::to_vec(&json).map_err(werr)?;
         let tmp = self.temp_path("meta");
         write_synced(&tmp, &json).map_err(|e| snap_err(ErrorVerb::Write, e))?;
         std::fs::rename(&tmp, self.meta_path(&meta.snapshot_id))
@@ -287,6 +331,8 @@ pub struct SqliteStateMachine {
     /// The index of the last restore commit or abort applied: its chunks are dead weight in the
     /// log from then on, so the node compacts its log (see [`Self::settled_restores`]).
     restores_settled: Arc<tokio::sync::watch::Sender<u64>>,
+    /// Raised whenever a snapshot becomes durable here; the log store purges no further.
+    floor: SnapshotFloor,
 }
 
 impl SqliteStateMachine {
@@ -313,12 +359,24 @@ impl SqliteStateMachine {
                     .map_err(store_err(ErrorVerb::Write))?;
             }
         }
+        let floor = SnapshotFloor::new(
+            current
+                .as_ref()
+                .and_then(|(meta, _)| meta.last_log_id.map(|l| l.index)),
+        );
         Ok(SqliteStateMachine {
             store: Arc::new(store),
             snapshots,
             receiving: None,
             restores_settled: Arc::new(tokio::sync::watch::channel(0).0),
+            floor,
         })
+    }
+
+    /// The index of the newest snapshot durable on this node, for the log store to purge no
+    /// further than (see [`crate::log_store::LogStore::with_snapshot_floor`]).
+    pub fn snapshot_floor(&self) -> SnapshotFloor {
+        self.floor.clone()
     }
 
     pub fn store(&self) -> Arc<Store> {
@@ -335,6 +393,7 @@ impl SqliteStateMachine {
 pub struct SnapshotBuilder {
     store: Arc<Store>,
     snapshots: SnapshotDir,
+    floor: SnapshotFloor,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
@@ -357,11 +416,14 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
                     rand::random::<u32>()
                 ),
             };
-            let path = snapshots.commit(&tmp, &meta)?;
+            let path = snapshots.commit(&tmp, &meta, false)?;
             snapshots.prune(Some(&meta.snapshot_id));
             Ok((meta, path))
         })
         .await?;
+        if let Some(index) = meta.last_log_id.map(|l| l.index) {
+            self.floor.raise(index);
+        }
         tracing::info!(snapshot = %meta.snapshot_id, "built snapshot");
         let file = tokio::fs::File::open(&path)
             .await
@@ -531,6 +593,7 @@ impl RaftStateMachine<TypeConfig> for SqliteStateMachine {
         SnapshotBuilder {
             store: self.store.clone(),
             snapshots: self.snapshots.clone(),
+            floor: self.floor.clone(),
         }
     }
 
@@ -547,20 +610,43 @@ impl RaftStateMachine<TypeConfig> for SqliteStateMachine {
             .await
             .map_err(|e| snap_err(ErrorVerb::Write, e))?;
         self.receiving = Some(path);
+        failpoint::hit("snapshot-receiving");
         Ok(Box::new(file))
     }
 
+    /// openraft purges the log up to the snapshot while this runs (see
+    /// [`crate::snapshot_floor`]): the purge waits until the snapshot is committed here, so
+    /// from any crash the node restarts on a log that its snapshot (and so its database)
+    /// reaches.
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta,
         snapshot: Box<tokio::fs::File>,
     ) -> Result<(), StorageError> {
-        let received = self.take_received(snapshot).await?;
+        let received = match self.take_received(snapshot).await {
+            Ok(path) => path,
+            Err(e) => {
+                self.floor.fail(e.to_string());
+                return Err(e);
+            }
+        };
+        failpoint::hit("snapshot-received");
         let store = self.store.clone();
         let snapshots = self.snapshots.clone();
+        let floor = self.floor.clone();
         let meta = meta.clone();
         blocking(move || {
-            let data = snapshots.commit(&received, &meta)?;
+            let data = match snapshots.commit(&received, &meta, true) {
+                Ok(data) => data,
+                Err(e) => {
+                    floor.fail(e.to_string());
+                    return Err(e);
+                }
+            };
+            if let Some(index) = meta.last_log_id.map(|l| l.index) {
+                floor.raise(index);
+            }
+            failpoint::hit("snapshot-meta-committed");
             let installed = store
                 .install_from(&data)
                 .map_err(|e| snap_err(ErrorVerb::Write, e))?;
@@ -574,6 +660,7 @@ impl RaftStateMachine<TypeConfig> for SqliteStateMachine {
                     )),
                 ));
             }
+            failpoint::hit("snapshot-installed");
             snapshots.prune(Some(&meta.snapshot_id));
             tracing::info!(snapshot = %meta.snapshot_id, "installed snapshot from the leader");
             Ok(())
@@ -744,6 +831,98 @@ mod tests {
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .collect();
         assert!(leftovers.is_empty(), "scratch files removed: {leftovers:?}");
+    }
+
+    /// openraft issues "purge the log up to the snapshot" as soon as it hands a received
+    /// snapshot to the state machine. The purge must not reach the disk before that snapshot
+    /// does: a crash in between would leave a log that starts past everything this node holds.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_log_is_purged_behind_a_received_snapshot_only_once_it_is_durable() {
+        use openraft::storage::{RaftLogStorage, RaftLogStorageExt};
+        use tokio::io::{AsyncSeekExt, AsyncWriteExt};
+
+        // The leader's side: a snapshot at index 3.
+        let leader_dir = tempfile::tempdir().expect("tempdir");
+        let mut leader = SqliteStateMachine::open(
+            &leader_dir.path().join("db.sqlite"),
+            &leader_dir.path().join("snapshots"),
+        )
+        .expect("open leader");
+        leader
+            .apply(vec![
+                write(1, &["CREATE TABLE t(v)"]),
+                write(2, &["INSERT INTO t VALUES (1)"]),
+                write(3, &["INSERT INTO t VALUES (2)"]),
+            ])
+            .await
+            .expect("apply");
+        let mut sent = leader
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .expect("build");
+
+        // The follower: a log up to 3, nothing applied, no snapshot.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let snapshots = dir.path().join("snapshots");
+        let mut sm = SqliteStateMachine::open(&dir.path().join("db.sqlite"), &snapshots)
+            .expect("open follower");
+        let floor = sm.snapshot_floor();
+        let mut log = crate::log_store::LogStore::open(&dir.path().join("raft"))
+            .expect("open log")
+            .with_snapshot_floor(floor.clone());
+        log.blocking_append(vec![
+            write(1, &["CREATE TABLE t(v)"]),
+            write(2, &["INSERT INTO t VALUES (1)"]),
+            write(3, &["INSERT INTO t VALUES (2)"]),
+        ])
+        .await
+        .expect("append");
+
+        let mut received = sm.begin_receiving_snapshot().await.expect("begin");
+        sent.snapshot
+            .seek(std::io::SeekFrom::Start(0))
+            .await
+            .expect("seek");
+        tokio::io::copy(&mut sent.snapshot, &mut received)
+            .await
+            .expect("receive");
+        received.flush().await.expect("flush");
+
+        // As openraft does: the purge is issued before the state machine installs.
+        let purge_upto = sent.meta.last_log_id.expect("snapshot log id");
+        let purge = tokio::spawn({
+            let mut log = log.clone();
+            async move { log.purge(purge_upto).await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        assert!(!purge.is_finished(), "the purge waits for the snapshot");
+        assert_eq!(
+            log.get_log_state().await.expect("state").last_purged_log_id,
+            None,
+            "nothing is purged before the snapshot is durable"
+        );
+
+        sm.install_snapshot(&sent.meta, received)
+            .await
+            .expect("install");
+        purge.await.expect("join").expect("purge");
+        assert_eq!(floor.durable(), Some(3));
+        let on_disk = SnapshotDir::read_only(&snapshots)
+            .newest()
+            .expect("read snapshots")
+            .map(|s| (s.meta.last_log_id, s.received));
+        assert_eq!(
+            on_disk,
+            Some((Some(purge_upto), true)),
+            "the snapshot is on disk, marked as received"
+        );
+        assert_eq!(
+            log.get_log_state().await.expect("state").last_purged_log_id,
+            Some(purge_upto)
+        );
+        assert_eq!(count(&sm.store(), "t"), 2);
     }
 
     #[test]

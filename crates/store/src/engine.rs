@@ -509,6 +509,7 @@ impl Store {
         let staging = self.staging_path();
         std::fs::copy(source, &staging).map_err(|e| StoreError::io(&staging, e))?;
         sync_file(&staging)?;
+        crate::failpoint::hit("snapshot-db-installing");
         self.swap_in(&staging, incoming.applied)
     }
 

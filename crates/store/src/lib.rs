@@ -9,6 +9,7 @@ pub mod direct_io;
 pub mod dump;
 pub mod engine;
 pub mod error;
+pub mod failpoint;
 pub mod types;
 
 pub use engine::{
