@@ -42,7 +42,7 @@ const CLIENT_TIMEOUT: Duration = Duration::from_secs(2 + 3 + 5);
 const READY_BOUND: Duration = Duration::from_secs(45);
 /// A follower down for the snapshot fault waits at most this long for the leader to purge its
 /// log past the follower's position.
-const PURGE_BOUND: Duration = Duration::from_secs(30);
+const PURGE_BOUND: Duration = Duration::from_secs(45);
 const SNAPSHOT_THRESHOLD: &str = "300";
 const INSERT_WORKERS: u64 = 3;
 const BANK_WORKERS: u64 = 2;
