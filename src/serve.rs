@@ -157,6 +157,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let joins = join_targets(&config);
     if !joins.is_empty() {
         tokio::spawn(join_cluster(
+            node.clone(),
             node_client,
             joins,
             node_id,
@@ -580,10 +581,14 @@ fn join_targets(config: &ServeConfig) -> Vec<String> {
         .collect()
 }
 
-/// Asks the listed members to add this node until one accepts. Joining an existing member is
-/// a no-op on the leader, so this also runs after restarts.
+/// Asks the listed members to add this node until it sees itself as a voter in a membership
+/// it has applied and a leader has reached it. A 200 alone does not end it: only the leader's
+/// committed membership decides, and a member that answered may have had a stale view, so the
+/// join is asked again until this node's own state confirms it. A restarted member that already
+/// is a voter under a leader stops without asking.
 /// `credentials` (from `--join-as`) are sent as HTTP Basic auth.
 async fn join_cluster(
+    node: RaftNode,
     client: reqwest::Client,
     targets: Vec<String>,
     node_id: u64,
@@ -598,6 +603,10 @@ async fn join_cluster(
     let mut attempt: u32 = 0;
     loop {
         for target in &targets {
+            if node.is_voter_with_leader() {
+                tracing::info!("this node is a voter of the cluster and has a leader");
+                return;
+            }
             let url = format!("{}/join", target.trim_end_matches('/'));
             let mut request = client.post(&url).json(&body);
             if let Some((user, password)) = &credentials {
@@ -605,8 +614,15 @@ async fn join_cluster(
             }
             match request.send().await {
                 Ok(resp) if resp.status().is_success() => {
-                    tracing::info!(%url, "joined the cluster");
-                    return;
+                    if wait_for_membership(&node, JOIN_CONFIRM_WAIT).await {
+                        tracing::info!(%url, "joined the cluster");
+                        return;
+                    }
+                    tracing::warn!(
+                        %url,
+                        "the join was accepted but this node has not seen itself as a voter \
+                         under a leader within {JOIN_CONFIRM_WAIT:?}; asking again"
+                    );
                 }
                 Ok(resp) => {
                     let status = resp.status();
@@ -622,5 +638,23 @@ async fn join_cluster(
         }
         attempt = attempt.saturating_add(1);
         tokio::time::sleep(Duration::from_millis(500 * u64::from(attempt.min(4)))).await;
+    }
+}
+
+/// How long a joining node waits, after a member accepted its join, to see itself as a voter
+/// under a leader before it asks again.
+const JOIN_CONFIRM_WAIT: Duration = Duration::from_secs(5);
+
+/// Waits up to `wait` for [`RaftNode::is_voter_with_leader`].
+async fn wait_for_membership(node: &RaftNode, wait: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        if node.is_voter_with_leader() {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

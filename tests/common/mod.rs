@@ -412,6 +412,11 @@ impl Node {
         }
     }
 
+    /// The process id while started (for signals such as SIGSTOP/SIGCONT).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// True if started and not stopped by the harness (no syscall needed).
     pub fn is_started(&self) -> bool {
         self.child.is_some()

@@ -864,6 +864,9 @@ pub struct JoinRequest {
     pub api_addr: String,
 }
 
+/// `POST /join`. Only the leader answers it: a 200 means the leader's committed membership
+/// holds the joiner as a voter at the given address. Any other member forwards it (its own view
+/// of the membership may be stale) or, without a known leader, answers 503 so the joiner retries.
 async fn join(
     State(state): State<Arc<ApiState>>,
     uri: Uri,

@@ -359,6 +359,23 @@ impl RaftNode {
             .and_then(|at| at.map(|t| t.elapsed()))
     }
 
+    /// True once this node is a voter at its own address in a membership it has applied and a
+    /// leader has reached it since start-up (or it leads): what a joining node waits for. A
+    /// persisted vote alone names a leader at start-up, so the contact counts, not the vote.
+    pub fn is_voter_with_leader(&self) -> bool {
+        let metrics = self.metrics();
+        let stored = &metrics.membership_config;
+        let applied = match (stored.log_id(), metrics.last_applied) {
+            (Some(membership), Some(applied)) => applied.index >= membership.index,
+            _ => false,
+        };
+        let membership = stored.membership();
+        applied
+            && membership.voter_ids().any(|v| v == self.inner.id)
+            && membership.get_node(&self.inner.id) == Some(&self.inner.addr)
+            && self.since_leader_contact().is_some()
+    }
+
     pub fn is_leader(&self) -> bool {
         let metrics = self.inner.raft.metrics();
         let m = metrics.borrow();
@@ -391,6 +408,12 @@ impl RaftNode {
     /// Adds a node as learner, then as voter. A node already a voter at the same address is a
     /// no-op, so a restarted node with the same `--join` flags is harmless.
     ///
+    /// Only a leader that has just confirmed its leadership with a quorum decides, and only from
+    /// its committed membership: a follower's view can be stale (one restarted before it learned
+    /// that the joiner was removed still lists it), and answering "already a member" from it
+    /// would leave a wiped joiner outside the cluster for good. A follower answers `NotLeader`,
+    /// so the API forwards the join to the leader.
+    ///
     /// The joining node's Raft port is checked first with this node's own Raft client: openraft
     /// counts an unreachable learner as caught up while the log is short, and promoting a node
     /// the leader cannot reach (wrong advertised address, untrusted certificate) would leave the
@@ -398,10 +421,21 @@ impl RaftNode {
     /// to its own membership entry; one still catching up (a large snapshot) stays a learner and
     /// is promoted when the joining node retries.
     pub async fn add_node(&self, id: NodeId, addr: NodeAddr) -> Result<(), WriteError> {
+        self.ensure_linearizable().await?;
+        let committed = self
+            .inner
+            .raft
+            .with_raft_state(|state| state.membership_state.committed().membership().clone())
+            .await
+            .map_err(|e| WriteError::Unavailable(e.to_string()))?;
         let metrics = self.metrics();
         let membership = metrics.membership_config.membership();
         let is_voter = membership.voter_ids().any(|v| v == id);
-        if is_voter && membership.get_node(&id) == Some(&addr) {
+        let voter_at_addr = |m: &openraft::Membership<NodeId, NodeAddr>| {
+            m.voter_ids().any(|v| v == id) && m.get_node(&id) == Some(&addr)
+        };
+        // A change still in flight (a removal of this very node) must not count as membership.
+        if voter_at_addr(&committed) && voter_at_addr(membership) {
             return Ok(());
         }
         if let Err(cause) = self
