@@ -239,6 +239,80 @@ pub struct ServeArgs {
     /// zstd level for backups [default: 3].
     #[arg(long, value_name = "N", env = "RAFTLITE_BACKUP_LEVEL")]
     pub backup_level: Option<i32>,
+
+    /// Largest write request, encoded as one Raft log entry (bytes, or with KiB/MiB): a larger
+    /// one is refused with 413 before it reaches the log [default: 4MiB; at most 8MiB].
+    #[arg(long, value_name = "BYTES", env = "RAFTLITE_MAX_ENTRY_BYTES", value_parser = parse_bytes)]
+    pub max_entry_bytes: Option<usize>,
+
+    /// Largest query result one response carries; a larger one is refused with 413 and the
+    /// query stops reading [default: 64MiB].
+    #[arg(long, value_name = "BYTES", env = "RAFTLITE_MAX_RESPONSE_BYTES", value_parser = parse_bytes)]
+    pub max_response_bytes: Option<usize>,
+
+    /// Requests handled at once (not counting /readyz, /status, /metrics); more are answered
+    /// 503 with Retry-After [default: 256].
+    #[arg(long, value_name = "N", env = "RAFTLITE_MAX_CONCURRENT_REQUESTS")]
+    pub max_concurrent_requests: Option<usize>,
+
+    /// Request bodies held in memory at once, by Content-Length; a request that does not fit is
+    /// answered 503 with Retry-After before its body is read [default: 256MiB].
+    #[arg(long, value_name = "BYTES", env = "RAFTLITE_MAX_BUFFERED_BODY_BYTES", value_parser = parse_bytes)]
+    pub max_buffered_body_bytes: Option<usize>,
+}
+
+/// A byte count: a plain number or one with a `KiB`, `MiB` or `GiB` suffix (`KB`, `MB`, `GB`
+/// and `K`, `M`, `G` mean the same powers of 1024).
+pub fn parse_bytes(text: &str) -> Result<usize, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: usize = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a byte count: use e.g. 4194304, 512KiB or 4MiB"))?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        other => return Err(format!("unknown unit {other:?}: use KiB, MiB or GiB")),
+    };
+    number
+        .checked_mul(1usize << shift)
+        .ok_or_else(|| format!("{text:?} is too large"))
+}
+
+/// A byte count in the config file: a number or a string such as "4MiB".
+#[derive(Debug, Deserialize)]
+#[serde(
+    untagged,
+    expecting = "a byte count: a number or a string such as \"4MiB\""
+)]
+enum FileBytes {
+    Number(usize),
+    Text(String),
+}
+
+impl FileBytes {
+    fn resolve(self, flag: &'static str) -> Result<usize, ConfigError> {
+        match self {
+            FileBytes::Number(n) => Ok(n),
+            FileBytes::Text(t) => parse_bytes(&t).map_err(|reason| ConfigError::InvalidValue {
+                flag,
+                value: t,
+                reason,
+            }),
+        }
+    }
+}
+
+/// What one request may cost a node (`--max-*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestLimits {
+    pub max_entry_bytes: usize,
+    pub api: raftlite_api::limits::Limits,
 }
 
 /// `raftlite backup ...`
@@ -501,6 +575,7 @@ pub struct ServeConfig {
     pub backup: BackupConfig,
     pub recovery_mode: bool,
     pub auto_restore: AutoRestoreConfig,
+    pub limits: RequestLimits,
 }
 
 /// `--auto-restore-*` as given.
@@ -672,6 +747,82 @@ struct FileConfig {
     auto_restore_identity: Option<PathBuf>,
     auto_restore_if_empty_ok: Option<bool>,
     auto_restore: Option<PathBuf>,
+    max_entry_bytes: Option<FileBytes>,
+    max_response_bytes: Option<FileBytes>,
+    max_concurrent_requests: Option<usize>,
+    max_buffered_body_bytes: Option<FileBytes>,
+}
+
+/// The `--max-*` flags (flag first, then the file, then the default), checked.
+fn request_limits(
+    entry: (Option<usize>, Option<FileBytes>),
+    response: (Option<usize>, Option<FileBytes>),
+    concurrent: Option<usize>,
+    buffered: (Option<usize>, Option<FileBytes>),
+) -> Result<RequestLimits, ConfigError> {
+    use raftlite_api::limits as api;
+    use raftlite_consensus::node;
+    let pick = |(flag_value, file_value): (Option<usize>, Option<FileBytes>),
+                flag: &'static str,
+                default: usize|
+     -> Result<usize, ConfigError> {
+        match (flag_value, file_value) {
+            (Some(v), _) => Ok(v),
+            (None, Some(v)) => v.resolve(flag),
+            (None, None) => Ok(default),
+        }
+    };
+    let check = |flag: &'static str, value: usize, min: usize, max: usize| {
+        if (min..=max).contains(&value) {
+            Ok(value)
+        } else {
+            Err(ConfigError::InvalidValue {
+                flag,
+                value: value.to_string(),
+                reason: format!("must be between {min} and {max}"),
+            })
+        }
+    };
+    let max_entry_bytes = check(
+        "--max-entry-bytes",
+        pick(entry, "--max-entry-bytes", node::DEFAULT_MAX_ENTRY_BYTES)?,
+        node::MIN_ENTRY_BYTES,
+        node::MAX_ENTRY_BYTES_CEILING,
+    )?;
+    let max_response_bytes = check(
+        "--max-response-bytes",
+        pick(
+            response,
+            "--max-response-bytes",
+            api::DEFAULT_MAX_RESPONSE_BYTES,
+        )?,
+        1 << 10,
+        usize::MAX,
+    )?;
+    let max_concurrent_requests = check(
+        "--max-concurrent-requests",
+        concurrent.unwrap_or(api::DEFAULT_MAX_CONCURRENT_REQUESTS),
+        1,
+        1 << 20,
+    )?;
+    let max_buffered_body_bytes = check(
+        "--max-buffered-body-bytes",
+        pick(
+            buffered,
+            "--max-buffered-body-bytes",
+            api::DEFAULT_MAX_BUFFERED_BODY_BYTES,
+        )?,
+        1 << 20,
+        usize::MAX,
+    )?;
+    Ok(RequestLimits {
+        max_entry_bytes,
+        api: api::Limits {
+            max_concurrent_requests,
+            max_buffered_body_bytes,
+            max_response_bytes,
+        },
+    })
 }
 
 /// `off` (or `none`, `false`, `0`, empty) switches a feature off.
@@ -865,8 +1016,16 @@ pub fn resolve(args: ServeArgs) -> Result<ServeConfig, ConfigError> {
         });
     }
 
+    let limits = request_limits(
+        (args.max_entry_bytes, file.max_entry_bytes),
+        (args.max_response_bytes, file.max_response_bytes),
+        args.max_concurrent_requests
+            .or(file.max_concurrent_requests),
+        (args.max_buffered_body_bytes, file.max_buffered_body_bytes),
+    )?;
     let default_backup_url = default_backup_to(&data_dir)?;
     Ok(ServeConfig {
+        limits,
         data_dir,
         http_addr,
         raft_addr,
@@ -1182,6 +1341,33 @@ mod tests {
         // A --join flag replaces the file's list rather than merging with it.
         let cfg = resolve(serve_args(&["--config", &path, "--join", "c:3"])).unwrap();
         assert_eq!(cfg.join, vec!["http://c:3"]);
+    }
+
+    #[test]
+    fn request_limits_take_byte_suffixes_and_are_checked() {
+        let _env = EnvGuard::new();
+        let cfg = resolve(serve_args(&[])).unwrap();
+        assert_eq!(cfg.limits.max_entry_bytes, 4 << 20);
+        assert_eq!(cfg.limits.api, raftlite_api::limits::Limits::default());
+        let cfg = resolve(serve_args(&[
+            "--max-entry-bytes",
+            "512KiB",
+            "--max-response-bytes",
+            "1MiB",
+            "--max-concurrent-requests",
+            "8",
+            "--max-buffered-body-bytes",
+            "1G",
+        ]))
+        .unwrap();
+        assert_eq!(cfg.limits.max_entry_bytes, 512 << 10);
+        assert_eq!(cfg.limits.api.max_response_bytes, 1 << 20);
+        assert_eq!(cfg.limits.api.max_concurrent_requests, 8);
+        assert_eq!(cfg.limits.api.max_buffered_body_bytes, 1 << 30);
+        let err = resolve(serve_args(&["--max-entry-bytes", "64MiB"])).unwrap_err();
+        assert!(err.to_string().contains("--max-entry-bytes"), "{err}");
+        assert!(parse_bytes("4 parsecs").is_err());
+        assert_eq!(parse_bytes("4194304"), Ok(4 << 20));
     }
 
     #[test]

@@ -102,6 +102,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let mut node_config = NodeConfig::new(node_id, &config.data_dir, addr.clone());
     node_config.snapshot_threshold = config.snapshot_threshold;
     node_config.raft_client = Some((tls.raft_client()?, tls.raft_scheme()));
+    node_config.max_entry_bytes = config.limits.max_entry_bytes;
     let node = RaftNode::start(node_config).await?;
 
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
@@ -121,6 +122,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         data_dir: config.data_dir.clone(),
         auth,
         backups: backups.clone(),
+        limits: config.limits.api,
     });
     let backup_tasks = match backups {
         Some(service) => raftlite_api::backup_schedule::spawn(service, node.clone()),

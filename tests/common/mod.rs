@@ -422,6 +422,11 @@ impl Node {
         self.child.is_some()
     }
 
+    /// The process id of the running node (for signals such as SIGSTOP, and /proc).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn execute(&self, body: Value) -> Result<Value, String> {
         execute_at(&self.base_url(), &body)
     }

@@ -24,6 +24,9 @@ pub enum ApiError {
     /// The cluster could not complete the request in time or at all; retrying may work.
     #[error("{0}")]
     Unavailable(String),
+    /// The request, or its answer, is larger than a configured limit that the message names.
+    #[error("{0}")]
+    PayloadTooLarge(String),
     /// Not enough disk space for the request; nothing was changed.
     #[error("{0}")]
     InsufficientStorage(String),
@@ -39,6 +42,7 @@ impl ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::NoLeader | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -62,6 +66,8 @@ impl From<raftlite_consensus::node::WriteError> for ApiError {
                 "node {id} is the leader but the request could not be forwarded to it; retry"
             )),
             WriteError::Unavailable(m) => ApiError::Unavailable(m),
+            e @ WriteError::TooLarge { .. } => ApiError::PayloadTooLarge(e.to_string()),
+            e @ WriteError::QueueFull(_) => ApiError::Unavailable(e.to_string()),
         }
     }
 }
@@ -93,7 +99,16 @@ impl From<raftlite_consensus::restore::RestoreError> for ApiError {
 
 impl From<raftlite_store::StoreError> for ApiError {
     fn from(e: raftlite_store::StoreError) -> Self {
-        ApiError::Internal(e.to_string())
+        match e {
+            raftlite_store::StoreError::ResultTooLarge { limit } => {
+                ApiError::PayloadTooLarge(format!(
+                    "the query's results are larger than --max-response-bytes ({limit} bytes); \
+                     reading stopped there. Select fewer rows or columns (LIMIT and OFFSET, a \
+                     narrower WHERE), or raise --max-response-bytes"
+                ))
+            }
+            e => ApiError::Internal(e.to_string()),
+        }
     }
 }
 

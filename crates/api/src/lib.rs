@@ -4,6 +4,7 @@ pub mod auth;
 pub mod backup_schedule;
 pub mod backups;
 pub mod error;
+pub mod limits;
 pub mod rqlite;
 pub mod server;
 pub mod transfer;

@@ -28,7 +28,6 @@ use crate::rqlite;
 pub(crate) const FORWARDED_HEADER: &str = "x-raftlite-forwarded";
 /// Largest request body accepted; larger ones are refused with 400.
 pub const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
-const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct ApiState {
     pub node: RaftNode,
@@ -40,12 +39,15 @@ pub struct ApiState {
     pub auth: Option<Arc<crate::auth::AuthStore>>,
     /// `POST /backups` (`--backup-to`); `None` answers 400.
     pub backups: Option<Arc<crate::backups::BackupService>>,
+    /// Requests in flight, bodies held, response size (`--max-*`).
+    pub limits: crate::limits::Limits,
 }
 
 type Params = Query<HashMap<String, String>>;
 
 pub fn router(state: Arc<ApiState>) -> Router {
     let auth = state.auth.clone();
+    let admission = crate::limits::Admission::new(state.limits);
     let app = Router::new()
         .route("/db/execute", post(execute))
         .route("/db/query", get(query).post(query))
@@ -62,7 +64,9 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state);
     // Last, so that every route above (merged ones included) is checked.
-    crate::auth::protect(app, auth)
+    let app = crate::auth::protect(app, auth);
+    // Outside auth: a flood of unauthenticated requests is bounded too.
+    crate::limits::guard(app, admission)
 }
 
 fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
@@ -86,33 +90,60 @@ pub(crate) fn flag(params: &HashMap<String, String>, key: &str) -> bool {
         .is_some_and(|v| !v.trim().eq_ignore_ascii_case("false"))
 }
 
-/// Parses Go-style durations as rqlite accepts them: `500ms`, `2s`, `1m`, `1.5s`.
-fn parse_duration(text: &str) -> Option<Duration> {
+/// Parses durations as rqlite does (Go's `time.ParseDuration`): one or more decimal numbers,
+/// each with a unit (`ns`, `us`/`µs`, `ms`, `s`, `m`, `h`), e.g. `500ms`, `1.5s`, `1m30s`; `0`
+/// alone is zero. Negative durations are refused (a timeout cannot be negative).
+pub(crate) fn parse_duration(text: &str) -> Option<Duration> {
     let text = text.trim();
-    let split = text.find(|c: char| c.is_ascii_alphabetic())?;
-    let (number, unit) = text.split_at(split);
-    let value: f64 = number.parse().ok()?;
-    let secs = match unit {
-        "ms" => value / 1000.0,
-        "s" => value,
-        "m" => value * 60.0,
-        "h" => value * 3600.0,
-        "us" | "µs" => value / 1_000_000.0,
-        "ns" => value / 1_000_000_000.0,
-        _ => return None,
-    };
-    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
+    let text = text.strip_prefix('+').unwrap_or(text);
+    if text == "0" {
+        return Some(Duration::ZERO);
+    }
+    let mut rest = text;
+    let mut secs = 0.0f64;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let number_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let (number, after) = rest.split_at(number_end);
+        if number.is_empty() || number == "." {
+            return None;
+        }
+        let value: f64 = number.parse().ok()?;
+        let unit_end = after
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(after.len());
+        let (unit, next) = after.split_at(unit_end);
+        let scale = match unit {
+            "ns" => 1e-9,
+            "us" | "µs" | "μs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return None,
+        };
+        secs += value * scale;
+        rest = next;
+    }
+    (0.0..1e12).contains(&secs).then(|| Duration::from_secs_f64(secs))
 }
 
+/// The time a request may still take: what is left of its deadline (`?timeout` from its
+/// arrival, see [`crate::limits`]), or `?timeout` itself (default 10 s) on exempt endpoints.
 pub(crate) fn timeout_of(params: &HashMap<String, String>) -> Result<Duration, ApiError> {
-    match params.get("timeout") {
-        None => Ok(DEFAULT_TIMEOUT),
+    let given = match params.get("timeout") {
+        None => crate::limits::DEFAULT_TIMEOUT,
         Some(t) => parse_duration(t).ok_or_else(|| {
             ApiError::BadRequest(format!(
                 "invalid timeout {t:?}: use a duration such as 500ms, 5s or 1m"
             ))
-        }),
-    }
+        })?,
+    };
+    Ok(crate::limits::remaining().unwrap_or(given))
 }
 
 pub(crate) fn json_response(status: StatusCode, value: &Json, pretty: bool) -> Response {
@@ -206,13 +237,23 @@ pub(crate) async fn to_leader_streaming(
         }
         return response;
     }
+    // The leader gets what is left of this request's deadline, not the client's fixed limit:
+    // a paused leader accepts connections and never answers.
+    let limit = crate::limits::remaining().or(timeout);
+    if limit == Some(Duration::ZERO) {
+        return ApiError::Unavailable(format!(
+            "the request's timeout ran out before it could be forwarded to leader {leader_id}; \
+             retry (with a larger ?timeout if the cluster is busy)"
+        ))
+        .into_response();
+    }
     let mut forwarded = state
         .client
         .request(req.method, &target)
         .header(FORWARDED_HEADER, state.node.id().to_string())
         .body(req.body);
-    if let Some(timeout) = timeout {
-        forwarded = forwarded.timeout(timeout);
+    if let Some(limit) = limit {
+        forwarded = forwarded.timeout(limit);
     }
     for name in [header::CONTENT_TYPE, header::AUTHORIZATION] {
         if let Some(v) = req.headers.get(&name) {
@@ -221,6 +262,15 @@ pub(crate) async fn to_leader_streaming(
     }
     let upstream = match forwarded.send().await {
         Ok(upstream) => upstream,
+        Err(e) if e.is_timeout() => {
+            return ApiError::Unavailable(format!(
+                "leader {leader_id} at {} did not answer within the request's timeout ({:?}); \
+                 a write may or may not have been applied: retry shortly",
+                leader.api_addr,
+                limit.unwrap_or_default()
+            ))
+            .into_response()
+        }
         Err(e) => {
             return ApiError::Unavailable(format!(
                 "cannot forward to leader {leader_id} at {}: {e}; retry shortly",
@@ -478,10 +528,13 @@ async fn run_query(
     db_timeout: Option<Duration>,
 ) -> Result<Vec<StatementResult>, ApiError> {
     let store = state.node.store();
-    tokio::task::spawn_blocking(move || store.query_with_timeout(&statements, db_timeout))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-        .map_err(ApiError::from)
+    let max_bytes = state.limits.max_response_bytes;
+    tokio::task::spawn_blocking(move || {
+        store.query_within(&statements, db_timeout, Some(max_bytes))
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?
+    .map_err(ApiError::from)
 }
 
 async fn query(
@@ -833,7 +886,16 @@ async fn remove(
             .map_err(|e| ApiError::BadRequest(format!("expected {{\"id\": <node id>}}: {e}")))?;
         let id = node_id_of(&parsed.id)
             .ok_or_else(|| ApiError::BadRequest("node id must be a number".into()))?;
-        match state.node.remove_node(id).await {
+        let timeout = timeout_of(&params)?;
+        let removed = tokio::time::timeout(timeout, state.node.remove_node(id))
+            .await
+            .unwrap_or_else(|_| {
+                Err(WriteError::Unavailable(format!(
+                    "node {id} was not removed within the request's timeout ({timeout:?}): the \
+                     cluster may have no quorum; retry, it may already be under way"
+                )))
+            });
+        match removed {
             Ok(()) => Ok(StatusCode::OK.into_response()),
             Err(WriteError::Unavailable(m)) if m.contains("not a member") => {
                 Err(ApiError::NotFound(m))
@@ -869,6 +931,7 @@ pub struct JoinRequest {
 /// of the membership may be stale) or, without a known leader, answers 503 so the joiner retries.
 async fn join(
     State(state): State<Arc<ApiState>>,
+    Query(params): Params,
     uri: Uri,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -886,7 +949,16 @@ async fn join(
             raft_addr: parsed.addr,
             api_addr: parsed.api_addr,
         };
-        match state.node.add_node(id, addr).await {
+        let timeout = timeout_of(&params)?;
+        let joined = tokio::time::timeout(timeout, state.node.add_node(id, addr))
+            .await
+            .unwrap_or_else(|_| {
+                Err(WriteError::Unavailable(format!(
+                    "node {id} was not added within the request's timeout ({timeout:?}); the \
+                     joining node retries"
+                )))
+            });
+        match joined {
             Ok(()) => Ok(StatusCode::OK.into_response()),
             Err(err) => {
                 let req = LeaderOnly {
@@ -927,9 +999,13 @@ async fn queue_write(
         })
         .map(|last| now.max(last + 1))
         .unwrap_or(now);
-    let node = state.node.clone();
+    // Queued now, so a refusal (too large, queue full) is the client's answer, not a log line.
+    let outcome = match state.node.submit(request) {
+        Ok(outcome) => outcome,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
     let applied = tokio::spawn(async move {
-        match node.write(request).await {
+        match outcome.await {
             Ok(outcome) => Ok(outcome),
             Err(e) => {
                 metrics::counter!("raftlite_queued_write_failures_total").increment(1);
@@ -1029,16 +1105,17 @@ async fn step_down(
         let timeout = timeout_of(&params)?;
         let (target_id, target) = state.node.transfer_target(requested)?;
         let me = state.node.id();
-        state.node.pause_leadership(true);
-        let mut ask = state.client.post(format!(
-            "{}/leader?elect&from={me}",
-            api_base(&target)
-        ));
+        let deadline = tokio::time::Instant::now() + timeout;
+        // Resumes leading however this ends, the request's deadline cutting it short included.
+        let paused = PausedLeadership::new(&state.node);
+        let mut ask = state
+            .client
+            .post(format!("{}/leader?elect&from={me}", api_base(&target)))
+            .timeout(timeout.max(Duration::from_millis(1)));
         if let Some(auth) = headers.get(header::AUTHORIZATION) {
             ask = ask.header(header::AUTHORIZATION, auth);
         }
         let asked = ask.send().await;
-        let deadline = tokio::time::Instant::now() + timeout;
         let new_leader = loop {
             match state.node.leader() {
                 Some((id, addr)) if id != me => break Some((id, addr)),
@@ -1049,7 +1126,7 @@ async fn step_down(
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
-        state.node.pause_leadership(false);
+        drop(paused);
         match (new_leader, asked) {
             (Some((id, addr)), _) => Ok(json_response(
                 StatusCode::OK,
@@ -1066,6 +1143,22 @@ async fn step_down(
     }
     .await;
     result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// Leadership paused for a hand-over, resumed when dropped.
+struct PausedLeadership<'a>(&'a RaftNode);
+
+impl<'a> PausedLeadership<'a> {
+    fn new(node: &'a RaftNode) -> PausedLeadership<'a> {
+        node.pause_leadership(true);
+        PausedLeadership(node)
+    }
+}
+
+impl Drop for PausedLeadership<'_> {
+    fn drop(&mut self) {
+        self.0.pause_leadership(false);
+    }
 }
 
 async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
@@ -1098,8 +1191,19 @@ mod tests {
         assert_eq!(parse_duration("2s"), Some(Duration::from_secs(2)));
         assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
         assert_eq!(parse_duration("1m"), Some(Duration::from_secs(60)));
+        assert_eq!(parse_duration("1m30s"), Some(Duration::from_secs(90)));
+        assert_eq!(
+            parse_duration("1h2m3.5s"),
+            Some(Duration::from_millis(3_723_500))
+        );
+        assert_eq!(parse_duration("250us"), Some(Duration::from_micros(250)));
+        assert_eq!(parse_duration(".5s"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("0"), Some(Duration::ZERO));
         assert_eq!(parse_duration("10"), None);
         assert_eq!(parse_duration("-1s"), None);
         assert_eq!(parse_duration("abc"), None);
+        assert_eq!(parse_duration("1x"), None);
+        assert_eq!(parse_duration(""), None);
+        assert_eq!(parse_duration("s"), None);
     }
 }

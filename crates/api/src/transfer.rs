@@ -20,7 +20,10 @@
 //! `?redirect`, before reading the body). `?reason=` is recorded in the new timeline (default
 //! `load via /db/load`); `?timeline_id=` (1-64 characters of `0-9 a-z A-Z _ -`) chooses its id,
 //! so a client whose answer is lost can tell from `/status` whether the restore took effect.
-//! `?timeout` applies to SQL text only: a file restore has its own per-entry limits.
+//! With `?timeout` the whole request is answered by then, forwarding included (a file restore
+//! goes on in the background; `/status` tells its outcome); without it SQL text waits up to 60 s
+//! for its commit and a file restore as long as it takes. SQL text is applied as one entry, so
+//! past `--max-entry-bytes` once parsed it is refused with 413.
 //! Answers: 200 with `results`, `time`, `timeline` and `restore` (`index`, `size`, `sha256`,
 //! `duration_secs`); 400 when the file is refused (nothing changed); 503 when the restore
 //! stopped (all-old) or its outcome is unknown (the message names the timeline id to look for).

@@ -18,9 +18,26 @@ use crate::types::*;
 
 /// Requests merged into one log entry at most.
 const MAX_BATCH: usize = 512;
-/// Bytes of SQL and parameters merged into one log entry at most (a single larger request
-/// still travels alone): every entry must replicate within one heartbeat interval.
-const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
+/// Write requests waiting for group commit at most; one more is refused at once (503) rather
+/// than left waiting behind the others.
+pub const WRITE_QUEUE_CAPACITY: usize = MAX_BATCH * 4;
+/// Default of `--max-entry-bytes`: the encoded write requests one log entry carries at most.
+/// openraft 0.9 gives every AppendEntries one heartbeat interval (300 ms) to arrive and be
+/// fsync'd, so an entry must stay well below what a follower receives in that time.
+pub const DEFAULT_MAX_ENTRY_BYTES: usize = 4 << 20;
+/// Largest `--max-entry-bytes` accepted: one entry always fits in one AppendEntries batch
+/// (the transport never has to send it alone above its byte budget), and so always below the
+/// followers' Raft body limit.
+pub const MAX_ENTRY_BYTES_CEILING: usize = crate::network::APPEND_BATCH_BYTES;
+/// Smallest `--max-entry-bytes` accepted: below it ordinary statements would be refused.
+pub const MIN_ENTRY_BYTES: usize = 64 << 10;
+/// What an entry adds around its requests (log id, command tag, clock, seed, lengths), with
+/// room to spare.
+const ENTRY_FRAMING_BYTES: usize = 4 << 10;
+const _: () = assert!(
+    MAX_ENTRY_BYTES_CEILING + ENTRY_FRAMING_BYTES <= crate::network::RAFT_BODY_LIMIT,
+    "an entry the leader accepts must always pass the followers' Raft body limit"
+);
 /// How long the leader waits for a joining node's Raft port to answer before refusing the join.
 const JOIN_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long one join request waits for the new learner to catch up before asking it to retry.
@@ -40,6 +57,9 @@ pub struct NodeConfig {
     /// Client and URL scheme (`"http"`/`"https"`) for Raft RPCs to peers; `None` is plain
     /// HTTP with [`crate::network::raft_client`]. Node TLS passes a client trusting the node CA.
     pub raft_client: Option<(reqwest::Client, &'static str)>,
+    /// Encoded write requests one log entry carries at most (`--max-entry-bytes`): a larger
+    /// request is refused before it reaches the log, and group commit never packs past it.
+    pub max_entry_bytes: usize,
 }
 
 impl NodeConfig {
@@ -56,6 +76,7 @@ impl NodeConfig {
             election_timeout_min_ms: 1500,
             election_timeout_max_ms: 3000,
             raft_client: None,
+            max_entry_bytes: DEFAULT_MAX_ENTRY_BYTES,
         }
     }
 }
@@ -94,6 +115,20 @@ pub enum WriteError {
     NotLeader { leader: Option<(NodeId, NodeAddr)> },
     #[error("cluster unavailable: {0}")]
     Unavailable(String),
+    /// The request would make a log entry larger than replication can carry; nothing was
+    /// proposed.
+    #[error(
+        "the request's log entry would be {size} bytes, more than --max-entry-bytes ({limit} \
+         bytes), the most one Raft entry may carry; nothing was applied. Split it into smaller \
+         requests (or load a SQLite database file with /db/load, which has no such limit)"
+    )]
+    TooLarge { size: usize, limit: usize },
+    /// Too many writes already wait for group commit; nothing was proposed.
+    #[error(
+        "{0} writes are already waiting to be committed on this node; nothing was applied: \
+         retry shortly"
+    )]
+    QueueFull(usize),
 }
 
 /// Results of one write request and the log index it was committed at.
@@ -105,6 +140,8 @@ pub struct WriteOutcome {
 
 struct PendingWrite {
     request: WriteRequest,
+    /// [`request_size`] of `request`.
+    size: usize,
     reply: oneshot::Sender<Result<WriteOutcome, WriteError>>,
 }
 
@@ -124,6 +161,7 @@ struct Inner {
     /// peers for their free disk before a restore.
     network: HttpNetworkFactory,
     election_timeout_max: Duration,
+    max_entry_bytes: usize,
 }
 
 /// Handle to a running node; cheap to clone.
@@ -200,8 +238,14 @@ impl RaftNode {
         .await
         .map_err(|e| NodeError::Raft(e.to_string()))?;
 
-        let (tx, rx) = mpsc::channel(MAX_BATCH * 4);
-        tokio::spawn(run_group_commit(raft.clone(), rx));
+        if !(MIN_ENTRY_BYTES..=MAX_ENTRY_BYTES_CEILING).contains(&config.max_entry_bytes) {
+            return Err(NodeError::Config(format!(
+                "--max-entry-bytes {} is outside {MIN_ENTRY_BYTES}..={MAX_ENTRY_BYTES_CEILING}",
+                config.max_entry_bytes
+            )));
+        }
+        let (tx, rx) = mpsc::channel(WRITE_QUEUE_CAPACITY);
+        tokio::spawn(run_group_commit(raft.clone(), rx, config.max_entry_bytes));
         tokio::spawn(crate::restore::compact_after_restores(
             raft.clone(),
             settled_restores,
@@ -229,6 +273,7 @@ impl RaftNode {
                 leader_contact: std::sync::Mutex::new(None),
                 network,
                 election_timeout_max: Duration::from_millis(config.election_timeout_max_ms),
+                max_entry_bytes: config.max_entry_bytes,
                 restoring: tokio::sync::Mutex::new(()),
                 restore_progress: std::sync::Mutex::new(None),
             }),
@@ -382,16 +427,52 @@ impl RaftNode {
         m.state == ServerState::Leader && m.current_leader == Some(self.inner.id)
     }
 
+    /// Encoded write requests one log entry carries at most (`--max-entry-bytes`).
+    pub fn max_entry_bytes(&self) -> usize {
+        self.inner.max_entry_bytes
+    }
+
     /// Proposes a client's write through group commit and waits until it is applied.
+    ///
+    /// Refused at once, before anything is proposed, when the request alone would make an
+    /// entry larger than `--max-entry-bytes` (followers could not take it within openraft's
+    /// AppendEntries deadline, and every retry would cost the cluster an election), or when
+    /// the group-commit queue is full (waiting would only add to the pile).
     pub async fn write(&self, request: WriteRequest) -> Result<WriteOutcome, WriteError> {
+        self.submit(request)?.await
+    }
+
+    /// [`RaftNode::write`] in two steps: the request is checked and queued now (refused at
+    /// once if too large or the queue is full), and the returned future gives its outcome.
+    /// Queued writes answer their client between the two.
+    pub fn submit(
+        &self,
+        request: WriteRequest,
+    ) -> Result<impl std::future::Future<Output = Result<WriteOutcome, WriteError>>, WriteError>
+    {
+        let size = request_size(&request);
+        if size > self.inner.max_entry_bytes {
+            return Err(WriteError::TooLarge {
+                size,
+                limit: self.inner.max_entry_bytes,
+            });
+        }
         let (reply, rx) = oneshot::channel();
-        self.inner
-            .writes
-            .send(PendingWrite { request, reply })
-            .await
-            .map_err(|_| WriteError::Unavailable("node is shutting down".into()))?;
-        rx.await
-            .map_err(|_| WriteError::Unavailable("node is shutting down".into()))?
+        let pending = PendingWrite {
+            request,
+            size,
+            reply,
+        };
+        self.inner.writes.try_send(pending).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => WriteError::QueueFull(WRITE_QUEUE_CAPACITY),
+            mpsc::error::TrySendError::Closed(_) => {
+                WriteError::Unavailable("node is shutting down".into())
+            }
+        })?;
+        Ok(async move {
+            rx.await
+                .map_err(|_| WriteError::Unavailable("node is shutting down".into()))?
+        })
     }
 
     /// Waits until this node, as leader, has applied everything committed before the call.
@@ -730,45 +811,57 @@ fn map_write_err(e: RaftError<NodeId, ClientWriteError<NodeId, NodeAddr>>) -> Wr
 /// client is never delayed. One entry in flight is best: openraft 0.9 appends and replicates
 /// entries one after another anyway, so more in flight only splits the batches (measured with
 /// `raftlite bench`: 3 nodes, 64 clients, 12.4k inserts/s with one in flight, 10.0k with four).
-async fn run_group_commit(raft: Raft, mut rx: mpsc::Receiver<PendingWrite>) {
-    while let Some(first) = rx.recv().await {
-        let mut bytes = request_size(&first.request);
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
-            match rx.try_recv() {
-                Ok(w) => {
-                    bytes += request_size(&w.request);
-                    batch.push(w);
-                }
-                Err(_) => break,
-            }
-        }
+///
+/// An entry never carries more than `max_entry_bytes` of encoded requests: a request that would
+/// take the batch past it waits for the next entry (each request alone fits, [`RaftNode::write`]
+/// refuses any other).
+async fn run_group_commit(
+    raft: Raft,
+    mut rx: mpsc::Receiver<PendingWrite>,
+    max_entry_bytes: usize,
+) {
+    let mut held_over: Option<PendingWrite> = None;
+    loop {
+        let first = match held_over.take() {
+            Some(w) => w,
+            None => match rx.recv().await {
+                Some(w) => w,
+                None => return,
+            },
+        };
+        let (batch, next) = fill_batch(first, max_entry_bytes, || rx.try_recv().ok());
+        held_over = next;
         propose_batch(&raft, batch).await;
     }
 }
 
-/// Approximate encoded size of a request: its SQL text and parameter payloads.
-fn request_size(request: &WriteRequest) -> usize {
-    use raftlite_store::{Params, Value};
-    let value_size = |v: &Value| match v {
-        Value::Text(t) => t.len(),
-        Value::Blob(b) => b.len(),
-        _ => 9,
-    };
-    request
-        .statements
-        .iter()
-        .map(|s| {
-            s.sql.len()
-                + match &s.params {
-                    Params::None => 0,
-                    Params::Positional(values) => values.iter().map(value_size).sum(),
-                    Params::Named(pairs) => {
-                        pairs.iter().map(|(n, v)| n.len() + value_size(v)).sum()
-                    }
-                }
-        })
-        .sum()
+/// Takes waiting writes after `first` while they fit in `max_entry_bytes` (and [`MAX_BATCH`]);
+/// the first that does not fit is handed back for the next entry.
+fn fill_batch(
+    first: PendingWrite,
+    max_entry_bytes: usize,
+    mut waiting: impl FnMut() -> Option<PendingWrite>,
+) -> (Vec<PendingWrite>, Option<PendingWrite>) {
+    let mut bytes = first.size;
+    let mut batch = vec![first];
+    while batch.len() < MAX_BATCH {
+        let Some(w) = waiting() else {
+            break;
+        };
+        if bytes + w.size > max_entry_bytes {
+            return (batch, Some(w));
+        }
+        bytes += w.size;
+        batch.push(w);
+    }
+    (batch, None)
+}
+
+/// Encoded size of a request in a log entry (postcard, as the log stores and the transport
+/// sends it), computed without encoding it.
+pub fn request_size(request: &WriteRequest) -> usize {
+    postcard::serialize_with_flavor(request, postcard::ser_flavors::Size::default())
+        .unwrap_or(usize::MAX)
 }
 
 async fn propose_batch(raft: &Raft, batch: Vec<PendingWrite>) {
@@ -807,5 +900,54 @@ async fn propose_batch(raft: &Raft, batch: Vec<PendingWrite>) {
                 let _ = reply.send(Err(err.clone()));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use raftlite_store::Statement;
+
+    use super::*;
+
+    fn pending(sql_bytes: usize) -> PendingWrite {
+        let request = WriteRequest {
+            statements: vec![Statement::new("x".repeat(sql_bytes))],
+            transaction: false,
+        };
+        PendingWrite {
+            size: request_size(&request),
+            request,
+            reply: oneshot::channel().0,
+        }
+    }
+
+    #[test]
+    fn group_commit_never_packs_an_entry_past_the_limit() {
+        let limit = 1 << 20;
+        let mut waiting: std::collections::VecDeque<PendingWrite> =
+            [400 << 10, 400 << 10, 400 << 10, 10].map(pending).into();
+        let first = pending(100 << 10);
+        let (batch, held) = fill_batch(first, limit, || waiting.pop_front());
+        let packed: usize = batch.iter().map(|w| w.size).sum();
+        assert_eq!(batch.len(), 3, "first + two 400 KiB requests fit in 1 MiB");
+        assert!(packed <= limit);
+        let held = held.expect("the third 400 KiB request waits for the next entry");
+        assert!(held.size > 400 << 10);
+        let (batch, held) = fill_batch(held, limit, || waiting.pop_front());
+        assert_eq!(batch.len(), 2);
+        assert!(held.is_none());
+    }
+
+    #[test]
+    fn request_size_is_the_encoded_size() {
+        let request = WriteRequest {
+            statements: vec![Statement::with_params(
+                "INSERT INTO t VALUES(?)",
+                vec![raftlite_store::Value::Blob(vec![1; 1000])],
+            )],
+            transaction: true,
+        };
+        let encoded = postcard::to_allocvec(&request).expect("encode");
+        assert_eq!(request_size(&request), encoded.len());
     }
 }

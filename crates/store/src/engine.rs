@@ -351,12 +351,26 @@ impl Store {
         statements: &[Statement],
         timeout: Option<std::time::Duration>,
     ) -> Result<Vec<StatementResult>, StoreError> {
+        self.query_within(statements, timeout, None)
+    }
+
+    /// Like [`Store::query_with_timeout`], stopping as soon as the rows collected for all
+    /// statements together pass `max_result_bytes` (measured as [`ResultBudget`] counts them):
+    /// the request fails with [`StoreError::ResultTooLarge`], so memory stays bounded whatever
+    /// the query returns.
+    pub fn query_within(
+        &self,
+        statements: &[Statement],
+        timeout: Option<std::time::Duration>,
+        max_result_bytes: Option<usize>,
+    ) -> Result<Vec<StatementResult>, StoreError> {
         let _shared = self.swap_gate.read().unwrap_or_else(|p| p.into_inner());
         let reader = self.take_reader()?;
         let watchdog = timeout.map(|t| QueryWatchdog::start(&reader.conn, t));
-        let results = statements
-            .iter()
-            .map(|s| match query_statement(&reader.conn, s, &reader.guard) {
+        let budget = max_result_bytes.map(ResultBudget::new);
+        let mut results = Vec::with_capacity(statements.len());
+        for s in statements {
+            let result = match query_statement(&reader.conn, s, &reader.guard, budget.as_ref()) {
                 StatementResult::Error(e) if watchdog.as_ref().is_some_and(|w| w.fired()) => {
                     StatementResult::Error(format!(
                         "{e}: the query ran longer than db_timeout ({:?}) and was interrupted",
@@ -364,8 +378,16 @@ impl Store {
                     ))
                 }
                 other => other,
-            })
-            .collect();
+            };
+            if let Some(budget) = budget.as_ref().filter(|b| b.exceeded()) {
+                drop(watchdog);
+                self.return_reader(reader);
+                return Err(StoreError::ResultTooLarge {
+                    limit: budget.limit,
+                });
+            }
+            results.push(result);
+        }
         drop(watchdog);
         self.return_reader(reader);
         Ok(results)
@@ -1230,6 +1252,45 @@ fn from_sql(v: ValueRef<'_>) -> Value {
     }
 }
 
+/// How many bytes of rows one query request may still collect. Each value is counted as its
+/// JSON text would take at least (text plus quotes, a blob as base64, a number at its longest),
+/// so the response stays near the limit and the rows in memory below a small multiple of it.
+struct ResultBudget {
+    limit: usize,
+    used: std::cell::Cell<usize>,
+}
+
+impl ResultBudget {
+    fn new(limit: usize) -> ResultBudget {
+        ResultBudget {
+            limit,
+            used: std::cell::Cell::new(0),
+        }
+    }
+
+    /// Counts a row; false once the total has passed the limit.
+    fn take(&self, row: &[Value]) -> bool {
+        let bytes: usize = row
+            .iter()
+            .map(|v| match v {
+                Value::Null => 5,
+                Value::Integer(_) => 21,
+                Value::Real(_) => 25,
+                Value::Text(t) => t.len() + 3,
+                Value::Blob(b) => b.len().div_ceil(3) * 4 + 3,
+            })
+            .sum::<usize>()
+            + 3;
+        let used = self.used.get().saturating_add(bytes);
+        self.used.set(used);
+        used <= self.limit
+    }
+
+    fn exceeded(&self) -> bool {
+        self.used.get() > self.limit
+    }
+}
+
 /// Runs every statement in `sql` (a string may hold several, separated by `;`), binding the
 /// parameters to the first. Returns rows when a statement produces columns.
 fn run_sql(
@@ -1237,10 +1298,11 @@ fn run_sql(
     statement: &Statement,
     guard: &Guard,
     read_only: bool,
+    budget: Option<&ResultBudget>,
 ) -> StatementResult {
     let started = Instant::now();
     guard.client_sql.store(true, Ordering::Relaxed);
-    let result = run_sql_inner(conn, statement, guard, read_only, started);
+    let result = run_sql_inner(conn, statement, guard, read_only, started, budget);
     guard.client_sql.store(false, Ordering::Relaxed);
     result.unwrap_or_else(StatementResult::Error)
 }
@@ -1251,6 +1313,7 @@ fn run_sql_inner(
     guard: &Guard,
     read_only: bool,
     started: Instant,
+    budget: Option<&ResultBudget>,
 ) -> Result<StatementResult, String> {
     if statement.sql.trim().is_empty() {
         return Err("empty statement".to_string());
@@ -1286,6 +1349,14 @@ fn run_sql_inner(
                 for i in 0..column_count {
                     out.push(from_sql(row.get_ref(i).map_err(|e| e.to_string())?));
                 }
+                if let Some(budget) = budget {
+                    if !budget.take(&out) {
+                        return Err(format!(
+                            "the results are larger than {} bytes; the query was stopped",
+                            budget.limit
+                        ));
+                    }
+                }
                 values.push(out);
             }
             last = Some(StatementResult::Rows(Rows {
@@ -1317,11 +1388,16 @@ fn run_sql_inner(
 }
 
 fn execute_statement(conn: &Connection, statement: &Statement, guard: &Guard) -> StatementResult {
-    run_sql(conn, statement, guard, false)
+    run_sql(conn, statement, guard, false, None)
 }
 
-fn query_statement(conn: &Connection, statement: &Statement, guard: &Guard) -> StatementResult {
-    let result = run_sql(conn, statement, guard, true);
+fn query_statement(
+    conn: &Connection,
+    statement: &Statement,
+    guard: &Guard,
+    budget: Option<&ResultBudget>,
+) -> StatementResult {
+    let result = run_sql(conn, statement, guard, true, budget);
     // Keep the guard armed on pooled readers: every statement there comes from a client.
     guard.client_sql.store(true, Ordering::Relaxed);
     result

@@ -17,6 +17,9 @@ pub enum StoreError {
     NotADatabase { path: PathBuf, detail: String },
     #[error("statement refused: {0}")]
     Refused(String),
+    /// A query's rows passed the byte limit given to `Store::query_within`; collecting stopped.
+    #[error("the query's results are larger than {limit} bytes, the most one response may carry")]
+    ResultTooLarge { limit: usize },
 }
 
 impl StoreError {
