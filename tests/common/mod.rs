@@ -412,7 +412,7 @@ impl Node {
         }
     }
 
-    /// The process id while started (for signals such as SIGSTOP/SIGCONT).
+    /// The process id while started (for signals such as SIGSTOP/SIGCONT, and /proc).
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }
@@ -420,11 +420,6 @@ impl Node {
     /// True if started and not stopped by the harness (no syscall needed).
     pub fn is_started(&self) -> bool {
         self.child.is_some()
-    }
-
-    /// The process id of the running node (for signals such as SIGSTOP, and /proc).
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
     }
 
     pub fn execute(&self, body: Value) -> Result<Value, String> {
