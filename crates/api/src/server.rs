@@ -129,7 +129,9 @@ pub(crate) fn parse_duration(text: &str) -> Option<Duration> {
         secs += value * scale;
         rest = next;
     }
-    (0.0..1e12).contains(&secs).then(|| Duration::from_secs_f64(secs))
+    (0.0..1e12)
+        .contains(&secs)
+        .then(|| Duration::from_secs_f64(secs))
 }
 
 /// The time a request may still take: what is left of its deadline (`?timeout` from its

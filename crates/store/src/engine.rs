@@ -1472,6 +1472,41 @@ mod tests {
     }
 
     #[test]
+    fn a_query_stops_once_its_results_pass_the_byte_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = with_old_data(dir.path());
+        store
+            .apply_write(
+                pos(4),
+                T,
+                &[req(
+                    &["CREATE TABLE big(b TEXT)", "INSERT INTO big SELECT printf('%.1000c', 'x') FROM (WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100) SELECT i FROM n)"],
+                    false,
+                )],
+            )
+            .unwrap();
+        let select = [Statement::new("SELECT b FROM big")];
+        match store.query_within(&select, None, Some(50_000)) {
+            Err(StoreError::ResultTooLarge { limit }) => assert_eq!(limit, 50_000),
+            other => panic!("expected ResultTooLarge, got {other:?}"),
+        }
+        // Two statements share one budget.
+        let twice = [select[0].clone(), select[0].clone()];
+        assert!(store.query_within(&select, None, Some(150_000)).is_ok());
+        assert!(matches!(
+            store.query_within(&twice, None, Some(150_000)),
+            Err(StoreError::ResultTooLarge { .. })
+        ));
+        // The reader goes back to the pool in a usable state.
+        let rows = store
+            .query(&[Statement::new("SELECT COUNT(*) FROM big")])
+            .unwrap();
+        assert!(
+            matches!(&rows[0], StatementResult::Rows(r) if r.values == vec![vec![Value::Integer(100)]])
+        );
+    }
+
+    #[test]
     fn a_pinned_file_stays_the_snapshot_while_writes_and_checkpoints_go_on() {
         let dir = tempfile::tempdir().unwrap();
         let store = with_old_data(dir.path());
