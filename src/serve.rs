@@ -609,8 +609,17 @@ async fn join_cluster(
                 tracing::info!("this node is a voter of the cluster and has a leader");
                 return;
             }
-            let url = format!("{}/join", target.trim_end_matches('/'));
-            let mut request = client.post(&url).json(&body);
+            // The member answers within the `?timeout` it is given (a paused or partitioned
+            // leader included); the client's own limit only catches a member that hangs.
+            let url = format!(
+                "{}/join?timeout={}s",
+                target.trim_end_matches('/'),
+                JOIN_REQUEST_TIMEOUT.as_secs()
+            );
+            let mut request = client
+                .post(&url)
+                .timeout(JOIN_REQUEST_TIMEOUT + Duration::from_secs(2))
+                .json(&body);
             if let Some((user, password)) = &credentials {
                 request = request.basic_auth(user, Some(password));
             }
@@ -642,6 +651,11 @@ async fn join_cluster(
         tokio::time::sleep(Duration::from_millis(500 * u64::from(attempt.min(4)))).await;
     }
 }
+
+/// The `?timeout` of each join request: long enough for the leader to probe the joiner's Raft
+/// address and wait for a short catch-up, short enough that a paused member does not hold the
+/// joiner for the node-to-node client's 30 s.
+const JOIN_REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// How long a joining node waits, after a member accepted its join, to see itself as a voter
 /// under a leader before it asks again.
