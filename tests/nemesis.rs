@@ -405,6 +405,19 @@ impl Nemesis {
         }
     }
 
+    /// Copies node `node`'s data dir (and log) out of the cluster's temporary directory, which
+    /// goes with the test, so the files that made it fail can be examined.
+    fn keep_data_dir(&self, node: usize) -> String {
+        let n = &self.c.nodes[node];
+        let to = std::env::temp_dir().join(format!("raftlite-nemesis-{}-node-{}", self.seed, n.id));
+        let copied = copy_dir(&n.data_dir, &to)
+            .and_then(|()| std::fs::copy(n.log_path(), to.join("node.log")).map(|_| ()));
+        match copied {
+            Ok(()) => format!("its data dir and log are kept in {}", to.display()),
+            Err(e) => format!("its data dir could not be kept ({e})"),
+        }
+    }
+
     fn leader(&self) -> usize {
         wait_for(
             || self.c.leader_index(),
@@ -425,9 +438,10 @@ impl Nemesis {
         for i in 0..self.c.nodes.len() {
             loop {
                 if !self.c.nodes[i].is_running() {
+                    let kept = self.keep_data_dir(i);
                     self.fail(&format!(
                         "node {} is not running after {after} (it refused to start or died); \
-                         its log tail:\n{}",
+                         {kept}; its log tail:\n{}",
                         i + 1,
                         tail(&self.c.nodes[i].log_path(), 40)
                     ));
@@ -636,6 +650,20 @@ impl Nemesis {
             &format!("node {id} to be a voter again after its rejoin (nemesis seed {seed})"),
         );
     }
+}
+
+fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), target)?;
+        }
+    }
+    Ok(())
 }
 
 /// Waits until a `receiving-*.tmp` file is in `snapshots` (`present`) or none is.
