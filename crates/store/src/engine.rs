@@ -529,6 +529,9 @@ impl Store {
     pub fn install_from(&self, source: &Path) -> Result<MetaState, StoreError> {
         let incoming = validate_database(source)?;
         let staging = self.staging_path();
+        // A journal left beside an earlier staging file by a crash would be rolled back onto
+        // this new copy when it is opened: it belongs to another file.
+        remove_sidecars(&staging)?;
         std::fs::copy(source, &staging).map_err(|e| StoreError::io(&staging, e))?;
         sync_file(&staging)?;
         crate::failpoint::hit("snapshot-db-installing");
@@ -718,6 +721,7 @@ impl Store {
         staging: &Path,
         expected: Option<LogPosition>,
     ) -> Result<MetaState, StoreError> {
+        switch_to_wal(staging)?;
         let _exclusive = self.swap_gate.write().unwrap_or_else(|p| p.into_inner());
         let mut writer = self.writer();
         self.readers
@@ -730,12 +734,7 @@ impl Store {
         let old = std::mem::replace(&mut *writer, Connection::open_in_memory()?);
         drop(old);
         for suffix in ["-wal", "-shm"] {
-            let side = sidecar(&self.path, suffix);
-            match std::fs::remove_file(&side) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(StoreError::io(side, e)),
-            }
+            remove_if_present(&sidecar(&self.path, suffix))?;
         }
         std::fs::rename(staging, &self.path).map_err(|e| StoreError::io(&self.path, e))?;
         sync_parent_dir(&self.path)?;
@@ -1019,6 +1018,46 @@ fn rewrite_meta(
     }
     tx.commit()?;
     conn.close().map_err(|(_, e)| StoreError::from(e))
+}
+
+/// Puts the database file at `path` (a staging copy nobody else has open, in rollback-journal
+/// mode like every snapshot) into WAL mode and closes it, so that no `-wal`/`-shm` remains and
+/// the file is durable. Done before the file takes the database's name: switching the mode
+/// rewrites page 1 through a rollback journal, and a crash in that write under the database's
+/// own name left a hot `db.sqlite-journal` that the read-only start-up probe cannot roll back
+/// (the node then refused to start, calling the database damaged). Beside the staging file such
+/// a journal is harmless: the staging file is rebuilt or resumed through SQLite, which rolls it
+/// back.
+fn switch_to_wal(path: &Path) -> Result<(), StoreError> {
+    let conn = Connection::open(path)?;
+    let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+    conn.close().map_err(|(_, e)| StoreError::from(e))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::NotADatabase {
+            path: path.to_path_buf(),
+            detail: format!("could not switch it to WAL mode (SQLite answered {mode:?})"),
+        });
+    }
+    for suffix in ["-wal", "-shm"] {
+        remove_if_present(&sidecar(path, suffix))?;
+    }
+    sync_file(path)
+}
+
+/// Removes the `-journal`, `-wal` and `-shm` files of the database at `path`, if any.
+fn remove_sidecars(path: &Path) -> Result<(), StoreError> {
+    for suffix in ["-journal", "-wal", "-shm"] {
+        remove_if_present(&sidecar(path, suffix))?;
+    }
+    Ok(())
+}
+
+fn remove_if_present(path: &Path) -> Result<(), StoreError> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(StoreError::io(path, e)),
+    }
 }
 
 fn sidecar(path: &Path, suffix: &str) -> PathBuf {
@@ -2202,6 +2241,46 @@ mod tests {
             )
             .unwrap();
         assert!(matches!(&ok[0], StatementResult::Rows(_)));
+    }
+
+    #[test]
+    fn an_installed_file_is_switched_to_wal_before_it_takes_the_database_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = open(dir.path());
+        a.apply_write(pos(1), T, &[req(&["CREATE TABLE t(v)"], false)])
+            .unwrap();
+        let snap = dir.path().join("snap.sqlite");
+        a.snapshot_to(&snap).unwrap();
+        let header = |p: &Path| std::fs::read(p).unwrap()[18..20].to_vec();
+        assert_eq!(
+            header(&snap),
+            vec![1, 1],
+            "snapshots are rollback-journal files"
+        );
+
+        let staging = dir.path().join("staging.sqlite");
+        std::fs::copy(&snap, &staging).unwrap();
+        // A journal of an earlier staging file must never be rolled back onto a new copy.
+        std::fs::write(sidecar(&staging, "-journal"), b"left by a crash").unwrap();
+        remove_sidecars(&staging).unwrap();
+        switch_to_wal(&staging).unwrap();
+        assert_eq!(
+            header(&staging),
+            vec![2, 2],
+            "WAL mode is in the file's own header"
+        );
+        for suffix in ["-journal", "-wal", "-shm"] {
+            assert!(!sidecar(&staging, suffix).exists(), "{suffix} left behind");
+        }
+        assert!(validate_database(&staging).is_ok());
+
+        let other = tempfile::tempdir().unwrap();
+        let b = open(other.path());
+        b.install_from(&snap).unwrap();
+        let db = other.path().join("db.sqlite");
+        assert!(!sidecar(&db, "-journal").exists());
+        assert_eq!(header(&db), vec![2, 2]);
+        assert_eq!(header(&snap), vec![1, 1], "the source is never modified");
     }
 
     #[test]
