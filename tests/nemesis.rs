@@ -119,28 +119,7 @@ impl Settings {
             nodes == 3 || nodes == 5,
             "RAFTLITE_NEMESIS_NODES must be 3 or 5"
         );
-        // TODO(lead): remove RAFTLITE_NEMESIS_SKIP once the fixes of issue 16's defects 1 and 3
-        // are merged; it only lets a branch without them run the other fault kinds.
-        let skip: HashSet<String> = std::env::var("RAFTLITE_NEMESIS_SKIP")
-            .unwrap_or_default()
-            .split(',')
-            .map(|s| s.trim().to_owned())
-            .filter(|s| !s.is_empty())
-            .collect();
-        for name in &skip {
-            assert!(
-                Fault::ALL.iter().any(|f| f.name() == name),
-                "RAFTLITE_NEMESIS_SKIP names an unknown fault {name:?}"
-            );
-        }
-        let faults = Fault::ALL
-            .into_iter()
-            .filter(|f| !skip.contains(f.name()))
-            .collect::<Vec<_>>();
-        assert!(
-            !faults.is_empty(),
-            "RAFTLITE_NEMESIS_SKIP skips every fault"
-        );
+        let faults = Fault::ALL.to_vec();
         Settings {
             seed,
             budget: Duration::from_secs(env_u64("RAFTLITE_NEMESIS_SECS").unwrap_or(45)),
