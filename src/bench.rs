@@ -8,7 +8,10 @@
 //! With `--backup-db-mib N` it measures backups instead (see [`run_backup_bench`]): the time and
 //! memory of a backup of an N MiB database beside `sqlite3 .backup` + `zstd`, and the inserts/s
 //! of 16 clients while one runs. With `--restore-db-mib N` it measures a cluster restore from
-//! such a backup (see [`run_restore_bench`]) beside `zstd -d` + `cp`.
+//! such a backup (see [`run_restore_bench`]) beside `zstd -d` + `cp`. With
+//! `--backup-wal-db-mib [N]` it measures how far the WAL grows while a backup of an N MiB
+//! database runs under 16 writers, and what the backup costs the writes (see
+//! [`run_backup_wal_bench`]).
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;
@@ -74,11 +77,16 @@ impl Stats {
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    match (args.backup_db_mib, args.restore_db_mib) {
-        (Some(_), Some(_)) => bail!("give --backup-db-mib or --restore-db-mib, not both"),
-        (Some(mib), None) => return run_backup_bench(&args, mib).await,
-        (None, Some(mib)) => return run_restore_bench(&args, mib).await,
-        (None, None) => {}
+    match (
+        args.backup_db_mib,
+        args.restore_db_mib,
+        args.backup_wal_db_mib,
+    ) {
+        (Some(mib), None, None) => return run_backup_bench(&args, mib).await,
+        (None, Some(mib), None) => return run_restore_bench(&args, mib).await,
+        (None, None, Some(mib)) => return run_backup_wal_bench(&args, mib).await,
+        (None, None, None) => {}
+        _ => bail!("give one of --backup-db-mib, --restore-db-mib and --backup-wal-db-mib"),
     }
     if args.duration_secs == 0 || args.clients.contains(&0) || args.nodes.contains(&0) {
         bail!("--duration-secs, --clients and --nodes must all be at least 1");
@@ -2050,6 +2058,397 @@ fn print_backup_report(args: &BenchArgs, r: &BackupReport) -> anyhow::Result<()>
     for note in &r.notes {
         println!("note: {note}");
     }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// `raftlite bench --backup-wal-db-mib N`: the WAL during a backup under writes (issue 16)
+// ---------------------------------------------------------------------------------------------
+//
+// One single-node cluster (`--backup-to file://...`, zstd 1, no Raft snapshots), filled to N MiB
+// as for `--backup-db-mib` (setup, not measured); then [`BACKUP_BENCH_CLIENTS`] clients insert
+// single rows for `--duration-secs` without a backup (the baseline), and then again while one
+// `POST /backups` runs, as the scheduler would start it, until it answers. Throughout, the size
+// of `db.sqlite-wal` is sampled every [`WAL_SAMPLE`]: a backup that keeps checkpoints from
+// completing shows as a WAL that grows for as long as the backup lasts.
+
+/// How often the WAL's size is looked at.
+const WAL_SAMPLE: Duration = Duration::from_millis(50);
+
+/// One window of inserts with the WAL watched.
+struct WalWindow {
+    stats: Stats,
+    acked_total: u64,
+    wal_at_start: u64,
+    wal_peak: u64,
+    wal_at_end: u64,
+    /// The largest size seen in each second of the window, for the report's timeline.
+    wal_per_second: Vec<u64>,
+}
+
+struct WalReport {
+    load_before: Option<String>,
+    db_mib: u64,
+    rows: u64,
+    db_bytes: u64,
+    build: Duration,
+    baseline: WalWindow,
+    during: WalWindow,
+    backup: BackupRun,
+    /// `SELECT COUNT(*) FROM bench` and the inserts acknowledged in both windows.
+    check: (u64, u64),
+}
+
+/// `raftlite bench --backup-wal-db-mib N`; the steps are described at the top of this section.
+async fn run_backup_wal_bench(args: &BenchArgs, mib: u64) -> anyhow::Result<()> {
+    if mib == 0 || args.duration_secs == 0 {
+        bail!("--backup-wal-db-mib and --duration-secs must be at least 1");
+    }
+    let work = WorkDir::create(args.work_dir.clone())?;
+    let root = std::fs::canonicalize(&work.path)
+        .with_context(|| format!("cannot resolve {}", work.path.display()))?;
+    let window = Duration::from_secs(args.duration_secs);
+    let report = tokio::select! {
+        report = measure_backup_wal(&root, mib, window) => report?,
+        _ = tokio::signal::ctrl_c() => bail!("interrupted"),
+    };
+    print_wal_report(args, &report)?;
+    let (count, acked) = report.check;
+    if count < acked {
+        bail!("the node lost acknowledged inserts: COUNT(*) {count} < {acked} acknowledged");
+    }
+    Ok(())
+}
+
+async fn measure_backup_wal(work: &Path, mib: u64, window: Duration) -> anyhow::Result<WalReport> {
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(BACKUP_BENCH_CLIENTS + FILL_LOADERS)
+        .timeout(DEADLINE)
+        .no_proxy()
+        .build()
+        .context("cannot build the HTTP client")?;
+    let dest_dir = work.join("backups");
+    std::fs::create_dir(&dest_dir)
+        .with_context(|| format!("cannot create {}", dest_dir.display()))?;
+    let dest_url = file_url(&dest_dir)?;
+    let mut cluster = Cluster {
+        dir: work.join("cluster"),
+        nodes: Vec::new(),
+        extra_args: vec![
+            "--snapshot-threshold".into(),
+            NO_RAFT_SNAPSHOTS.to_string(),
+            "--backup-to".into(),
+            dest_url.clone(),
+            "--backup-level".into(),
+            BACKUP_LEVEL.to_string(),
+        ],
+    };
+    let mut backupper = Backupper {
+        path: BackupPath::Endpoint,
+        dest_dir,
+        dest_url,
+        recipient: None,
+        deadline: long_deadline(mib),
+        logs: work.to_path_buf(),
+        runs: 0,
+    };
+    let result = backup_wal_scenario(&mut cluster, &mut backupper, &http, mib, window).await;
+    if result.is_err() {
+        cluster.print_log_tails();
+    }
+    result
+}
+
+async fn backup_wal_scenario(
+    cluster: &mut Cluster,
+    backupper: &mut Backupper,
+    http: &reqwest::Client,
+    mib: u64,
+    window: Duration,
+) -> anyhow::Result<WalReport> {
+    let load_before = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "));
+    eprintln!(
+        "bench: starting a 1-node cluster (work dir {})",
+        cluster.dir.display()
+    );
+    let leader = cluster.start(http, 1).await?;
+    for create in [CREATE, FILL_CREATE] {
+        let doc = post(http, &format!("{leader}/db/execute"), &json!([create])).await?;
+        if let Some(err) = result_error(&doc) {
+            bail!("{create} failed: {err}");
+        }
+    }
+    eprintln!("bench: filling the database to {mib} MiB (setup, not measured)");
+    let started = Instant::now();
+    let (rows, _) = fill_database(http, &leader, mib << 20, long_deadline(mib)).await?;
+    let build = started.elapsed();
+    let db_path = cluster.dir.join("n1").join("db.sqlite");
+    let wal_path = cluster.dir.join("n1").join("db.sqlite-wal");
+    let db_bytes = std::fs::metadata(&db_path)
+        .with_context(|| format!("cannot stat {}", db_path.display()))?
+        .len();
+    eprintln!(
+        "bench: {rows} rows, {:.1} MiB database, built in {:.1} s",
+        mib_of(db_bytes),
+        build.as_secs_f64()
+    );
+
+    eprintln!("bench: {BACKUP_BENCH_CLIENTS} clients inserting for {window:?}, no backup");
+    settle_disk().await;
+    let (baseline, ()) = wal_window(http, &leader, &wal_path, async {
+        tokio::time::sleep(window).await;
+        Ok(())
+    })
+    .await?;
+    eprintln!(
+        "bench: {:.1} inserts/s, WAL peak {:.1} MiB",
+        baseline.stats.per_sec(),
+        mib_of(baseline.wal_peak)
+    );
+
+    eprintln!("bench: {BACKUP_BENCH_CLIENTS} clients inserting while POST /backups runs");
+    settle_disk().await;
+    let server = cluster.pid(0)?;
+    let (during, backup) = wal_window(http, &leader, &wal_path, async {
+        backupper
+            .take(http, &leader, server, "zstd 1, under writes")
+            .await
+    })
+    .await?;
+    if let BackupPath::Cli { why } = &backupper.path {
+        bail!("POST /backups is not available ({why}); this mode measures the server's backup");
+    }
+    eprintln!(
+        "bench: {:.1} inserts/s over the {:.2} s backup, WAL peak {:.1} MiB",
+        during.stats.per_sec(),
+        backup.wall.as_secs_f64(),
+        mib_of(during.wal_peak)
+    );
+    let count = count_rows(http, &leader).await?;
+    Ok(WalReport {
+        load_before,
+        db_mib: mib,
+        rows,
+        db_bytes,
+        build,
+        check: (count, baseline.acked_total + during.acked_total),
+        baseline,
+        during,
+        backup,
+    })
+}
+
+/// [`BACKUP_BENCH_CLIENTS`] clients insert single rows for [`WARMUP`], then while `work` runs;
+/// only the inserts inside `work` count. The WAL at `wal` is sampled from the warm-up's end
+/// until `work` is done.
+async fn wal_window<F, T>(
+    http: &reqwest::Client,
+    leader: &str,
+    wal: &Path,
+    work: F,
+) -> anyhow::Result<(WalWindow, T)>
+where
+    F: std::future::Future<Output = anyhow::Result<T>>,
+{
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let url = format!("{leader}/db/execute");
+    let body = json!([[INSERT, VALUE]]).to_string();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut clients = tokio::task::JoinSet::new();
+    for _ in 0..BACKUP_BENCH_CLIENTS {
+        let (http, url, body, stop) = (http.clone(), url.clone(), body.clone(), stop.clone());
+        clients.spawn(async move {
+            let mut samples = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let start = Instant::now();
+                let outcome = insert_once(&http, &url, body.clone()).await;
+                let failed = outcome.is_err();
+                samples.push(Sample {
+                    start,
+                    end: Instant::now(),
+                    outcome,
+                });
+                if failed {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+            samples
+        });
+    }
+    tokio::time::sleep(WARMUP).await;
+    let wal_len = || std::fs::metadata(wal).map_or(0, |m| m.len());
+    let from = Instant::now();
+    let wal_at_start = wal_len();
+    let mut wal_per_second = vec![wal_at_start];
+    let mut tick = tokio::time::interval(WAL_SAMPLE);
+    tokio::pin!(work);
+    let out = loop {
+        tokio::select! {
+            out = &mut work => break out,
+            _ = tick.tick() => {
+                let second = from.elapsed().as_secs() as usize;
+                if wal_per_second.len() <= second {
+                    wal_per_second.resize(second + 1, 0);
+                }
+                wal_per_second[second] = wal_per_second[second].max(wal_len());
+            }
+        }
+    };
+    let until = Instant::now();
+    let wal_at_end = wal_len();
+    stop.store(true, Ordering::Relaxed);
+    let mut samples = Vec::new();
+    while let Some(done) = clients.join_next().await {
+        samples.extend(done.context("a client task failed")?);
+    }
+    let out = out?;
+    let mut stats = Stats {
+        window: until.saturating_duration_since(from),
+        ..Stats::default()
+    };
+    let mut acked_total = 0;
+    for s in samples {
+        acked_total += u64::from(s.outcome.is_ok());
+        if s.start < from || s.end > until {
+            continue;
+        }
+        match s.outcome {
+            Ok(()) => {
+                stats.acked += 1;
+                stats.latencies.push(s.end - s.start);
+            }
+            Err(kind) => {
+                stats.failed += 1;
+                *stats.failures.entry(kind).or_default() += 1;
+            }
+        }
+    }
+    stats.latencies.sort_unstable();
+    for (kind, count) in &stats.failures {
+        eprintln!("bench: {count} x {kind}");
+    }
+    let wal_peak = wal_per_second
+        .iter()
+        .copied()
+        .chain([wal_at_end])
+        .max()
+        .unwrap_or(0);
+    let window = WalWindow {
+        stats,
+        acked_total,
+        wal_at_start,
+        wal_peak,
+        wal_at_end,
+        wal_per_second,
+    };
+    Ok((window, out))
+}
+
+fn print_wal_report(args: &BenchArgs, r: &WalReport) -> anyhow::Result<()> {
+    let round = |x: f64| (x * 100.0).round() / 100.0;
+    let ratio = r.during.stats.per_sec() / r.baseline.stats.per_sec().max(f64::MIN_POSITIVE);
+    let window_json = |w: &WalWindow| {
+        json!({
+            "inserts_per_sec": round(w.stats.per_sec()),
+            "window_secs": round(w.stats.window.as_secs_f64()),
+            "p50_ms": w.stats.percentile_ms(0.50).map(round),
+            "p99_ms": w.stats.percentile_ms(0.99).map(round),
+            "failed": w.stats.failed,
+            "wal_at_start_mib": round(mib_of(w.wal_at_start)),
+            "wal_peak_mib": round(mib_of(w.wal_peak)),
+            "wal_at_end_mib": round(mib_of(w.wal_at_end)),
+            "wal_mib_per_second": w.wal_per_second.iter().map(|b| round(mib_of(*b))).collect::<Vec<_>>(),
+        })
+    };
+    let doc = json!({
+        "mode": "backup-wal",
+        "version": env!("CARGO_PKG_VERSION"),
+        "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
+        "load_before": r.load_before,
+        "db_mib": r.db_mib,
+        "db_bytes": r.db_bytes,
+        "rows": r.rows,
+        "build_secs": round(r.build.as_secs_f64()),
+        "clients": BACKUP_BENCH_CLIENTS,
+        "baseline": window_json(&r.baseline),
+        "during_backup": window_json(&r.during),
+        "write_ratio": round(ratio),
+        "target_write_ratio": TARGET_WRITE_RATIO,
+        "backup_secs": round(r.backup.wall.as_secs_f64()),
+        "backup_plain_bytes": r.backup.manifest.plain_size,
+        "backup_stored_bytes": r.backup.manifest.stored_size,
+        "backup_set": r.backup.manifest.set,
+        "count": r.check.0,
+        "acked": r.check.1,
+    });
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(());
+    }
+    let per_second = |w: &WalWindow| {
+        w.wal_per_second
+            .iter()
+            .map(|b| format!("{:.0}", mib_of(*b)))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    println!(
+        "raftlite {} bench --backup-wal-db-mib {}: {} cores, load before {}",
+        env!("CARGO_PKG_VERSION"),
+        r.db_mib,
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        r.load_before.as_deref().unwrap_or("unknown")
+    );
+    println!(
+        "database: {:.1} MiB, {} rows (built in {:.1} s); {BACKUP_BENCH_CLIENTS} clients inserting single rows",
+        mib_of(r.db_bytes),
+        r.rows,
+        r.build.as_secs_f64()
+    );
+    for (name, w) in [("baseline", &r.baseline), ("during backup", &r.during)] {
+        println!(
+            "{name:>14}: {:8.1} inserts/s over {:6.2} s (p50 {} ms, p99 {} ms, {} failed); WAL {:.1} -> peak {:.1} -> {:.1} MiB",
+            w.stats.per_sec(),
+            w.stats.window.as_secs_f64(),
+            w.stats.percentile_ms(0.50).map_or("-".into(), |v| format!("{v:.1}")),
+            w.stats.percentile_ms(0.99).map_or("-".into(), |v| format!("{v:.1}")),
+            w.stats.failed,
+            mib_of(w.wal_at_start),
+            mib_of(w.wal_peak),
+            mib_of(w.wal_at_end),
+        );
+    }
+    println!(
+        "backup: POST /backups took {:.2} s, {:.1} MiB plain, {:.1} MiB stored",
+        r.backup.wall.as_secs_f64(),
+        mib_of(r.backup.manifest.plain_size),
+        mib_of(r.backup.manifest.stored_size)
+    );
+    println!(
+        "writes during the backup: {:.2} of the baseline (target >= {TARGET_WRITE_RATIO:.2})",
+        ratio
+    );
+    println!(
+        "WAL MiB per second, baseline:      {}",
+        per_second(&r.baseline)
+    );
+    println!(
+        "WAL MiB per second, during backup: {}",
+        per_second(&r.during)
+    );
+    println!(
+        "check: COUNT(*) {} >= {} acknowledged: {}",
+        r.check.0,
+        r.check.1,
+        if r.check.0 >= r.check.1 {
+            "ok"
+        } else {
+            "LOST WRITES"
+        }
+    );
     Ok(())
 }
 

@@ -551,6 +551,12 @@ pub struct BenchArgs {
     #[arg(long, value_name = "MIB")]
     pub restore_db_mib: Option<u64>,
 
+    /// Measure the WAL during a backup under writes instead of inserts: a database of this many
+    /// MiB [default 1024], 16 writers without a backup, then while `POST /backups` (to file://)
+    /// runs, sampling the size of `db.sqlite-wal`.
+    #[arg(long, value_name = "MIB", num_args = 0..=1, default_missing_value = "1024")]
+    pub backup_wal_db_mib: Option<u64>,
+
     /// With --restore-db-mib: rounds of floor-then-restore on the one cluster. The report
     /// gives each round's ratio (against the floor measured just before it) and, for more than
     /// one, the medians: a shared machine's disk and CPU vary from run to run.

@@ -580,4 +580,9 @@ fn bad_backup_settings_refuse_the_start() {
         &[],
         &["RAFTLITE_TEST_UNSET_PASSPHRASE", "not set"],
     );
+    refuses_to_start(
+        &["--backup-to", "file:///tmp/x"],
+        &[("RAFTLITE_BACKUP_MAX_WAL_MIB", "lots")],
+        &["RAFTLITE_BACKUP_MAX_WAL_MIB", "whole number of MiB"],
+    );
 }

@@ -14,6 +14,11 @@
 //!   at once (a long query holds an older snapshot), it copies the database with
 //!   `Store::snapshot_to` into a scratch file under `<data-dir>/snapshots/` instead and streams
 //!   that, removing it afterwards (start-up removes leftovers of a crash).
+//! - While the file is pinned no checkpoint can complete, so every write grows the WAL. When the
+//!   WAL passes `RAFTLITE_BACKUP_MAX_WAL_MIB` (default [`DEFAULT_MAX_WAL_MIB`]), the part of the
+//!   file not yet read is copied at local disk speed into a scratch file under
+//!   `<data-dir>/snapshots/` and the pin is released; the upload goes on from the copy. The
+//!   WAL's peak is that limit plus what the writes add during the copy.
 //! - Every backup records the leader's term; before its manifest is written the leader
 //!   confirms with a quorum that it still leads in that term, so a deposed leader never
 //!   publishes a set (and of two sets for one schedule slot, listings count the higher term).
@@ -93,6 +98,11 @@ pub struct BackupSettings {
     /// age identity file for drills of backups encrypted to recipients.
     pub identity_file: Option<PathBuf>,
     pub retention: RetentionPolicy,
+    /// A backup lets go of the pinned database file once the WAL is larger than this (see
+    /// the module documentation).
+    pub max_wal_bytes: u64,
+    /// The read rate of a backup while the node applies writes.
+    pub busy_pace_bytes_per_sec: u64,
 }
 
 impl BackupSettings {
@@ -109,7 +119,51 @@ impl BackupSettings {
             verify_interval: None,
             identity_file: None,
             retention: RetentionPolicy::server_default(),
+            max_wal_bytes: DEFAULT_MAX_WAL_MIB << 20,
+            busy_pace_bytes_per_sec: DEFAULT_BUSY_PACE_MIB << 20,
         }
+    }
+
+    /// Applies `RAFTLITE_BACKUP_MAX_WAL_MIB` and `RAFTLITE_BACKUP_BUSY_PACE_MIB` when set.
+    #[allow(clippy::result_large_err)] // the backup engine's own error type
+    pub fn with_env_overrides(mut self) -> Result<BackupSettings, BackupError> {
+        if let Some(mib) = mib_from_env(MAX_WAL_ENV)? {
+            self.max_wal_bytes = mib << 20;
+        }
+        if let Some(mib) = mib_from_env(BUSY_PACE_ENV)? {
+            self.busy_pace_bytes_per_sec = mib << 20;
+        }
+        Ok(self)
+    }
+}
+
+/// Environment variable: the WAL size (MiB) past which a backup stops pinning the database.
+pub const MAX_WAL_ENV: &str = "RAFTLITE_BACKUP_MAX_WAL_MIB";
+/// Environment variable: a backup's read rate (MiB/s) while the node applies writes.
+pub const BUSY_PACE_ENV: &str = "RAFTLITE_BACKUP_BUSY_PACE_MIB";
+/// The WAL size (MiB) past which a backup stops pinning the database, unless [`MAX_WAL_ENV`]
+/// says otherwise. About 16 times the WAL's usual size (SQLite checkpoints at 1000 pages).
+pub const DEFAULT_MAX_WAL_MIB: u64 = 64;
+/// A backup's read rate (MiB/s) while the node applies writes: its disk traffic otherwise
+/// stretches the log's fsyncs (a 1 GiB backup at full speed halved the write rate of 16
+/// clients; at this pace they keep about 80%, `raftlite bench --backup-db-mib`). An idle node
+/// backs up at full speed. [`BUSY_PACE_ENV`] overrides it (tests slow backups down with it).
+pub const DEFAULT_BUSY_PACE_MIB: u64 = 32;
+
+/// A whole number of MiB (at least 1) from the environment variable `var`, if set.
+#[allow(clippy::result_large_err)] // the backup engine's own error type
+fn mib_from_env(var: &str) -> Result<Option<u64>, BackupError> {
+    let Ok(text) = std::env::var(var) else {
+        return Ok(None);
+    };
+    match text.trim().parse::<u64>() {
+        Ok(mib) if (1..=1 << 20).contains(&mib) => Ok(Some(mib)),
+        _ => Err(BackupError::InvalidOptions {
+            reason: format!(
+                "{var}={text:?} is not a whole number of MiB between 1 and 1048576; fix or \
+                 unset it"
+            ),
+        }),
     }
 }
 
@@ -132,6 +186,8 @@ pub struct BackupService {
     /// `<data-dir>/snapshots`: where the consistent copy is written before upload, and where
     /// drills decompress.
     pub(crate) snapshots: PathBuf,
+    max_wal_bytes: u64,
+    busy_pace_bytes_per_sec: u64,
     /// Held for the whole of a backup: one at a time per node.
     running: tokio::sync::Mutex<()>,
     record: Mutex<Record>,
@@ -257,6 +313,7 @@ impl BackupService {
         settings: BackupSettings,
         data_dir: &Path,
     ) -> Result<BackupService, BackupError> {
+        let settings = settings.with_env_overrides()?;
         let level = settings.level;
         if !(1..=22).contains(&level) {
             return Err(BackupError::InvalidOptions {
@@ -311,6 +368,8 @@ impl BackupService {
             identity,
             retention: settings.retention,
             snapshots: DataDirLayout::new(data_dir).snapshots,
+            max_wal_bytes: settings.max_wal_bytes,
+            busy_pace_bytes_per_sec: settings.busy_pace_bytes_per_sec,
             running: tokio::sync::Mutex::new(()),
             record: Mutex::new(Record::default()),
         })
@@ -478,13 +537,35 @@ impl BackupService {
                 .file
                 .try_clone()
                 .map_err(|e| snapshot_error(format!("cannot reopen the database file: {e}")))?;
+            let state = pinned.meta.clone();
+            // Shared with the spill, which releases it early; otherwise it goes at the end.
+            let pin = Arc::new(Mutex::new(Some(pinned)));
+            let scratch =
+                Scratch(SnapshotDir::read_only(&self.snapshots).scratch_path(SCRATCH_PURPOSE));
+            let spill = raftlite_backup::Spill {
+                requested: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+                take_rest: {
+                    let runtime = tokio::runtime::Handle::current();
+                    let (snapshots, scratch, pin) =
+                        (self.snapshots.clone(), scratch.0.clone(), pin.clone());
+                    Box::new(move |source: &mut std::fs::File, rest: u64| {
+                        spill_rest(runtime, source, rest, snapshots, scratch, pin)
+                    })
+                },
+            };
             let pace = Arc::new(std::sync::atomic::AtomicU64::new(0));
-            let yielding = YieldToWrites::start(node, pace.clone());
+            let yielding = YieldToWrites::start(
+                node,
+                pace.clone(),
+                self.busy_pace_bytes_per_sec,
+                (self.max_wal_bytes, spill.requested.clone()),
+            );
             let source = raftlite_backup::OpenSource {
                 file,
                 path: store.path().to_path_buf(),
-                state: pinned.meta.clone(),
+                state,
                 pace: Some(pace),
+                spill: Some(spill),
             };
             let manifest = raftlite_backup::create_backup_open(
                 source,
@@ -495,7 +576,8 @@ impl BackupService {
             )
             .await?;
             drop(yielding);
-            drop(pinned);
+            drop(pin);
+            drop(scratch);
             return Ok(manifest);
         }
         tracing::info!("the database file could not be pinned (a long query holds an older snapshot); copying it for the backup instead");
@@ -797,38 +879,128 @@ fn passphrase_from_env(var: &str) -> Result<String, BackupError> {
     }
 }
 
-/// Read rate of a backup while the node is committing writes: the backup's disk traffic
-/// otherwise stretches the log's fsyncs (a 1 GiB backup at full speed halved the write rate of
-/// 16 clients; at this pace they keep about 80%, `raftlite bench --backup-db-mib`). An idle
-/// node backs up at full speed.
-const BUSY_PACE_BYTES_PER_SEC: u64 = 32 * 1024 * 1024;
-/// How often the node's write activity is looked at during a backup.
+/// How often the node's write activity and its WAL are looked at during a backup.
 const PACE_CHECK: Duration = Duration::from_millis(200);
+/// Free space a spill leaves beside the copy, for the WAL and the log.
+const SPILL_SPACE_MARGIN: u64 = 256 << 20;
 
-/// Sets a backup's pace from the node's write activity until dropped: paced while entries are
-/// being applied, unlimited when none were in the last check interval.
+/// Sets a backup's pace from the node's write activity until dropped: `busy_pace` while entries
+/// are being applied, unlimited when none were in the last check interval; with `spill_at`
+/// `(max, flag)`, sets `flag` once the WAL is larger than `max` bytes.
 struct YieldToWrites(tokio::task::JoinHandle<()>);
 
 impl YieldToWrites {
-    fn start(node: &RaftNode, pace: Arc<std::sync::atomic::AtomicU64>) -> YieldToWrites {
+    fn start(
+        node: &RaftNode,
+        pace: Arc<std::sync::atomic::AtomicU64>,
+        busy_pace: u64,
+        spill_at: (u64, Arc<std::sync::atomic::AtomicBool>),
+    ) -> YieldToWrites {
         let node = node.clone();
         YieldToWrites(tokio::spawn(async move {
             use std::sync::atomic::Ordering;
             let applied = |n: &RaftNode| n.metrics().last_applied.map(|l| l.index).unwrap_or(0);
             let mut last = applied(&node);
+            let mut spill_at = Some(spill_at);
             loop {
                 tokio::time::sleep(PACE_CHECK).await;
                 let now = applied(&node);
-                let rate = if now > last {
-                    BUSY_PACE_BYTES_PER_SEC
-                } else {
-                    0
-                };
+                let rate = if now > last { busy_pace } else { 0 };
                 pace.store(rate, Ordering::Relaxed);
                 last = now;
+                if let Some((max, flag)) = &spill_at {
+                    let wal = node.store().wal_len();
+                    if wal > *max {
+                        tracing::info!(
+                            wal_bytes = wal,
+                            max_wal_bytes = *max,
+                            "the WAL grew past its limit during a backup (checkpoints wait for \
+                             the backup's pinned file): copying the rest of the file locally \
+                             to release it"
+                        );
+                        flag.store(true, Ordering::Relaxed);
+                        spill_at = None;
+                    }
+                }
             }
         }))
     }
+}
+
+/// The spill of a pinned backup (see [`raftlite_backup::Spill`]), on the backup's reading
+/// thread: copies the `rest` bytes of `source` from its position into `scratch`, then releases
+/// the pin. The copy runs on the blocking pool at normal priority (the reading thread runs at
+/// the lowest, and every moment of the copy is WAL growth). On failure `source` is back where
+/// it was and still pinned.
+fn spill_rest(
+    runtime: tokio::runtime::Handle,
+    source: &mut std::fs::File,
+    rest: u64,
+    snapshots: PathBuf,
+    scratch: PathBuf,
+    pin: Arc<Mutex<Option<raftlite_store::PinnedFile>>>,
+) -> std::io::Result<std::fs::File> {
+    use std::io::{Seek, SeekFrom};
+    let at = source.stream_position()?;
+    let reader = source.try_clone()?;
+    let (done, copied) = std::sync::mpsc::channel();
+    let target = scratch.clone();
+    runtime.spawn_blocking(move || {
+        let _ = done.send(copy_rest(reader, rest, &snapshots, &target));
+    });
+    let copied = copied.recv().unwrap_or_else(|_| {
+        Err(std::io::Error::other(
+            "the thread copying the rest of the backup's source stopped",
+        ))
+    });
+    match copied {
+        Ok(copy) => {
+            // The copy holds every byte still to be read: the file may change from here on.
+            drop(pin.lock().unwrap_or_else(|p| p.into_inner()).take());
+            Ok(copy)
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&scratch);
+            source.seek(SeekFrom::Start(at))?;
+            Err(e)
+        }
+    }
+}
+
+/// Copies `rest` bytes of `source` from its position into a new file `scratch` under `dir`,
+/// returned open at its start. Refuses when the copy would leave less than
+/// [`SPILL_SPACE_MARGIN`] free: a full disk would stop the database's own writes.
+fn copy_rest(
+    source: std::fs::File,
+    rest: u64,
+    dir: &Path,
+    scratch: &Path,
+) -> std::io::Result<std::fs::File> {
+    use std::io::{Read, Seek, SeekFrom};
+    std::fs::create_dir_all(dir)?;
+    if let Some(free) = raftlite_store::free_space(dir) {
+        if free < rest.saturating_add(SPILL_SPACE_MARGIN) {
+            return Err(std::io::Error::other(format!(
+                "{} has {free} bytes free, too few for a {rest}-byte copy and a margin of \
+                 {SPILL_SPACE_MARGIN}",
+                dir.display()
+            )));
+        }
+    }
+    let mut copy = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(scratch)?;
+    // `std::io::copy` between files uses copy_file_range: no round trip through user space.
+    let copied = std::io::copy(&mut (&source).take(rest), &mut copy)?;
+    if copied != rest {
+        return Err(std::io::Error::other(format!(
+            "copied {copied} of the {rest} bytes left: the source ended early"
+        )));
+    }
+    copy.seek(SeekFrom::Start(0))?;
+    Ok(copy)
 }
 
 impl Drop for YieldToWrites {

@@ -4,6 +4,7 @@
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -188,7 +189,17 @@ pub async fn create_backup_fenced(
         )
         .await??
     };
-    upload(source, file, info, meta, dest, opts, fence, None).await
+    upload(
+        source,
+        file,
+        info,
+        meta,
+        dest,
+        opts,
+        fence,
+        Reading::default(),
+    )
+    .await
 }
 
 /// A consistent SQLite file the caller has open and keeps from changing until the backup is
@@ -202,7 +213,27 @@ pub struct OpenSource {
     /// Read at most this many bytes per second (0: no limit); the caller may change it while
     /// the backup runs, e.g. to yield disk and CPU to a burst of writes.
     pub pace: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
+    /// A way to stop keeping the file unchanged before the backup is done; `None`: it is kept
+    /// to the end.
+    pub spill: Option<Spill>,
 }
+
+/// How a backup lets go of its pinned source early: while the source is pinned, the database's
+/// WAL cannot be checkpointed and grows with every write, for as long as the (paced) upload
+/// takes. Once `requested` is set, the backup hands the part it has not read yet to `take_rest`,
+/// which copies it at local disk speed to a file that nobody changes, releases the pin, and
+/// returns that copy; the backup reads on from the copy. The bytes read are the same either way.
+pub struct Spill {
+    /// Set, at any time, to ask for the spill; it happens before the next read.
+    pub requested: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Given the source positioned at the first unread byte and the number of bytes left, copies
+    /// them, releases the pin and returns the copy opened at its start. An error leaves the
+    /// source pinned (the backup reads on from it) and is logged.
+    pub take_rest: TakeRest,
+}
+
+/// See [`Spill::take_rest`].
+pub type TakeRest = Box<dyn FnOnce(&mut File, u64) -> io::Result<File> + Send>;
 
 /// [`create_backup_fenced`] from an [`OpenSource`]: streams the open file directly.
 pub async fn create_backup_open(
@@ -218,6 +249,7 @@ pub async fn create_backup_open(
         path,
         state,
         pace,
+        spill,
     } = source;
     check_meta_agrees(&state, &meta).map_err(|reason| BackupError::MetaMismatch {
         path: path.clone(),
@@ -230,7 +262,15 @@ pub async fn create_backup_open(
         })
         .await??
     };
-    upload(&path, file, info, meta, dest, opts, fence, pace).await
+    let reading = Reading { pace, spill };
+    upload(&path, file, info, meta, dest, opts, fence, reading).await
+}
+
+/// How the source is read: its pace, and whether it may be spilled (see [`OpenSource`]).
+#[derive(Default)]
+struct Reading {
+    pace: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
+    spill: Option<Spill>,
 }
 
 /// The common part: checks, then streams `file` (read from its start) up as a set.
@@ -243,7 +283,7 @@ async fn upload(
     dest: &Destination,
     opts: &CreateOptions,
     fence: impl std::future::Future<Output = Result<(), String>>,
-    pace: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
+    reading: Reading,
 ) -> Result<Manifest, BackupError> {
     meta.check()?;
     let levels = zstd::compression_level_range();
@@ -304,7 +344,7 @@ async fn upload(
     let encoder = {
         let encryption = opts.encryption.clone();
         let level = opts.level;
-        run_in_background(move || encode(file, info.len, level, encryption, tx, pace))
+        run_in_background(move || encode(file, info.len, level, encryption, tx, reading))
     };
 
     let mut failed_part = None;
@@ -588,17 +628,17 @@ fn encode(
     level: i32,
     encryption: Option<Encryption>,
     tx: mpsc::Sender<Bytes>,
-    pace: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
+    mut reading: Reading,
 ) -> Result<Encoded, EncodeError> {
     use std::io::{Seek, SeekFrom};
     file.seek(SeekFrom::Start(0)).map_err(EncodeError::Source)?;
     let sink = ChannelWriter::new(tx);
     let (sink, plain) = match encryption {
-        None => compress(&mut file, sink, expected_len, level, pace.as_deref())?,
+        None => compress(&mut file, sink, expected_len, level, &mut reading)?,
         Some(encryption) => {
             let encryptor = encryption.encryptor().map_err(EncodeError::Encode)?;
             let age = encryptor.wrap_output(sink).map_err(encode_io)?;
-            let (age, plain) = compress(&mut file, age, expected_len, level, pace.as_deref())?;
+            let (age, plain) = compress(&mut file, age, expected_len, level, &mut reading)?;
             (age.finish().map_err(encode_io)?, plain)
         }
     };
@@ -614,8 +654,9 @@ fn compress<W: Write>(
     out: W,
     expected_len: u64,
     level: i32,
-    pace: Option<&std::sync::atomic::AtomicU64>,
+    reading: &mut Reading,
 ) -> Result<(W, Digester), EncodeError> {
+    let pace = reading.pace.as_deref();
     let started = std::time::Instant::now();
     // Bytes read and the moment pacing last changed, to pace from there.
     let mut paced_from = (0u64, started, 0u64);
@@ -633,6 +674,30 @@ fn compress<W: Write>(
     let mut plain = Digester::in_background();
     let mut buf = vec![0u8; READ_BYTES];
     loop {
+        if let Some(spill) = reading
+            .spill
+            .take_if(|s| s.requested.load(Ordering::Relaxed))
+        {
+            let rest = expected_len.saturating_sub(plain.len());
+            let started = std::time::Instant::now();
+            match (spill.take_rest)(file, rest) {
+                Ok(copy) => {
+                    *file = copy;
+                    // The copy's time is not reading time to make up for.
+                    paced_from = (plain.len(), std::time::Instant::now(), paced_from.2);
+                    tracing::info!(
+                        bytes = rest,
+                        secs = started.elapsed().as_secs_f64(),
+                        "the backup's source was released: the rest is read from a copy"
+                    );
+                }
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    "cannot copy the rest of the backup's source; reading on from the pinned \
+                     file (the WAL keeps growing until the backup ends)"
+                ),
+            }
+        }
         let n = match file.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => n,
@@ -645,7 +710,7 @@ fn compress<W: Write>(
         }
         encoder.write_all(&buf[..n]).map_err(encode_io)?;
         if let Some(pace) = pace {
-            let rate = pace.load(std::sync::atomic::Ordering::Relaxed);
+            let rate = pace.load(Ordering::Relaxed);
             if rate != paced_from.2 {
                 paced_from = (plain.len(), std::time::Instant::now(), rate);
             }

@@ -54,7 +54,7 @@ mod verify;
 pub use age::secrecy;
 pub use create::{
     create_backup, create_backup_fenced, create_backup_open, BackupMeta, CreateOptions, OpenSource,
-    PARTS_IN_FLIGHT, PART_SIZE,
+    Spill, PARTS_IN_FLIGHT, PART_SIZE,
 };
 pub use crypto::{recipient_fingerprint, Encryption, Identity};
 pub use destination::Destination;

@@ -764,3 +764,112 @@ async fn the_zstd_cli_decodes_the_stored_object() {
         assert!(text.contains("Check: XXH64"), "{text}");
     }
 }
+
+/// `OpenSource` on `db` with a spill hook: the spill is asked for once `after` bytes were
+/// read (paced so that it comes mid-file); `take_rest` copies the rest, or fails when `fail`.
+/// Returns the backup's manifest and the byte counts the hook was given.
+async fn backup_with_spill(
+    db: &Path,
+    dest: &Destination,
+    index: u64,
+    fail: bool,
+) -> (Manifest, Arc<std::sync::Mutex<Vec<u64>>>) {
+    use std::sync::atomic::{AtomicBool, AtomicU64};
+    let requested = Arc::new(AtomicBool::new(false));
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let scratch = db.with_extension("rest");
+    let take_rest = {
+        let (seen, scratch) = (seen.clone(), scratch.clone());
+        Box::new(move |source: &mut std::fs::File, rest: u64| {
+            seen.lock().unwrap().push(rest);
+            if fail {
+                return Err(std::io::Error::other("no room for the copy"));
+            }
+            let mut copy = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&scratch)?;
+            std::io::copy(&mut (&*source).take(rest), &mut copy)?;
+            std::io::Seek::rewind(&mut copy)?;
+            // The source may change from here on: the backup must not read it again.
+            std::fs::write(db_of(&scratch), b"overwritten after the spill")?;
+            Ok(copy)
+        })
+    };
+    let source = raftlite_backup::OpenSource {
+        file: std::fs::File::open(db).unwrap(),
+        path: db.to_path_buf(),
+        state: raftlite_store::MetaState::default(),
+        // 4 MiB/s: the 3 MiB file takes most of a second, the spill comes after 0.2 s.
+        pace: Some(Arc::new(AtomicU64::new(4 << 20))),
+        spill: Some(raftlite_backup::Spill {
+            requested: requested.clone(),
+            take_rest,
+        }),
+    };
+    let flip = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        requested.store(true, Ordering::Relaxed);
+    });
+    let opts = CreateOptions {
+        level: 3,
+        encryption: None,
+    };
+    let manifest = raftlite_backup::create_backup_open(
+        source,
+        meta(index),
+        dest,
+        &opts,
+        std::future::ready(Ok(())),
+    )
+    .await
+    .unwrap();
+    flip.await.unwrap();
+    (manifest, seen)
+}
+
+/// The database a spill scratch file `<name>.rest` was copied from: `<name>.sqlite`.
+fn db_of(scratch: &Path) -> std::path::PathBuf {
+    scratch.with_extension("sqlite")
+}
+
+#[tokio::test]
+async fn a_spilled_source_backs_up_the_same_bytes_and_a_failed_spill_reads_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let dest = Destination::parse("memory://").unwrap();
+
+    let db = dir.path().join("spilled.sqlite");
+    make_random_db(&db, 3);
+    let original = std::fs::read(&db).unwrap();
+    let (manifest, seen) = backup_with_spill(&db, &dest, 20, false).await;
+    let rest = seen.lock().unwrap().clone();
+    assert_eq!(rest.len(), 1, "one spill: {rest:?}");
+    assert!(
+        rest[0] > 0 && rest[0] < original.len() as u64,
+        "the spill came mid-file: {rest:?} of {}",
+        original.len()
+    );
+    let list = list_backups(&dest).await.unwrap();
+    let id = id_of(&manifest, &list);
+    let restored = dir.path().join("restored.sqlite");
+    download_backup(&dest, &id, None, &restored).await.unwrap();
+    assert!(
+        std::fs::read(&restored).unwrap() == original,
+        "the backup differs from the file as it was before the spill"
+    );
+
+    let db = dir.path().join("kept.sqlite");
+    make_random_db(&db, 3);
+    let original = std::fs::read(&db).unwrap();
+    let (manifest, seen) = backup_with_spill(&db, &dest, 21, true).await;
+    assert_eq!(seen.lock().unwrap().len(), 1);
+    let list = list_backups(&dest).await.unwrap();
+    let id = id_of(&manifest, &list);
+    let restored = dir.path().join("restored-kept.sqlite");
+    download_backup(&dest, &id, None, &restored).await.unwrap();
+    assert!(
+        std::fs::read(&restored).unwrap() == original,
+        "after a failed spill the backup reads on from the source"
+    );
+}

@@ -36,8 +36,16 @@ const META_DATA_CHANGED: &str = "data_changed";
 
 /// Copies [`Store::snapshot_to`] takes before giving up while restores keep committing under it.
 const SNAPSHOT_ATTEMPTS: usize = 10;
+/// Bytes available to this process on the file system holding `dir`; `None` when unknown.
+pub fn free_space(dir: &Path) -> Option<u64> {
+    let stat = rustix::fs::statvfs(dir).ok()?;
+    Some(stat.f_bavail.saturating_mul(stat.f_frsize))
+}
+
 /// Idle read-only connections kept open between queries.
 const MAX_IDLE_READERS: usize = 8;
+/// What the WAL file is cut back to after a checkpoint emptied it (`journal_size_limit`).
+const WAL_SIZE_LIMIT_BYTES: i64 = 16 * 1024 * 1024;
 
 #[derive(Clone, Debug)]
 pub struct StoreOptions {
@@ -174,6 +182,14 @@ impl Store {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Size in bytes of the database's WAL file (0 when there is none). It grows only while
+    /// something (a pinned backup, a long read) keeps checkpoints from completing.
+    pub fn wal_len(&self) -> u64 {
+        let mut wal = self.path.clone().into_os_string();
+        wal.push("-wal");
+        std::fs::metadata(&wal).map_or(0, |m| m.len())
     }
 
     /// The leader's clock (Unix ms) when it proposed the last write this node applied, if any
@@ -1095,6 +1111,9 @@ fn open_writer(
     // never of the log, and replay restores them. So the database need not fsync every commit.
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
+    // A WAL that grew (while a backup pinned the file, before it let go) shrinks back once a
+    // checkpoint has emptied it, instead of keeping its peak size on disk for good.
+    conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT_BYTES)?;
     conn.busy_timeout(std::time::Duration::from_millis(options.busy_timeout_ms))?;
     conn.execute_batch(&format!(
         "CREATE TABLE IF NOT EXISTS {META_TABLE} (key TEXT PRIMARY KEY, value TEXT NOT NULL)"

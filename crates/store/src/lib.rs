@@ -13,8 +13,8 @@ pub mod failpoint;
 pub mod types;
 
 pub use engine::{
-    probe, probe_checked, reseed_database, validate_database, validate_database_fully, EntryTime,
-    PinnedFile, Store, StoreOptions, META_TABLE, RESTORE_TABLE,
+    free_space, probe, probe_checked, reseed_database, validate_database, validate_database_fully,
+    EntryTime, PinnedFile, Store, StoreOptions, META_TABLE, RESTORE_TABLE,
 };
 pub use error::StoreError;
 pub use types::*;
