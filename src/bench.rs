@@ -1156,7 +1156,13 @@ fn long_deadline(mib: u64) -> Duration {
     DEADLINE + Duration::from_secs(mib)
 }
 
-async fn measure_backups(work: &Path, mib: u64, window: Duration) -> anyhow::Result<BackupReport> {
+/// What the backup benchmarks share: an HTTP client for the writers, a cluster (not started)
+/// that backs up to a `file://` destination under `work` and takes no Raft snapshots, and the
+/// backupper that asks it for backups through `POST /backups`.
+fn backup_bench_setup(
+    work: &Path,
+    mib: u64,
+) -> anyhow::Result<(reqwest::Client, Cluster, Backupper)> {
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(BACKUP_BENCH_CLIENTS + FILL_LOADERS)
         .timeout(DEADLINE)
@@ -1167,7 +1173,7 @@ async fn measure_backups(work: &Path, mib: u64, window: Duration) -> anyhow::Res
     std::fs::create_dir(&dest_dir)
         .with_context(|| format!("cannot create {}", dest_dir.display()))?;
     let dest_url = file_url(&dest_dir)?;
-    let mut cluster = Cluster {
+    let cluster = Cluster {
         dir: work.join("cluster"),
         nodes: Vec::new(),
         extra_args: vec![
@@ -1181,7 +1187,7 @@ async fn measure_backups(work: &Path, mib: u64, window: Duration) -> anyhow::Res
             BACKUP_LEVEL.to_string(),
         ],
     };
-    let mut backupper = Backupper {
+    let backupper = Backupper {
         path: BackupPath::Endpoint,
         dest_dir,
         dest_url,
@@ -1190,6 +1196,11 @@ async fn measure_backups(work: &Path, mib: u64, window: Duration) -> anyhow::Res
         logs: work.to_path_buf(),
         runs: 0,
     };
+    Ok((http, cluster, backupper))
+}
+
+async fn measure_backups(work: &Path, mib: u64, window: Duration) -> anyhow::Result<BackupReport> {
+    let (http, mut cluster, mut backupper) = backup_bench_setup(work, mib)?;
     let result = backup_scenario(&mut cluster, &mut backupper, &http, work, mib, window).await;
     if result.is_err() {
         cluster.print_log_tails();
@@ -2121,37 +2132,7 @@ async fn run_backup_wal_bench(args: &BenchArgs, mib: u64) -> anyhow::Result<()> 
 }
 
 async fn measure_backup_wal(work: &Path, mib: u64, window: Duration) -> anyhow::Result<WalReport> {
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(BACKUP_BENCH_CLIENTS + FILL_LOADERS)
-        .timeout(DEADLINE)
-        .no_proxy()
-        .build()
-        .context("cannot build the HTTP client")?;
-    let dest_dir = work.join("backups");
-    std::fs::create_dir(&dest_dir)
-        .with_context(|| format!("cannot create {}", dest_dir.display()))?;
-    let dest_url = file_url(&dest_dir)?;
-    let mut cluster = Cluster {
-        dir: work.join("cluster"),
-        nodes: Vec::new(),
-        extra_args: vec![
-            "--snapshot-threshold".into(),
-            NO_RAFT_SNAPSHOTS.to_string(),
-            "--backup-to".into(),
-            dest_url.clone(),
-            "--backup-level".into(),
-            BACKUP_LEVEL.to_string(),
-        ],
-    };
-    let mut backupper = Backupper {
-        path: BackupPath::Endpoint,
-        dest_dir,
-        dest_url,
-        recipient: None,
-        deadline: long_deadline(mib),
-        logs: work.to_path_buf(),
-        runs: 0,
-    };
+    let (http, mut cluster, mut backupper) = backup_bench_setup(work, mib)?;
     let result = backup_wal_scenario(&mut cluster, &mut backupper, &http, mib, window).await;
     if result.is_err() {
         cluster.print_log_tails();
