@@ -141,6 +141,13 @@ fn requests_to_a_follower_of_a_paused_leader_are_answered_within_their_timeout()
     // Far above ?timeout: a late answer shows as a late answer, not as a client error.
     let http = client(Duration::from_secs(60));
     let raft_addr = fake_raft_port();
+    // A SQLite file to load (the cluster's own database), fetched before the leader stops.
+    let database = http
+        .get(format!("{}/db/backup", c.nodes[leader].base_url()))
+        .send()
+        .and_then(|r| r.error_for_status())
+        .and_then(|r| r.bytes())
+        .expect("GET /db/backup from the leader");
     let paused = Paused::new(&c.nodes[leader]);
 
     let cases: Vec<(&str, reqwest::blocking::RequestBuilder, Duration)> = vec![
@@ -189,6 +196,22 @@ fn requests_to_a_follower_of_a_paused_leader_are_answered_within_their_timeout()
                 "id": 9, "addr": raft_addr, "api_addr": "127.0.0.1:9"
             })),
             timeout,
+        ),
+        (
+            "SQL load with the default timeout",
+            http.post(format!("{base}/db/load"))
+                .header("content-type", "text/plain")
+                .body("INSERT INTO t(v) VALUES('load2');"),
+            Duration::from_secs(10),
+        ),
+        (
+            // A file restore has no default deadline (it may take minutes), but a forwarded one
+            // ends once the leader it went to is gone: here, when the others elect a new one.
+            "file load without ?timeout",
+            http.post(format!("{base}/db/load"))
+                .header("content-type", "application/octet-stream")
+                .body(database.to_vec()),
+            Duration::from_secs(10),
         ),
         (
             // Without ?timeout the default (10 s) bounds it, not the node-to-node client's 30 s.

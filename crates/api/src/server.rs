@@ -200,6 +200,32 @@ pub(crate) async fn to_leader_within(
     to_leader_streaming(state, req, err, timeout).await
 }
 
+/// How long a leader may send nothing (not even a heartbeat) to this follower before a long
+/// forwarded operation stops waiting for it: many heartbeat intervals, more than an election
+/// timeout.
+const LEADER_SILENCE_BOUND: Duration = Duration::from_secs(5);
+
+/// Resolves, with the reason, once `leader_id` is no longer a leader this node hears from:
+/// another node leads, none is known, or it sent nothing for [`LEADER_SILENCE_BOUND`].
+async fn leader_lost(node: &RaftNode, leader_id: NodeId) -> String {
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tick.tick().await;
+        match node.leader() {
+            Some((id, _)) if id == leader_id => {
+                if let Some(silent) = node
+                    .since_leader_contact()
+                    .filter(|s| *s > LEADER_SILENCE_BOUND)
+                {
+                    return format!("leader {leader_id} sent nothing for {silent:?}");
+                }
+            }
+            Some((id, _)) => return format!("leadership moved from node {leader_id} to node {id}"),
+            None => return format!("node {leader_id} stopped leading"),
+        }
+    }
+}
+
 /// [`LeaderOnly`] whose body is sent as it is produced (a database file read in chunks), so a
 /// large upload never sits in this node's memory.
 pub(crate) struct LeaderOnlyStream<'a> {
@@ -262,7 +288,25 @@ pub(crate) async fn to_leader_streaming(
             forwarded = forwarded.header(name, v);
         }
     }
-    let upstream = match forwarded.send().await {
+    // A long operation (a restore, a backup: minutes, on purpose without a deadline) is bounded
+    // by the leader's life instead: it is answered once that leader stops being the one this
+    // node hears from. A paused leader is replaced within an election timeout.
+    let long = limit.is_none_or(|l| l > crate::limits::DEFAULT_TIMEOUT);
+    let sent = if long {
+        tokio::select! {
+            sent = forwarded.send() => sent,
+            lost = leader_lost(&state.node, leader_id) => {
+                return ApiError::Unavailable(format!(
+                    "{lost} while it handled this forwarded request; its outcome is unknown: \
+                     check /status (a restore names its timeline there) before retrying"
+                ))
+                .into_response()
+            }
+        }
+    } else {
+        forwarded.send().await
+    };
+    let upstream = match sent {
         Ok(upstream) => upstream,
         Err(e) if e.is_timeout() => {
             return ApiError::Unavailable(format!(

@@ -21,8 +21,9 @@
 //! `load via /db/load`); `?timeline_id=` (1-64 characters of `0-9 a-z A-Z _ -`) chooses its id,
 //! so a client whose answer is lost can tell from `/status` whether the restore took effect.
 //! With `?timeout` the whole request is answered by then, forwarding included (a file restore
-//! goes on in the background; `/status` tells its outcome); without it SQL text waits up to 60 s
-//! for its commit and a file restore as long as it takes. SQL text is applied as one entry, so
+//! goes on in the background; `/status` tells its outcome); without it SQL text waits up to 10 s
+//! for its commit and a file restore as long as it takes while the leader lives (a forwarded one
+//! is answered 503 once the leader it went to stops leading or falls silent for 5 s). SQL text is applied as one entry, so
 //! past `--max-entry-bytes` once parsed it is refused with 413.
 //! Answers: 200 with `results`, `time`, `timeline` and `restore` (`index`, `size`, `sha256`,
 //! `duration_secs`); 400 when the file is refused (nothing changed); 503 when the restore
@@ -74,8 +75,9 @@ const _: () = assert!(
         && MAX_LOAD_BYTES <= MAX_BODY_BYTES
 );
 
-/// How long a SQL-text load waits to be committed and applied unless `?timeout` says otherwise.
-const DEFAULT_LOAD_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a SQL-text load waits to be committed and applied unless `?timeout` says otherwise:
+/// the default of every request (it is one entry of at most `--max-entry-bytes`).
+const DEFAULT_LOAD_TIMEOUT: Duration = crate::limits::DEFAULT_TIMEOUT;
 
 /// Chunks a backup is streamed in, and how many may wait unsent (bounds memory per download).
 const CHUNK_BYTES: usize = 256 * 1024;
