@@ -1739,6 +1739,37 @@ fn read_manifest(dir: &Path, path: &Path) -> anyhow::Result<ManifestInfo> {
     })
 }
 
+/// The writers' samples that fall inside `from..until` as throughput and latency figures (the
+/// failures are printed), and how many writes were acknowledged in all.
+fn window_stats(samples: Vec<Sample>, from: Instant, until: Instant) -> (Stats, u64) {
+    let mut stats = Stats {
+        window: until.saturating_duration_since(from),
+        ..Stats::default()
+    };
+    let mut acked_total: u64 = 0;
+    for s in samples {
+        acked_total += u64::from(s.outcome.is_ok());
+        if s.start < from || s.end > until {
+            continue;
+        }
+        match s.outcome {
+            Ok(()) => {
+                stats.acked += 1;
+                stats.latencies.push(s.end - s.start);
+            }
+            Err(kind) => {
+                stats.failed += 1;
+                *stats.failures.entry(kind).or_default() += 1;
+            }
+        }
+    }
+    stats.latencies.sort_unstable();
+    for (kind, count) in &stats.failures {
+        eprintln!("bench: {count} x {kind}");
+    }
+    (stats, acked_total)
+}
+
 /// A sent insert: when it started and ended, and how it went.
 struct Sample {
     start: Instant,
@@ -1776,31 +1807,7 @@ where
     while let Some(done) = clients.join_next().await {
         samples.extend(done.context("a client task failed")?);
     }
-    let mut stats = Stats {
-        window: until.saturating_duration_since(from),
-        ..Stats::default()
-    };
-    let mut acked_total = 0;
-    for s in samples {
-        acked_total += u64::from(s.outcome.is_ok());
-        if s.start < from || s.end > until {
-            continue;
-        }
-        match s.outcome {
-            Ok(()) => {
-                stats.acked += 1;
-                stats.latencies.push(s.end - s.start);
-            }
-            Err(kind) => {
-                stats.failed += 1;
-                *stats.failures.entry(kind).or_default() += 1;
-            }
-        }
-    }
-    stats.latencies.sort_unstable();
-    for (kind, count) in &stats.failures {
-        eprintln!("bench: {count} x {kind}");
-    }
+    let (stats, acked_total) = window_stats(samples, from, until);
     Ok(WriteWindow {
         stats,
         acked_total,
@@ -2286,31 +2293,7 @@ where
         samples.extend(done.context("a client task failed")?);
     }
     let out = out?;
-    let mut stats = Stats {
-        window: until.saturating_duration_since(from),
-        ..Stats::default()
-    };
-    let mut acked_total = 0;
-    for s in samples {
-        acked_total += u64::from(s.outcome.is_ok());
-        if s.start < from || s.end > until {
-            continue;
-        }
-        match s.outcome {
-            Ok(()) => {
-                stats.acked += 1;
-                stats.latencies.push(s.end - s.start);
-            }
-            Err(kind) => {
-                stats.failed += 1;
-                *stats.failures.entry(kind).or_default() += 1;
-            }
-        }
-    }
-    stats.latencies.sort_unstable();
-    for (kind, count) in &stats.failures {
-        eprintln!("bench: {count} x {kind}");
-    }
+    let (stats, acked_total) = window_stats(samples, from, until);
     let wal_peak = wal_per_second
         .iter()
         .copied()
