@@ -562,6 +562,7 @@ pub fn encode_value(v: &Value, blob_array: bool) -> Json {
         Value::Text(s) => Json::String(s.clone()),
         Value::Blob(b) if blob_array => Json::Array(b.iter().map(|&x| Json::from(x)).collect()),
         Value::Blob(b) => Json::String(base64_std(b)),
+        Value::Bool(b) => Json::Bool(*b),
     }
 }
 

@@ -277,6 +277,9 @@ impl Store {
         if conn.execute_batch("SAVEPOINT request").is_err() {
             return Err(EndedTransaction);
         }
+        if reset_statement_counters(conn).is_err() {
+            return Err(EndedTransaction);
+        }
         for statement in &request.statements {
             let result = execute_statement(conn, statement, &self.writer_guard);
             if conn.is_autocommit() {
@@ -1262,7 +1265,7 @@ fn bind_params(stmt: &mut rusqlite::Statement<'_>, params: &Params) -> Result<()
             }
             for (i, v) in values.iter().enumerate() {
                 stmt.raw_bind_parameter(i + 1, SqlValue(v))
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| crate::results::error_message(&e))?;
             }
             Ok(())
         }
@@ -1276,7 +1279,7 @@ fn bind_params(stmt: &mut rusqlite::Statement<'_>, params: &Params) -> Result<()
                 match index {
                     Some(i) => stmt
                         .raw_bind_parameter(i, SqlValue(v))
-                        .map_err(|e| e.to_string())?,
+                        .map_err(|e| crate::results::error_message(&e))?,
                     None => return Err(format!("statement has no parameter named {name}")),
                 }
             }
@@ -1296,17 +1299,33 @@ impl rusqlite::ToSql for SqlValue<'_> {
             Value::Real(f) => Borrowed(ValueRef::Real(*f)),
             Value::Text(s) => Borrowed(ValueRef::Text(s.as_bytes())),
             Value::Blob(b) => Borrowed(ValueRef::Blob(b)),
+            Value::Bool(b) => Borrowed(ValueRef::Integer(i64::from(*b))),
         })
     }
 }
 
-fn from_sql(v: ValueRef<'_>) -> Value {
-    match v {
-        ValueRef::Null => Value::Null,
-        ValueRef::Integer(i) => Value::Integer(i),
-        ValueRef::Real(f) => Value::Real(f),
-        ValueRef::Text(t) => Value::Text(String::from_utf8_lossy(t).into_owned()),
-        ValueRef::Blob(b) => Value::Blob(b.to_vec()),
+/// Starts a request from the counters of a fresh connection: `sqlite3_last_insert_rowid` 0 and
+/// `sqlite3_changes` 0, so a request's results never depend on what ran before it on this
+/// node (earlier requests, raftlite's own meta writes, a restart). The connection keeps both
+/// values across a request's statements, as rqlite's does (see [`StatementResult::Execute`]).
+fn reset_statement_counters(conn: &Connection) -> Result<(), StoreError> {
+    // SAFETY: the handle belongs to `conn`, which is borrowed (and so open) for the call;
+    // sqlite3_set_last_insert_rowid only stores the value in the connection.
+    unsafe { rusqlite::ffi::sqlite3_set_last_insert_rowid(conn.handle(), 0) };
+    // An UPDATE that changes no row sets sqlite3_changes to 0 (there is no setter).
+    conn.prepare_cached(&format!("UPDATE {META_TABLE} SET value = value WHERE 0"))?
+        .execute([])?;
+    Ok(())
+}
+
+/// A statement's error as rqlite reports it (SQLite's message alone, see
+/// [`results::error_message`]), or the guard's reason when the guard refused it.
+fn statement_error(guard: &Guard, e: rusqlite::Error) -> String {
+    let sqlite = crate::results::error_message(&e);
+    let plain = e.to_string();
+    match guard.explain(e) {
+        explained if explained == plain => sqlite,
+        explained => explained,
     }
 }
 
@@ -1336,6 +1355,7 @@ impl ResultBudget {
                 Value::Real(_) => 25,
                 Value::Text(t) => t.len() + 3,
                 Value::Blob(b) => b.len().div_ceil(3) * 4 + 3,
+                Value::Bool(_) => 5,
             })
             .sum::<usize>()
             + 3;
@@ -1379,11 +1399,7 @@ fn run_sql_inner(
     let mut batch = rusqlite::Batch::new(conn, &statement.sql);
     let mut last = None;
     let mut first = true;
-    let changes_before = conn.total_changes();
-    // Reported only when this statement inserted: the connection-wide value would otherwise leak
-    // rowids of earlier requests (and of raftlite's own meta table) into unrelated results.
-    let rowid_before = conn.last_insert_rowid();
-    while let Some(mut stmt) = batch.next().map_err(|e| guard.explain(e))? {
+    while let Some(mut stmt) = batch.next().map_err(|e| statement_error(guard, e))? {
         if first {
             bind_params(&mut stmt, &statement.params)?;
             first = false;
@@ -1396,16 +1412,25 @@ fn run_sql_inner(
         let column_count = stmt.column_count();
         if column_count > 0 {
             let columns: Vec<String> = stmt.column_names().map(|c| c.to_string()).collect();
-            let types: Vec<String> = stmt
+            // go-sqlite3 converts by the declared type in lower case; rqlite reports it as
+            // `types` and fills the empty ones from the first row (see `results.rs`).
+            let decls: Vec<String> = stmt
                 .columns()
                 .map(|c| c.decl_type().unwrap_or("").to_lowercase())
                 .collect();
+            let mut types = decls.clone();
             let mut values = Vec::new();
             let mut rows = stmt.raw_query();
-            while let Some(row) = rows.next().map_err(|e| guard.explain(e))? {
+            while let Some(row) = rows.next().map_err(|e| statement_error(guard, e))? {
                 let mut out = Vec::with_capacity(column_count);
                 for i in 0..column_count {
-                    out.push(from_sql(row.get_ref(i).map_err(|e| e.to_string())?));
+                    let v = row
+                        .get_ref(i)
+                        .map_err(|e| crate::results::error_message(&e))?;
+                    out.push(crate::results::column_value(v, &decls[i], &types[i])?);
+                }
+                if values.is_empty() {
+                    crate::results::fill_empty_types(&mut types, &out);
                 }
                 if let Some(budget) = budget {
                     if !budget.take(&out) {
@@ -1424,7 +1449,7 @@ fn run_sql_inner(
                 time_secs: 0.0,
             }));
         } else {
-            stmt.raw_execute().map_err(|e| guard.explain(e))?;
+            stmt.raw_execute().map_err(|e| statement_error(guard, e))?;
             last = None;
         }
     }
@@ -1434,12 +1459,11 @@ fn run_sql_inner(
             rows.time_secs = elapsed;
             StatementResult::Rows(rows)
         }
+        // What go-sqlite3 reads right after stepping the statement (`_sqlite3_step_row_internal`)
+        // and rqlite reports: the connection's values, whatever statement last set them.
         _ => StatementResult::Execute {
-            last_insert_id: match conn.last_insert_rowid() {
-                id if id != rowid_before => id,
-                _ => 0,
-            },
-            rows_affected: conn.total_changes().saturating_sub(changes_before),
+            last_insert_id: conn.last_insert_rowid(),
+            rows_affected: conn.changes(),
             time_secs: elapsed,
         },
     })
@@ -2183,7 +2207,8 @@ mod tests {
         match &q[0] {
             StatementResult::Rows(rows) => {
                 assert_eq!(rows.columns, vec!["id", "name", "b", "1+1"]);
-                assert_eq!(rows.types, vec!["integer", "text", "blob", ""]);
+                // rqlite's populateEmptyTypes: the expression's type from the first row.
+                assert_eq!(rows.types, vec!["integer", "text", "blob", "integer"]);
                 assert_eq!(rows.values[0][2], Value::Blob(vec![1, 2]));
                 assert_eq!(rows.values[1][1], Value::Text("y".into()));
             }
@@ -2193,6 +2218,221 @@ mod tests {
             .query(&[Statement::new("INSERT INTO t(name) VALUES ('z')")])
             .unwrap();
         assert!(matches!(&refused[0], StatementResult::Error(_)));
+    }
+
+    fn exec(last_insert_id: i64, rows_affected: u64) -> StatementResult {
+        StatementResult::Execute {
+            last_insert_id,
+            rows_affected,
+            time_secs: 0.0,
+        }
+    }
+
+    fn without_times(results: Vec<Vec<StatementResult>>) -> Vec<Vec<StatementResult>> {
+        results
+            .into_iter()
+            .map(|r| {
+                r.into_iter()
+                    .map(|s| match s {
+                        StatementResult::Execute {
+                            last_insert_id,
+                            rows_affected,
+                            ..
+                        } => exec(last_insert_id, rows_affected),
+                        StatementResult::Rows(rows) => StatementResult::Rows(Rows {
+                            time_secs: 0.0,
+                            ..rows
+                        }),
+                        other => other,
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// rqlite's ExecuteResult is go-sqlite3's SQLiteResult, read right after the step
+    /// (`_sqlite3_step_row_internal` in rqlite+go-sqlite3 sqlite3.go; db/db.go
+    /// executeStmtWithConn): sqlite3_last_insert_rowid and sqlite3_changes of the connection.
+    /// Statements that are no INSERT/UPDATE/DELETE leave both as they were; each request here
+    /// starts from a fresh connection's 0 and 0, on every node and after a restart.
+    #[test]
+    fn execute_results_are_the_connections_rowid_and_changes() {
+        let entries: Vec<Vec<WriteRequest>> = vec![
+            vec![req(
+                &[
+                    "CREATE TABLE t(id INTEGER PRIMARY KEY, x)",
+                    "CREATE TABLE log(y)",
+                    "CREATE TRIGGER tr AFTER UPDATE ON t BEGIN \
+                     INSERT INTO log VALUES (1); INSERT INTO log VALUES (2); END",
+                    "INSERT INTO t VALUES (5, 'a')",
+                    "INSERT INTO t VALUES (6, 'b')",
+                ],
+                false,
+            )],
+            vec![
+                // The first statement of a request: a fresh connection's values.
+                req(&["CREATE TABLE u(z)"], false),
+                req(
+                    &[
+                        // One row updated; the trigger's two inserts count neither as
+                        // changes nor as the last rowid.
+                        "UPDATE t SET x = 'c' WHERE id = 5",
+                        // DDL keeps the previous statement's values.
+                        "DROP TABLE u",
+                        "DELETE FROM t WHERE id = 6",
+                        // The same rowid again is still reported.
+                        "INSERT INTO t VALUES (6, 'd')",
+                        "UPDATE t SET x = x WHERE 0",
+                    ],
+                    false,
+                ),
+            ],
+        ];
+        let want = vec![
+            vec![vec![
+                exec(0, 0),
+                exec(0, 0),
+                exec(0, 0),
+                exec(5, 1),
+                exec(6, 1),
+            ]],
+            vec![
+                vec![exec(0, 0)],
+                vec![exec(0, 1), exec(0, 1), exec(0, 1), exec(6, 1), exec(6, 0)],
+            ],
+        ];
+        let run = |store: &Store, i: usize| {
+            without_times(
+                store
+                    .apply_write(pos(i as u64 + 1), T, &entries[i])
+                    .unwrap(),
+            )
+        };
+        // Two nodes applying the same entries, and one that restarts between them.
+        let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+        let a = open(dirs[0].path());
+        let b = open(dirs[1].path());
+        let c = open(dirs[2].path());
+        for (i, want) in want.iter().enumerate() {
+            assert_eq!(&run(&a, i), want, "entry {i} on a");
+            assert_eq!(&run(&b, i), want, "entry {i} on b");
+        }
+        assert_eq!(run(&c, 0), want[0]);
+        drop(c);
+        let c = open(dirs[2].path());
+        assert_eq!(run(&c, 1), want[1]);
+    }
+
+    /// go-sqlite3's Error.Error() is sqlite3_errmsg (rqlite+go-sqlite3 error.go, lastError in
+    /// sqlite3.go), for prepare and step errors alike.
+    #[test]
+    fn statement_errors_are_sqlites_message_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let r = store
+            .apply_write(
+                pos(1),
+                T,
+                &[req(
+                    &[
+                        "CREATE TABLE t(x UNIQUE NOT NULL)",
+                        "INSERT INTO t VALUES (1)",
+                        "INSERT INTO t VALUES (1)",
+                        "INSERT INTO t VALUES (NULL)",
+                        "INSERT blah blah",
+                        "SELECT * FROM nowhere",
+                    ],
+                    false,
+                )],
+            )
+            .unwrap();
+        let errors: Vec<&str> = r[0]
+            .iter()
+            .filter_map(|s| match s {
+                StatementResult::Error(e) => Some(e.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            errors,
+            [
+                "UNIQUE constraint failed: t.x",
+                "NOT NULL constraint failed: t.x",
+                "near \"blah\": syntax error",
+                "no such table: nowhere",
+            ]
+        );
+        let q = store
+            .query(&[Statement::new("SELECT nope FROM t")])
+            .unwrap();
+        assert_eq!(q, [StatementResult::Error("no such column: nope".into())]);
+    }
+
+    /// go-sqlite3 converts by declared type (sqlite3.go nextSyncLocked), rqlite normalizes
+    /// (db/db.go normalizeRowParameters, populateEmptyTypes); see results.rs for the rules.
+    #[test]
+    fn query_values_are_converted_by_declared_type() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        store
+            .apply_write(
+                pos(1),
+                T,
+                &[req(
+                    &[
+                        "CREATE TABLE t(ts TIMESTAMP, d DATE, ok BOOLEAN, x, b BLOB)",
+                        "INSERT INTO t VALUES ('2004-02-14 07:15:00', 1136214245, 1, x'4142', x'4142')",
+                        "INSERT INTO t VALUES ('bad', 1136214245123, 0, 7, NULL)",
+                    ],
+                    false,
+                )],
+            )
+            .unwrap();
+        let q = store
+            .query(&[
+                Statement::new("SELECT * FROM t ORDER BY rowid"),
+                Statement::new("SELECT COUNT(*), NULL, 1.5, 'a' FROM t"),
+                Statement::new("SELECT 1 WHERE 0"),
+            ])
+            .unwrap();
+        let rows = |i: usize| match &q[i] {
+            StatementResult::Rows(r) => (r.types.clone(), r.values.clone()),
+            other => panic!("{other:?}"),
+        };
+        let text = |s: &str| Value::Text(s.into());
+        assert_eq!(
+            rows(0),
+            (
+                vec!["timestamp", "date", "boolean", "text", "blob"]
+                    .into_iter()
+                    .map(String::from)
+                    .collect(),
+                vec![
+                    vec![
+                        text("2004-02-14T07:15:00Z"),
+                        text("2006-01-02T15:04:05Z"),
+                        Value::Bool(true),
+                        text("AB"),
+                        Value::Blob(b"AB".to_vec()),
+                    ],
+                    vec![
+                        text("0001-01-01T00:00:00Z"),
+                        text("2006-01-02T15:04:05.123Z"),
+                        Value::Bool(false),
+                        Value::Integer(7),
+                        Value::Null,
+                    ],
+                ]
+            )
+        );
+        assert_eq!(
+            rows(1).0,
+            vec!["integer", "", "real", "text"]
+                .into_iter()
+                .map(String::from)
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(rows(2).0, vec![String::new()]);
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod dump;
 pub mod engine;
 pub mod error;
 pub mod failpoint;
+mod results;
 pub mod types;
 
 pub use engine::{

@@ -11,6 +11,10 @@ pub enum Value {
     Real(f64),
     Text(String),
     Blob(Vec<u8>),
+    /// Only in results: an integer of a column declared `BOOLEAN`, as rqlite reports it
+    /// (see `results.rs`). Bound as a parameter it is the integer 1 or 0. Last, so the
+    /// postcard tags of the other variants (in the Raft log) stay as they were.
+    Bool(bool),
 }
 
 /// Bound parameters of one statement: rqlite allows either positional or named, not both.
@@ -57,6 +61,9 @@ pub struct WriteRequest {
 /// The outcome of one statement, in the order the statements were given.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum StatementResult {
+    /// The connection's `sqlite3_last_insert_rowid` and `sqlite3_changes` after the statement,
+    /// as go-sqlite3 reports them to rqlite: a statement that is no INSERT/UPDATE/DELETE leaves
+    /// the values of the request's previous one (each request starts from 0 and 0).
     Execute {
         last_insert_id: i64,
         rows_affected: u64,
@@ -69,7 +76,9 @@ pub enum StatementResult {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Rows {
     pub columns: Vec<String>,
-    /// Declared column types; "" for expressions (as rqlite reports them).
+    /// Declared column types in lower case; for a column without one (an expression), the kind
+    /// of the first row's value ("integer", "real", "text", ...), "" when that is NULL or there
+    /// are no rows (rqlite's `populateEmptyTypes`).
     pub types: Vec<String>,
     pub values: Vec<Vec<Value>>,
     pub time_secs: f64,
