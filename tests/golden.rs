@@ -196,7 +196,7 @@ fn cases() -> Vec<Case> {
             "/db/query?q=SELECT%20count(*)%20FROM%20foo%20WHERE%20name%20LIKE%20't_'",
             "",
             200,
-            r#"{"results":[{"columns":["count(*)"],"types":[""],"values":[[0]]}]}"#,
+            r#"{"results":[{"columns":["count(*)"],"types":["integer"],"values":[[0]]}]}"#,
         ),
         case(
             "update reports rows affected only",
@@ -236,7 +236,7 @@ fn cases() -> Vec<Case> {
             "/db/request",
             r#"["SELECT count(*) AS n FROM foo"]"#,
             200,
-            r#"{"results":[{"columns":["n"],"types":[""],"values":[[8]]}]}"#,
+            r#"{"results":[{"columns":["n"],"types":["integer"],"values":[[8]]}]}"#,
         ),
         case(
             "unified endpoint, associative: executes carry rows null",
@@ -308,7 +308,7 @@ fn cases() -> Vec<Case> {
             "/db/query?level=bogus&q=SELECT%201",
             "",
             200,
-            r#"{"results":[{"columns":["1"],"types":[""],"values":[[1]]}]}"#,
+            r#"{"results":[{"columns":["1"],"types":["integer"],"values":[[1]]}]}"#,
         ),
         case(
             "malformed JSON is 400",
@@ -480,4 +480,112 @@ fn rqlite_api_golden_pairs() {
         failures.len(),
         failures.join("\n")
     );
+}
+
+/// What statements' results look like (issue 17), on a 3-node cluster: every node answers a
+/// local read (`level=none`) with the same bytes, before and after a restart, and execute
+/// results do not depend on which node leads or whether it restarted. Expected bytes:
+///
+/// * `last_insert_id`/`rows_affected`: rqlite db/db.go `executeStmtWithConn` reports
+///   go-sqlite3's `SQLiteResult` (rqlite+go-sqlite3 sqlite3.go `execSync`, read by
+///   `_sqlite3_step_row_internal`: `sqlite3_last_insert_rowid` and `sqlite3_changes` of the
+///   connection), `omitempty` for zero (command/encoding/json.go `Result`). DDL keeps the
+///   previous statement's values; a trigger's rows are not counted.
+/// * values: go-sqlite3 sqlite3.go `nextSyncLocked` (decltype `timestamp`/`datetime`/`date`,
+///   `boolean`), rqlite db/db.go `normalizeRowParameters` (`time.Time.MarshalText`, blobs of
+///   text-typed columns as text) and `populateEmptyTypes` (expression types from row one).
+/// * errors: go-sqlite3 error.go `Error.Error()` is `sqlite3_errmsg` alone.
+#[test]
+fn statement_results_are_rqlites_on_every_node_and_after_a_restart() {
+    let mut c = Cluster::start(3, &[]);
+    let leader = c.wait_leader(Duration::from_secs(30));
+    let post = |node: &Node, path: &str, body: &str| -> String {
+        let (status, body) = http_post(&node.url(path), body).expect("post");
+        assert_eq!(status, 200, "{path}: {body}");
+        body
+    };
+    let writes: &[(&str, &str)] = &[
+        (
+            r#"["CREATE TABLE r (id INTEGER PRIMARY KEY, ts TIMESTAMP, dt DATETIME, d DATE, ok BOOLEAN, anything, b BLOB)",
+                "CREATE TABLE log (y)",
+                "CREATE TRIGGER tr AFTER UPDATE ON r BEGIN INSERT INTO log VALUES (1); INSERT INTO log VALUES (2); END",
+                "INSERT INTO r VALUES (1, '2012-04-06 13:37:00-09:13', 1136214245, '2012-11-04Z', 1, x'4142', x'4142')",
+                "INSERT INTO r VALUES (2, 'nonsense', 1136214245123, '2006-01-02T15:04:05.123456789', 0, 7, NULL)",
+                "UPDATE r SET ok = 2 WHERE id = 1",
+                "DROP TABLE IF EXISTS absent"]"#,
+            r#"{"results":[{},{},{},{"last_insert_id":1,"rows_affected":1},{"last_insert_id":2,"rows_affected":1},{"last_insert_id":2,"rows_affected":1},{"last_insert_id":2,"rows_affected":1}]}"#,
+        ),
+        // Deliberate difference: a request starts from a fresh connection's 0 and 0, where
+        // rqlite's long-lived connection would still say 2 and 1 from the request before.
+        (r#"["DROP TABLE IF EXISTS absent"]"#, r#"{"results":[{}]}"#),
+        // The same rowid as the statement before is reported again.
+        (
+            r#"["INSERT INTO r(id) VALUES (3)", "DELETE FROM r WHERE id = 3", "INSERT INTO r(id) VALUES (3)"]"#,
+            r#"{"results":[{"last_insert_id":3,"rows_affected":1},{"last_insert_id":3,"rows_affected":1},{"last_insert_id":3,"rows_affected":1}]}"#,
+        ),
+        (
+            r#"["INSERT blah blah", "INSERT INTO r(id) VALUES (1)", "INSERT INTO nowhere VALUES (1)"]"#,
+            r#"{"results":[{"error":"near \"blah\": syntax error"},{"error":"UNIQUE constraint failed: r.id"},{"error":"no such table: nowhere"}]}"#,
+        ),
+    ];
+    for (body, want) in writes {
+        assert_eq!(post(&c.nodes[leader], "/db/execute", body), *want, "{body}");
+    }
+    let reads: &[(&str, &str, &str)] = &[
+        (
+            "/db/query?level=none",
+            r#"["SELECT * FROM r ORDER BY id"]"#,
+            r#"{"results":[{"columns":["id","ts","dt","d","ok","anything","b"],"types":["integer","timestamp","datetime","date","boolean","text","blob"],"values":[[1,"2012-04-06T13:37:00-09:13","2006-01-02T15:04:05Z","2012-11-04T00:00:00Z",true,"AB","QUI="],[2,"0001-01-01T00:00:00Z","2006-01-02T15:04:05.123Z","2006-01-02T15:04:05.123456789Z",false,7,null],[3,null,null,null,null,null,null]]}]}"#,
+        ),
+        (
+            "/db/query?level=none&associative",
+            r#"["SELECT id, ok, ts FROM r WHERE id = 1"]"#,
+            r#"{"results":[{"types":{"id":"integer","ok":"boolean","ts":"timestamp"},"rows":[{"id":1,"ok":true,"ts":"2012-04-06T13:37:00-09:13"}]}]}"#,
+        ),
+        (
+            "/db/request?level=none",
+            r#"["SELECT ok, dt FROM r WHERE id = 2", "SELECT COUNT(*), 1.5, NULL, x'41' FROM r", "SELECT 1 WHERE 0"]"#,
+            r#"{"results":[{"columns":["ok","dt"],"types":["boolean","datetime"],"values":[[false,"2006-01-02T15:04:05.123Z"]]},{"columns":["COUNT(*)","1.5","NULL","x'41'"],"types":["integer","real","","text"],"values":[[3,1.5,null,"A"]]},{"columns":["1"],"types":[""]}]}"#,
+        ),
+        (
+            "/db/query?level=none",
+            r#"["SELECT nope FROM r", "SELEC 1"]"#,
+            r#"{"results":[{"error":"no such column: nope"},{"error":"near \"SELEC\": syntax error"}]}"#,
+        ),
+    ];
+    let check_reads = |c: &Cluster, when: &str| {
+        for (i, node) in c.nodes.iter().enumerate() {
+            wait_for(
+                || (c.try_count_rows(i, "r").ok()? == 3).then_some(()),
+                Duration::from_secs(30),
+                "the writes to reach every node",
+            );
+            for (path, body, want) in reads {
+                assert_eq!(
+                    post(node, path, body),
+                    *want,
+                    "{when}: node {} {path} {body}",
+                    node.id
+                );
+            }
+        }
+    };
+    check_reads(&c, "before the restart");
+
+    // The leader restarts: its connection is new, and another node may lead now.
+    c.nodes[leader].stop();
+    c.nodes[leader].restart();
+    c.nodes[leader].wait_ready(Duration::from_secs(30));
+    check_reads(&c, "after the restart");
+    let leader = c.wait_leader(Duration::from_secs(30));
+    let after: &[(&str, &str)] = &[
+        (r#"["DROP TABLE IF EXISTS absent"]"#, r#"{"results":[{}]}"#),
+        (
+            r#"["INSERT INTO log VALUES (9)", "CREATE TABLE IF NOT EXISTS z (a)", "UPDATE r SET ok = 1 WHERE id = 2"]"#,
+            r#"{"results":[{"last_insert_id":3,"rows_affected":1},{"last_insert_id":3,"rows_affected":1},{"last_insert_id":3,"rows_affected":1}]}"#,
+        ),
+    ];
+    for (body, want) in after {
+        assert_eq!(post(&c.nodes[leader], "/db/execute", body), *want, "{body}");
+    }
 }

@@ -1237,6 +1237,37 @@ mod tests {
         );
     }
 
+    /// rqlite command/encoding/json.go NewValuesFromQueryValues: a `Parameter_B` (what
+    /// normalizeRowParameters makes of go-sqlite3's bool for a BOOLEAN column) is a JSON bool;
+    /// a time is already its RFC 3339 text (`Parameter_S`).
+    #[test]
+    fn booleans_are_json_bools_and_times_strings() {
+        let r = StatementResult::Rows(Rows {
+            columns: vec!["ok".into(), "ts".into()],
+            types: vec!["boolean".into(), "timestamp".into()],
+            values: vec![
+                vec![
+                    Value::Bool(true),
+                    Value::Text("2004-02-14T07:15:00Z".into()),
+                ],
+                vec![Value::Bool(false), Value::Null],
+            ],
+            time_secs: 0.0,
+        });
+        assert_eq!(
+            body(std::slice::from_ref(&r), &opts()),
+            r#"{"results":[{"columns":["ok","ts"],"types":["boolean","timestamp"],"values":[[true,"2004-02-14T07:15:00Z"],[false,null]]}]}"#
+        );
+        let o = ResponseOptions {
+            associative: true,
+            ..opts()
+        };
+        assert_eq!(
+            body(std::slice::from_ref(&r), &o),
+            r#"{"results":[{"types":{"ok":"boolean","ts":"timestamp"},"rows":[{"ok":true,"ts":"2004-02-14T07:15:00Z"},{"ok":false,"ts":null}]}]}"#
+        );
+    }
+
     #[test]
     fn blobs_are_base64_or_byte_arrays() {
         let r = StatementResult::Rows(Rows {
