@@ -2288,7 +2288,7 @@ mod tests {
                 ),
             ],
         ];
-        let want = vec![
+        let want = [
             vec![vec![
                 exec(0, 0),
                 exec(0, 0),

@@ -496,12 +496,14 @@ fn parse_layout(layout: &[Part], mut value: &[u8]) -> Option<GoTime> {
                 value = rest;
                 // A fraction the layout does not ask for is read anyway.
                 let next_is_frac = matches!(layout.get(i + 1), Some(Frac));
-                if !next_is_frac && value.len() >= 2 && comma_or_period(value[0]) {
-                    if digit(value, 1).is_some() {
-                        let n = 2 + value[2..].iter().take_while(|c| c.is_ascii_digit()).count();
-                        t.nanos = nanoseconds(value, n);
-                        value = &value[n..];
-                    }
+                if !next_is_frac
+                    && value.len() >= 2
+                    && comma_or_period(value[0])
+                    && digit(value, 1).is_some()
+                {
+                    let n = 2 + value[2..].iter().take_while(|c| c.is_ascii_digit()).count();
+                    t.nanos = nanoseconds(value, n);
+                    value = &value[n..];
                 }
             }
             Frac => {
