@@ -284,7 +284,7 @@ fn cases() -> Vec<Case> {
             "/db/execute",
             r#"[["INSERT INTO foo(name, age) VALUES(?, ?)", "only one"]]"#,
             200,
-            r#"{"results":[{"error":"statement has 2 parameter(s) but 1 were given"}]}"#,
+            r#"{"results":[{"error":"not enough args to execute query: want 2 got 1"}]}"#,
         ),
         case(
             "transaction control is refused with the reason",

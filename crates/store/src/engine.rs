@@ -1252,18 +1252,27 @@ fn read_meta(conn: &Connection, path: &Path) -> Result<MetaState, StoreError> {
     })
 }
 
+/// Binds a statement's parameters as go-sqlite3 does for rqlite (rqlite+go-sqlite3 sqlite3.go,
+/// `SQLiteConn.exec` and `SQLiteStmt.bind`): fewer values than the statement has parameters is
+/// the error "not enough args to execute query: want N got M"; positional values past the
+/// statement's parameters are left out; a named value binds every parameter of that name with
+/// any of the sigils `:`, `@` and `$`, and is left out when there is none.
 fn bind_params(stmt: &mut rusqlite::Statement<'_>, params: &Params) -> Result<(), String> {
+    let expected = stmt.parameter_count();
+    let given = match params {
+        Params::None => 0,
+        Params::Positional(values) => values.len(),
+        Params::Named(pairs) => pairs.len(),
+    };
+    if given < expected {
+        return Err(format!(
+            "not enough args to execute query: want {expected} got {given}"
+        ));
+    }
     match params {
         Params::None => Ok(()),
         Params::Positional(values) => {
-            let expected = stmt.parameter_count();
-            if values.len() != expected {
-                return Err(format!(
-                    "statement has {expected} parameter(s) but {} were given",
-                    values.len()
-                ));
-            }
-            for (i, v) in values.iter().enumerate() {
+            for (i, v) in values.iter().take(expected).enumerate() {
                 stmt.raw_bind_parameter(i + 1, SqlValue(v))
                     .map_err(|e| crate::results::error_message(&e))?;
             }
@@ -1271,16 +1280,11 @@ fn bind_params(stmt: &mut rusqlite::Statement<'_>, params: &Params) -> Result<()
         }
         Params::Named(pairs) => {
             for (name, v) in pairs {
-                let index = [":", "@", "$"].iter().find_map(|sigil| {
-                    stmt.parameter_index(&format!("{sigil}{name}"))
-                        .ok()
-                        .flatten()
-                });
-                match index {
-                    Some(i) => stmt
-                        .raw_bind_parameter(i, SqlValue(v))
-                        .map_err(|e| crate::results::error_message(&e))?,
-                    None => return Err(format!("statement has no parameter named {name}")),
+                for sigil in [":", "@", "$"] {
+                    if let Ok(Some(i)) = stmt.parameter_index(&format!("{sigil}{name}")) {
+                        stmt.raw_bind_parameter(i, SqlValue(v))
+                            .map_err(|e| crate::results::error_message(&e))?;
+                    }
                 }
             }
             Ok(())
@@ -2200,7 +2204,10 @@ mod tests {
                 }],
             )
             .unwrap();
-        assert!(matches!(&r[0][3], StatementResult::Error(e) if e.contains("1 parameter")));
+        assert_eq!(
+            r[0][3],
+            StatementResult::Error("not enough args to execute query: want 1 got 0".into())
+        );
         let q = store
             .query(&[Statement::new("SELECT id, name, b, 1+1 FROM t ORDER BY id")])
             .unwrap();
@@ -2321,6 +2328,55 @@ mod tests {
         drop(c);
         let c = open(dirs[2].path());
         assert_eq!(run(&c, 1), want[1]);
+    }
+
+    /// go-sqlite3 `SQLiteConn.exec` takes as many values as the statement has parameters and
+    /// `SQLiteStmt.bind` skips names it does not find (rqlite+go-sqlite3 sqlite3.go).
+    #[test]
+    fn extra_and_unknown_parameters_are_left_out_as_in_go_sqlite3() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let r = store
+            .apply_write(
+                pos(1),
+                T,
+                &[WriteRequest {
+                    statements: vec![
+                        Statement::new("CREATE TABLE t(a, b)"),
+                        Statement::with_params(
+                            "INSERT INTO t VALUES (?, 2)",
+                            vec![Value::Integer(1), Value::Integer(9)],
+                        ),
+                        Statement {
+                            sql: "INSERT INTO t VALUES (:a, $a)".into(),
+                            params: Params::Named(vec![
+                                ("a".into(), Value::Integer(3)),
+                                ("zz".into(), Value::Integer(9)),
+                            ]),
+                        },
+                        Statement::new("INSERT INTO t VALUES (?, ?)"),
+                    ],
+                    transaction: false,
+                }],
+            )
+            .unwrap();
+        assert_eq!(
+            r[0][3],
+            StatementResult::Error("not enough args to execute query: want 2 got 0".into())
+        );
+        let q = store
+            .query(&[Statement::new("SELECT a, b FROM t ORDER BY rowid")])
+            .unwrap();
+        match &q[0] {
+            StatementResult::Rows(rows) => assert_eq!(
+                rows.values,
+                vec![
+                    vec![Value::Integer(1), Value::Integer(2)],
+                    vec![Value::Integer(3), Value::Integer(3)],
+                ]
+            ),
+            other => panic!("{other:?}"),
+        }
     }
 
     /// go-sqlite3's Error.Error() is sqlite3_errmsg (rqlite+go-sqlite3 error.go, lastError in
