@@ -61,11 +61,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use crate::error::ApiError;
-use crate::{pragma, rqlite};
 use crate::server::{
-    disallowed_pragma, flag, json_response, timeout_of, to_leader, to_leader_streaming, to_leader_within,
-    write_with_timeout, ApiState, LeaderOnly, LeaderOnlyStream, MAX_BODY_BYTES,
+    disallowed_pragma, flag, json_response, timeout_of, to_leader, to_leader_streaming,
+    to_leader_within, write_with_timeout, ApiState, LeaderOnly, LeaderOnlyStream, MAX_BODY_BYTES,
 };
+use crate::{pragma, rqlite};
 
 /// The first 16 bytes of every SQLite database file.
 pub const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
