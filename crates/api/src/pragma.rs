@@ -26,6 +26,12 @@
 //! `wal_checkpoint`, which is refused in every form. Go's `(?i)` folds case the Unicode way, so
 //! `k` also matches the Kelvin sign (U+212A) and `s` the long s (U+017F), in the names and in
 //! `\w`; they are matched the same way here.
+//!
+//! Stricter than rqlite, on purpose: the store's statement guard (`raftlite_store` engine,
+//! `breaks_the_store`) also refuses the same pragmas where this check cannot see them (after a
+//! comment or another statement in the same string), as a statement error starting with
+//! `disallowed pragma`, on every node alike; and `/db/load` checks every statement of its SQL
+//! text, not only the start.
 
 use raftlite_store::types::Statement;
 
