@@ -64,6 +64,19 @@ def insert_select_and_lastrowid(conn, host, port):
 
 
 @check
+def lastrowid_of_equal_rowids_in_two_tables(conn, host, port):
+    # rqlite reports SQLite's last_insert_rowid() after every INSERT: the same rowid twice in a
+    # row (two tables) is still that rowid, not "nothing inserted".
+    cur = conn.cursor()
+    create(cur, "left_side", "id INTEGER PRIMARY KEY, v TEXT")
+    create(cur, "right_side", "id INTEGER PRIMARY KEY, v TEXT")
+    cur.execute("INSERT INTO left_side(v) VALUES (?)", ("l",))
+    expect(cur.lastrowid, 1, "lastrowid in the first table")
+    cur.execute("INSERT INTO right_side(v) VALUES (?)", ("r",))
+    expect(cur.lastrowid, 1, "lastrowid in the second table")
+
+
+@check
 def update_and_delete_rowcount(conn, host, port):
     cur = conn.cursor()
     create(cur, "stock", "id INTEGER PRIMARY KEY, qty INTEGER")
