@@ -1,5 +1,8 @@
-//! Real rqlite client libraries against a real raftlite cluster: the `rqlite-rs` crate here, and
-//! Python's `pyrqlite` (DB-API) when `.ci/run` has installed it (see `tests/pyrqlite_check.py`).
+//! Real rqlite client libraries against a real raftlite cluster, through a follower: the
+//! `rqlite-rs` crate here, and Python's `pyrqlite` (DB-API) and SQLAlchemy (ORM, through the
+//! `sqlalchemy-rqlite` dialect) with the scripts in `tests/python/`. The Python clients must be
+//! installed (`.ci/run` puts them in a venv and sets `RAFTLITE_TEST_PYTHON`); without them the
+//! Python tests fail and say how to install them.
 
 mod common;
 
@@ -196,15 +199,40 @@ fn rqlite_rs_through_a_follower() {
     });
 }
 
-/// Runs `tests/pyrqlite_check.py` (pyrqlite, DB-API) against a 3-node cluster through a
-/// follower. `.ci/run` installs pyrqlite into a venv and sets `RAFTLITE_TEST_PYTHON`; without it
-/// the test says so and passes, so `cargo test` works on a machine without Python packages.
-#[test]
-fn pyrqlite_dbapi_script() {
-    let Ok(python) = std::env::var("RAFTLITE_TEST_PYTHON") else {
-        eprintln!("RAFTLITE_TEST_PYTHON is not set: skipping the pyrqlite check (.ci/run sets it)");
-        return;
-    };
+/// The pinned Python packages (`.ci/run` installs exactly these into a venv).
+const PYTHON_PACKAGES: &str = "'pyrqlite==2.2.3' 'sqlalchemy-rqlite==2.0' 'SQLAlchemy==2.0.59'";
+
+/// The interpreter with the Python clients: `RAFTLITE_TEST_PYTHON`, else `python3`. A missing
+/// interpreter or package fails the test with how to install them (never a skip).
+fn python_with_clients() -> String {
+    let python = std::env::var("RAFTLITE_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let how = format!(
+        "install the Python clients into a venv and point RAFTLITE_TEST_PYTHON at it (.ci/run \
+         does this):\n  python3 -m venv /tmp/raftlite-venv && /tmp/raftlite-venv/bin/pip install \
+         {PYTHON_PACKAGES}\n  export RAFTLITE_TEST_PYTHON=/tmp/raftlite-venv/bin/python"
+    );
+    let probe = std::process::Command::new(&python)
+        .args([
+            "-c",
+            "import pyrqlite, sqlalchemy, sqlalchemy_rqlite; \
+             assert sqlalchemy.__version__.startswith('2.0.'), sqlalchemy.__version__",
+        ])
+        .output();
+    match probe {
+        Err(e) => panic!("cannot run the Python interpreter {python:?} ({e}): {how}"),
+        Ok(out) if !out.status.success() => panic!(
+            "{python:?} lacks the Python clients (pyrqlite, SQLAlchemy 2.0, sqlalchemy-rqlite):\n\
+             {}\n{how}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ),
+        Ok(_) => python,
+    }
+}
+
+/// Runs `tests/python/<script>` against a 3-node cluster, pointed at a follower. The script
+/// prints `PASS name` / `FAIL name: why` for each of its checks and exits 1 when any failed.
+fn run_python_checks(script: &str) {
+    let python = python_with_clients();
     let c = Cluster::start(3, &[]);
     let leader = c.wait_leader(Duration::from_secs(10));
     let follower = c.followers(leader)[0];
@@ -212,15 +240,28 @@ fn pyrqlite_dbapi_script() {
         .http_addr
         .rsplit_once(':')
         .expect("host:port");
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/pyrqlite_check.py");
-    let output = std::process::Command::new(python)
-        .args([script, host, port])
+    let path = format!("{}/tests/python/{script}", env!("CARGO_MANIFEST_DIR"));
+    let output = std::process::Command::new(&python)
+        .args([path.as_str(), host, port])
         .output()
         .expect("run python");
     assert!(
         output.status.success(),
-        "pyrqlite script failed:\nstdout:\n{}\nstderr:\n{}",
+        "{script} failed:\nstdout:\n{}\nstderr:\n{}",
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+/// pyrqlite 2.2.3 (DB-API): see `tests/python/pyrqlite_check.py`.
+#[test]
+fn pyrqlite_dbapi_through_a_follower() {
+    run_python_checks("pyrqlite_check.py");
+}
+
+/// SQLAlchemy 2.0 with the sqlalchemy-rqlite dialect (`rqlite+pyrqlite://`): see
+/// `tests/python/sqlalchemy_check.py`.
+#[test]
+fn sqlalchemy_orm_through_a_follower() {
+    run_python_checks("sqlalchemy_check.py");
 }

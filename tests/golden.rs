@@ -382,6 +382,80 @@ fn cases() -> Vec<Case> {
             r#"{"error":"node 99 is not a member"}"#,
         ),
         case("remove needs an id", "DELETE", "/remove", r#"{"name": 1}"#, 400, ""),
+        // rqlite db/state.go BreakingPragmas, checked by store/state.go PragmaCheckRequest.Check
+        // in store.Execute/Query/Request; http/service.go puts the error in Response.Error
+        // beside an empty DBResults: 200 {"results":[],"error":"disallowed pragma"}.
+        case(
+            "a breaking pragma is refused by execute",
+            "POST",
+            "/db/execute",
+            r#"["PRAGMA journal_mode=DELETE"]"#,
+            200,
+            r#"{"results":[],"error":"disallowed pragma"}"#,
+        ),
+        case(
+            "a breaking pragma is refused by query",
+            "GET",
+            "/db/query?q=pragma%20main.synchronous%20%3D%20OFF",
+            "",
+            200,
+            r#"{"results":[],"error":"disallowed pragma"}"#,
+        ),
+        case(
+            "one breaking pragma refuses the whole request",
+            "POST",
+            "/db/request",
+            r#"["SELECT 1","PRAGMA wal_checkpoint(TRUNCATE)"]"#,
+            200,
+            r#"{"results":[],"error":"disallowed pragma"}"#,
+        ),
+        // rqlite http/service.go handleLoad: SQL text is one statement string
+        // (executeRequestFromStrings([]string{string(b)}), RollbackOnError), so one result,
+        // with the last_insert_id and rows_affected go-sqlite3's exec reports after the text's
+        // last statement (sqlite3.go SQLiteConn.exec).
+        Case {
+            content_type: TEXT,
+            ..case(
+                "load of SQL text gives one result",
+                "POST",
+                "/db/load",
+                "BEGIN TRANSACTION;\nCREATE TABLE loaded (id INTEGER PRIMARY KEY, name TEXT);\nINSERT INTO loaded(id, name) VALUES(7, 'fiona');\nCOMMIT;\n",
+                200,
+                r#"{"results":[{"last_insert_id":7,"rows_affected":1}]}"#,
+            )
+        },
+        Case {
+            content_type: TEXT,
+            ..case(
+                "load of SQL text that fails gives one error",
+                "POST",
+                "/db/load",
+                "INSERT INTO loaded(id, name) VALUES(8, 'x');\nINSERT INTO nope VALUES(1);\n",
+                200,
+                r#"{"results":[{"error":"no such table: nope"}]}"#,
+            )
+        },
+        // Deliberately stricter than rqlite: the failed load left nothing (rqlite keeps row 8,
+        // which ran outside a transaction before the error).
+        case(
+            "a failed load leaves nothing behind",
+            "GET",
+            "/db/query?q=SELECT%20id%2C%20name%20FROM%20loaded",
+            "",
+            200,
+            r#"{"results":[{"columns":["id","name"],"types":["integer","text"],"values":[[7,"fiona"]]}]}"#,
+        ),
+        Case {
+            content_type: TEXT,
+            ..case(
+                "load of SQL text starting with a breaking pragma is refused",
+                "POST",
+                "/db/load",
+                "PRAGMA synchronous=OFF;\nINSERT INTO loaded(id, name) VALUES(9, 'y');\n",
+                200,
+                r#"{"results":[],"error":"disallowed pragma"}"#,
+            )
+        },
     ]
 }
 

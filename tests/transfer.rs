@@ -251,6 +251,12 @@ fn sql_dump_loads_into_a_fresh_three_node_cluster() {
     assert_eq!(resp.status, 200, "{}", resp.text());
     let body: Value = serde_json::from_slice(&resp.body).expect("JSON answer");
     check_results(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    // rqlite's handleLoad runs the text as one statement string: one result.
+    assert_eq!(
+        body["results"].as_array().map(Vec::len),
+        Some(1),
+        "one result: {body}"
+    );
 
     for query in [
         "SELECT id, name, score, hex(data), typeof(score) FROM t ORDER BY id",

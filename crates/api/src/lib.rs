@@ -5,6 +5,7 @@ pub mod backup_schedule;
 pub mod backups;
 pub mod error;
 pub mod limits;
+pub mod pragma;
 pub mod rqlite;
 pub mod server;
 pub mod transfer;

@@ -22,7 +22,7 @@ use serde::Deserialize;
 use serde_json::{json, Value as Json};
 
 use crate::error::ApiError;
-use crate::rqlite;
+use crate::{pragma, rqlite};
 
 /// Marks a request a node forwarded to the leader, so a stale leader view never loops.
 pub(crate) const FORWARDED_HEADER: &str = "x-raftlite-forwarded";
@@ -365,6 +365,21 @@ pub(crate) fn api_base(addr: &NodeAddr) -> String {
     }
 }
 
+/// rqlite's answer to a request with a PRAGMA that would break the database layer (see
+/// [`pragma`]): 200, `{"results":[],"error":"disallowed pragma"}`, before anything is forwarded
+/// or proposed, on a follower too (rqlite's store checks before it checks for leadership).
+pub(crate) fn disallowed_pragma(opts: &rqlite::ResponseOptions, started: Instant) -> Response {
+    json_response(
+        StatusCode::OK,
+        &rqlite::encode_request_failure(
+            pragma::DISALLOWED_PRAGMA,
+            opts,
+            Some(started.elapsed().as_secs_f64()),
+        ),
+        opts.pretty,
+    )
+}
+
 pub(crate) async fn write_with_timeout(
     node: &RaftNode,
     request: WriteRequest,
@@ -394,6 +409,9 @@ async fn execute(
         let body = body_bytes(body)?;
         let statements = rqlite::parse_statements(&body, content_type(&headers))?;
         let timeout = timeout_of(&params)?;
+        if pragma::has_disallowed_pragma(&statements) {
+            return Ok(disallowed_pragma(&opts, started));
+        }
         let request = WriteRequest {
             statements,
             transaction: flag(&params, "transaction"),
@@ -610,6 +628,9 @@ async fn query(
         };
         let read = read_options(&params, &state.node)?;
         let timeout = timeout_of(&params)?;
+        if pragma::has_disallowed_pragma(&statements) {
+            return Ok(disallowed_pragma(&opts, started));
+        }
         match read_allowed(&state.node, &read, timeout).await {
             Ok(()) => {}
             Err(ReadRefusal::Stale(msg)) => {
@@ -657,6 +678,9 @@ async fn request(
         let body = body_bytes(body)?;
         let statements = rqlite::parse_statements(&body, content_type(&headers))?;
         let timeout = timeout_of(&params)?;
+        if pragma::has_disallowed_pragma(&statements) {
+            return Ok(disallowed_pragma(&opts, started));
+        }
         let store = state.node.store();
         let probe = statements.clone();
         let read_only = tokio::task::spawn_blocking(move || store.is_read_only(&probe))

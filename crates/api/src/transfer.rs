@@ -11,7 +11,12 @@
 //! **Load**: the body is a SQLite file (it starts with the 16-byte header `SQLite format 3\0`)
 //! or SQL text; the first 16 bytes decide. SQL text is buffered (at most [`MAX_LOAD_BYTES`]),
 //! split into statements; `BEGIN`/`COMMIT`/`END` are dropped (dumps carry them and raftlite runs
-//! the rest as one transaction) and the statements are applied as one `?transaction` write.
+//! the rest as one transaction, all or nothing) and the rest is applied as ONE statement string,
+//! as rqlite does (`handleLoad` executes the body as a single statement): the answer has one
+//! result, `{"results":[{"last_insert_id":..,"rows_affected":..}]}` as SQLite reports them after
+//! the text's last statement, or `{"results":[{"error":".."}]}` (nothing applied). A text with
+//! a PRAGMA rqlite refuses ([`crate::pragma`]) anywhere in it is answered 200
+//! `{"results":[],"error":"disallowed pragma"}` (rqlite looks only at the start of the text).
 //! A SQLite file is never held in memory: the body is streamed into a scratch file under
 //! `<data-dir>/snapshots/` (no size limit but the disk), which the leader restores through the
 //! log with [`RaftNode::restore_file`](raftlite_consensus::node::RaftNode) (`PRAGMA
@@ -56,11 +61,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use crate::error::ApiError;
-use crate::rqlite;
 use crate::server::{
-    flag, json_response, timeout_of, to_leader, to_leader_streaming, to_leader_within,
-    write_with_timeout, ApiState, LeaderOnly, LeaderOnlyStream, MAX_BODY_BYTES,
+    disallowed_pragma, flag, json_response, timeout_of, to_leader, to_leader_streaming,
+    to_leader_within, write_with_timeout, ApiState, LeaderOnly, LeaderOnlyStream, MAX_BODY_BYTES,
 };
+use crate::{pragma, rqlite};
 
 /// The first 16 bytes of every SQLite database file.
 pub const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
@@ -537,11 +542,22 @@ async fn load(
                 "the body is empty: send a SQLite database file or SQL text".into(),
             ));
         }
+        // Checked here, on a follower too: rqlite refuses a breaking PRAGMA on the node that
+        // received the request, before it looks for the leader.
+        let statement = match parse_load_text(&body).await? {
+            LoadText::Statement(statement) => statement,
+            LoadText::DisallowedPragma => {
+                return Ok(disallowed_pragma(
+                    &rqlite::response_options(&params),
+                    started,
+                ))
+            }
+        };
         if !state.node.is_leader() {
             let leader = state.node.leader();
             return Ok(ctx.forward(body, WriteError::NotLeader { leader }).await);
         }
-        load_sql(ctx, body).await
+        load_sql(ctx, body, statement).await
     }
     .await;
     result.unwrap_or_else(IntoResponse::into_response)
@@ -691,8 +707,22 @@ async fn spool_upload(
     })
 }
 
-/// The statements of SQL text to load, without the transaction control dumps carry.
-fn statements_to_load(text: &str) -> Result<Vec<Statement>, ApiError> {
+/// What SQL text sent to `/db/load` turns into.
+#[derive(Debug)]
+enum LoadText {
+    /// One statement string holding every statement of the text but its transaction control,
+    /// run as rqlite runs the text: one exec, one result (`http/service.go` `handleLoad`
+    /// sends `[]string{string(body)}` as one statement with `RollbackOnError`).
+    Statement(Statement),
+    /// A statement of the text is a PRAGMA rqlite refuses (see [`crate::pragma`]).
+    DisallowedPragma,
+}
+
+/// Splits SQL text into its statements, drops the transaction control dumps carry (raftlite
+/// runs the load in its own transaction, so all or nothing is applied) and joins the rest back
+/// into one statement string. Every statement is checked against rqlite's breaking PRAGMAs
+/// (rqlite checks only the start of the whole text).
+fn sql_to_load(text: &str) -> Result<LoadText, ApiError> {
     let mut statements = Vec::new();
     for (i, sql) in dump::split_sql(text).into_iter().enumerate() {
         match dump::transaction_control(&sql) {
@@ -706,7 +736,8 @@ fn statements_to_load(text: &str) -> Result<Vec<Statement>, ApiError> {
                     i + 1
                 )))
             }
-            None => statements.push(Statement::new(sql)),
+            None if pragma::is_breaking_pragma(&sql) => return Ok(LoadText::DisallowedPragma),
+            None => statements.push(sql),
         }
     }
     if statements.is_empty() {
@@ -714,20 +745,33 @@ fn statements_to_load(text: &str) -> Result<Vec<Statement>, ApiError> {
             "the SQL text holds no statements to apply".into(),
         ));
     }
-    Ok(statements)
+    // Each piece but the last ends with its `;`.
+    Ok(LoadText::Statement(Statement::new(statements.join("\n"))))
 }
 
-async fn load_sql(ctx: LoadContext<'_>, body: Bytes) -> Result<Response, ApiError> {
-    let text = std::str::from_utf8(&body).map_err(|e| {
-        ApiError::BadRequest(format!(
-            "the body is neither a SQLite database file (it does not start with the 16-byte \
-             header \"SQLite format 3\\0\") nor UTF-8 SQL text ({e}); nothing was applied"
-        ))
-    })?;
-    let text = text.to_string();
-    let statements = blocking(move || statements_to_load(&text)).await?;
+/// Checks SQL text as [`sql_to_load`] does; the text must be UTF-8.
+async fn parse_load_text(body: &Bytes) -> Result<LoadText, ApiError> {
+    let text = std::str::from_utf8(body)
+        .map_err(|e| {
+            ApiError::BadRequest(format!(
+                "the body is neither a SQLite database file (it does not start with the \
+                 16-byte header \"SQLite format 3\\0\") nor UTF-8 SQL text ({e}); nothing \
+                 was applied"
+            ))
+        })?
+        .to_string();
+    blocking(move || sql_to_load(&text)).await
+}
+
+/// Applies SQL text (already parsed into one statement) as one write; the answer holds one
+/// result, as rqlite's does.
+async fn load_sql(
+    ctx: LoadContext<'_>,
+    body: Bytes,
+    statement: Statement,
+) -> Result<Response, ApiError> {
     let request = WriteRequest {
-        statements,
+        statements: vec![statement],
         transaction: true,
     };
     let opts = rqlite::response_options(ctx.params);
@@ -834,30 +878,53 @@ fn restored(ctx: &LoadContext<'_>, outcome: &RestoreOutcome) -> Response {
 mod tests {
     use super::*;
 
+    fn loaded_sql(text: &str) -> Option<String> {
+        match sql_to_load(text) {
+            Ok(LoadText::Statement(s)) => Some(s.sql),
+            _ => None,
+        }
+    }
+
     #[test]
-    fn dumps_lose_their_transaction_control_and_rollback_is_refused() {
+    fn dumps_lose_their_transaction_control_and_run_as_one_statement() {
         let dump = "PRAGMA foreign_keys=OFF;\nBEGIN TRANSACTION;\nCREATE TABLE t(x);\n\
                     INSERT INTO t VALUES('a;b');\nCREATE TRIGGER tr AFTER INSERT ON t BEGIN \
                     SELECT 1; END;\nCOMMIT;\n";
-        let statements = statements_to_load(dump).unwrap_or_default();
-        let sql: Vec<&str> = statements.iter().map(|s| s.sql.as_str()).collect();
         assert_eq!(
-            sql,
-            vec![
-                "PRAGMA foreign_keys=OFF;",
-                "CREATE TABLE t(x);",
-                "INSERT INTO t VALUES('a;b');",
-                "CREATE TRIGGER tr AFTER INSERT ON t BEGIN SELECT 1; END;",
-            ]
+            loaded_sql(dump).as_deref(),
+            Some(
+                "PRAGMA foreign_keys=OFF;\nCREATE TABLE t(x);\nINSERT INTO t VALUES('a;b');\n\
+                 CREATE TRIGGER tr AFTER INSERT ON t BEGIN SELECT 1; END;"
+            )
+        );
+        assert_eq!(
+            loaded_sql("INSERT INTO t VALUES (1)").as_deref(),
+            Some("INSERT INTO t VALUES (1)")
         );
         assert!(matches!(
-            statements_to_load("BEGIN; INSERT INTO t VALUES (1); ROLLBACK; -- due to errors"),
+            sql_to_load("BEGIN; INSERT INTO t VALUES (1); ROLLBACK; -- due to errors"),
             Err(ApiError::BadRequest(m)) if m.contains("ROLLBACK")
         ));
         assert!(matches!(
-            statements_to_load("BEGIN TRANSACTION; COMMIT;"),
+            sql_to_load("BEGIN TRANSACTION; COMMIT;"),
             Err(ApiError::BadRequest(_))
         ));
+    }
+
+    #[test]
+    fn a_breaking_pragma_anywhere_in_the_text_refuses_the_load() {
+        for text in [
+            "PRAGMA journal_mode=DELETE;",
+            "CREATE TABLE t(x);\nPRAGMA synchronous = OFF;\nINSERT INTO t VALUES (1);",
+            "BEGIN;\n  pragma main.wal_checkpoint(TRUNCATE);\nCOMMIT;",
+        ] {
+            assert!(
+                matches!(sql_to_load(text), Ok(LoadText::DisallowedPragma)),
+                "{text:?}"
+            );
+        }
+        // Reads of those pragmas, and others, are loaded.
+        assert!(loaded_sql("PRAGMA journal_mode; PRAGMA foreign_keys=OFF;").is_some());
     }
 
     #[test]

@@ -96,6 +96,14 @@ impl Guard {
                  raftlite runs each request in its own transaction; use ?transaction to make \
                  all statements of a request commit or fail together"
             }
+            AuthAction::Pragma {
+                pragma_name,
+                pragma_value,
+            } if breaks_the_store(pragma_name, pragma_value) => {
+                "disallowed pragma: journal_mode, synchronous, query_only and wal_autocheckpoint \
+                 cannot be set, and wal_checkpoint cannot run, in a request: raftlite sets them \
+                 on every node itself"
+            }
             AuthAction::Attach { .. } | AuthAction::Detach { .. } => {
                 "ATTACH and DETACH are not allowed: every node must hold the same single database"
             }
@@ -130,6 +138,21 @@ impl Guard {
             _ => err.to_string(),
         }
     }
+}
+
+/// The PRAGMAs rqlite refuses (its `db/state.go` `BreakingPragmas`: setting `journal_mode`,
+/// `synchronous`, `query_only` or `wal_autocheckpoint`, any `wal_checkpoint`). The API refuses
+/// requests that start with one, as rqlite does (`raftlite_api::pragma`); this catches the
+/// forms that check cannot see (after a comment or another statement in the same string), on
+/// every node alike, so none of them changes the connections raftlite applies the log with.
+fn breaks_the_store(name: &str, value: Option<&str>) -> bool {
+    let is = |n: &str| name.eq_ignore_ascii_case(n);
+    is("wal_checkpoint")
+        || (value.is_some()
+            && (is("journal_mode")
+                || is("synchronous")
+                || is("query_only")
+                || is("wal_autocheckpoint")))
 }
 
 /// A request's statements could not run because one of them rolled back the whole enclosing
@@ -2138,6 +2161,60 @@ mod tests {
             }
         }
         assert_eq!(store.meta().unwrap().applied, Some(pos(1)));
+    }
+
+    #[test]
+    fn pragmas_that_would_change_the_log_connections_are_refused_wherever_they_hide() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let hidden = [
+            "SELECT 1; PRAGMA synchronous=OFF",
+            "/* note */ PRAGMA query_only = 1",
+            "-- x\nPRAGMA main.journal_mode=DELETE",
+            "SELECT 1; PRAGMA journal_mode(MEMORY)",
+            "SELECT 1; pragma WAL_AUTOCHECKPOINT=0",
+            "SELECT 1; PRAGMA wal_checkpoint",
+        ];
+        let r = store
+            .apply_write(pos(1), T, &[req(&hidden, false)])
+            .unwrap();
+        for (sql, result) in hidden.iter().zip(&r[0]) {
+            match result {
+                StatementResult::Error(e) => {
+                    assert!(e.starts_with("disallowed pragma"), "{sql}: {e}")
+                }
+                other => panic!("{sql}: {other:?}"),
+            }
+        }
+        let conn = store.writer();
+        let sync: i64 = conn
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(sync, 1, "synchronous stays NORMAL");
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        drop(conn);
+        // Reading them, and other pragmas, still works.
+        let r = store
+            .apply_write(
+                pos(2),
+                T,
+                &[req(
+                    &[
+                        "PRAGMA journal_mode",
+                        "PRAGMA synchronous",
+                        "PRAGMA foreign_keys=ON",
+                    ],
+                    false,
+                )],
+            )
+            .unwrap();
+        assert!(
+            r[0].iter().all(|r| !matches!(r, StatementResult::Error(_))),
+            "{r:?}"
+        );
     }
 
     #[test]
