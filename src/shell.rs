@@ -358,7 +358,7 @@ impl<W: Write> Shell<W> {
                 self.say(&text)?;
             }
             DotCommand::Nodes => {
-                let nodes = self.api.get_json("/nodes?ver=2")?;
+                let nodes = self.api.get_json("/nodes?ver=2&nonvoters")?;
                 let (columns, rows) = nodes_table(&nodes)?;
                 self.say(render_table(&columns, &rows).trim_end())?;
             }

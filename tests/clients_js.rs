@@ -80,7 +80,8 @@ fn rqlite_js_through_a_follower() {
     wait_for(
         || {
             let s = c.nodes[follower].status().ok()?;
-            (s["store"]["leader"]["node_id"] == c.nodes[leader].id.to_string()).then_some(())
+            let want = c.nodes[leader].id.to_string();
+            (s["store"]["leader"]["node_id"].as_str() == Some(want.as_str())).then_some(())
         },
         Duration::from_secs(10),
         "the follower to know the leader",

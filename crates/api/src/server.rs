@@ -909,7 +909,7 @@ fn sub_json(body: &Json, key: &str) -> Json {
 }
 
 /// What a node looks like from here: rqlite's `Node` (`http/nodes.go`), with its JSON field
-/// order and `omitempty` rules. rqlite asks each node for its metadata; this node opens a TCP
+/// order and `omitempty` rules (but `time`, see there). rqlite asks each node for its metadata; this node opens a TCP
 /// connection to its Raft address, so a peer's `version` is `"unknown"` when it answers
 /// (rqlite's word for a node that gives none) and `""` when it does not, as in rqlite.
 #[derive(serde::Serialize, Clone, Debug)]
@@ -921,16 +921,12 @@ struct NodeJson {
     voter: bool,
     reachable: bool,
     leader: bool,
-    #[serde(skip_serializing_if = "is_zero")]
+    /// Always present (rqlite omits a zero): rqlite-rs 0.6 requires it in every entry.
     time: f64,
     #[serde(skip_serializing_if = "String::is_empty")]
     time_s: String,
     #[serde(skip_serializing_if = "String::is_empty")]
     error: String,
-}
-
-fn is_zero(v: &f64) -> bool {
-    *v == 0.0
 }
 
 /// A struct as JSON in its field order (Go's `encoding/json` order for structs, sorted keys for
