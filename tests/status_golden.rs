@@ -81,6 +81,12 @@ fn check_status(node: &Node, leader: &Node) {
     assert_eq!(u64_at(&s, "/store/raft/num_peers"), 2);
     string_at(&s, "/store/raft/last_contact");
     assert!(bool_at(&s, "/store/raft/voter"));
+    let voters = s.pointer("/store/raft/voters").and_then(Value::as_array);
+    assert_eq!(
+        voters.map(|v| v.iter().filter_map(Value::as_str).count()),
+        Some(3),
+        "raftlite's store.raft.voters: three ids, as strings"
+    );
     u64_at(&s, "/store/fsm_index");
     u64_at(&s, "/store/db_applied_index");
     string_at(&s, "/store/dir");

@@ -877,7 +877,8 @@ async fn status(State(state): State<Arc<ApiState>>, Query(params): Params) -> Re
                 "num_peers": voters.iter().filter(|v| **v != node.id()).count(),
                 "last_contact": last_contact,
                 "voter": voters.contains(&node.id()),
-                "voters": voters,
+                // Node ids are strings everywhere in /status, as in rqlite.
+                "voters": voters.iter().map(|v| v.to_string()).collect::<Vec<_>>(),
             },
         },
         "backup": crate::backups::status_json(state.backups.as_deref()),
