@@ -332,15 +332,23 @@ fn duration_parameters_use_go_syntax() {
         ("1%20s", "unknown unit"),
     ] {
         for key in ["timeout", "freshness", "db_timeout", "linearizable_timeout"] {
-            let path = format!("/db/query?q=SELECT%201&level=none&{key}={bad}");
-            let (code, body) = http_get(&node.url(&path)).expect("GET");
-            assert_eq!(code, 400, "{path}: {body}");
-            let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-            let error = v["error"].as_str().unwrap_or_default();
-            assert!(
-                error.starts_with(&format!("{key} is not a valid duration")) && error.contains(why),
-                "{path}: {body}"
-            );
+            // rqlite checks them on every endpoint, whether it uses them or not.
+            for path in [
+                format!("/db/query?q=SELECT%201&level=none&{key}={bad}"),
+                format!("/status?{key}={bad}"),
+                format!("/readyz?{key}={bad}"),
+                format!("/nodes?{key}={bad}"),
+            ] {
+                let (code, body) = http_get(&node.url(&path)).expect("GET");
+                assert_eq!(code, 400, "{path}: {body}");
+                let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+                let error = v["error"].as_str().unwrap_or_default();
+                assert!(
+                    error.starts_with(&format!("{key} is not a valid duration"))
+                        && error.contains(why),
+                    "{path}: {body}"
+                );
+            }
         }
     }
 }

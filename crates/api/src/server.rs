@@ -72,6 +72,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/metrics", get(metrics))
         .merge(crate::transfer::routes())
         .merge(crate::backups::routes())
+        .layer(axum::middleware::from_fn(check_duration_params))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state);
     // Last, so that every route above (merged ones included) is checked.
@@ -114,6 +115,27 @@ pub(crate) fn duration_param(
             .map(Some)
             .map_err(|e| ApiError::BadRequest(format!("{key} is not a valid duration: {e}"))),
     }
+}
+
+/// The duration parameters rqlite checks on every request (`http/query_params.go`,
+/// `NewQueryParams`), whatever the endpoint.
+const DURATION_PARAMS: [&str; 4] = ["timeout", "freshness", "db_timeout", "linearizable_timeout"];
+
+/// Refuses, with a 400 naming it, any request whose duration parameter Go's
+/// `time.ParseDuration` would refuse (or that is negative), as rqlite does before any handler
+/// runs; handlers then read them with [`duration_param`].
+async fn check_duration_params(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if let Ok(Query(params)) = Query::<HashMap<String, String>>::try_from_uri(request.uri()) {
+        for key in DURATION_PARAMS {
+            if let Err(e) = duration_param(&params, key) {
+                return e.into_response();
+            }
+        }
+    }
+    next.run(request).await
 }
 
 /// The time a request may still take: what is left of its deadline (`?timeout` from its
