@@ -572,7 +572,7 @@ async fn leader_with_voters(
         .await
         .map_err(|e| format!("{e:#}"))?;
     let leader = doc
-        .pointer("/leader/api_addr")
+        .pointer("/api_addr")
         .and_then(Value::as_str)
         .ok_or_else(|| format!("no leader in {doc}"))?
         .trim_end_matches('/')

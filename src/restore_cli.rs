@@ -829,11 +829,12 @@ enum Polled {
     Unreachable(String),
 }
 
-/// The API bases of the other members, from `/nodes` (none when it does not answer).
+/// The API bases of the other members, non-voters too, from `/nodes` (none when it does not
+/// answer).
 async fn peer_bases(node: &NodeClient) -> Vec<String> {
     let request = node.authorized(
         node.client
-            .get(format!("{}/nodes?ver=2", node.base))
+            .get(format!("{}/nodes?ver=2&nonvoters", node.base))
             .timeout(Duration::from_secs(10)),
     );
     let Ok(resp) = request.send().await else {

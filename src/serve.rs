@@ -123,6 +123,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         auth,
         backups: backups.clone(),
         limits: config.limits.api,
+        http: raftlite_api::server::HttpInfo {
+            bind_addr: http_listener
+                .local_addr()
+                .map_or_else(|_| config.http_addr.to_string(), |a| a.to_string()),
+            tls: tls.http_server.is_some(),
+        },
     });
     let backup_tasks = match backups {
         Some(service) => raftlite_api::backup_schedule::spawn(service, node.clone()),

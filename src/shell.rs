@@ -197,7 +197,11 @@ impl<W: Write> Shell<W> {
         match self.api.get_json("/status") {
             Ok(status) => {
                 let version = status["build"]["version"].as_str().unwrap_or("?");
-                let node = &status["node"]["id"];
+                // A string, as rqlite's node ids are (older servers sent a number).
+                let node = match &status["node"]["id"] {
+                    Value::String(id) => id.clone(),
+                    other => other.to_string(),
+                };
                 writeln!(
                     self.out,
                     "Connected to {base} (raftlite {version}, node {node}). Enter \".help\" for usage hints."
@@ -354,7 +358,7 @@ impl<W: Write> Shell<W> {
                 self.say(&text)?;
             }
             DotCommand::Nodes => {
-                let nodes = self.api.get_json("/nodes?ver=2")?;
+                let nodes = self.api.get_json("/nodes?ver=2&nonvoters")?;
                 let (columns, rows) = nodes_table(&nodes)?;
                 self.say(render_table(&columns, &rows).trim_end())?;
             }

@@ -3,7 +3,8 @@
 //! The cases run in order on one fresh single-node cluster (later cases see earlier writes).
 //! Before comparing, values that legitimately vary are masked: `"time":<number>` becomes
 //! `"time":T`, `"sequence_number":<n>` becomes `"sequence_number":S`, `"raft_index":<n>` becomes
-//! `"raft_index":R`, and the node's addresses become `HTTP` and `RAFT`. Everything else must match
+//! `"raft_index":R`, `"time_s":"<text>"` becomes `"time_s":"TS"`, `"version":"<this version>"`
+//! becomes `"version":"V"`, and the node's addresses become `HTTP` and `RAFT`. Everything else must match
 //! to the byte, including key order and number formatting.
 
 mod common;
@@ -341,13 +342,15 @@ fn cases() -> Vec<Case> {
             200,
             r#""Leader""#,
         ),
+        // rqlite's /nodes (http/service.go, handleNodes) encodes http/nodes.go `Node`s in their
+        // struct field order: `{"nodes": [...]}` with ver=2, a map keyed by id without.
         case(
             "nodes, version 2",
             "GET",
             "/nodes?ver=2",
             "",
             200,
-            r#"{"nodes":[{"addr":"RAFT","api_addr":"http://HTTP","id":"1","leader":true,"reachable":true,"time":T,"voter":true}]}"#,
+            r#"{"nodes":[{"id":"1","api_addr":"http://HTTP","addr":"RAFT","version":"V","voter":true,"reachable":true,"leader":true,"time":T,"time_s":"TS"}]}"#,
         ),
         case(
             "nodes, legacy map",
@@ -355,15 +358,17 @@ fn cases() -> Vec<Case> {
             "/nodes",
             "",
             200,
-            r#"{"1":{"addr":"RAFT","api_addr":"http://HTTP","id":"1","leader":true,"reachable":true,"time":T,"voter":true}}"#,
+            r#"{"1":{"id":"1","api_addr":"http://HTTP","addr":"RAFT","version":"V","voter":true,"reachable":true,"leader":true,"time":T,"time_s":"TS"}}"#,
         ),
+        // rqlite's GET /leader (http/service.go, handleLeader) answers one `Node` of
+        // http/nodes.go, like an entry of /nodes.
         case(
             "leader",
             "GET",
             "/leader",
             "",
             200,
-            r#"{"leader":{"addr":"RAFT","api_addr":"http://HTTP","id":"1"}}"#,
+            r#"{"id":"1","api_addr":"http://HTTP","addr":"RAFT","version":"V","voter":true,"reachable":true,"leader":true,"time":T,"time_s":"TS"}"#,
         ),
         case(
             "readyz",
@@ -479,10 +484,31 @@ fn mask_number(body: &str, key: &str, placeholder: &str) -> String {
     out
 }
 
+/// Replaces the string after each `"key":` with `"placeholder"` (no escapes expected inside).
+fn mask_string(body: &str, key: &str, placeholder: &str) -> String {
+    let needle = format!("\"{key}\":\"");
+    let mut out = String::with_capacity(body.len());
+    let mut rest = body;
+    while let Some(at) = rest.find(&needle) {
+        let (head, tail) = rest.split_at(at + needle.len());
+        out.push_str(head);
+        let end = tail.find('"').unwrap_or(tail.len());
+        out.push_str(placeholder);
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 fn normalize(body: &str, node: &Node) -> String {
     let body = body
         .replace(&node.http_addr, "HTTP")
         .replace(&node.raft_addr, "RAFT");
+    let body = body.replace(
+        &format!("\"version\":\"{}\"", env!("CARGO_PKG_VERSION")),
+        "\"version\":\"V\"",
+    );
+    let body = mask_string(&body, "time_s", "TS");
     let body = mask_number(&body, "time", "T");
     let body = mask_number(&body, "sequence_number", "S");
     mask_number(&body, "raft_index", "R")

@@ -120,7 +120,7 @@ fn streams_body(path: &str) -> bool {
 
 fn timeout_param(req: &Request) -> Option<Duration> {
     let Query(params) = Query::<HashMap<String, String>>::try_from_uri(req.uri()).ok()?;
-    crate::server::parse_duration(params.get("timeout")?)
+    raftlite_store::go_duration::parse_go_duration(params.get("timeout")?).ok()
 }
 
 async fn admit(State(admission): State<Arc<Admission>>, req: Request, next: Next) -> Response {

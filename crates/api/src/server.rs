@@ -41,6 +41,17 @@ pub struct ApiState {
     pub backups: Option<Arc<crate::backups::BackupService>>,
     /// Requests in flight, bodies held, response size (`--max-*`).
     pub limits: crate::limits::Limits,
+    /// The HTTP listener, as `/status` shows it (rqlite's `http` section).
+    pub http: HttpInfo,
+}
+
+/// What `/status` says about the HTTP listener.
+#[derive(Clone, Debug, Default)]
+pub struct HttpInfo {
+    /// The address the API listens on (rqlite's `http.bind_addr`).
+    pub bind_addr: String,
+    /// Whether the API is served over HTTPS.
+    pub tls: bool,
 }
 
 type Params = Query<HashMap<String, String>>;
@@ -61,6 +72,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/metrics", get(metrics))
         .merge(crate::transfer::routes())
         .merge(crate::backups::routes())
+        .layer(axum::middleware::from_fn(check_duration_params))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state);
     // Last, so that every route above (merged ones included) is checked.
@@ -90,61 +102,46 @@ pub(crate) fn flag(params: &HashMap<String, String>, key: &str) -> bool {
         .is_some_and(|v| !v.trim().eq_ignore_ascii_case("false"))
 }
 
-/// Parses durations as rqlite does (Go's `time.ParseDuration`): one or more decimal numbers,
-/// each with a unit (`ns`, `us`/`µs`, `ms`, `s`, `m`, `h`), e.g. `500ms`, `1.5s`, `1m30s`; `0`
-/// alone is zero. Negative durations are refused (a timeout cannot be negative).
-pub(crate) fn parse_duration(text: &str) -> Option<Duration> {
-    let text = text.trim();
-    let text = text.strip_prefix('+').unwrap_or(text);
-    if text == "0" {
-        return Some(Duration::ZERO);
+/// Reads the duration query parameter `key` with Go's `time.ParseDuration` syntax, as rqlite
+/// does (`http/query_params.go`, `NewQueryParams`): `500ms`, `1.5s`, `1m30s`, `1h2m3.5s`, `0`.
+/// A value Go refuses, and a negative one, is a 400 that says why.
+pub(crate) fn duration_param(
+    params: &HashMap<String, String>,
+    key: &str,
+) -> Result<Option<Duration>, ApiError> {
+    match params.get(key) {
+        None => Ok(None),
+        Some(t) => raftlite_store::go_duration::parse_go_duration(t)
+            .map(Some)
+            .map_err(|e| ApiError::BadRequest(format!("{key} is not a valid duration: {e}"))),
     }
-    let mut rest = text;
-    let mut secs = 0.0f64;
-    if rest.is_empty() {
-        return None;
-    }
-    while !rest.is_empty() {
-        let number_end = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let (number, after) = rest.split_at(number_end);
-        if number.is_empty() || number == "." {
-            return None;
+}
+
+/// The duration parameters rqlite checks on every request (`http/query_params.go`,
+/// `NewQueryParams`), whatever the endpoint.
+const DURATION_PARAMS: [&str; 4] = ["timeout", "freshness", "db_timeout", "linearizable_timeout"];
+
+/// Refuses, with a 400 naming it, any request whose duration parameter Go's
+/// `time.ParseDuration` would refuse (or that is negative), as rqlite does before any handler
+/// runs; handlers then read them with [`duration_param`].
+async fn check_duration_params(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if let Ok(Query(params)) = Query::<HashMap<String, String>>::try_from_uri(request.uri()) {
+        for key in DURATION_PARAMS {
+            if let Err(e) = duration_param(&params, key) {
+                return e.into_response();
+            }
         }
-        let value: f64 = number.parse().ok()?;
-        let unit_end = after
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(after.len());
-        let (unit, next) = after.split_at(unit_end);
-        let scale = match unit {
-            "ns" => 1e-9,
-            "us" | "µs" | "μs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return None,
-        };
-        secs += value * scale;
-        rest = next;
     }
-    (0.0..1e12)
-        .contains(&secs)
-        .then(|| Duration::from_secs_f64(secs))
+    next.run(request).await
 }
 
 /// The time a request may still take: what is left of its deadline (`?timeout` from its
 /// arrival, see [`crate::limits`]), or `?timeout` itself (default 10 s) on exempt endpoints.
 pub(crate) fn timeout_of(params: &HashMap<String, String>) -> Result<Duration, ApiError> {
-    let given = match params.get("timeout") {
-        None => crate::limits::DEFAULT_TIMEOUT,
-        Some(t) => parse_duration(t).ok_or_else(|| {
-            ApiError::BadRequest(format!(
-                "invalid timeout {t:?}: use a duration such as 500ms, 5s or 1m"
-            ))
-        })?,
-    };
+    let given = duration_param(params, "timeout")?.unwrap_or(crate::limits::DEFAULT_TIMEOUT);
     Ok(crate::limits::remaining().unwrap_or(given))
 }
 
@@ -464,20 +461,6 @@ struct ReadOptions {
     db_timeout: Option<Duration>,
 }
 
-fn duration_param(
-    params: &HashMap<String, String>,
-    key: &str,
-) -> Result<Option<Duration>, ApiError> {
-    match params.get(key) {
-        None => Ok(None),
-        Some(t) => parse_duration(t).map(Some).ok_or_else(|| {
-            ApiError::BadRequest(format!(
-                "invalid {key} {t:?}: use a duration such as 500ms, 5s or 1m"
-            ))
-        }),
-    }
-}
-
 /// rqlite's rules: unknown or missing levels mean `weak`; `auto` means `none` on a non-voter
 /// (read-only node) and `weak` on a voter.
 fn level_of(params: &HashMap<String, String>, node: &RaftNode) -> Level {
@@ -513,7 +496,12 @@ fn read_options(
         level: level_of(params, node),
         freshness: duration_param(params, "freshness")?,
         freshness_strict: flag(params, "freshness_strict"),
-        db_timeout: duration_param(params, "db_timeout")?,
+        db_timeout: {
+            // Checked as rqlite checks it (a 400 when malformed); reads here never wait on a
+            // leader's commit index, so its value is not used.
+            duration_param(params, "linearizable_timeout")?;
+            duration_param(params, "db_timeout")?
+        },
     })
 }
 
@@ -736,16 +724,101 @@ async fn request(
     result.unwrap_or_else(IntoResponse::into_response)
 }
 
+/// Raft states by the names rqlite shows (hashicorp/raft's `RaftState.String`). A learner
+/// (openraft's name for a non-voter) follows the leader: hashicorp/raft calls it a Follower.
 fn state_name(state: openraft::ServerState) -> &'static str {
     match state {
         openraft::ServerState::Leader => "Leader",
-        openraft::ServerState::Follower => "Follower",
+        openraft::ServerState::Follower | openraft::ServerState::Learner => "Follower",
         openraft::ServerState::Candidate => "Candidate",
-        openraft::ServerState::Learner => "Learner",
         openraft::ServerState::Shutdown => "Shutdown",
     }
 }
 
+/// rqlite's `Store.Ready` (store/store.go): open, and a leader is known. `/readyz` answers 200
+/// exactly when this holds; `/status` shows it as `store.ready`.
+fn is_ready(node: &RaftNode) -> bool {
+    node.leader().is_some()
+}
+
+/// Go's `runtime.GOOS` for the platform this binary was built for.
+fn go_os() -> &'static str {
+    match std::env::consts::OS {
+        "macos" => "darwin",
+        other => other,
+    }
+}
+
+/// Go's `runtime.GOARCH` for the architecture this binary was built for.
+fn go_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "x86" => "386",
+        "aarch64" => "arm64",
+        "powerpc64" if cfg!(target_endian = "little") => "ppc64le",
+        "powerpc64" => "ppc64",
+        "loongarch64" => "loong64",
+        other => other,
+    }
+}
+
+/// rqlite's `os` section of `/status` (`http/service.go`, `handleStatus`).
+fn os_status() -> Json {
+    let mut os = serde_json::Map::new();
+    os.insert("pid".into(), json!(std::process::id()));
+    os.insert("ppid".into(), json!(std::os::unix::process::parent_id()));
+    // SAFETY: sysconf only reads a system constant.
+    let page_size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    os.insert("page_size".into(), json!(page_size.max(0)));
+    // Like rqlite, left out when it cannot be found.
+    if let Ok(exe) = std::env::current_exe() {
+        os.insert("executable".into(), json!(exe.display().to_string()));
+    }
+    if let Some(host) = hostname() {
+        os.insert("hostname".into(), json!(host));
+    }
+    Json::Object(os)
+}
+
+fn hostname() -> Option<String> {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname writes at most that much.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return None;
+    }
+    let len = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    std::str::from_utf8(&buf[..len]).ok().map(str::to_owned)
+}
+
+/// rqlite's `runtime` section, with Go's keys and the Rust equivalents as values: the target's
+/// OS and architecture under Go's names, the CPUs this process may use, the Tokio tasks alive
+/// (rqlite: goroutines) and the compiler that built this binary.
+fn runtime_status() -> Json {
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    let tasks = tokio::runtime::Handle::try_current()
+        .map(|h| h.metrics().num_alive_tasks())
+        .unwrap_or(0);
+    json!({
+        "GOARCH": go_arch(),
+        "GOOS": go_os(),
+        "GOMAXPROCS": cpus,
+        "num_cpu": cpus,
+        "num_goroutine": tasks,
+        "version": env!("RAFTLITE_RUSTC_VERSION"),
+        "kubernetes_hint": std::env::var_os("KUBERNETES_SERVICE_HOST").is_some(),
+    })
+}
+
+/// RFC 3339 with nanoseconds, as Go marshals a `time.Time`.
+fn rfc3339(t: std::time::SystemTime) -> String {
+    chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+}
+
+/// `GET /status`. The sections and the fields clients read have rqlite's names and JSON types
+/// (`http/service.go` `handleStatus`, `store/store.go` `Stats`): node ids are strings,
+/// `store.leader` is `{"node_id": "", "addr": ""}` without a leader, `store.ready` is
+/// rqlite's `Store.Ready`. raftlite's own fields (timeline, restore, backup, ...) sit beside them.
 async fn status(State(state): State<Arc<ApiState>>, Query(params): Params) -> Response {
     let node = &state.node;
     let m = node.metrics();
@@ -767,17 +840,68 @@ async fn status(State(state): State<Arc<ApiState>>, Query(params): Params) -> Re
     let leader = node.leader();
     let membership = m.membership_config.membership();
     let voters: Vec<NodeId> = membership.voter_ids().collect();
+    let members: Vec<Json> = membership
+        .nodes()
+        .map(|(id, addr)| {
+            json!({
+                "id": id.to_string(),
+                "addr": addr.raft_addr,
+                "suffrage": if voters.contains(id) { "Voter" } else { "Nonvoter" },
+            })
+        })
+        .collect();
+    let applied = m.last_applied.map(|l| l.index).unwrap_or(0);
+    let db_size = node.store().file_size();
+    // hashicorp/raft's `last_contact`: "0" on the leader, "never" before any contact.
+    let last_contact = match node.since_leader_contact() {
+        Some(d) if d.is_zero() => "0".to_owned(),
+        Some(d) => raftlite_store::go_duration::format_go_duration(d),
+        None => "never".to_owned(),
+    };
+    let now = std::time::SystemTime::now();
+    let uptime = state.started.elapsed();
     let body = json!({
-        "build": { "version": env!("CARGO_PKG_VERSION") },
+        "os": os_status(),
+        "runtime": runtime_status(),
+        "http": {
+            "bind_addr": state.http.bind_addr,
+            "auth": if state.auth.is_some() { "enabled" } else { "disabled" },
+            // rqlite writes this flag as a string.
+            "tls": { "enabled": state.http.tls.to_string() },
+        },
         "node": {
-            "id": node.id(),
-            "uptime_secs": state.started.elapsed().as_secs(),
+            "start_time": rfc3339(now.checked_sub(uptime).unwrap_or(now)),
+            "current_time": rfc3339(now),
+            "uptime": raftlite_store::go_duration::format_go_duration(uptime),
+            "id": node.id().to_string(),
+            "uptime_secs": uptime.as_secs(),
             "api_addr": node.addr().api_addr,
         },
+        "build": {
+            "version": env!("CARGO_PKG_VERSION"),
+            "compiler_toolchain": "rustc",
+            "compiler_command": env!("RAFTLITE_RUSTC_VERSION"),
+        },
         "store": {
-            "node_id": node.id(),
+            "open": true,
+            "node_id": node.id().to_string(),
+            "addr": node.addr().raft_addr,
+            "leader": {
+                "node_id": leader.as_ref().map(|(id, _)| id.to_string()).unwrap_or_default(),
+                "addr": leader.as_ref().map(|(_, a)| a.raft_addr.clone()).unwrap_or_default(),
+                "api_addr": leader.as_ref().map(|(_, a)| a.api_addr.clone()).unwrap_or_default(),
+            },
+            "ready": is_ready(node),
+            "nodes": members,
+            "fsm_index": applied,
+            "db_applied_index": applied,
             "dir": state.data_dir.display().to_string(),
-            "db_size": node.store().file_size(),
+            "db_size": db_size,
+            "sqlite3": {
+                "path": node.store().path().display().to_string(),
+                "db_size": db_size,
+                "version": raftlite_store::sqlite_version(),
+            },
             "timeline": timeline,
             "timeline_history": history,
             // The restore this node runs as leader, and the chunks of an unfinished restore it
@@ -786,37 +910,145 @@ async fn status(State(state): State<Arc<ApiState>>, Query(params): Params) -> Re
                 "in_progress": node.restore_progress(),
                 "chunks_held": chunks_held,
             },
-            "leader": {
-                "node_id": leader.as_ref().map(|(id, _)| *id),
-                "addr": leader.as_ref().map(|(_, a)| a.raft_addr.clone()),
-                "api_addr": leader.as_ref().map(|(_, a)| a.api_addr.clone()),
-            },
             "raft": {
                 "state": state_name(m.state),
                 "term": m.current_term,
-                "applied_index": m.last_applied.map(|l| l.index).unwrap_or(0),
+                "applied_index": applied,
                 // openraft does not publish the commit index; what is applied is committed.
-                "commit_index": m.last_applied.map(|l| l.index).unwrap_or(0),
+                "commit_index": applied,
                 "last_log_index": m.last_log_index.unwrap_or(0),
                 "snapshot_index": m.snapshot.map(|l| l.index).unwrap_or(0),
+                "last_snapshot_index": m.snapshot.map(|l| l.index).unwrap_or(0),
                 "purged_index": m.purged.map(|l| l.index).unwrap_or(0),
+                "num_peers": voters.iter().filter(|v| **v != node.id()).count(),
+                "last_contact": last_contact,
                 "voter": voters.contains(&node.id()),
-                "voters": voters,
+                // Node ids are strings everywhere in /status, as in rqlite.
+                "voters": voters.iter().map(|v| v.to_string()).collect::<Vec<_>>(),
             },
         },
         "backup": crate::backups::status_json(state.backups.as_deref()),
     });
     let body = match params.get("key") {
-        Some(path) => path
-            .split('.')
-            .try_fold(&body, |v, k| v.get(k))
-            .cloned()
-            .unwrap_or(Json::Null),
+        Some(path) => sub_json(&body, path),
         None => body,
     };
     json_response(StatusCode::OK, &body, flag(&params, "pretty"))
 }
 
+/// rqlite's `getSubJSON` (`http/service.go`): follows the dotted `key`; a missing key gives
+/// `{}`, and a value that is not an object ends the walk there.
+fn sub_json(body: &Json, key: &str) -> Json {
+    if key.is_empty() {
+        return body.clone();
+    }
+    let mut at = body;
+    for k in key.split('.') {
+        match at {
+            Json::Object(map) => match map.get(k) {
+                Some(v) => at = v,
+                None => return json!({}),
+            },
+            other => return other.clone(),
+        }
+    }
+    at.clone()
+}
+
+/// What a node looks like from here: rqlite's `Node` (`http/nodes.go`), with its JSON field
+/// order and `omitempty` rules (but `time`, see there). rqlite asks each node for its metadata; this node opens a TCP
+/// connection to its Raft address, so a peer's `version` is `"unknown"` when it answers
+/// (rqlite's word for a node that gives none) and `""` when it does not, as in rqlite.
+#[derive(serde::Serialize, Clone, Debug)]
+struct NodeJson {
+    id: String,
+    api_addr: String,
+    addr: String,
+    version: String,
+    voter: bool,
+    reachable: bool,
+    leader: bool,
+    /// Always present (rqlite omits a zero): rqlite-rs 0.6 requires it in every entry.
+    time: f64,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    time_s: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    error: String,
+}
+
+/// A struct as JSON in its field order (Go's `encoding/json` order for structs, sorted keys for
+/// maps); `?pretty` indents by four spaces as rqlite does.
+fn struct_response<T: serde::Serialize>(value: &T, pretty: bool) -> Response {
+    let mut out = Vec::new();
+    let written = if pretty {
+        let formatter = serde_json::ser::PrettyFormatter::with_indent(b"    ");
+        let mut ser = serde_json::Serializer::with_formatter(&mut out, formatter);
+        value.serialize(&mut ser)
+    } else {
+        serde_json::to_writer(&mut out, value)
+    };
+    if let Err(e) = written {
+        return ApiError::Internal(format!("encoding the answer: {e}")).into_response();
+    }
+    let mut response = (StatusCode::OK, out).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    response
+}
+
+/// Contacts `addr` now (itself needs no contact) and describes it as a [`NodeJson`].
+async fn node_entry(
+    state: &ApiState,
+    id: NodeId,
+    addr: &NodeAddr,
+    voter: bool,
+    leader: Option<NodeId>,
+    probe_timeout: Duration,
+) -> NodeJson {
+    let started = Instant::now();
+    let (reachable, error, version) = if id == state.node.id() {
+        (true, String::new(), env!("CARGO_PKG_VERSION"))
+    } else {
+        match tokio::time::timeout(
+            probe_timeout,
+            tokio::net::TcpStream::connect(&addr.raft_addr),
+        )
+        .await
+        {
+            Ok(Ok(_)) => (true, String::new(), "unknown"),
+            Ok(Err(e)) => (false, e.to_string(), ""),
+            Err(_) => (false, format!("no answer within {probe_timeout:?}"), ""),
+        }
+    };
+    let elapsed = started.elapsed();
+    NodeJson {
+        id: id.to_string(),
+        api_addr: api_base(addr),
+        addr: addr.raft_addr.clone(),
+        version: version.to_owned(),
+        voter,
+        reachable,
+        // rqlite sets these only for a node that answered.
+        leader: reachable && Some(id) == leader,
+        time: if reachable {
+            elapsed.as_secs_f64()
+        } else {
+            0.0
+        },
+        time_s: if reachable {
+            raftlite_store::go_duration::format_go_duration(elapsed)
+        } else {
+            String::new()
+        },
+        error,
+    }
+}
+
+/// `GET /nodes` (rqlite's `handleNodes`): the voters, or every member with `?nonvoters`, each
+/// contacted now (concurrently), sorted by id as strings; `?ver=2` gives `{"nodes": [...]}`,
+/// otherwise an object keyed by node id.
 async fn nodes(State(state): State<Arc<ApiState>>, Query(params): Params) -> Response {
     let m = state.node.metrics();
     let membership = m.membership_config.membership();
@@ -826,64 +1058,35 @@ async fn nodes(State(state): State<Arc<ApiState>>, Query(params): Params) -> Res
         Ok(t) => t.min(Duration::from_secs(5)),
         Err(e) => return e.into_response(),
     };
-    let members: Vec<(NodeId, NodeAddr)> = membership
+    let with_nonvoters = flag(&params, "nonvoters");
+    let mut members: Vec<(NodeId, NodeAddr)> = membership
         .nodes()
+        .filter(|(id, _)| with_nonvoters || voters.contains(id))
         .map(|(id, addr)| (*id, addr.clone()))
         .collect();
-    // Like rqlite, every member is contacted (a TCP connect to its Raft address, concurrently),
-    // so `reachable` and `time` describe the network as this node sees it now.
-    let probes = members.iter().map(|(id, addr)| {
-        let is_self = *id == state.node.id();
-        let raft_addr = addr.raft_addr.clone();
-        async move {
-            if is_self {
-                return (true, 0.0, None);
-            }
-            let started = Instant::now();
-            match tokio::time::timeout(probe_timeout, tokio::net::TcpStream::connect(&raft_addr))
-                .await
-            {
-                Ok(Ok(_)) => (true, started.elapsed().as_secs_f64(), None),
-                Ok(Err(e)) => (false, started.elapsed().as_secs_f64(), Some(e.to_string())),
-                Err(_) => (
-                    false,
-                    started.elapsed().as_secs_f64(),
-                    Some(format!("no answer within {probe_timeout:?}")),
-                ),
-            }
-        }
-    });
-    let results = futures::future::join_all(probes).await;
-    let entries: Vec<Json> = members
-        .iter()
-        .zip(results)
-        .map(|((id, addr), (reachable, time, error))| {
-            let mut entry = json!({
-                "id": id.to_string(),
-                "api_addr": api_base(addr),
-                "addr": addr.raft_addr,
-                "voter": voters.contains(id),
-                "reachable": reachable,
-                "leader": Some(*id) == leader,
-                "time": time,
-            });
-            if let (Some(e), Some(obj)) = (error, entry.as_object_mut()) {
-                obj.insert("error".into(), Json::String(e));
-            }
-            entry
-        })
-        .collect();
+    members.sort_by_key(|(id, _)| id.to_string());
+    let entries: Vec<NodeJson> = futures::future::join_all(members.iter().map(|(id, addr)| {
+        node_entry(
+            &state,
+            *id,
+            addr,
+            voters.contains(id),
+            leader,
+            probe_timeout,
+        )
+    }))
+    .await;
     let pretty = flag(&params, "pretty");
     if params.get("ver").map(String::as_str) == Some("2") {
-        return json_response(StatusCode::OK, &json!({ "nodes": entries }), pretty);
-    }
-    let mut legacy = serde_json::Map::new();
-    for e in entries {
-        if let Some(id) = e.get("id").and_then(|v| v.as_str()) {
-            legacy.insert(id.to_string(), e.clone());
+        #[derive(serde::Serialize)]
+        struct Nodes {
+            nodes: Vec<NodeJson>,
         }
+        return struct_response(&Nodes { nodes: entries }, pretty);
     }
-    json_response(StatusCode::OK, &Json::Object(legacy), pretty)
+    let legacy: std::collections::BTreeMap<String, NodeJson> =
+        entries.into_iter().map(|e| (e.id.clone(), e)).collect();
+    struct_response(&legacy, pretty)
 }
 
 async fn readyz(State(state): State<Arc<ApiState>>, Query(params): Params) -> Response {
@@ -900,7 +1103,7 @@ async fn readyz(State(state): State<Arc<ApiState>>, Query(params): Params) -> Re
                 .into_response();
         }
     }
-    let has_leader = state.node.leader().is_some();
+    let has_leader = is_ready(&state.node);
     let (status, body) = if flag(&params, "noleader") || has_leader {
         (
             StatusCode::OK,
@@ -919,13 +1122,25 @@ async fn readyz(State(state): State<Arc<ApiState>>, Query(params): Params) -> Re
     (status, body).into_response()
 }
 
-async fn leader(State(state): State<Arc<ApiState>>) -> Response {
+/// `GET /leader` (rqlite's `handleLeader`): the leader as one `/nodes` entry (see
+/// [`node_entry`]), or 503 when none is known.
+async fn leader(State(state): State<Arc<ApiState>>, Query(params): Params) -> Response {
+    let probe_timeout = match timeout_of(&params) {
+        Ok(t) => t.min(Duration::from_secs(5)),
+        Err(e) => return e.into_response(),
+    };
     match state.node.leader() {
-        Some((id, addr)) => json_response(
-            StatusCode::OK,
-            &json!({"leader": {"id": id.to_string(), "addr": addr.raft_addr, "api_addr": api_base(&addr)}}),
-            false,
-        ),
+        Some((id, addr)) => {
+            let voter = state
+                .node
+                .metrics()
+                .membership_config
+                .membership()
+                .voter_ids()
+                .any(|v| v == id);
+            let entry = node_entry(&state, id, &addr, voter, Some(id), probe_timeout).await;
+            struct_response(&entry, flag(&params, "pretty"))
+        }
         None => ApiError::NoLeader.into_response(),
     }
 }
@@ -1255,25 +1470,44 @@ async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
 mod tests {
     use super::*;
 
+    fn params(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    /// Every duration parameter takes Go's syntax (the parser's own tests are in
+    /// `raftlite_store::go_duration`); a malformed or negative one is a 400 naming the parameter.
     #[test]
-    fn durations_parse_like_go() {
-        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
-        assert_eq!(parse_duration("2s"), Some(Duration::from_secs(2)));
-        assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("1m"), Some(Duration::from_secs(60)));
-        assert_eq!(parse_duration("1m30s"), Some(Duration::from_secs(90)));
+    fn duration_parameters_take_go_syntax() {
+        for key in ["timeout", "db_timeout", "freshness", "linearizable_timeout"] {
+            for (text, want) in [
+                ("1m30s", Duration::from_secs(90)),
+                ("1h2m3.5s", Duration::from_millis(3_723_500)),
+                ("250us", Duration::from_micros(250)),
+                ("250\u{b5}s", Duration::from_micros(250)),
+                (".5s", Duration::from_millis(500)),
+                ("0", Duration::ZERO),
+            ] {
+                let got = duration_param(&params(&[(key, text)]), key);
+                assert_eq!(got.ok().flatten(), Some(want), "{key}={text}");
+            }
+            for text in ["10", "-1s", "soon", "1d", "", " 1s"] {
+                match duration_param(&params(&[(key, text)]), key) {
+                    Err(ApiError::BadRequest(m)) => {
+                        assert!(
+                            m.starts_with(&format!("{key} is not a valid duration")),
+                            "{m}"
+                        )
+                    }
+                    other => panic!("{key}={text:?}: {:?}", other.map_err(|e| e.to_string())),
+                }
+            }
+        }
         assert_eq!(
-            parse_duration("1h2m3.5s"),
-            Some(Duration::from_millis(3_723_500))
+            timeout_of(&params(&[])).ok(),
+            Some(crate::limits::DEFAULT_TIMEOUT)
         );
-        assert_eq!(parse_duration("250us"), Some(Duration::from_micros(250)));
-        assert_eq!(parse_duration(".5s"), Some(Duration::from_millis(500)));
-        assert_eq!(parse_duration("0"), Some(Duration::ZERO));
-        assert_eq!(parse_duration("10"), None);
-        assert_eq!(parse_duration("-1s"), None);
-        assert_eq!(parse_duration("abc"), None);
-        assert_eq!(parse_duration("1x"), None);
-        assert_eq!(parse_duration(""), None);
-        assert_eq!(parse_duration("s"), None);
     }
 }

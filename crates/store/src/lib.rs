@@ -10,6 +10,7 @@ pub mod dump;
 pub mod engine;
 pub mod error;
 pub mod failpoint;
+pub mod go_duration;
 mod results;
 pub mod types;
 
@@ -19,3 +20,8 @@ pub use engine::{
 };
 pub use error::StoreError;
 pub use types::*;
+
+/// The version of the SQLite library linked in (bundled), e.g. `3.50.2`.
+pub fn sqlite_version() -> &'static str {
+    rusqlite::version()
+}
