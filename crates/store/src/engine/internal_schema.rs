@@ -73,6 +73,13 @@ fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
         .then(|| &s[prefix.len()..])
 }
 
+fn contains_ignore_case(haystack: &str, needle: &str) -> bool {
+    haystack
+        .as_bytes()
+        .windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
+}
+
 fn quoted_list(names: &[&str]) -> String {
     names
         .iter()
@@ -248,8 +255,7 @@ fn view_of(target: Target) -> &'static str {
 /// a column qualifier, becomes `temp."<view>"`; `pragma_table_list` only when it has no
 /// arguments.
 pub(super) fn rewrite(sql: &str) -> Option<String> {
-    let lower = sql.to_ascii_lowercase();
-    if !lower.contains("sqlite_") && !lower.contains("pragma_table_list") {
+    if !contains_ignore_case(sql, "sqlite_") && !contains_ignore_case(sql, "pragma_table_list") {
         return None;
     }
     let toks = tokens(sql);
