@@ -920,6 +920,25 @@ mod tests {
                 vec![Value::Text("log".into())]
             ]
         );
+        // Schema changes of user tables (SQLite re-reads the whole schema for some) and
+        // whole-database statements still work.
+        let changes = [
+            "ALTER TABLE log RENAME TO log2",
+            "ALTER TABLE log2 ADD COLUMN c",
+            "ALTER TABLE log2 RENAME COLUMN c TO d",
+            "ALTER TABLE log2 DROP COLUMN d",
+            "ALTER TABLE log2 RENAME TO log",
+            "ANALYZE",
+            "REINDEX",
+            "PRAGMA integrity_check",
+        ];
+        for (i, sql) in changes.into_iter().enumerate() {
+            let done = write(&store, 32 + i as u64, &[sql]).remove(0);
+            assert!(
+                !matches!(done, StatementResult::Error(_)),
+                "{sql}: {done:?}"
+            );
+        }
         // Drop every table until none is left.
         let mut index = 40;
         for _ in 0..10 {
