@@ -648,7 +648,9 @@ impl NodeClient {
 
     /// Streams the node's consistent copy into `target`. Returns its size.
     async fn download_snapshot(&self, target: &Path, progress: bool) -> anyhow::Result<Downloaded> {
-        let url = format!("{}/db/backup", self.base);
+        // With raftlite's meta table, which a user's download leaves out: the backup records
+        // the copy's applied position and timeline.
+        let url = format!("{}/db/backup?raftlite_meta", self.base);
         let request = self.authorized(self.client.get(&url));
         let mut resp = request.send().await.map_err(|e| self.transport_error(&e))?;
         if resp.status() != StatusCode::OK {

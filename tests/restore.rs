@@ -909,16 +909,15 @@ fn restore_from_an_encrypted_s3_backup_with_the_cli_while_clients_write() {
 // 3. A follower down during a restore
 // ---------------------------------------------------------------------------------------------
 
-/// Rows of the local table `_raftlite_restore` on node `idx` (0 when it does not exist).
+/// Chunks of an unfinished restore that node `idx` holds (rows of its local table
+/// `_raftlite_restore`, which clients cannot read), as its `/status` reports them; 0 when none
+/// or the node does not answer.
 fn chunks_held(c: &Cluster, idx: usize) -> i64 {
-    common::query_i64s(
-        &c.nodes[idx].base_url(),
-        "SELECT COUNT(*) FROM _raftlite_restore",
-        "none",
-    )
-    .ok()
-    .and_then(|v| v.first().copied())
-    .unwrap_or(0)
+    c.nodes[idx]
+        .status()
+        .ok()
+        .and_then(|s| s["store"]["restore"]["chunks_held"]["chunks"].as_i64())
+        .unwrap_or(0)
 }
 
 /// A file of about `mib` MiB of random blobs in table `big`, one row `tag` in `marker` and an

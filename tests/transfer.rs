@@ -143,8 +143,21 @@ fn backup_of_one_node_is_a_sqlite_file_and_compress_vacuum_and_sql_variants_work
         want
     );
     {
-        // The file is self-describing: it carries raftlite's meta table.
+        // The user's schema only: raftlite's tables are left out of the file...
         let conn = rusqlite::Connection::open(tmp.path().join("plain.sqlite")).expect("open");
+        let internal: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE tbl_name LIKE '\\_raftlite%' ESCAPE '\\'",
+                [],
+                |r| r.get(0),
+            )
+            .expect("schema");
+        assert_eq!(internal, 0);
+        // ...unless raftlite's own tools ask for them.
+        let with_meta = get_ok(&c.nodes[0].url("/db/backup?raftlite_meta"));
+        let path = tmp.path().join("with-meta.sqlite");
+        assert_eq!(sqlite_rows(&with_meta.body, &path), want);
+        let conn = rusqlite::Connection::open(&path).expect("open");
         let applied: String = conn
             .query_row(
                 "SELECT value FROM _raftlite_meta WHERE key = 'applied'",

@@ -6,7 +6,11 @@
 //! client in chunks, so memory stays bounded whatever the size; the scratch file is removed when
 //! the response ends (and at start-up after a crash). `?fmt=sql` streams a SQL text dump
 //! instead, `?vacuum` a `VACUUM INTO` copy, and `?compress` gzips the body (a `.gz` file: no
-//! `Content-Encoding`, as rqlite does).
+//! `Content-Encoding`, as rqlite does). The file holds the user's schema only: raftlite's own
+//! tables are dropped from the copy (their pages zeroed; see
+//! [`raftlite_store::strip_internal_tables`]) unless `?raftlite_meta` asks to keep them, which
+//! only raftlite's own tools do (`raftlite backup create` reads the applied position and
+//! timeline from the copy). Either file loads back with `/db/load`.
 //!
 //! **Load**: the body is a SQLite file (it starts with the 16-byte header `SQLite format 3\0`)
 //! or SQL text; the first 16 bytes decide. SQL text is buffered (at most [`MAX_LOAD_BYTES`]),
@@ -198,6 +202,7 @@ async fn backup(
         let format = format_of(&params)?;
         let compress = flag(&params, "compress");
         let vacuum = flag(&params, "vacuum");
+        let keep_meta = flag(&params, "raftlite_meta");
         if !flag(&params, "noleader") && !state.node.is_leader() {
             return Ok(forward_backup(&state, &uri, &headers, flag(&params, "redirect")).await);
         }
@@ -206,6 +211,9 @@ async fn backup(
         let (file, meta) = blocking(move || {
             let copy = Scratch::new(&snapshots, "backup");
             let meta = store.snapshot_to(copy.path())?;
+            if format == Format::Binary && !keep_meta {
+                raftlite_store::strip_internal_tables(copy.path())?;
+            }
             if !vacuum || format == Format::Sql {
                 return Ok((copy, meta));
             }

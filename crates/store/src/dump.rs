@@ -1,8 +1,8 @@
 //! SQL text dumps (like the `sqlite3` shell's `.dump`) and splitting SQL text into statements.
 //!
 //! [`dump_sql`] streams a dump of a database to any [`Write`]r, row by row, so memory stays
-//! bounded whatever the database size. raftlite's own `_raftlite_meta` table and SQLite's
-//! internal tables are left out, except `sqlite_sequence` (dumped last among the tables, as
+//! bounded whatever the database size. raftlite's own tables ([`INTERNAL_TABLES`]: objects on
+//! them and statistics about them too) and SQLite's internal tables are left out, except `sqlite_sequence` (dumped last among the tables, as
 //! `DELETE FROM sqlite_sequence;` plus its rows, as `sqlite3` does) and the `sqlite_stat*`
 //! tables (`ANALYZE sqlite_schema;` plus their rows, as `sqlite3` does).
 //!
@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags};
 
-use crate::engine::META_TABLE;
+use crate::engine::{is_internal_table, INTERNAL_TABLES};
 use crate::error::StoreError;
 
 fn write_err(e: std::io::Error) -> StoreError {
@@ -104,7 +104,7 @@ fn dump_inner(conn: &Connection, out: &mut impl Write) -> Result<(), StoreError>
     let mut analyzed = false;
     for table in &tables {
         let name = table.name.as_str();
-        if name == META_TABLE || name == crate::engine::RESTORE_TABLE || shadow.contains(name) {
+        if is_internal_table(name) || shadow.contains(name) {
             continue;
         }
         if name == "sqlite_sequence" {
@@ -119,8 +119,8 @@ fn dump_inner(conn: &Connection, out: &mut impl Write) -> Result<(), StoreError>
                     .map_err(write_err)?;
                 analyzed = true;
             }
-            // Statistics of raftlite's own table would name a table the dump does not create.
-            let own = format!("tbl != '{META_TABLE}'");
+            // Statistics of raftlite's own tables would name tables the dump does not create.
+            let own = format!("tbl NOT IN ({})", internal_list());
             dump_rows(conn, name, &Columns::All, Some(&own), out)?;
             continue;
         }
@@ -132,18 +132,28 @@ fn dump_inner(conn: &Connection, out: &mut impl Write) -> Result<(), StoreError>
         dump_rows(conn, name, &columns, None, out)?;
     }
 
-    let mut stmt = conn.prepare(
+    let mut stmt = conn.prepare(&format!(
         "SELECT sql FROM sqlite_schema \
-         WHERE sql NOT NULL AND type IN ('index', 'trigger', 'view') AND tbl_name != ?1 \
+         WHERE sql NOT NULL AND type IN ('index', 'trigger', 'view') AND tbl_name NOT IN ({}) \
          ORDER BY rowid",
-    )?;
-    let mut rows = stmt.query([META_TABLE])?;
+        internal_list()
+    ))?;
+    let mut rows = stmt.query([])?;
     while let Some(row) = rows.next()? {
         let sql: String = row.get(0)?;
         writeln!(out, "{sql};").map_err(write_err)?;
     }
     out.write_all(b"COMMIT;\n").map_err(write_err)?;
     out.flush().map_err(write_err)
+}
+
+/// [`INTERNAL_TABLES`] as an SQL list of strings.
+fn internal_list() -> String {
+    INTERNAL_TABLES
+        .iter()
+        .map(|t| format!("'{t}'"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Tables a virtual table module maintains (FTS5's `x_data`, R-tree's `x_node`...).

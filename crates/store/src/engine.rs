@@ -18,7 +18,12 @@ use crate::deterministic::{self, EntryScope};
 use crate::error::StoreError;
 use crate::types::*;
 
+mod internal_schema;
 mod restore_chunks;
+
+pub use internal_schema::{
+    is_internal_object, is_internal_table, strip_internal_tables, INTERNAL_TABLES,
+};
 
 /// Name of the table that records where the data stands in the Raft log.
 pub const META_TABLE: &str = "_raftlite_meta";
@@ -83,12 +88,17 @@ struct Guard {
     /// Set while preparing statements that came from a client.
     client_sql: AtomicBool,
     refusal: Mutex<Option<String>>,
+    /// What the statement being prepared does with raftlite's own tables and the schema.
+    seen: internal_schema::Seen,
 }
 
 impl Guard {
     fn authorize(&self, ctx: AuthContext<'_>) -> Authorization {
         if !self.client_sql.load(Ordering::Relaxed) {
             return Authorization::Allow;
+        }
+        if let Some(decision) = self.seen.authorize(&ctx) {
+            return internal_schema::answer(decision, &self.refusal);
         }
         let refusal = match ctx.action {
             AuthAction::Transaction { .. } | AuthAction::Savepoint { .. } => {
@@ -107,21 +117,6 @@ impl Guard {
             AuthAction::Attach { .. } | AuthAction::Detach { .. } => {
                 "ATTACH and DETACH are not allowed: every node must hold the same single database"
             }
-            AuthAction::Delete { table_name }
-            | AuthAction::Insert { table_name }
-            | AuthAction::DropTable { table_name, .. }
-            | AuthAction::AlterTable { table_name, .. }
-                if table_name == META_TABLE || table_name == RESTORE_TABLE =>
-            {
-                "the _raftlite_meta and _raftlite_restore tables are maintained by raftlite and \
-                 cannot be modified"
-            }
-            AuthAction::Update { table_name, .. }
-                if table_name == META_TABLE || table_name == RESTORE_TABLE =>
-            {
-                "the _raftlite_meta and _raftlite_restore tables are maintained by raftlite and \
-                 cannot be modified"
-            }
             _ => return Authorization::Allow,
         };
         if let Ok(mut slot) = self.refusal.lock() {
@@ -134,7 +129,13 @@ impl Guard {
     fn explain(&self, err: rusqlite::Error) -> String {
         let reason = self.refusal.lock().ok().and_then(|mut slot| slot.take());
         match reason {
-            Some(reason) if err.to_string().contains("not authorized") => reason,
+            // "access to T.C is prohibited": a refused column read.
+            Some(reason)
+                if err.to_string().contains("not authorized")
+                    || err.to_string().contains("is prohibited") =>
+            {
+                reason
+            }
             _ => err.to_string(),
         }
     }
@@ -1426,7 +1427,9 @@ fn run_sql_inner(
     let mut batch = rusqlite::Batch::new(conn, &statement.sql);
     let mut last = None;
     let mut first = true;
+    guard.seen.preparing();
     while let Some(mut stmt) = batch.next().map_err(|e| statement_error(guard, e))? {
+        let shown = guard.seen.prepared(&stmt)?;
         if first {
             bind_params(&mut stmt, &statement.params)?;
             first = false;
@@ -1456,6 +1459,11 @@ fn run_sql_inner(
                         .map_err(|e| crate::results::error_message(&e))?;
                     out.push(crate::results::column_value(v, &decls[i], &types[i])?);
                 }
+                // A row hidden from the client (raftlite's own schema objects) must not
+                // decide the column types it sees.
+                if !shown.shows(&out) {
+                    continue;
+                }
                 if values.is_empty() {
                     crate::results::fill_empty_types(&mut types, &out);
                 }
@@ -1479,6 +1487,7 @@ fn run_sql_inner(
             stmt.raw_execute().map_err(|e| statement_error(guard, e))?;
             last = None;
         }
+        guard.seen.preparing();
     }
     let elapsed = started.elapsed().as_secs_f64();
     Ok(match last {
@@ -1506,7 +1515,18 @@ fn query_statement(
     guard: &Guard,
     budget: Option<&ResultBudget>,
 ) -> StatementResult {
-    let result = run_sql(conn, statement, guard, true, budget);
+    // Schema reads see the user's objects only (see `internal_schema`).
+    let result = internal_schema::query_hidden(
+        statement,
+        || {
+            guard.client_sql.store(false, Ordering::Relaxed);
+            let created = internal_schema::create_views(conn);
+            guard.client_sql.store(true, Ordering::Relaxed);
+            created
+        },
+        |s| run_sql(conn, s, guard, true, budget),
+        || !budget.is_some_and(|b| b.exceeded()),
+    );
     // Keep the guard armed on pooled readers: every statement there comes from a client.
     guard.client_sql.store(true, Ordering::Relaxed);
     result
@@ -1863,14 +1883,16 @@ mod tests {
             .unwrap();
         let second = staging_files(dir.path());
         assert_eq!(second.len(), 1);
-        // The rows hold no bytes.
-        assert_eq!(
-            count(
-                &store,
-                "SELECT COUNT(*) FROM _raftlite_restore WHERE data IS NOT NULL"
-            ),
-            0
-        );
+        // The rows hold no bytes (read as raftlite does: clients cannot name the table).
+        let with_data: i64 = store
+            .writer()
+            .query_row(
+                "SELECT COUNT(*) FROM _raftlite_restore WHERE data IS NOT NULL",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(with_data, 0);
         // A replayed chunk (its position already applied) writes nothing.
         store
             .apply_restore_chunk(pos(5), "third", 0, &bytes[..half])
@@ -2154,7 +2176,7 @@ mod tests {
         for result in &r[0] {
             match result {
                 StatementResult::Error(e) => assert!(
-                    e.contains("not allowed") || e.contains("maintained by raftlite"),
+                    e.contains("not allowed") || e == "no such table: _raftlite_meta",
                     "{e}"
                 ),
                 other => panic!("{other:?}"),

@@ -15,8 +15,9 @@ mod results;
 pub mod types;
 
 pub use engine::{
-    free_space, probe, probe_checked, reseed_database, validate_database, validate_database_fully,
-    EntryTime, PinnedFile, Store, StoreOptions, META_TABLE, RESTORE_TABLE,
+    free_space, is_internal_object, is_internal_table, probe, probe_checked, reseed_database,
+    strip_internal_tables, validate_database, validate_database_fully, EntryTime, PinnedFile,
+    Store, StoreOptions, INTERNAL_TABLES, META_TABLE, RESTORE_TABLE,
 };
 pub use error::StoreError;
 pub use types::*;
