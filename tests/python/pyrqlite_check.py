@@ -260,6 +260,16 @@ def table_listing_shows_only_user_tables(conn, host, port):
     expect(cur.fetchone()[0], 0, "raftlite's own tables in sqlite_schema")
 
 
+@check
+def bare_pragmas_are_answered(conn, host, port):
+    # pyrqlite sends every PRAGMA to /db/query; rqlite answers a bare one from its read-only
+    # connection (the database is in WAL mode there too).
+    cur = conn.cursor()
+    cur.execute("PRAGMA journal_mode")
+    expect([tuple(r) for r in cur.fetchall()], [("wal",)], "PRAGMA journal_mode")
+    cur.execute("PRAGMA foreign_keys")
+    expect(len(cur.fetchall()), 1, "PRAGMA foreign_keys rows")
+
 def main() -> None:
     host, port = sys.argv[1], int(sys.argv[2])
     conn = dbapi2.connect(host=host, port=port)

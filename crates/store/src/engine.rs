@@ -1436,7 +1436,12 @@ fn run_sql_inner(
         } else if stmt.parameter_count() > 0 {
             return Err("parameters can only be bound to the first statement of a string".into());
         }
-        if read_only && !stmt.readonly() {
+        if read_only
+            && !stmt.readonly()
+            && !stmt
+                .expanded_sql()
+                .is_some_and(|sql| is_pragma_value_read(&sql))
+        {
             return Err("attempt to change database via query operation".to_string());
         }
         let column_count = stmt.column_count();
@@ -1503,6 +1508,48 @@ fn run_sql_inner(
             time_secs: elapsed,
         },
     })
+}
+
+/// `PRAGMA [schema.]name` with no value and no argument: it only reports a setting, but SQLite
+/// does not mark some of these read-only (`PRAGMA journal_mode`, for one, could switch modes when
+/// given a value). rqlite answers them from its read-only connection, and pyrqlite sends every
+/// PRAGMA as a query, so the read path lets them through; the reader connections are opened
+/// read-only, so nothing they run can change the database.
+fn is_pragma_value_read(sql: &str) -> bool {
+    let mut rest = skip_blanks_and_comments(sql);
+    let Some(keyword) = rest.get(..6) else {
+        return false;
+    };
+    if !keyword.eq_ignore_ascii_case("pragma") {
+        return false;
+    }
+    rest = &rest[6..];
+    if !rest.starts_with(|c: char| c.is_whitespace() || c == '/' || c == '-') {
+        return false;
+    }
+    rest = skip_blanks_and_comments(rest);
+    let name_len = rest
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.'))
+        .unwrap_or(rest.len());
+    if name_len == 0 {
+        return false;
+    }
+    let tail = skip_blanks_and_comments(&rest[name_len..]);
+    let tail = tail.strip_prefix(';').unwrap_or(tail);
+    skip_blanks_and_comments(tail).is_empty()
+}
+
+fn skip_blanks_and_comments(mut sql: &str) -> &str {
+    loop {
+        let trimmed = sql.trim_start();
+        if let Some(after) = trimmed.strip_prefix("--") {
+            sql = after.find('\n').map_or("", |i| &after[i + 1..]);
+        } else if let Some(after) = trimmed.strip_prefix("/*") {
+            sql = after.find("*/").map_or("", |i| &after[i + 2..]);
+        } else {
+            return trimmed;
+        }
+    }
 }
 
 fn execute_statement(conn: &Connection, statement: &Statement, guard: &Guard) -> StatementResult {
@@ -2891,5 +2938,51 @@ mod tests {
         }
         assert_eq!(store.meta().unwrap().applied, Some(pos(1)));
         assert_eq!(count(&store, "SELECT count(*) FROM t"), 1);
+    }
+
+    #[test]
+    fn bare_pragmas_are_value_reads() {
+        for sql in [
+            "PRAGMA journal_mode",
+            "pragma main.journal_mode;",
+            "  /* c */ PRAGMA foreign_keys -- x",
+            "PRAGMA\tpage_size ;  ",
+        ] {
+            assert!(is_pragma_value_read(sql), "{sql}");
+        }
+        for sql in [
+            "PRAGMA journal_mode=DELETE",
+            "PRAGMA cache_size = 10",
+            "PRAGMA table_info(t)",
+            "PRAGMA journal_mode; DELETE FROM t",
+            "PRAGMAjournal_mode",
+            "SELECT 1",
+            "PRAGMA",
+            "",
+        ] {
+            assert!(!is_pragma_value_read(sql), "{sql}");
+        }
+    }
+
+    #[test]
+    fn the_read_path_answers_a_bare_pragma_and_refuses_a_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db.sqlite"), StoreOptions::default()).unwrap();
+        let results = store
+            .query(&[Statement::new("PRAGMA journal_mode")])
+            .unwrap();
+        match &results[0] {
+            StatementResult::Rows(rows) => {
+                assert_eq!(rows.values, vec![vec![Value::Text("wal".into())]])
+            }
+            other => panic!("PRAGMA journal_mode answered {other:?}"),
+        }
+        let results = store
+            .query(&[Statement::new("PRAGMA user_version=7")])
+            .unwrap();
+        assert!(
+            matches!(&results[0], StatementResult::Error(e) if e == "attempt to change database via query operation"),
+            "{results:?}"
+        );
     }
 }
