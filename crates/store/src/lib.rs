@@ -4,6 +4,7 @@
 //! position, the membership and the timeline in `_raftlite_meta`, so a restarted node reads its
 //! position from the file itself and never guesses.
 
+pub mod calendar;
 pub mod deterministic;
 pub mod direct_io;
 pub mod dump;
