@@ -1,12 +1,16 @@
 //! Real rqlite client libraries against a real raftlite cluster, through a follower: the
 //! `rqlite-rs` crate here, and Python's `pyrqlite` (DB-API) and SQLAlchemy (ORM, through the
-//! `sqlalchemy-rqlite` dialect) with the scripts in `tests/python/`. The Python clients must be
-//! installed (`.ci/run` puts them in a venv and sets `RAFTLITE_TEST_PYTHON`); without them the
-//! Python tests fail and say how to install them.
+//! `sqlalchemy-rqlite` dialect) with the scripts in `tests/python/`. The Python clients come from
+//! the interpreter `RAFTLITE_TEST_PYTHON` names, or else from a venv the tests create under
+//! `target/client-tools/` on first use (needs python3 with venv and pip, and PyPI); when neither
+//! works the Python tests fail and say why (never a skip).
 
 mod common;
 
 use std::num::NonZeroU16;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use common::*;
@@ -199,34 +203,108 @@ fn rqlite_rs_through_a_follower() {
     });
 }
 
-/// The pinned Python packages (`.ci/run` installs exactly these into a venv).
-const PYTHON_PACKAGES: &str = "'pyrqlite==2.2.3' 'sqlalchemy-rqlite==2.0' 'SQLAlchemy==2.0.59'";
+/// The pinned Python packages, installed into the provisioned venv (see [`python_with_clients`]).
+const PYTHON_PACKAGES: &[&str] = &[
+    "pyrqlite==2.2.3",
+    "sqlalchemy-rqlite==2.0",
+    "SQLAlchemy==2.0.59",
+];
 
-/// The interpreter with the Python clients: `RAFTLITE_TEST_PYTHON`, else `python3`. A missing
-/// interpreter or package fails the test with how to install them (never a skip).
-fn python_with_clients() -> String {
-    let python = std::env::var("RAFTLITE_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
-    let how = format!(
-        "install the Python clients into a venv and point RAFTLITE_TEST_PYTHON at it (.ci/run \
-         does this):\n  python3 -m venv /tmp/raftlite-venv && /tmp/raftlite-venv/bin/pip install \
-         {PYTHON_PACKAGES}\n  export RAFTLITE_TEST_PYTHON=/tmp/raftlite-venv/bin/python"
-    );
-    let probe = std::process::Command::new(&python)
+/// The interpreter with the Python clients, found once per test binary: `RAFTLITE_TEST_PYTHON`
+/// when set, else `<target dir>/client-tools/python-venv/bin/python`, a venv this creates with
+/// `python3 -m venv` and fills with [`PYTHON_PACKAGES`] from PyPI on first use (reused while its
+/// stamp lists the same pins and the clients import). A missing interpreter, package or failed
+/// install fails the test with what went wrong and how to fix it (never a skip).
+fn python_with_clients() -> PathBuf {
+    static PYTHON: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    match PYTHON.get_or_init(find_python) {
+        Ok(python) => python.clone(),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+fn find_python() -> Result<PathBuf, String> {
+    let pins = PYTHON_PACKAGES.join(" ");
+    if let Some(python) = std::env::var_os("RAFTLITE_TEST_PYTHON") {
+        let python = PathBuf::from(python);
+        probe_python(&python).map_err(|e| {
+            format!(
+                "{e}\nRAFTLITE_TEST_PYTHON={} must have the Python clients: \
+                 `{} -m pip install {pins}`, or unset RAFTLITE_TEST_PYTHON and the test installs \
+                 them into a venv under target/client-tools itself",
+                python.display(),
+                python.display()
+            )
+        })?;
+        client_tools::announce(&format!(
+            "tests/clients.rs: Python clients from RAFTLITE_TEST_PYTHON={}",
+            python.display()
+        ));
+        return Ok(python);
+    }
+    let venv_python = |dir: &Path| dir.join("bin").join("python");
+    let dir = client_tools::provision(
+        "python-venv",
+        &PYTHON_PACKAGES.join("\n"),
+        |dir| {
+            client_tools::run_install(Command::new("python3").arg("-m").arg("venv").arg(dir))?;
+            client_tools::run_install(
+                Command::new(venv_python(dir))
+                    .args([
+                        "-m",
+                        "pip",
+                        "install",
+                        "--quiet",
+                        "--disable-pip-version-check",
+                    ])
+                    .args(PYTHON_PACKAGES),
+            )
+        },
+        |dir| probe_python(&venv_python(dir)),
+    )
+    .map_err(|e| {
+        format!(
+            "could not provision the Python clients ({pins}) in a venv under {}:\n{e}\n\
+             This needs python3 with venv and pip (Debian/Ubuntu: apt-get install python3-venv) \
+             and PyPI reachable (pip honours PIP_INDEX_URL and HTTPS_PROXY). Or install them \
+             yourself and point the tests at that interpreter:\n  \
+             python3 -m venv /tmp/raftlite-venv && /tmp/raftlite-venv/bin/pip install {pins}\n  \
+             export RAFTLITE_TEST_PYTHON=/tmp/raftlite-venv/bin/python",
+            client_tools::tools_root().display()
+        )
+    })?;
+    let python = venv_python(&dir);
+    client_tools::announce(&format!(
+        "tests/clients.rs: Python clients from the provisioned venv {}",
+        dir.display()
+    ));
+    Ok(python)
+}
+
+/// Imports the clients (and checks SQLAlchemy is 2.0) with `python`.
+fn probe_python(python: &Path) -> Result<(), String> {
+    let probe = Command::new(python)
         .args([
             "-c",
             "import pyrqlite, sqlalchemy, sqlalchemy_rqlite; \
              assert sqlalchemy.__version__.startswith('2.0.'), sqlalchemy.__version__",
         ])
-        .output();
-    match probe {
-        Err(e) => panic!("cannot run the Python interpreter {python:?} ({e}): {how}"),
-        Ok(out) if !out.status.success() => panic!(
-            "{python:?} lacks the Python clients (pyrqlite, SQLAlchemy 2.0, sqlalchemy-rqlite):\n\
-             {}\n{how}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ),
-        Ok(_) => python,
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| {
+            format!(
+                "cannot run the Python interpreter {}: {e}",
+                python.display()
+            )
+        })?;
+    if probe.status.success() {
+        return Ok(());
     }
+    Err(format!(
+        "{} lacks the Python clients (pyrqlite, SQLAlchemy 2.0, sqlalchemy-rqlite):\n{}",
+        python.display(),
+        String::from_utf8_lossy(&probe.stderr).trim()
+    ))
 }
 
 /// Runs `tests/python/<script>` against a 3-node cluster, pointed at a follower. The script
@@ -241,7 +319,7 @@ fn run_python_checks(script: &str) {
         .rsplit_once(':')
         .expect("host:port");
     let path = format!("{}/tests/python/{script}", env!("CARGO_MANIFEST_DIR"));
-    let output = std::process::Command::new(&python)
+    let output = Command::new(&python)
         .args([path.as_str(), host, port])
         .output()
         .expect("run python");

@@ -1,9 +1,10 @@
 //! The JavaScript rqlite client, `rqlite-js` 2.5.7 (npm), against a real 3-node raftlite
 //! cluster through a follower: runs `tests/js/rqlite_js_check.mjs` with Node.js.
 //!
-//! `.ci/run` installs the client with `npm ci` from `tests/js/package-lock.json` into a directory
-//! and sets `RAFTLITE_TEST_JS_DIR` to it. Without it (or without Node.js, or with another
-//! version of the package) this test fails and says how to install; it never skips.
+//! The client comes from the directory `RAFTLITE_TEST_JS_DIR` names, or else the test installs it
+//! on first use with `npm ci` from `tests/js/package-lock.json` under `target/client-tools/js`.
+//! Without Node.js, npm or the registry (or with another version of the package in
+//! `RAFTLITE_TEST_JS_DIR`) this test fails and says how to fix it; it never skips.
 
 mod common;
 
@@ -15,10 +16,13 @@ use common::*;
 
 const PINNED: &str = "2.5.7";
 
+/// What to do when the client cannot be found or installed.
 fn how_to_install() -> String {
     let js = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/js");
     format!(
-        "install the client and point the test at it, as .ci/run does:\n  \
+        "Unset RAFTLITE_TEST_JS_DIR and the test installs the client itself with `npm ci` under \
+         target/client-tools/js (needs Node.js, npm and the npm registry reachable; npm honours \
+         npm_config_registry and HTTPS_PROXY), or install it yourself and point the test at it:\n  \
          dir=/tmp/raftlite-js && mkdir -p $dir && cp {js}/package.json {js}/package-lock.json $dir/ \
          && (cd $dir && npm ci) && export RAFTLITE_TEST_JS_DIR=$dir\n\
          (Node.js and npm: apt-get install nodejs npm)"
@@ -40,33 +44,85 @@ fn node_binary() -> String {
     }
 }
 
-/// The directory holding `node_modules/rqlite-js` at the pinned version.
+/// The directory holding `node_modules/rqlite-js` at the pinned version: `RAFTLITE_TEST_JS_DIR`
+/// when set, else `<target dir>/client-tools/js`, where this copies `tests/js/package.json` and
+/// `package-lock.json` and runs `npm ci` on first use (reused while its stamp holds the same two
+/// files and the pinned version is installed). Anything missing fails the test with how to fix
+/// it (never a skip).
 fn js_dir() -> PathBuf {
-    let Some(dir) = std::env::var_os("RAFTLITE_TEST_JS_DIR") else {
-        panic!("RAFTLITE_TEST_JS_DIR is not set\n{}", how_to_install());
-    };
-    let dir = PathBuf::from(dir);
-    let manifest = dir.join("node_modules/rqlite-js/package.json");
-    let text = std::fs::read_to_string(&manifest).unwrap_or_else(|e| {
-        panic!(
-            "rqlite-js is not installed in {} ({}: {e})\n{}",
-            dir.display(),
-            manifest.display(),
+    if let Some(dir) = std::env::var_os("RAFTLITE_TEST_JS_DIR") {
+        let dir = PathBuf::from(dir);
+        if let Err(e) = check_installed(&dir) {
+            panic!("RAFTLITE_TEST_JS_DIR: {e}\n{}", how_to_install());
+        }
+        client_tools::announce(&format!(
+            "tests/clients_js.rs: rqlite-js from RAFTLITE_TEST_JS_DIR={}",
+            dir.display()
+        ));
+        return dir;
+    }
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/js");
+    let files = ["package.json", "package-lock.json"];
+    let mut stamp = String::new();
+    for file in files {
+        let path = source.join(file);
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+        stamp.push_str(&format!("== {file}\n{text}\n"));
+    }
+    let provisioned = client_tools::provision(
+        "js",
+        &stamp,
+        |dir| {
+            for file in files {
+                std::fs::copy(source.join(file), dir.join(file))
+                    .map_err(|e| format!("copy {file} to {}: {e}", dir.display()))?;
+            }
+            client_tools::run_install(
+                Command::new("npm")
+                    .args(["ci", "--loglevel=error", "--no-audit", "--no-fund"])
+                    .current_dir(dir),
+            )
+        },
+        check_installed,
+    );
+    match provisioned {
+        Ok(dir) => {
+            client_tools::announce(&format!(
+                "tests/clients_js.rs: rqlite-js from the provisioned directory {}",
+                dir.display()
+            ));
+            dir
+        }
+        Err(e) => panic!(
+            "could not provision rqlite-js {PINNED} under {}:\n{e}\n{}",
+            client_tools::tools_root().display(),
             how_to_install()
+        ),
+    }
+}
+
+/// `dir/node_modules/rqlite-js` is installed at [`PINNED`].
+fn check_installed(dir: &Path) -> Result<(), String> {
+    let manifest = dir.join("node_modules/rqlite-js/package.json");
+    let text = std::fs::read_to_string(&manifest).map_err(|e| {
+        format!(
+            "rqlite-js is not installed in {} ({}: {e})",
+            dir.display(),
+            manifest.display()
         )
-    });
+    })?;
     let version = serde_json::from_str::<serde_json::Value>(&text)
         .ok()
         .and_then(|v| v["version"].as_str().map(str::to_owned))
         .unwrap_or_default();
-    assert_eq!(
-        version,
-        PINNED,
-        "{} holds rqlite-js {version:?}, the test pins {PINNED}\n{}",
-        dir.display(),
-        how_to_install()
-    );
-    dir
+    if version != PINNED {
+        return Err(format!(
+            "{} holds rqlite-js {version:?}, the test pins {PINNED}",
+            dir.display()
+        ));
+    }
+    Ok(())
 }
 
 #[test]

@@ -3,6 +3,8 @@
 //! `Drop` prints the tail of each node's log and kills all processes.
 #![allow(dead_code)]
 
+pub mod client_tools;
+
 use std::fs::OpenOptions;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
