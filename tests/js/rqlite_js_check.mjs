@@ -4,9 +4,9 @@
 //
 //   node rqlite_js_check.mjs <follower url> <leader id> <follower id> <url of every node, comma-separated>
 //
-// with RAFTLITE_TEST_JS_DIR naming the directory where `npm ci` installed this package.json
-// (.ci/run does it). Uses the client as its README shows: DataApiClient execute/query and the
-// DataResults they return, StatusApiClient status/statusAllHosts, the raw option and errors.
+// with RAFTLITE_TEST_JS_DIR naming the directory where `npm ci` installed this package.json (the
+// Rust test sets it, installing the package under target/client-tools/js when needed). Uses the
+// client as its README shows: DataApiClient execute/query and the DataResults they return, StatusApiClient status/statusAllHosts, the raw option and errors.
 // Each check prints one line; the first failure exits with status 1.
 
 import assert from 'node:assert/strict'
