@@ -352,3 +352,84 @@ fn duration_parameters_use_go_syntax() {
         }
     }
 }
+
+/// `/status` and `/metrics` answer while a long write is being applied: neither waits for the
+/// writer connection (`/status` reads the committed meta on a read-only connection). The write
+/// (millions of rows from a recursive CTE) is seen in flight by its pages reaching the WAL;
+/// then `/status` and `/metrics` must answer well before the write does: sooner than the write
+/// takes from their answer to its own. When `/status` read the meta on the writer, it answered
+/// only once the apply committed, just before the write's response.
+#[test]
+fn status_and_metrics_answer_while_a_long_write_is_applied() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Instant;
+
+    let c = Cluster::start(1, &[]);
+    let node = &c.nodes[c.wait_leader(Duration::from_secs(10))];
+    check_results(
+        &node
+            .execute(serde_json::json!([
+                "CREATE TABLE big(a INTEGER, b INTEGER)"
+            ]))
+            .expect("create"),
+    )
+    .expect("create");
+    let wal = node.data_dir.join("db.sqlite-wal");
+    let wal_len = || std::fs::metadata(&wal).map_or(0, |m| m.len());
+    let baseline = wal_len();
+    let body = serde_json::json!([
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 4000000) \
+         INSERT INTO big SELECT x, x * 2 FROM c"
+    ])
+    .to_string();
+    // The shared client's timeout is shorter than this write may take on a busy machine.
+    let long_client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(300))
+        .build()
+        .expect("client");
+    let done = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let writer = s.spawn(|| {
+            let resp = long_client
+                .post(node.url("/db/execute?timeout=5m"))
+                .header("Content-Type", "application/json")
+                .body(body.clone())
+                .send()
+                .and_then(|r| r.text());
+            done.store(true, Ordering::SeqCst);
+            resp
+        });
+        wait_for(
+            || (wal_len() > baseline + (8 << 20) || done.load(Ordering::SeqCst)).then_some(()),
+            Duration::from_secs(120),
+            "the long write's pages to reach the WAL",
+        );
+        assert!(
+            !done.load(Ordering::SeqCst),
+            "the write finished before it was seen in flight: make it larger"
+        );
+        let asked = Instant::now();
+        let (code, status) = get_json(&node.url("/status"));
+        assert_eq!(code, 200, "{status}");
+        assert_eq!(string_at(&status, "/store/raft/state"), "Leader");
+        assert!(status.pointer("/store/timeline/id").is_some(), "{status}");
+        let (code, metrics) = http_get(&node.url("/metrics")).expect("metrics");
+        assert_eq!(code, 200, "{metrics}");
+        assert!(metrics.contains("raftlite_db_size_bytes"), "{metrics}");
+        let answered = Instant::now();
+        let resp = writer
+            .join()
+            .expect("writer thread")
+            .expect("the long write");
+        let written = Instant::now();
+        let v: Value = serde_json::from_str(&resp).expect("JSON");
+        check_results(&v).expect("the long write");
+        let probes = answered - asked;
+        let rest = written - answered;
+        assert!(
+            probes < rest,
+            "/status and /metrics took {probes:?} during the write, which then took {rest:?} \
+             more: they waited for the apply"
+        );
+    });
+}

@@ -174,7 +174,7 @@ impl BackupService {
     pub async fn drill(&self, node: &RaftNode) {
         let dest = self.label().to_string();
         let store = node.store();
-        let meta = match tokio::task::spawn_blocking(move || store.meta()).await {
+        let meta = match tokio::task::spawn_blocking(move || store.committed_meta()).await {
             Ok(Ok(meta)) => meta,
             _ => return,
         };

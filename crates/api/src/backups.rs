@@ -835,14 +835,15 @@ fn ensure_leader(node: &RaftNode) -> Result<(), BackupRunError> {
     }
 }
 
-/// The store's meta, read off the async threads (the read waits for the writer connection).
+/// The store's meta as last committed, read off the async threads (without waiting for an
+/// entry being applied: what a backup's checks compare is committed state anyway).
 async fn current_meta(node: &RaftNode, label: &str) -> Result<MetaState, BackupRunError> {
     let store = node.store();
     let snapshot_error = |reason: String| BackupRunError::Snapshot {
         dest: label.to_string(),
         reason,
     };
-    tokio::task::spawn_blocking(move || store.meta())
+    tokio::task::spawn_blocking(move || store.committed_meta())
         .await
         .map_err(|e| snapshot_error(format!("the reading thread failed: {e}")))?
         .map_err(|e| snapshot_error(format!("cannot read the database's meta table: {e}")))

@@ -823,7 +823,12 @@ async fn status(State(state): State<Arc<ApiState>>, Query(params): Params) -> Re
     let node = &state.node;
     let m = node.metrics();
     let store = node.store();
-    let meta = tokio::task::spawn_blocking(move || (store.meta(), store.pending_restore())).await;
+    // The committed state, read without the writer's lock: /status answers while an entry
+    // (a long write, say) is being applied.
+    let meta = tokio::task::spawn_blocking(move || {
+        (store.committed_meta(), store.committed_pending_restore())
+    })
+    .await;
     let (timeline, history, chunks_held) = match meta {
         Ok((Ok(meta), pending)) => (
             meta.timeline().map(|t| json!(t)).unwrap_or(Json::Null),

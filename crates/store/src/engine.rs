@@ -231,9 +231,51 @@ impl Store {
         self.writer.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The meta table as the database currently says.
+    /// The meta table as the database currently says, read on the writer connection: it waits
+    /// for an entry being applied and then sees it. For the apply paths, which decide what to
+    /// write from it; a monitoring read that must not wait uses [`Store::committed_meta`].
     pub fn meta(&self) -> Result<MetaState, StoreError> {
         read_meta(&self.writer(), &self.path)
+    }
+
+    /// The meta table as of the last committed entry, read on a read-only connection in one
+    /// read transaction, so it never waits for an entry being applied (`/status`, backups'
+    /// checks). Only a swap of the database file (a restore, load or snapshot install) is waited
+    /// for; see [`Store::read_committed`].
+    pub fn committed_meta(&self) -> Result<MetaState, StoreError> {
+        self.read_committed(|conn| read_meta(conn, &self.path))
+    }
+
+    /// Runs `read` on a pooled read-only connection inside one read transaction: it sees the
+    /// last committed state, consistently across its statements, without the writer's lock.
+    ///
+    /// File swaps: like queries, it holds the swap gate shared, so it never overlaps
+    /// [`Store::swap_in`], which empties the pool under the gate (no connection here reads the
+    /// old file afterwards). While a swap holds or waits for the gate, `read` runs on the
+    /// writer instead, which is then free (the swap waits for the gate before it takes the
+    /// writer) or held by the swap itself for its short duration: never longer than a read on
+    /// the writer would wait, and a pending swap does not queue this read behind long queries.
+    fn read_committed<T>(
+        &self,
+        read: impl Fn(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let _shared = match self.swap_gate.try_read() {
+            Ok(shared) => shared,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return read(&self.writer()),
+        };
+        let pooled = self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let conn = match pooled {
+            Some(conn) => conn,
+            None => open_reader(&self.path, &self.options)?,
+        };
+        conn.execute_batch("BEGIN")?;
+        let result = read(&conn);
+        // A read transaction ends with its COMMIT; a connection left inside one is not pooled.
+        if conn.execute_batch("COMMIT").is_ok() {
+            self.pool_reader(conn);
+        }
+        result
     }
 
     /// Applies one entry of client writes. Each request runs in a savepoint of the entry's
@@ -472,9 +514,14 @@ impl Store {
         if !reader.conn.is_autocommit() {
             return; // never pool a connection left inside a transaction
         }
+        self.pool_reader(reader.into_conn());
+    }
+
+    /// Keeps an idle read-only connection (no authorizer, not in a transaction) for reuse.
+    fn pool_reader(&self, conn: Connection) {
         let mut pool = self.readers.lock().unwrap_or_else(|p| p.into_inner());
         if pool.len() < MAX_IDLE_READERS {
-            pool.push(reader.into_conn());
+            pool.push(conn);
         }
     }
 
@@ -2635,6 +2682,81 @@ mod tests {
                 .collect::<Vec<_>>()
         );
         assert_eq!(rows(2).0, vec![String::new()]);
+    }
+
+    /// `/status` reads the committed meta while an entry is being applied: with the writer held
+    /// inside an open transaction that has changed the meta (what a long apply looks like), the
+    /// committed reads answer at once and show the last commit, not the change in progress.
+    /// Before the read moved off the writer, this waited for the writer until the timeout.
+    #[test]
+    fn committed_reads_answer_while_the_writer_is_held_and_see_only_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = with_old_data(dir.path());
+        store.apply_restore_chunk(pos(4), "r1", 0, b"abcd").unwrap();
+        let store = &store;
+        let writer = store.writer();
+        writer.execute_batch("BEGIN IMMEDIATE").unwrap();
+        write_applied(&writer, pos(9), MetaChange::Data).unwrap();
+        writer
+            .execute_batch(&format!("DELETE FROM {RESTORE_TABLE}"))
+            .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                let _ = tx.send((store.committed_meta(), store.committed_pending_restore()));
+            });
+            // Generous: only a read that waits for the writer comes near it.
+            let got = rx.recv_timeout(std::time::Duration::from_secs(30));
+            writer.execute_batch("ROLLBACK").unwrap();
+            drop(writer);
+            let (meta, pending) = got.expect("the committed reads waited for the writer");
+            let meta = meta.unwrap();
+            assert_eq!(meta.applied, Some(pos(4)));
+            assert_eq!(meta.data_changed, Some(pos(2)));
+            assert_eq!(meta.timeline().map(|t| t.id.as_str()), Some("t1"));
+            assert_eq!(pending.unwrap(), Some(("r1".to_string(), 1, 4)));
+        });
+        // The same answers as on the writer once nothing is in flight.
+        assert_eq!(store.committed_meta().unwrap(), store.meta().unwrap());
+        assert_eq!(
+            store.committed_pending_restore().unwrap(),
+            store.pending_restore().unwrap()
+        );
+    }
+
+    /// A committed read never sees the file a swap replaced: the pooled reader it used before
+    /// is dropped by the swap, and while a swap holds (or waits for) the gate the read is
+    /// answered on the writer instead of queueing behind the swap's wait.
+    #[test]
+    fn committed_reads_follow_a_swapped_in_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = open(dir.path());
+        a.apply_write(pos(5), T, &[req(&["CREATE TABLE t(v)"], false)])
+            .unwrap();
+        let snap = dir.path().join("snap.sqlite");
+        a.snapshot_to(&snap).unwrap();
+
+        let other = tempfile::tempdir().unwrap();
+        let b = open(other.path());
+        b.apply_write(pos(1), T, &[req(&["CREATE TABLE old(v)"], false)])
+            .unwrap();
+        // Leaves a reader of the old file in the pool.
+        assert_eq!(b.committed_meta().unwrap().applied, Some(pos(1)));
+        b.install_from(&snap).unwrap();
+        assert_eq!(b.committed_meta().unwrap().applied, Some(pos(5)));
+
+        let b = &b;
+        let gate = b.swap_gate.write().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                let _ = tx.send(b.committed_meta().map(|m| m.applied));
+            });
+            let got = rx.recv_timeout(std::time::Duration::from_secs(30));
+            drop(gate);
+            let applied = got.expect("the committed read waited for the swap gate");
+            assert_eq!(applied.unwrap(), Some(pos(5)));
+        });
     }
 
     #[test]

@@ -313,28 +313,16 @@ impl Store {
         Ok(())
     }
 
-    /// The restore whose chunks are held, if any: `(restore id, chunks, bytes)`.
+    /// The restore whose chunks are held, if any: `(restore id, chunks, bytes)`, read on the
+    /// writer (it waits for an entry being applied); see [`Store::committed_pending_restore`].
     pub fn pending_restore(&self) -> Result<Option<(String, u64, u64)>, StoreError> {
-        let conn = self.writer();
-        if restore_table(&conn)? != RestoreTable::Current {
-            return Ok(None);
-        }
-        Ok(conn
-            .query_row(
-                &format!(
-                    "SELECT restore_id, COUNT(*), SUM(len) FROM {RESTORE_TABLE} \
-                     GROUP BY restore_id LIMIT 1"
-                ),
-                [],
-                |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, i64>(1)? as u64,
-                        r.get::<_, i64>(2)? as u64,
-                    ))
-                },
-            )
-            .optional()?)
+        pending_restore_in(&self.writer())
+    }
+
+    /// [`Store::pending_restore`] as of the last committed entry, without waiting for one being
+    /// applied (as [`Store::committed_meta`]).
+    pub fn committed_pending_restore(&self) -> Result<Option<(String, u64, u64)>, StoreError> {
+        self.read_committed(pending_restore_in)
     }
 
     /// At the commit of restore `restore_id`: completes its staging file from the chunks held in
@@ -605,6 +593,29 @@ fn damaged(path: &Path, restore_id: &str, offset: u64, place: &str) -> StoreErro
             ),
         ),
     )
+}
+
+/// The restore whose chunks `conn`'s database holds, if any: `(restore id, chunks, bytes)`.
+fn pending_restore_in(conn: &Connection) -> Result<Option<(String, u64, u64)>, StoreError> {
+    if restore_table(conn)? != RestoreTable::Current {
+        return Ok(None);
+    }
+    Ok(conn
+        .query_row(
+            &format!(
+                "SELECT restore_id, COUNT(*), SUM(len) FROM {RESTORE_TABLE} \
+                 GROUP BY restore_id LIMIT 1"
+            ),
+            [],
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)? as u64,
+                    r.get::<_, i64>(2)? as u64,
+                ))
+            },
+        )
+        .optional()?)
 }
 
 fn restore_table(conn: &Connection) -> Result<RestoreTable, StoreError> {
