@@ -282,13 +282,16 @@ fn follower_down_during_20000_writes_catches_up_by_snapshot() {
     wait_count(&c, down, "t", ROWS, secs(60));
     eprintln!("follower caught up in {:?}", restarted.elapsed());
 
-    // It did catch up by snapshot: its snapshot covers the entries purged before its restart
-    // and it applied beyond them; and it holds the leader's data, row for row.
-    let snapshot_index = raft_u64(&c, down, "snapshot_index");
-    assert!(
-        snapshot_index >= purged_at_restart,
-        "node {} snapshot_index {snapshot_index} < {purged_at_restart} purged before its restart",
-        c.nodes[down].id
+    // It did catch up (by snapshot, as shown above): its snapshot covers the entries purged
+    // before its restart, it applies as far as the leader, and it holds the leader's data, row
+    // for row.
+    wait_for(
+        || (try_raft_u64(&c, down, "snapshot_index")? >= purged_at_restart).then_some(()),
+        secs(30),
+        &format!(
+            "node {} to hold a snapshot at index >= {purged_at_restart} (purged before its restart)",
+            c.nodes[down].id
+        ),
     );
     let leader = c.wait_leader(secs(10));
     let leader_applied = raft_u64(&c, leader, "applied_index");
