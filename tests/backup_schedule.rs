@@ -83,6 +83,27 @@ fn applied_index(base: &str) -> u64 {
         .unwrap_or_else(|| panic!("no applied_index in {status}"))
 }
 
+/// `raftlite_backup_skipped_total` for `dest` at `base` (0 while the node is unreachable: the
+/// metric is registered at zero from the start).
+fn skipped_count(base: &str, dest: &str) -> f64 {
+    http_get(&format!("{base}/metrics"))
+        .ok()
+        .filter(|(status, _)| *status == 200)
+        .and_then(|(_, body)| metric(&body, "raftlite_backup_skipped_total", dest))
+        .unwrap_or(0.0)
+}
+
+/// Waits until the node at `base` has counted `more` further skipped slots (each slot with no
+/// data change since the newest backup), i.e. `more` schedule slots have passed on it.
+fn wait_more_skips(base: &str, dest: &str, more: f64, what: &str) {
+    let from = skipped_count(base, dest);
+    wait_for(
+        || (skipped_count(base, dest) >= from + more).then_some(()),
+        Duration::from_secs(30),
+        &format!("{more} more skipped slots at {base} ({what}; {from} before)"),
+    );
+}
+
 fn backup_status(base: &str) -> Value {
     try_backup_status(base).unwrap_or_else(|| panic!("no /status from {base}"))
 }
@@ -145,7 +166,7 @@ fn schedule_skips_unchanged_data_across_restart_and_leader_change() {
     assert!(newest.slot_unix_ms.is_some() && newest.leader_term.is_some());
 
     // Nothing changes: several slots pass without an upload, and the leader says why.
-    std::thread::sleep(Duration::from_secs(7));
+    wait_more_skips(&base, &url, 3.0, "no writes after the last backup");
     let quiet = list(&dest);
     assert_eq!(
         quiet.backups.len(),
@@ -169,19 +190,25 @@ fn schedule_skips_unchanged_data_across_restart_and_leader_change() {
         Duration::from_secs(30),
         "a new leader",
     );
-    std::thread::sleep(Duration::from_secs(7));
+    let new_base = c.nodes[new_leader].base_url();
+    wait_more_skips(&new_base, &url, 3.0, "a leader change, no writes");
     assert_eq!(
         list(&dest).backups.len(),
         after_writes.backups.len(),
         "a leader change alone uploads nothing"
     );
-    let new_base = c.nodes[new_leader].base_url();
     assert_eq!(backup_status(&new_base)["last"]["outcome"], "skipped");
 
     // The killed node comes back (a restart): still nothing new.
     c.nodes[leader].restart();
     c.nodes[leader].wait_ready(Duration::from_secs(30));
-    std::thread::sleep(Duration::from_secs(5));
+    let now_leader = c.wait_leader(Duration::from_secs(20));
+    wait_more_skips(
+        &c.nodes[now_leader].base_url(),
+        &url,
+        2.0,
+        "the killed node restarted, no writes",
+    );
     assert_eq!(list(&dest).backups.len(), after_writes.backups.len());
 
     // New writes: the new leader backs them up, in its own term.

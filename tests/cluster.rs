@@ -35,6 +35,20 @@ fn wait_count(c: &Cluster, idx: usize, table: &str, want: i64, timeout: Duration
     );
 }
 
+/// `store.raft.<field>` from node `idx`'s `/status`, or `None` while it does not answer.
+fn try_raft_u64(c: &Cluster, idx: usize, field: &str) -> Option<u64> {
+    c.nodes[idx].status().ok()?["store"]["raft"][field].as_u64()
+}
+
+fn raft_u64(c: &Cluster, idx: usize, field: &str) -> u64 {
+    let status = c.nodes[idx]
+        .status()
+        .unwrap_or_else(|e| panic!("/status of node {}: {e}", c.nodes[idx].id));
+    status["store"]["raft"][field]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no store.raft.{field} in {status}"))
+}
+
 /// True if `dir` contains a regular file, at any depth.
 fn has_file(dir: &Path) -> bool {
     std::fs::read_dir(dir)
@@ -142,10 +156,10 @@ fn leader_kill9_during_writes_loses_no_acknowledged_write() {
     };
     let acked_len = || acked.lock().unwrap().len();
 
-    thread::sleep(secs(1));
-    assert!(
-        acked_len() > 0,
-        "no write acknowledged before the leader was killed"
+    wait_for(
+        || (acked_len() >= 20).then_some(()),
+        secs(15),
+        "20 writes acknowledged before the leader is killed",
     );
     c.nodes[leader].kill9();
     let killed_at = Instant::now();
@@ -159,11 +173,10 @@ fn leader_kill9_during_writes_loses_no_acknowledged_write() {
     );
 
     let acked_at_failover = acked_len();
-    thread::sleep(secs(2));
     wait_for(
-        || (acked_len() > acked_at_failover).then_some(()),
+        || (acked_len() >= acked_at_failover + 20).then_some(()),
         secs(15),
-        "a write to be acknowledged after the failover",
+        "20 writes to be acknowledged after the failover",
     );
     stop.store(true, Ordering::SeqCst);
     let failures = writer.join().expect("writer thread panicked");
@@ -197,6 +210,9 @@ fn follower_down_during_20000_writes_catches_up_by_snapshot() {
     );
     let down = c.followers(leader)[0];
     c.nodes[down].kill9();
+    // A follower's log never runs ahead of its leader's, so the killed node's last log index
+    // is at most the leader's once it is dead (no client writes until then).
+    let down_last_log = raft_u64(&c, leader, "last_log_index");
 
     let url = c.nodes[leader].base_url();
     let started = Instant::now();
@@ -239,10 +255,61 @@ fn follower_down_during_20000_writes_catches_up_by_snapshot() {
     eprintln!("{ROWS} rows written in {:?}", started.elapsed());
     wait_count(&c, leader, "t", ROWS, secs(10));
 
+    // Every running node has purged its log past the killed node's last entry, so whichever
+    // leads when it comes back no longer has the entries it lacks: only a snapshot can bring it
+    // up to date.
+    let purged: Vec<u64> = (0..c.nodes.len())
+        .filter(|&i| i != down)
+        .map(|i| {
+            wait_for(
+                || {
+                    let purged = try_raft_u64(&c, i, "purged_index")?;
+                    (purged > down_last_log).then_some(purged)
+                },
+                secs(30),
+                &format!(
+                    "node {} to purge its log past index {down_last_log} (the killed node's last)",
+                    c.nodes[i].id
+                ),
+            )
+        })
+        .collect();
+    let purged_at_restart = purged.iter().copied().min().unwrap_or(0);
+    eprintln!("killed node's last log index {down_last_log}; others purged up to {purged:?}");
+
     c.nodes[down].restart();
     let restarted = Instant::now();
     wait_count(&c, down, "t", ROWS, secs(60));
     eprintln!("follower caught up in {:?}", restarted.elapsed());
+
+    // It did catch up (by snapshot, as shown above): its snapshot covers the entries purged
+    // before its restart, it applies as far as the leader, and it holds the leader's data, row
+    // for row.
+    wait_for(
+        || (try_raft_u64(&c, down, "snapshot_index")? >= purged_at_restart).then_some(()),
+        secs(30),
+        &format!(
+            "node {} to hold a snapshot at index >= {purged_at_restart} (purged before its restart)",
+            c.nodes[down].id
+        ),
+    );
+    let leader = c.wait_leader(secs(10));
+    let leader_applied = raft_u64(&c, leader, "applied_index");
+    wait_for(
+        || (try_raft_u64(&c, down, "applied_index")? >= leader_applied).then_some(()),
+        secs(30),
+        &format!(
+            "node {} to apply up to index {leader_applied}",
+            c.nodes[down].id
+        ),
+    );
+    let rows_as_written =
+        format!("SELECT COUNT(*) FROM t WHERE id >= 0 AND id < {ROWS} AND v = 'value-' || id");
+    for i in [leader, down] {
+        let n = common::query_i64s(&c.nodes[i].base_url(), &rows_as_written, "none")
+            .unwrap_or_else(|e| panic!("{rows_as_written} on node {}: {e}", c.nodes[i].id));
+        assert_eq!(n, vec![ROWS], "rows as written on node {}", c.nodes[i].id);
+    }
 
     let snapshots = c.nodes[down].data_dir.join("snapshots");
     wait_for(

@@ -107,7 +107,8 @@ fn read_levels_freshness_and_auto_on_a_follower() {
     // The leader is always fresh enough.
     let (_, v) = get(&format!("{base}/db/query?level=none&freshness=1ns&q={q}"));
     assert_eq!(v["results"][0]["values"], json!([[1]]), "{v}");
-    // freshness_strict also bounds the age of the last applied write.
+    // freshness_strict also bounds the age of the last applied write. Time passing is what is
+    // tested here (the last write must become older than 1 s), so this sleep stays.
     std::thread::sleep(Duration::from_millis(1200));
     let (_, v) = get(&format!(
         "{fbase}/db/query?level=none&freshness=1s&freshness_strict&q={q}"

@@ -500,6 +500,8 @@ fn non_deterministic_sql_is_identical_on_every_node() {
                 id
             ]]),
         );
+        // Pacing, not a wait: rows a few ms apart get different 'now' values, so a node that
+        // re-evaluated the time functions itself would store visibly different ones.
         thread::sleep(Duration::from_millis(5));
     }
     // Rows 11..=15: one request, r from the trigger, d from the column default.
@@ -742,6 +744,8 @@ fn remove_node_shrinks_membership() {
     // runs and must not disturb them).
     for id in 1..=20i64 {
         exec_ok(&lbase, json!([["INSERT INTO t(id) VALUES(?)", id]]));
+        // Pacing, not a wait: the writes are spread over ~2 s so that the removed node, which
+        // still runs (and may time out and campaign), has the time to disturb them.
         thread::sleep(Duration::from_millis(100));
     }
     wait_count(&c, via, "t", 20, secs(10));
@@ -913,15 +917,28 @@ fn kill9_follower_mid_write_stream_then_restart_loses_nothing() {
     };
     let acked_len = || acked.lock().unwrap().len();
 
-    thread::sleep(secs(1));
+    wait_for(
+        || (acked_len() >= 20).then_some(()),
+        secs(15),
+        "20 writes acknowledged before the kill",
+    );
     let down = c.followers(leader)[0];
-    assert!(acked_len() > 0, "nothing acknowledged before the kill");
     c.nodes[down].kill9();
     let at_kill = acked_len();
-    thread::sleep(secs(2));
+    wait_for(
+        || (acked_len() >= at_kill + 20).then_some(()),
+        secs(15),
+        "20 writes acknowledged while the follower is down",
+    );
     let after_kill = acked_len() - at_kill;
     c.nodes[down].restart();
-    thread::sleep(Duration::from_millis(500));
+    // The writer keeps going while the follower restarts and catches up.
+    let at_restart = acked_len();
+    wait_for(
+        || (acked_len() >= at_restart + 10).then_some(()),
+        secs(15),
+        "10 writes acknowledged after the follower's restart",
+    );
     stop.store(true, Ordering::SeqCst);
     let failures = writer.join().expect("writer thread panicked");
     let acked = acked.lock().unwrap().clone();

@@ -623,8 +623,18 @@ fn auto_restore_survives_a_three_second_store_outage() {
     let mut node = Node::new(1, tmp.path(), &["--auto-restore-from", url]);
     node.set_envs(&s3.env_vars());
     s3.set_unavailable(true);
+    let requests_before = s3.request_count();
     node.start(None);
-    sleep(Duration::from_secs(3));
+    let outage_began = Instant::now();
+    // The node really meets the outage (a request of its restore is refused)...
+    wait_for(
+        || (s3.request_count() > requests_before).then_some(()),
+        READY,
+        "the restoring node to reach the unavailable store",
+    );
+    // ...and the outage lasts 3 s from boot: its length is what this test is about (the
+    // restore's retries must outlast it), so this sleep is not a wait for a condition.
+    sleep(Duration::from_secs(3).saturating_sub(outage_began.elapsed()));
     s3.set_unavailable(false);
     node.wait_ready(READY);
     assert_eq!(ids(&node.base_url()), Ok(rows));
@@ -704,7 +714,9 @@ fn a_wiped_node_rejoining_under_its_old_id_keeps_the_cluster_writable() {
     acked.extend(insert(&base, 11..=12));
     c.nodes[2].restart();
     c.nodes[2].wait_ready(READY);
-    sleep(Duration::from_secs(2));
+    // The leader has met the wiped follower (its log went back to empty) and replicated to it
+    // again: it holds every acknowledged row. A write after that must still succeed.
+    wait_ids(&c.nodes[2].base_url(), &acked);
     let write = execute_at(&base, &json!([["INSERT INTO t(id, v) VALUES(13, 'x')"]]));
     assert!(
         write.as_ref().is_ok_and(|r| check_results(r).is_ok()),

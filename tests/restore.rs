@@ -1029,6 +1029,8 @@ fn a_follower_down_during_a_restore_converges_when_it_comes_back() {
     );
     let held = chunks_held(&c, other);
     c.nodes[other].kill9();
+    // Not a wait for anything (kill9 has reaped the process): a short gap between the crash
+    // and the restart, during which the leader's chunk stream to the node fails.
     sleep(Duration::from_millis(200));
     c.nodes[other].restart();
     assert_converged_on(&mut c, other, loader, &chosen, "big-3b", "");
@@ -1045,6 +1047,7 @@ fn a_follower_down_during_a_restore_converges_when_it_comes_back() {
         secs(60),
         "a follower to hold every chunk",
     );
+    // A kill point, not a wait: a little after the last chunk, while the commit is applied.
     sleep(Duration::from_millis(50));
     c.nodes[down].kill9();
     c.nodes[down].restart();
