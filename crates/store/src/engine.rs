@@ -1644,7 +1644,8 @@ fn query_statement(
 mod tests {
     use super::*;
 
-    fn pos(index: u64) -> LogPosition {
+    // Shared with the tests of `engine/internal_schema.rs`.
+    pub(super) fn pos(index: u64) -> LogPosition {
         LogPosition {
             term: 1,
             leader_node: 1,
@@ -1652,7 +1653,7 @@ mod tests {
         }
     }
 
-    const T: EntryTime = EntryTime {
+    pub(super) const T: EntryTime = EntryTime {
         at_unix_ms: 1_700_000_000_000,
         seed: 7,
     };

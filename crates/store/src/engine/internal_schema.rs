@@ -687,21 +687,9 @@ mod tests {
         }
     }
 
-    use crate::engine::{EntryTime, Store, StoreOptions};
-    use crate::types::{LogPosition, Rows, TimelineRecord, WriteRequest};
-
-    fn pos(index: u64) -> LogPosition {
-        LogPosition {
-            term: 1,
-            leader_node: 1,
-            index,
-        }
-    }
-
-    const T: EntryTime = EntryTime {
-        at_unix_ms: 1_700_000_000_000,
-        seed: 7,
-    };
+    use crate::engine::tests::{pos, T};
+    use crate::engine::{Store, StoreOptions};
+    use crate::types::{Rows, TimelineRecord, WriteRequest};
 
     const USER_SCHEMA: [&str; 5] = [
         "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT UNIQUE)",
