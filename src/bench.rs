@@ -3049,13 +3049,16 @@ async fn restore_once(
     } = *plan;
     let start = Instant::now();
     let give_up = start + deadline;
-    let backup = crate::restore_cli::BackupStream {
+    let backup = raftlite_restore::upload::BackupStream {
         dest: dest.clone(),
         id: id.clone(),
         identity: None,
         plain_sha256: plain_sha256.to_string(),
     };
-    let (body, feeder) = crate::restore_cli::backup_body(backup, indicatif::ProgressBar::hidden());
+    let (body, feeder) = raftlite_restore::upload::backup_body(
+        backup,
+        std::sync::Arc::new(raftlite_restore::upload::NoProgress),
+    );
     let feeder = tokio::spawn(async move {
         let fed = feeder.await;
         (fed, start.elapsed())
@@ -3065,7 +3068,7 @@ async fn restore_once(
         .post(&url)
         .timeout(deadline)
         .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
-        .header(crate::restore_cli::EXPECT_SHA256_HEADER, plain_sha256)
+        .header(raftlite_restore::upload::EXPECT_SHA256_HEADER, plain_sha256)
         .body(body)
         .send()
         .await;

@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail};
 use indicatif::{ProgressBar, ProgressStyle};
-use raftlite_backup::{list_backups, read_manifest, BackupError, BackupId, Destination, Identity};
+use raftlite_backup::{list_backups, read_manifest, BackupError, BackupId, Destination};
 use reqwest::{StatusCode, Url};
 use serde_json::{json, Value};
 use tokio::io::AsyncReadExt;
@@ -46,6 +46,7 @@ use crate::backup_cli::{
     print_json, spinner, NodeClient, ScratchDir,
 };
 use crate::config::RestoreArgs;
+use raftlite_restore::upload::{backup_body, BackupStream, UploadProgress, EXPECT_SHA256_HEADER};
 
 const SQLITE_HEADER: &[u8; 16] = b"SQLite format 3\0";
 /// The first 8 bytes of a rollback journal that still holds a transaction to roll back.
@@ -126,99 +127,6 @@ enum Upload {
     File(PathBuf),
     /// A backup, streamed from its destination while it is sent (see the module doc).
     Backup(BackupStream),
-}
-
-/// A backup to stream, and the sha256 its database file must have.
-#[derive(Clone)]
-pub(crate) struct BackupStream {
-    pub dest: Destination,
-    pub id: BackupId,
-    pub identity: Option<Identity>,
-    pub plain_sha256: String,
-}
-
-/// The request header that makes the node check the upload's sha256.
-pub(crate) const EXPECT_SHA256_HEADER: &str = "x-raftlite-expect-sha256";
-/// Bytes per piece of a streamed backup.
-const STREAM_CHUNK: usize = 1 << 20;
-
-/// The plain bytes of a streamed backup, sent to the request body in [`STREAM_CHUNK`] pieces
-/// (from the decompression thread, hence the blocking send).
-struct BodySink {
-    tx: tokio::sync::mpsc::Sender<io::Result<Vec<u8>>>,
-    buf: Vec<u8>,
-    bar: ProgressBar,
-}
-
-impl BodySink {
-    fn send_buffered(&mut self) -> io::Result<()> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        let piece = std::mem::replace(&mut self.buf, Vec::with_capacity(STREAM_CHUNK));
-        let len = piece.len() as u64;
-        self.tx
-            .blocking_send(Ok(piece))
-            .map_err(|_| io::Error::other("the upload to the node stopped"))?;
-        self.bar.inc(len);
-        Ok(())
-    }
-}
-
-impl Write for BodySink {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        let room = STREAM_CHUNK - self.buf.len();
-        let take = room.min(data.len());
-        self.buf.extend_from_slice(&data[..take]);
-        if self.buf.len() >= STREAM_CHUNK {
-            self.send_buffered()?;
-        }
-        Ok(take)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.send_buffered()
-    }
-}
-
-/// The request body streaming `backup`, and the task that feeds it: the body ends only after
-/// the task's every check passed; a failed check ends it with an error, which cuts the upload
-/// off (the node refuses an incomplete upload). The task's result says which.
-pub(crate) fn backup_body(
-    backup: BackupStream,
-    bar: ProgressBar,
-) -> (
-    reqwest::Body,
-    tokio::task::JoinHandle<Result<(), BackupError>>,
-) {
-    let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Vec<u8>>>(4);
-    let sink = BodySink {
-        tx: tx.clone(),
-        buf: Vec::with_capacity(STREAM_CHUNK),
-        bar: bar.clone(),
-    };
-    let feeder = tokio::spawn(async move {
-        let streamed = raftlite_backup::stream_backup(
-            &backup.dest,
-            &backup.id,
-            backup.identity.as_ref(),
-            sink,
-        )
-        .await;
-        match &streamed {
-            Ok(_) => waiting_style(&bar),
-            Err(e) => {
-                let _ = tx.send(Err(io::Error::other(e.to_string()))).await;
-            }
-        }
-        // Dropping the last sender ends the body (after an error, the error ended it).
-        drop(tx);
-        streamed.map(|_| ())
-    });
-    let stream = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|piece| (piece, rx))
-    });
-    (reqwest::Body::wrap_stream(stream), feeder)
 }
 
 /// Why a streamed backup failed, when it failed for its own reasons (a check, the download);
@@ -675,7 +583,10 @@ async fn upload(
     match &prepared.upload {
         Upload::File(path) => request = request.body(upload_body(path.clone(), bar.clone())),
         Upload::Backup(backup) => {
-            let (body, task) = backup_body(backup.clone(), bar.clone());
+            let (body, task) = backup_body(
+                backup.clone(),
+                std::sync::Arc::new(BarProgress(bar.clone())),
+            );
             request = request
                 .header(EXPECT_SHA256_HEADER, backup.plain_sha256.as_str())
                 .body(body);
@@ -806,6 +717,18 @@ fn upload_bar(len: u64, visible: bool) -> ProgressBar {
         bar.set_style(style);
     }
     bar
+}
+
+/// The CLI's progress bar as an upload's progress.
+struct BarProgress(ProgressBar);
+
+impl UploadProgress for BarProgress {
+    fn sent(&self, bytes: u64) {
+        self.0.inc(bytes);
+    }
+    fn all_sent(&self) {
+        waiting_style(&self.0);
+    }
 }
 
 fn waiting_style(bar: &ProgressBar) {

@@ -1,0 +1,4 @@
+//! The restore side of raftlite: what sends a database file or a backup to a running cluster
+//! (shared by `raftlite restore` and the benchmarks).
+
+pub mod upload;
