@@ -5,12 +5,15 @@
 #![allow(clippy::result_large_err)]
 
 pub mod blocking;
+mod compaction;
+mod free_space;
 pub mod log_blobs;
 pub mod log_store;
 pub mod network;
 pub mod node;
 pub mod recovery;
 pub mod restore;
+mod restore_progress;
 pub mod snapshot_floor;
 pub mod startup;
 pub mod state_machine;

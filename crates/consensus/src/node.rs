@@ -149,7 +149,7 @@ struct Inner {
     /// Held by the restore this node runs as leader: one at a time.
     pub(crate) restoring: tokio::sync::Mutex<()>,
     /// What that restore is doing, for `/status`.
-    pub(crate) restore_progress: std::sync::Mutex<Option<crate::restore::RestoreProgress>>,
+    pub(crate) restore_progress: std::sync::Mutex<Option<crate::restore_progress::RestoreProgress>>,
     id: NodeId,
     addr: NodeAddr,
     raft: Raft,
@@ -246,7 +246,7 @@ impl RaftNode {
         }
         let (tx, rx) = mpsc::channel(WRITE_QUEUE_CAPACITY);
         tokio::spawn(run_group_commit(raft.clone(), rx, config.max_entry_bytes));
-        tokio::spawn(crate::restore::compact_after_restores(
+        tokio::spawn(crate::compaction::compact_after_restores(
             raft.clone(),
             settled_restores,
         ));
@@ -257,7 +257,7 @@ impl RaftNode {
             .is_ok_and(|segments| segments.len() > 1);
         if settled_segments && matches!(store.pending_restore(), Ok(None)) {
             if let Some(applied) = store.meta().ok().and_then(|meta| meta.applied) {
-                tokio::spawn(crate::restore::compact_log_after(
+                tokio::spawn(crate::compaction::compact_log_after(
                     raft.clone(),
                     applied.index,
                 ));
@@ -294,7 +294,7 @@ impl RaftNode {
 
     pub(crate) fn inner_restore_progress(
         &self,
-    ) -> &std::sync::Mutex<Option<crate::restore::RestoreProgress>> {
+    ) -> &std::sync::Mutex<Option<crate::restore_progress::RestoreProgress>> {
         &self.inner.restore_progress
     }
 
@@ -354,7 +354,7 @@ impl RaftNode {
     pub fn raft_router(&self) -> axum::Router {
         let node = self.clone();
         crate::network::raft_router(self.inner.raft.clone())
-            .merge(crate::restore::free_space_router(self.data_dir()))
+            .merge(crate::free_space::free_space_router(self.data_dir()))
             .layer(axum::middleware::from_fn(
                 move |request: axum::extract::Request, next: axum::middleware::Next| {
                     let node = node.clone();

@@ -22,8 +22,10 @@ use std::time::{Duration, Instant};
 use openraft::error::{ClientWriteError, RaftError};
 use raftlite_store::{StoreError, TimelineRecord};
 
-use crate::network::{postcard_response, FreeSpace, FREE_SPACE_PATH};
+use crate::free_space::{free_space, space_needed};
+use crate::network::FreeSpace;
 use crate::node::{unix_ms, RaftNode};
+pub use crate::restore_progress::RestoreProgress;
 use crate::types::*;
 
 /// Bytes per chunk entry: large enough to keep per-entry overhead small, small enough that a
@@ -35,12 +37,8 @@ pub const RESTORE_CHUNK_BYTES: usize = 1 << 20;
 const CHUNKS_IN_FLIGHT: usize = 8;
 /// How long one entry of a restore may take to commit before the restore gives up.
 const ENTRY_COMMIT_TIMEOUT: Duration = Duration::from_secs(60);
-/// Free space a restore leaves besides what it needs.
-const SPACE_MARGIN: u64 = 64 << 20;
 /// How long the leader waits for a peer to say how much disk it has free.
 const PEER_SPACE_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long to keep trying to compact the log after a restore.
-const COMPACT_WAIT: Duration = Duration::from_secs(60);
 
 /// What a successful restore did.
 #[derive(Clone, Debug)]
@@ -113,19 +111,6 @@ pub enum RestoreError {
     Unknown { reason: String, timeline_id: String },
 }
 
-/// What the restore this node runs as leader is doing: `/status` shows it, so a client whose
-/// answer was lost can tell a restore still under way from one that ended without effect.
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct RestoreProgress {
-    /// The timeline the restore starts if it takes effect.
-    pub timeline_id: String,
-    /// `checking` (integrity_check and hash), `sending` (chunks), `committing`.
-    pub phase: &'static str,
-    pub bytes_sent: u64,
-    pub bytes_total: u64,
-    pub started_at_unix_ms: i64,
-}
-
 /// Clears the node's [`RestoreProgress`] when the restore ends, however it ends.
 struct ProgressGuard<'a>(&'a RaftNode);
 
@@ -195,42 +180,6 @@ fn size_and_sha256(path: &Path) -> std::io::Result<(u64, String)> {
             .map(|b| format!("{b:02x}"))
             .collect(),
     ))
-}
-
-/// What a restore of `size` bytes needs free on each node: the staging file, and the log's
-/// copy of the chunks (in its segment files) until the purge after the commit.
-fn space_needed(size: u64) -> u64 {
-    size.saturating_mul(2).saturating_add(SPACE_MARGIN)
-}
-
-/// Bytes available to this process on the file system holding `dir`; `None` when unknown.
-/// `RAFTLITE_TEST_FREE_SPACE_BYTES` replaces the answer: tests use it to play a full disk.
-fn free_space(dir: &Path) -> Option<u64> {
-    if let Some(free) = std::env::var("RAFTLITE_TEST_FREE_SPACE_BYTES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-    {
-        return Some(free);
-    }
-    let stat = rustix::fs::statvfs(dir).ok()?;
-    Some(stat.f_bavail.saturating_mul(stat.f_frsize))
-}
-
-/// Answers a leader's [`FREE_SPACE_PATH`] question with the free space of `data_dir`.
-pub(crate) fn free_space_router(data_dir: PathBuf) -> axum::Router {
-    axum::Router::new().route(
-        FREE_SPACE_PATH,
-        axum::routing::post(move || {
-            let data_dir = data_dir.clone();
-            async move {
-                let dir = data_dir.display().to_string();
-                let free = tokio::task::spawn_blocking(move || free_space(&data_dir))
-                    .await
-                    .unwrap_or(None);
-                postcard_response(&FreeSpace { dir, free })
-            }
-        }),
-    )
 }
 
 /// Refuses a restore of `size` bytes when `free` (if known) is short of [`space_needed`] on
@@ -592,65 +541,6 @@ impl RaftNode {
                 "could not drop the chunks of the abandoned restore now; the next restore drops them"
             ),
         }
-    }
-}
-
-/// On every node, after each restore commit or abort its state machine applies: compacts the
-/// log up to it (see [`compact_log_after`]).
-pub(crate) async fn compact_after_restores(
-    raft: Raft,
-    mut settled: tokio::sync::watch::Receiver<u64>,
-) {
-    let delay = compact_delay();
-    while settled.changed().await.is_ok() {
-        let index = *settled.borrow_and_update();
-        if !delay.is_zero() {
-            tokio::time::sleep(delay).await;
-        }
-        compact_log_after(raft.clone(), index).await;
-    }
-}
-
-/// How long a node waits after a restore's commit or abort before it compacts its log: none,
-/// or `RAFTLITE_RESTORE_COMPACT_DELAY_MS` (tests widen the moment between the two with it).
-fn compact_delay() -> Duration {
-    std::env::var("RAFTLITE_RESTORE_COMPACT_DELAY_MS")
-        .ok()
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map_or(Duration::ZERO, Duration::from_millis)
-}
-
-/// After a restore commit or abort at `index`: build a snapshot covering it, then purge the log
-/// up to it, so the chunks do not linger in the log (the segment files holding them are
-/// deleted) and a lagging follower receives the (streamed) snapshot instead.
-pub(crate) async fn compact_log_after(raft: Raft, index: u64) {
-    let deadline = Instant::now() + COMPACT_WAIT;
-    loop {
-        if let Err(e) = raft.trigger().snapshot().await {
-            tracing::warn!(error = %e, "cannot trigger a snapshot after a restore");
-            return;
-        }
-        let covered = raft
-            .wait(Some(Duration::from_secs(10)))
-            .metrics(
-                |m| m.snapshot.is_some_and(|s| s.index >= index),
-                "a snapshot that covers the restore",
-            )
-            .await;
-        if covered.is_ok() {
-            break;
-        }
-        if Instant::now() >= deadline {
-            tracing::warn!(
-                index,
-                "no snapshot covered the restore within {COMPACT_WAIT:?}; its entries stay in \
-                 the log until the next one"
-            );
-            return;
-        }
-    }
-    if let Err(e) = raft.trigger().purge_log(index).await {
-        tracing::warn!(error = %e, "cannot purge the log after a restore");
     }
 }
 
