@@ -26,9 +26,18 @@
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::MutexGuard;
 
-use super::*;
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::apply::in_transaction;
+use super::files::sync_parent_dir;
+use super::meta::{read_meta, write_applied, MetaChange};
+use super::{Store, RESTORE_TABLE};
 use crate::direct_io;
+use crate::error::StoreError;
+use crate::types::*;
 
 /// What the restore table of a database looks like.
 #[derive(Debug, PartialEq)]
