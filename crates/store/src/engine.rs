@@ -19,6 +19,7 @@ use crate::deterministic;
 use crate::error::StoreError;
 
 mod apply;
+mod disk;
 mod files;
 mod internal_schema;
 mod meta;

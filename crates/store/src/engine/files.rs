@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::backup::{Backup, StepResult};
 use rusqlite::Connection;
 
+use super::disk::{sidecar, sync_file, sync_parent_dir};
 use super::meta::{probe, read_meta, stamp_for_install, validate_database};
 use super::{open_reader, open_writer, Store};
 use crate::error::StoreError;
@@ -382,26 +383,4 @@ fn remove_if_present(path: &Path) -> Result<(), StoreError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(StoreError::io(path, e)),
     }
-}
-
-pub(super) fn sidecar(path: &Path, suffix: &str) -> PathBuf {
-    let mut name = path.as_os_str().to_os_string();
-    name.push(suffix);
-    PathBuf::from(name)
-}
-
-pub(super) fn sync_file(path: &Path) -> Result<(), StoreError> {
-    std::fs::File::open(path)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| StoreError::io(path, e))
-}
-
-pub(super) fn sync_parent_dir(path: &Path) -> Result<(), StoreError> {
-    let parent = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    std::fs::File::open(parent)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| StoreError::io(parent, e))
 }

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
-use super::files::{sidecar, sync_file};
+use super::disk::{sidecar, sync_file};
 use super::{Store, META_TABLE, RESTORE_TABLE};
 use crate::error::StoreError;
 use crate::types::*;

@@ -32,7 +32,7 @@ use std::sync::MutexGuard;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::apply::in_transaction;
-use super::files::sync_parent_dir;
+use super::disk::sync_parent_dir;
 use super::meta::{read_meta, write_applied, MetaChange};
 use super::{Store, RESTORE_TABLE};
 use crate::direct_io;

@@ -11,7 +11,6 @@ use rusqlite::types::ValueRef;
 use rusqlite::Connection;
 
 use super::internal_schema;
-use super::read::{is_pragma_value_read, ResultBudget};
 use crate::types::*;
 
 /// Why the statement guard refused a statement, read back after SQLite reports "not authorized".
@@ -266,4 +265,86 @@ fn run_sql_inner(
             time_secs: elapsed,
         },
     })
+}
+
+/// How many bytes of rows one query request may still collect. Each value is counted as its
+/// JSON text would take at least (text plus quotes, a blob as base64, a number at its longest),
+/// so the response stays near the limit and the rows in memory below a small multiple of it.
+pub(super) struct ResultBudget {
+    pub(super) limit: usize,
+    used: std::cell::Cell<usize>,
+}
+
+impl ResultBudget {
+    pub(super) fn new(limit: usize) -> ResultBudget {
+        ResultBudget {
+            limit,
+            used: std::cell::Cell::new(0),
+        }
+    }
+
+    /// Counts a row; false once the total has passed the limit.
+    pub(super) fn take(&self, row: &[Value]) -> bool {
+        let bytes: usize = row
+            .iter()
+            .map(|v| match v {
+                Value::Null => 5,
+                Value::Integer(_) => 21,
+                Value::Real(_) => 25,
+                Value::Text(t) => t.len() + 3,
+                Value::Blob(b) => b.len().div_ceil(3) * 4 + 3,
+                Value::Bool(_) => 5,
+            })
+            .sum::<usize>()
+            + 3;
+        let used = self.used.get().saturating_add(bytes);
+        self.used.set(used);
+        used <= self.limit
+    }
+
+    pub(super) fn exceeded(&self) -> bool {
+        self.used.get() > self.limit
+    }
+}
+
+/// `PRAGMA [schema.]name` with no value and no argument: it only reports a setting, but SQLite
+/// does not mark some of these read-only (`PRAGMA journal_mode`, for one, could switch modes when
+/// given a value). rqlite answers them from its read-only connection, and pyrqlite sends every
+/// PRAGMA as a query, so the read path lets them through; the reader connections are opened
+/// read-only, so nothing they run can change the database.
+pub(super) fn is_pragma_value_read(sql: &str) -> bool {
+    let mut rest = skip_blanks_and_comments(sql);
+    let Some(keyword) = rest.get(..6) else {
+        return false;
+    };
+    if !keyword.eq_ignore_ascii_case("pragma") {
+        return false;
+    }
+    rest = &rest[6..];
+    if !rest.starts_with(|c: char| c.is_whitespace() || c == '/' || c == '-') {
+        return false;
+    }
+    rest = skip_blanks_and_comments(rest);
+    let name_len = rest
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.'))
+        .unwrap_or(rest.len());
+    if name_len == 0 {
+        return false;
+    }
+    let tail = skip_blanks_and_comments(&rest[name_len..]);
+    let tail = tail.strip_prefix(';').unwrap_or(tail);
+    skip_blanks_and_comments(tail).is_empty()
+}
+
+fn skip_blanks_and_comments(mut sql: &str) -> &str {
+    loop {
+        let trimmed = sql.trim_start();
+        if let Some(after) = trimmed.strip_prefix("--") {
+            sql = after.find('\n').map_or("", |i| &after[i + 1..]);
+        } else if let Some(after) = trimmed.strip_prefix("/*") {
+            sql = after.find("*/").map_or("", |i| &after[i + 2..]);
+        } else {
+            return trimmed;
+        }
+    }
 }

@@ -1,7 +1,8 @@
 //! Tests of `engine/files.rs`: pinning, snapshots, installs and loads.
 
 use super::*;
-use crate::engine::files::{remove_sidecars, sidecar, switch_to_wal};
+use crate::engine::disk::sidecar;
+use crate::engine::files::{remove_sidecars, switch_to_wal};
 use crate::engine::{validate_database, validate_database_fully};
 use crate::error::StoreError;
 

@@ -3,7 +3,7 @@
 use std::time::Instant;
 
 use super::*;
-use crate::engine::read::is_pragma_value_read;
+use crate::engine::sql::is_pragma_value_read;
 use crate::error::StoreError;
 
 #[test]
