@@ -36,8 +36,6 @@ pub struct Cli {
 pub enum Command {
     /// Run a raftlite node.
     Serve(ServeArgs),
-    /// Run the benchmark suite against local clusters.
-    Bench(BenchArgs),
     /// Interactive SQL shell against a running node.
     Shell(ShellArgs),
     /// Create, list and verify backups.
@@ -515,53 +513,6 @@ pub struct ShellArgs {
     /// Accept any server certificate (testing only).
     #[arg(long)]
     pub insecure: bool,
-}
-
-/// Arguments of `raftlite bench`.
-#[derive(Debug, Clone, Args)]
-pub struct BenchArgs {
-    /// Comma-separated numbers of concurrent clients to measure.
-    #[arg(long, value_name = "LIST", value_delimiter = ',', default_values_t = [1usize, 16, 64])]
-    pub clients: Vec<usize>,
-
-    /// Comma-separated cluster sizes to measure.
-    #[arg(long, value_name = "LIST", value_delimiter = ',', default_values_t = [1usize, 3])]
-    pub nodes: Vec<usize>,
-
-    /// Duration of each measurement, in seconds.
-    #[arg(long, value_name = "N", default_value_t = 10)]
-    pub duration_secs: u64,
-
-    /// Directory for the benchmark clusters' data (default: a temporary directory).
-    #[arg(long, value_name = "DIR")]
-    pub work_dir: Option<PathBuf>,
-
-    /// Print results as JSON.
-    #[arg(long)]
-    pub json: bool,
-
-    /// Measure backups instead of inserts: a database of this many MiB backed up to file://,
-    /// beside `sqlite3 .backup` + `zstd -1 -T2` on the same file.
-    #[arg(long, value_name = "MIB")]
-    pub backup_db_mib: Option<u64>,
-
-    /// Measure a cluster restore instead of inserts: a database of this many MiB backed up to
-    /// file:// (zstd), then streamed into POST /db/load of a 3-node cluster (as `raftlite
-    /// restore` does), beside `zstd -d` + `cp` of the same backup.
-    #[arg(long, value_name = "MIB")]
-    pub restore_db_mib: Option<u64>,
-
-    /// Measure the WAL during a backup under writes instead of inserts: a database of this many
-    /// MiB [default 1024], 16 writers without a backup, then while `POST /backups` (to file://)
-    /// runs, sampling the size of `db.sqlite-wal`.
-    #[arg(long, value_name = "MIB", num_args = 0..=1, default_missing_value = "1024")]
-    pub backup_wal_db_mib: Option<u64>,
-
-    /// With --restore-db-mib: rounds of floor-then-restore on the one cluster. The report
-    /// gives each round's ratio (against the floor measured just before it) and, for more than
-    /// one, the medians: a shared machine's disk and CPU vary from run to run.
-    #[arg(long, value_name = "N", default_value_t = 1)]
-    pub restore_runs: u32,
 }
 
 /// Fully resolved settings for `raftlite serve`.
@@ -1381,43 +1332,6 @@ mod tests {
         let _env = EnvGuard::new();
         let err = resolve(serve_args(&["--snapshot-threshold", "0"])).unwrap_err();
         assert!(err.to_string().contains("--snapshot-threshold"), "{err}");
-    }
-
-    #[test]
-    fn bench_defaults_and_lists() {
-        let _env = EnvGuard::new();
-        let Command::Bench(b) = Cli::try_parse_from(["raftlite", "bench"]).unwrap().command else {
-            panic!("expected bench");
-        };
-        assert_eq!(b.clients, vec![1, 16, 64]);
-        assert_eq!(b.nodes, vec![1, 3]);
-        assert_eq!(b.duration_secs, 10);
-        assert_eq!(b.work_dir, None);
-        assert!(!b.json);
-
-        let Command::Bench(b) = Cli::try_parse_from([
-            "raftlite",
-            "bench",
-            "--clients",
-            "2,4",
-            "--nodes",
-            "5",
-            "--duration-secs",
-            "3",
-            "--work-dir",
-            "/tmp/x",
-            "--json",
-        ])
-        .unwrap()
-        .command
-        else {
-            panic!("expected bench");
-        };
-        assert_eq!(b.clients, vec![2, 4]);
-        assert_eq!(b.nodes, vec![5]);
-        assert_eq!(b.duration_secs, 3);
-        assert_eq!(b.work_dir, Some(PathBuf::from("/tmp/x")));
-        assert!(b.json);
     }
 
     #[test]
