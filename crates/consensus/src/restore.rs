@@ -172,14 +172,7 @@ fn size_and_sha256(path: &Path) -> std::io::Result<(u64, String)> {
         hasher.update(&buf[..n]);
         size += n as u64;
     }
-    Ok((
-        size,
-        hasher
-            .finalize()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect(),
-    ))
+    Ok((size, raftlite_store::hex::encode(&hasher.finalize())))
 }
 
 /// Refuses a restore of `size` bytes when `free` (if known) is short of [`space_needed`] on

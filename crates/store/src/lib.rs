@@ -12,6 +12,7 @@ pub mod engine;
 pub mod error;
 pub mod failpoint;
 pub mod go_duration;
+pub mod hex;
 mod results;
 pub mod types;
 

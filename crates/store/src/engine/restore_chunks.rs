@@ -88,7 +88,7 @@ impl ChunkDigest {
     fn of(self, restore_id: &str, size: u64) -> Option<String> {
         use sha2::Digest;
         (self.restore_id == restore_id && self.covered == size)
-            .then(|| hex(&self.hasher.finalize()))
+            .then(|| crate::hex::encode(&self.hasher.finalize()))
     }
 }
 
@@ -150,7 +150,7 @@ impl Store {
         self.path.with_file_name(format!(
             "{}{}",
             self.restore_staging_prefix(),
-            hex(&digest[..16])
+            crate::hex::encode(&digest[..16])
         ))
     }
 
@@ -432,7 +432,7 @@ impl Store {
                     }
                     hasher.update(&buf);
                 }
-                hex(&hasher.finalize())
+                crate::hex::encode(&hasher.finalize())
             }
         };
         drop(file);
@@ -582,10 +582,6 @@ fn write_direct(
         Err(e) if direct_io::refused(&e) => Ok(false),
         Err(e) => Err(e),
     }
-}
-
-fn hex(digest: &[u8]) -> String {
-    digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A chunk this node recorded no longer matches its checksum.

@@ -41,10 +41,7 @@ fn open(dir: &Path) -> Store {
 
 fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
-    sha2::Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::hex::encode(&sha2::Sha256::digest(bytes))
 }
 
 /// A standalone SQLite file with `rows` rows in table `r`, as bytes.
