@@ -368,7 +368,7 @@ fn auto_restore_settings(
             DEFAULT_AUTO_RESTORE_TIMEOUT,
         ),
         (None, Some(file)) => {
-            let parsed = crate::auto_backup::load_restore(file)
+            let parsed = raftlite_backup::auto_backup::load_restore(file)
                 .context("refusing to start: bad --auto-restore file")?;
             for note in &parsed.notes {
                 tracing::info!("--auto-restore: {note}");
@@ -472,7 +472,7 @@ fn load_backups(config: &ServeConfig) -> anyhow::Result<Option<Arc<BackupService
                 );
             }
             Some(
-                crate::auto_backup::load(path)
+                raftlite_backup::auto_backup::load(path)
                     .context("refusing to start: bad --auto-backup file")?,
             )
         }

@@ -39,7 +39,10 @@
 //! (everything checked, file discarded) or [`download_backup`] (everything checked, file kept:
 //! the first half of a restore). All are `async` (tokio) and keep memory bounded whatever the
 //! database size; the CPU-heavy parts run on tokio's blocking pool.
+//!
+//! [`auto_backup`] maps rqlite's auto-backup and auto-restore files onto raftlite's settings.
 
+pub mod auto_backup;
 mod create;
 mod crypto;
 mod destination;
