@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use raftlite_api::auth::{AuthStore, Perm};
-use raftlite_api::backups::{BackupService, BackupSettings};
 use raftlite_api::server::{router, ApiState, JoinRequest};
+use raftlite_backup::service::{BackupService, BackupSettings};
 use raftlite_backup::{parse_duration, RetentionPolicy, Schedule};
 use raftlite_consensus::node::{NodeConfig, RaftNode};
 use raftlite_consensus::startup::{classify, DataDirState};
@@ -131,7 +131,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         },
     });
     let backup_tasks = match backups {
-        Some(service) => raftlite_api::backup_schedule::spawn(service, node.clone()),
+        Some(service) => raftlite_backup::service::spawn(service, node.clone()),
         None => Vec::new(),
     };
 
