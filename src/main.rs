@@ -1,6 +1,5 @@
 //! `raftlite`: a Raft-replicated SQLite server. See README.md and ARCHITECTURE.md.
 
-mod auto_backup;
 mod auto_restore;
 mod backup_cli;
 mod config;

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use raftlite_api::auth::{AuthStore, Perm};
-use raftlite_api::backups::{BackupService, BackupSettings};
 use raftlite_api::server::{router, ApiState, JoinRequest};
+use raftlite_backup::service::{BackupService, BackupSettings};
 use raftlite_backup::{parse_duration, RetentionPolicy, Schedule};
 use raftlite_consensus::node::{NodeConfig, RaftNode};
 use raftlite_consensus::startup::{classify, DataDirState};
@@ -131,7 +131,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         },
     });
     let backup_tasks = match backups {
-        Some(service) => raftlite_api::backup_schedule::spawn(service, node.clone()),
+        Some(service) => raftlite_backup::service::spawn(service, node.clone()),
         None => Vec::new(),
     };
 
@@ -368,7 +368,7 @@ fn auto_restore_settings(
             DEFAULT_AUTO_RESTORE_TIMEOUT,
         ),
         (None, Some(file)) => {
-            let parsed = crate::auto_backup::load_restore(file)
+            let parsed = raftlite_backup::auto_backup::load_restore(file)
                 .context("refusing to start: bad --auto-restore file")?;
             for note in &parsed.notes {
                 tracing::info!("--auto-restore: {note}");
@@ -472,7 +472,7 @@ fn load_backups(config: &ServeConfig) -> anyhow::Result<Option<Arc<BackupService
                 );
             }
             Some(
-                crate::auto_backup::load(path)
+                raftlite_backup::auto_backup::load(path)
                     .context("refusing to start: bad --auto-backup file")?,
             )
         }

@@ -1,7 +1,6 @@
 //! The HTTP API: rqlite-compatible endpoints, cluster management and metrics.
 
 pub mod auth;
-pub mod backup_schedule;
 pub mod backups;
 pub mod error;
 pub mod limits;

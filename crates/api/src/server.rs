@@ -38,7 +38,7 @@ pub struct ApiState {
     /// HTTP Basic auth (`--auth FILE`); `None` lets every request through.
     pub auth: Option<Arc<crate::auth::AuthStore>>,
     /// `POST /backups` (`--backup-to`); `None` answers 400.
-    pub backups: Option<Arc<crate::backups::BackupService>>,
+    pub backups: Option<Arc<raftlite_backup::service::BackupService>>,
     /// Requests in flight, bodies held, response size (`--max-*`).
     pub limits: crate::limits::Limits,
     /// The HTTP listener, as `/status` shows it (rqlite's `http` section).

@@ -39,7 +39,12 @@
 //! (everything checked, file discarded) or [`download_backup`] (everything checked, file kept:
 //! the first half of a restore). All are `async` (tokio) and keep memory bounded whatever the
 //! database size; the CPU-heavy parts run on tokio's blocking pool.
+//!
+//! [`service`] runs the engine on the leader (requested and scheduled backups, retention,
+//! restore drills) against the cluster through [`service::BackupCluster`];
+//! [`auto_backup`] maps rqlite's auto-backup and auto-restore files onto its settings.
 
+pub mod auto_backup;
 mod create;
 mod crypto;
 mod destination;
@@ -49,6 +54,7 @@ mod manifest;
 mod pipe;
 pub mod retention;
 pub mod schedule;
+pub mod service;
 mod verify;
 
 pub use age::secrecy;

@@ -212,10 +212,9 @@ pub fn load_restore(path: &Path) -> Result<AutoRestore, AutoBackupError> {
     let notes = Vec::new();
     let timeout = match top.remove("timeout") {
         None | Some(Value::Null) => None,
-        Some(Value::String(t)) => Some(
-            raftlite_backup::parse_duration(&t)
-                .map_err(|e| invalid(format!("`timeout` {t:?}: {e}")))?,
-        ),
+        Some(Value::String(t)) => {
+            Some(crate::parse_duration(&t).map_err(|e| invalid(format!("`timeout` {t:?}: {e}")))?)
+        }
         Some(_) => {
             return Err(invalid(
                 "`timeout` must be a duration string like \"60s\"".into(),
@@ -319,7 +318,7 @@ fn interval(text: Option<String>) -> Result<Duration, String> {
     let text = text.ok_or_else(|| {
         "no `interval`; give how often to back up as a duration, e.g. \"5m\" or \"1h\"".to_owned()
     })?;
-    let every = raftlite_backup::parse_duration(&text).map_err(|e| {
+    let every = crate::parse_duration(&text).map_err(|e| {
         format!("`interval` {text:?} is not a duration ({e}); e.g. \"5m\" or \"1h\"")
     })?;
     // Schedules are in whole seconds at least; a sub-second interval would mean back-to-back
@@ -820,8 +819,7 @@ mod tests {
         );
         let auto = parse(&text, env_of(&[])).unwrap();
         let dest =
-            raftlite_backup::Destination::parse_with_options(&auto.to, auto.store_options.clone())
-                .unwrap();
+            crate::Destination::parse_with_options(&auto.to, auto.store_options.clone()).unwrap();
         assert_eq!(dest.to_string(), format!("file://{}", target.display()));
         assert!(target.is_dir());
     }
