@@ -280,21 +280,10 @@ impl Manifest {
     }
 }
 
-/// Lowercase hex.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(DIGITS[(b >> 4) as usize] as char);
-        s.push(DIGITS[(b & 15) as usize] as char);
-    }
-    s
-}
-
 /// sha256 of `text`, hex.
 pub(crate) fn sha256_hex(text: &str) -> String {
     use sha2::Digest;
-    hex(&sha2::Sha256::digest(text.as_bytes()))
+    raftlite_store::hex::encode(&sha2::Sha256::digest(text.as_bytes()))
 }
 
 /// UTC calendar fields of a Unix time in milliseconds.
@@ -372,7 +361,6 @@ mod tests {
 
     #[test]
     fn hex_and_fingerprint() {
-        assert_eq!(hex(&[0, 15, 16, 255]), "000f10ff");
         assert_eq!(
             sha256_hex("abc"),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"

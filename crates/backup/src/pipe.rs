@@ -107,7 +107,7 @@ impl Digester {
         };
         let hex = hasher.map_or_else(
             || HASH_LOST.to_string(),
-            |h| crate::manifest::hex(&h.finalize()),
+            |h| raftlite_store::hex::encode(&h.finalize()),
         );
         (self.len, hex)
     }

@@ -20,8 +20,7 @@ use crate::crypto::Identity;
 use crate::destination::Destination;
 use crate::error::BackupError;
 use crate::manifest::{
-    hex, rfc3339, BackupId, EncryptionScheme, Manifest, MANIFEST_FILE, MAX_MANIFEST_BYTES,
-    VERIFIED_FILE,
+    rfc3339, BackupId, EncryptionScheme, Manifest, MANIFEST_FILE, MAX_MANIFEST_BYTES, VERIFIED_FILE,
 };
 use crate::pipe::{ChannelReader, Digester, CHANNEL_DEPTH, MESSAGE_BYTES};
 
@@ -168,7 +167,7 @@ pub async fn verify_stored(dest: &Destination, id: &BackupId) -> Result<Manifest
         hasher.update(&chunk);
     }
     check_stored_size(&manifest, size, id, &label)?;
-    let actual = hex(&hasher.finalize());
+    let actual = raftlite_store::hex::encode(&hasher.finalize());
     if actual != manifest.stored_sha256 {
         return Err(BackupError::StoredHashMismatch {
             id: id.clone(),

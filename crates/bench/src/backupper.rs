@@ -10,11 +10,13 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context};
 use serde_json::Value;
 
-use crate::cluster::{clean_env, Cluster, DEADLINE};
+use crate::cluster::{clean_env, Cluster};
 use crate::fill::{fill_database, FILL_CREATE, FILL_LOADERS};
 use crate::http::{self, execute_each, CREATE};
-use crate::proc::{watch_memory, ServerMem, POLL};
+use crate::proc::{watch_memory, ServerMem};
 use crate::tools::{create_dir_in, file_url, log_tail, logged, run_child};
+use crate::waits::DEADLINE;
+use crate::waits::POLL;
 
 /// Concurrent single-row writers in the throughput windows.
 pub const BACKUP_BENCH_CLIENTS: usize = 16;

@@ -10,9 +10,7 @@ use serde_json::Value;
 
 use crate::http::get_json;
 use crate::tools::{log_tail, logged};
-
-/// Every wait (node ready, membership, a request) gives up after this long.
-pub const DEADLINE: Duration = Duration::from_secs(30);
+use crate::waits::DEADLINE;
 
 /// The server binary to measure: `given` (`--server-bin`), else the `raftlite` executable
 /// beside this one (cargo builds both into the same target directory).

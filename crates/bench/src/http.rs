@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context};
 use serde_json::{json, Value};
 
-use crate::cluster::DEADLINE;
+use crate::waits::DEADLINE;
 
 /// The inserted value: 16 characters, the same for every row, so only the write path is measured.
 pub const VALUE: &str = "raftlite-bench-v";

@@ -31,6 +31,7 @@ mod report;
 mod restore;
 mod restore_report;
 mod tools;
+mod waits;
 mod writers;
 
 use std::path::{Path, PathBuf};

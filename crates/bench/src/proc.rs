@@ -1,10 +1,7 @@
 //! What `/proc` says about a process: memory (VmRSS, VmHWM) and storage traffic, and the
 //! machine's load.
 
-use std::time::Duration;
-
-/// How often child processes and the server are sampled (exit, `/proc/PID/status`).
-pub const POLL: Duration = Duration::from_millis(5);
+use crate::waits::POLL;
 
 /// `/proc/PID/status` figures, in KiB.
 #[derive(Clone, Copy, Debug, Default)]

@@ -30,13 +30,14 @@ use anyhow::{anyhow, bail, Context};
 use serde_json::Value;
 
 use crate::backupper::long_deadline;
-use crate::cluster::{Cluster, DEADLINE};
+use crate::cluster::Cluster;
 use crate::fill::build_source;
 use crate::http::{self, get_json};
 use crate::proc::{load_average, proc_io, proc_mem, reset_hwm, sample_peaks, DiskIo, ProcMem};
 use crate::report::mib_of;
 use crate::tools::{create_dir_in, file_url, find_tool, log_tail, logged, run_child};
 use crate::tools::{settle_disk, ChildRun};
+use crate::waits::DEADLINE;
 
 /// zstd level of the backup restored (the server's default `--backup-level`).
 pub const RESTORE_BACKUP_LEVEL: i32 = 3;

@@ -7,8 +7,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context};
 
-use crate::cluster::DEADLINE;
-use crate::proc::{proc_mem, POLL};
+use crate::proc::proc_mem;
+use crate::waits::DEADLINE;
+use crate::waits::POLL;
 
 /// The benchmark's files; a directory we created ourselves is removed again on drop.
 pub struct WorkDir {
