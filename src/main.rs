@@ -3,7 +3,6 @@
 mod auto_backup;
 mod auto_restore;
 mod backup_cli;
-mod bench;
 mod config;
 mod recovery_cli;
 mod restore_cli;
@@ -21,9 +20,6 @@ fn main() -> std::process::ExitCode {
         config::Command::Shell(args) => shell::run(args),
         config::Command::Serve(args) => {
             async_runtime().and_then(|rt| rt.block_on(serve::run(args)))
-        }
-        config::Command::Bench(args) => {
-            async_runtime().and_then(|rt| rt.block_on(bench::run(args)))
         }
         config::Command::Backup(args) => {
             async_runtime().and_then(|rt| rt.block_on(backup_cli::run(args)))
