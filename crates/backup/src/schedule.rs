@@ -5,6 +5,8 @@ use std::time::Duration;
 use chrono::{DateTime, TimeZone};
 use croner::parser::{CronParser, Seconds, Year};
 
+use raftlite_store::go_duration::parse_duration_with_days;
+
 use crate::error::BackupError;
 
 /// How far back [`Schedule::slot_at_or_before`] looks for a cron match: a year and a day, so
@@ -174,6 +176,7 @@ fn in_zone(zone: &chrono_tz::Tz, unix_ms: i64) -> Option<DateTime<chrono_tz::Tz>
     zone.timestamp_millis_opt(unix_ms).single()
 }
 
+/// The units [`format_duration`] writes (weeks are left out there).
 const UNITS: [(&str, u64); 6] = [
     ("ms", 1),
     ("s", 1_000),
@@ -183,66 +186,12 @@ const UNITS: [(&str, u64); 6] = [
     ("w", 7 * 86_400_000),
 ];
 
-/// Parses a duration: a sequence of `<number><unit>` with units `ms`, `s`, `m`, `h`, `d`, `w`
-/// (`90s`, `1h30m`, `2d`, Go's `1h0m0s`), or a bare number of seconds. Zero is allowed here
-/// (callers decide); negative, empty or unknown units are errors naming the problem.
+/// Parses a duration of a backup setting (interval, retention, restore drills): Go's syntax
+/// with the units `d` and `w` and a bare number of seconds (`90s`, `1h30m`, `2d`, `1h0m0s`,
+/// `500ms`, `45`), as [`parse_duration_with_days`] reads it. Zero is allowed here (callers
+/// decide); a negative or empty duration or an unknown unit is an error naming the problem.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    const EXAMPLES: &str = "e.g. 90s, 1h30m, 2d or 500ms";
-    let s = text.trim();
-    if s.is_empty() {
-        return Err(format!("empty duration; give one, {EXAMPLES}"));
-    }
-    if s.starts_with('-') {
-        return Err(format!(
-            "duration {s:?} is negative; give a positive one, {EXAMPLES}"
-        ));
-    }
-    let too_long = || format!("duration {s:?} is too long");
-    if s.bytes().all(|b| b.is_ascii_digit()) {
-        let secs: u64 = s.parse().map_err(|_| too_long())?;
-        return Ok(Duration::from_secs(secs));
-    }
-
-    let mut total_ms: u64 = 0;
-    let mut rest = s;
-    while !rest.is_empty() {
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
-            return Err(format!(
-                "duration {s:?}: expected a whole number at {rest:?}; units are ms, s, m, h, d \
-                 and w, {EXAMPLES}"
-            ));
-        }
-        let (number, after) = rest.split_at(digits);
-        if after.starts_with(['.', ',']) {
-            return Err(format!(
-                "duration {s:?}: fractions are not supported; use smaller units (1h30m rather \
-                 than 1.5h)"
-            ));
-        }
-        let letters = after.bytes().take_while(u8::is_ascii_alphabetic).count();
-        let (unit, after) = after.split_at(letters);
-        if unit.is_empty() {
-            return Err(format!(
-                "duration {s:?}: {number} has no unit; units are ms, s, m, h, d and w \
-                 (a bare number alone means seconds), {EXAMPLES}"
-            ));
-        }
-        let Some(&(_, unit_ms)) = UNITS.iter().find(|(name, _)| *name == unit) else {
-            return Err(format!(
-                "duration {s:?}: unknown unit {unit:?}; units are ms, s, m, h, d and w, \
-                 {EXAMPLES}"
-            ));
-        };
-        let part = number
-            .parse::<u64>()
-            .ok()
-            .and_then(|n| n.checked_mul(unit_ms))
-            .ok_or_else(too_long)?;
-        total_ms = total_ms.checked_add(part).ok_or_else(too_long)?;
-        rest = after;
-    }
-    Ok(Duration::from_millis(total_ms))
+    parse_duration_with_days(text).map_err(|e| e.to_string())
 }
 
 /// `1h30m`, `2d`, `45s`, `500ms`: the shortest exact form of `d`, for messages.
@@ -479,19 +428,21 @@ mod tests {
         assert_eq!(ok(" 45 "), Duration::from_secs(45));
         assert_eq!(ok("0"), Duration::ZERO);
         assert_eq!(ok("1m1ms"), Duration::from_millis(60_001));
+        // Go's syntax as a whole: fractions and the small units.
+        assert_eq!(ok("1.5h"), Duration::from_secs(5400));
+        assert_eq!(ok("250us"), Duration::from_micros(250));
 
         for (bad, says) in [
             ("", "empty"),
             ("   ", "empty"),
             ("-5s", "negative"),
             ("5x", "unknown unit"),
-            ("5 s", "no unit"),
+            ("5 s", "unknown unit"),
             ("1h30", "no unit"),
-            ("h", "whole number"),
-            ("1.5h", "fractions"),
+            ("h", "invalid duration"),
             ("99999999999999999999", "too long"),
             ("9999999999999999w", "too long"),
-            ("18446744073709551615ms1ms", "too long"),
+            ("18446744073709551615s1s", "too long"),
         ] {
             let e = parse_duration(bad).unwrap_err();
             assert!(e.contains(says), "{bad:?}: {e}");

@@ -10,6 +10,12 @@
 //! `time.Duration`); a fraction is worked out in floating point per element, as Go does, so
 //! `1.0000000001h` and Go agree to the nanosecond.
 //!
+//! raftlite's own settings (backup intervals, retention, restore drills) take the same grammar
+//! with a documented extension, [`parse_duration_with_days`]: the units `d` (24h) and `w` (7d),
+//! a bare whole number meaning seconds, surrounding whitespace ignored, and anything up to
+//! `Duration::MAX`. There is one parser; the extension is its unit table, its bound and two
+//! conveniences in front.
+//!
 //! It lives here, in the lowest crate, so that the API crate and any other crate can share it.
 
 use std::time::Duration;
@@ -31,7 +37,35 @@ pub enum GoDurationError {
     Negative(String),
 }
 
-const NANOS_PER_UNIT: [(&str, u64); 8] = [
+/// Why a text is not a duration of the extended form ([`parse_duration_with_days`]). The
+/// message quotes the text, says what is wrong and names the units, `d` and `w` included.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    #[error("empty duration; give one, {EXAMPLES}")]
+    Empty,
+    #[error("invalid duration {0:?}: expected numbers with units, {EXAMPLES} (units: ns, us, ms, s, m, h, d, w)")]
+    Invalid(String),
+    #[error("duration {0:?}: a number has no unit; units are ns, us, ms, s, m, h, d and w (a bare number alone means seconds), {EXAMPLES}")]
+    MissingUnit(String),
+    #[error("unknown unit {unit:?} in duration {text:?}: units are ns, us (or µs), ms, s, m, h, d and w, {EXAMPLES}")]
+    UnknownUnit { unit: String, text: String },
+    #[error("duration {0:?} is too long")]
+    Overflow(String),
+    #[error("duration {0:?} is negative; give a positive one, {EXAMPLES}")]
+    Negative(String),
+}
+
+/// Examples of the extended form, for its messages.
+const EXAMPLES: &str = "e.g. 90s, 1h30m, 2d or 500ms";
+
+/// A grammar's parameters: its units (name, nanoseconds) and the largest magnitude it takes,
+/// in nanoseconds, before the sign is applied.
+struct Grammar {
+    units: &'static [(&'static str, u64)],
+    max: u128,
+}
+
+const GO_UNITS: [(&str, u64); 8] = [
     ("ns", 1),
     ("us", 1_000),
     ("\u{b5}s", 1_000),
@@ -42,11 +76,79 @@ const NANOS_PER_UNIT: [(&str, u64); 8] = [
     ("h", 3_600_000_000_000),
 ];
 
-/// The largest magnitude before the sign is applied: `2^63` (the magnitude of `i64::MIN`).
-const MAX_MAGNITUDE: u64 = 1 << 63;
+const UNITS_WITH_DAYS: [(&str, u64); 10] = [
+    GO_UNITS[0],
+    GO_UNITS[1],
+    GO_UNITS[2],
+    GO_UNITS[3],
+    GO_UNITS[4],
+    GO_UNITS[5],
+    GO_UNITS[6],
+    GO_UNITS[7],
+    ("d", 86_400_000_000_000),
+    ("w", 7 * 86_400_000_000_000),
+];
+
+/// Go's: magnitudes up to `2^63` (the magnitude of `i64::MIN`).
+const GO: Grammar = Grammar {
+    units: &GO_UNITS,
+    max: 1 << 63,
+};
+
+/// The extension's: days and weeks, anything a `Duration` holds.
+const WITH_DAYS: Grammar = Grammar {
+    units: &UNITS_WITH_DAYS,
+    max: u64::MAX as u128 * NANOS_PER_SEC + (NANOS_PER_SEC - 1),
+};
+
+const NANOS_PER_SEC: u128 = 1_000_000_000;
 
 /// Parses `text` exactly as Go's `time.ParseDuration`: the signed number of nanoseconds.
 pub fn parse_go_duration_nanos(text: &str) -> Result<i64, GoDurationError> {
+    let (negative, total) = parse_magnitude(text, &GO)?;
+    let overflow = || GoDurationError::Overflow(text.to_owned());
+    if negative {
+        // total <= 2^63, so the negation fits (2^63 itself is i64::MIN).
+        i64::try_from(-(total as i128)).map_err(|_| overflow())
+    } else {
+        i64::try_from(total).map_err(|_| overflow())
+    }
+}
+
+/// Parses a duration of raftlite's settings: Go's syntax (`90s`, `1h30m`, `1.5h`, `500ms`)
+/// extended with the units `d` (24 hours) and `w` (7 days), a bare whole number of seconds
+/// (`45`, `0`) and whitespace around the text; up to `Duration::MAX`. Zero is allowed (callers
+/// decide); negative durations are refused.
+pub fn parse_duration_with_days(text: &str) -> Result<Duration, DurationError> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err(DurationError::Empty);
+    }
+    if text.bytes().all(|b| b.is_ascii_digit()) {
+        return text
+            .parse()
+            .map(Duration::from_secs)
+            .map_err(|_| DurationError::Overflow(text.to_owned()));
+    }
+    let (negative, nanos) = parse_magnitude(text, &WITH_DAYS).map_err(|e| match e {
+        GoDurationError::Invalid(t) => DurationError::Invalid(t),
+        GoDurationError::MissingUnit(t) => DurationError::MissingUnit(t),
+        GoDurationError::UnknownUnit { unit, text } => DurationError::UnknownUnit { unit, text },
+        GoDurationError::Overflow(t) => DurationError::Overflow(t),
+        GoDurationError::Negative(t) => DurationError::Negative(t),
+    })?;
+    if negative && nanos > 0 {
+        return Err(DurationError::Negative(text.to_owned()));
+    }
+    // nanos <= WITH_DAYS.max, so the seconds fit a u64.
+    let secs = u64::try_from(nanos / NANOS_PER_SEC)
+        .map_err(|_| DurationError::Overflow(text.to_owned()))?;
+    Ok(Duration::new(secs, (nanos % NANOS_PER_SEC) as u32))
+}
+
+/// The grammar's walk over `text`: whether it is negative, and its magnitude in nanoseconds
+/// (at most `grammar.max`).
+fn parse_magnitude(text: &str, grammar: &Grammar) -> Result<(bool, u128), GoDurationError> {
     let invalid = || GoDurationError::Invalid(text.to_owned());
     let overflow = || GoDurationError::Overflow(text.to_owned());
     let (negative, mut rest) = match text.as_bytes().first() {
@@ -55,22 +157,22 @@ pub fn parse_go_duration_nanos(text: &str) -> Result<i64, GoDurationError> {
         _ => (false, text),
     };
     if rest == "0" {
-        return Ok(0);
+        return Ok((negative, 0));
     }
     if rest.is_empty() {
         return Err(invalid());
     }
-    let mut total: u64 = 0;
+    let mut total: u128 = 0;
     while !rest.is_empty() {
         // [0-9]*
         let int_len = rest.bytes().take_while(u8::is_ascii_digit).count();
         let (int_digits, after) = rest.split_at(int_len);
-        let mut whole: u64 = 0;
+        let mut whole: u128 = 0;
         for d in int_digits.bytes() {
             whole = whole
                 .checked_mul(10)
-                .and_then(|w| w.checked_add(u64::from(d - b'0')))
-                .filter(|w| *w <= MAX_MAGNITUDE)
+                .and_then(|w| w.checked_add(u128::from(d - b'0')))
+                .filter(|w| *w <= grammar.max)
                 .ok_or_else(invalid)?;
         }
         rest = after;
@@ -90,7 +192,7 @@ pub fn parse_go_duration_nanos(text: &str) -> Result<i64, GoDurationError> {
                 match fraction
                     .checked_mul(10)
                     .and_then(|f| f.checked_add(u64::from(d - b'0')))
-                    .filter(|f| *f <= MAX_MAGNITUDE)
+                    .filter(|f| *f <= 1 << 63)
                 {
                     Some(f) => {
                         fraction = f;
@@ -114,35 +216,31 @@ pub fn parse_go_duration_nanos(text: &str) -> Result<i64, GoDurationError> {
         }
         let (unit, after) = rest.split_at(unit_len);
         rest = after;
-        let Some(&(_, per_unit)) = NANOS_PER_UNIT.iter().find(|(name, _)| *name == unit) else {
+        let Some(&(_, per_unit)) = grammar.units.iter().find(|(name, _)| *name == unit) else {
             return Err(GoDurationError::UnknownUnit {
                 unit: unit.to_owned(),
                 text: text.to_owned(),
             });
         };
         let mut value = whole
-            .checked_mul(per_unit)
-            .filter(|v| *v <= MAX_MAGNITUDE)
+            .checked_mul(u128::from(per_unit))
+            .filter(|v| *v <= grammar.max)
             .ok_or_else(overflow)?;
         if fraction > 0 {
-            // At most 3.6e12 (below an hour's nanoseconds), so the conversion is exact enough.
-            let extra = (fraction as f64 * (per_unit as f64 / scale)) as u64;
+            // Below one unit's nanoseconds (at most a week's, 6.1e14), so the conversion is
+            // exact enough.
+            let extra = (fraction as f64 * (per_unit as f64 / scale)) as u128;
             value = value
                 .checked_add(extra)
-                .filter(|v| *v <= MAX_MAGNITUDE)
+                .filter(|v| *v <= grammar.max)
                 .ok_or_else(overflow)?;
         }
         total = total
             .checked_add(value)
-            .filter(|t| *t <= MAX_MAGNITUDE)
+            .filter(|t| *t <= grammar.max)
             .ok_or_else(overflow)?;
     }
-    if negative {
-        // total <= 2^63, so the negation fits (2^63 itself is i64::MIN).
-        i64::try_from(-i128::from(total)).map_err(|_| overflow())
-    } else {
-        i64::try_from(total).map_err(|_| overflow())
-    }
+    Ok((negative, total))
 }
 
 /// Parses a Go duration that must not be negative (a timeout, a freshness bound). `-0s` is zero.
@@ -354,6 +452,81 @@ mod tests {
             parse_go_duration("9223372036854775807ns"),
             Ok(Duration::from_nanos(i64::MAX as u64))
         );
+    }
+
+    /// The extension: days and weeks, bare seconds, whitespace, up to `Duration::MAX`.
+    #[test]
+    fn with_days_extension() {
+        let ok = |t: &str| parse_duration_with_days(t).unwrap();
+        assert_eq!(ok("1d"), Duration::from_secs(86_400));
+        assert_eq!(ok("1w"), Duration::from_secs(7 * 86_400));
+        assert_eq!(ok("2d12h"), Duration::from_secs(60 * 3_600));
+        assert_eq!(ok("1.5d"), Duration::from_secs(36 * 3_600));
+        assert_eq!(ok(" 45 "), Duration::from_secs(45));
+        assert_eq!(ok("0"), Duration::ZERO);
+        assert_eq!(ok("-0s"), Duration::ZERO);
+        assert_eq!(ok("18446744073709551615"), Duration::from_secs(u64::MAX));
+        assert_eq!(ok("3000000h"), Duration::from_secs(3_000_000 * 3_600));
+        assert_eq!(
+            ok("18446744073709551615s999999999ns"),
+            Duration::new(u64::MAX, 999_999_999)
+        );
+        for (text, want) in [
+            ("", DurationError::Empty),
+            (" ", DurationError::Empty),
+            ("-5s", DurationError::Negative("-5s".into())),
+            ("1h30", DurationError::MissingUnit("1h30".into())),
+            ("h", DurationError::Invalid("h".into())),
+            (
+                "5x",
+                DurationError::UnknownUnit {
+                    unit: "x".into(),
+                    text: "5x".into(),
+                },
+            ),
+            (
+                "18446744073709551616",
+                DurationError::Overflow("18446744073709551616".into()),
+            ),
+            (
+                "18446744073709551615s1s",
+                DurationError::Overflow("18446744073709551615s1s".into()),
+            ),
+        ] {
+            assert_eq!(parse_duration_with_days(text), Err(want), "{text:?}");
+        }
+        assert!(DurationError::MissingUnit("1h30".into())
+            .to_string()
+            .contains("d and w"));
+    }
+
+    /// What Go accepts (and is not negative), the extension accepts with the same meaning.
+    #[test]
+    fn with_days_extends_go() {
+        for text in [
+            "0",
+            "5s",
+            "+5s",
+            "-0",
+            "5.6s",
+            ".5s",
+            "12µs",
+            "12μs",
+            "10.5s4m",
+            "1h2m3s4ms5us6ns",
+            "0.3333333333333333333h",
+            "9223372036854775807ns",
+            "9223372036854775.807us",
+            "0.830103483285477580700h",
+            "39h9m14.425s",
+        ] {
+            let nanos = parse_go_duration_nanos(text).unwrap();
+            assert_eq!(
+                parse_duration_with_days(text),
+                Ok(Duration::from_nanos(nanos as u64)),
+                "{text:?}"
+            );
+        }
     }
 
     /// Go's `durationTests` (`time/time_test.go`) for `Duration.String`.

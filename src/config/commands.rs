@@ -1,0 +1,208 @@
+//! The arguments of the subcommands other than `serve`: `backup`, `restore` and `shell`
+//! (`doctor` and `recover` keep theirs in `recovery_cli.rs`).
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+
+/// `raftlite backup ...`
+#[derive(Debug, Clone, Args)]
+pub struct BackupArgs {
+    #[command(subcommand)]
+    pub command: BackupCommand,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum BackupCommand {
+    /// Take a consistent backup of a running cluster and upload it.
+    Create(BackupCreateArgs),
+    /// List the backups in a destination.
+    List(BackupListArgs),
+    /// Download and check backups: hashes, decryption, decompression, integrity_check.
+    Verify(BackupVerifyArgs),
+    /// Delete backups that no retention rule keeps (manifest first, then data).
+    Prune(BackupPruneArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BackupPruneArgs {
+    /// Destination holding the backups.
+    #[arg(long, value_name = "DEST", env = "RAFTLITE_BACKUP_TO")]
+    pub from: String,
+
+    /// Only this cluster's backups [default: every cluster in the destination].
+    #[arg(long, value_name = "ID")]
+    pub cluster: Option<String>,
+
+    #[command(flatten)]
+    pub keep: PruneKeepArgs,
+
+    /// Print what would be deleted, delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Print JSON instead of a summary.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Retention rules of `raftlite backup prune` (a backup kept by any rule stays; at least one
+/// rule is required).
+#[derive(Debug, Clone, Default, Args)]
+pub struct PruneKeepArgs {
+    /// Keep the newest N backups.
+    #[arg(long, value_name = "N")]
+    pub keep_last: Option<u32>,
+    /// Keep the newest backup of each of the last N hours that have one.
+    #[arg(long, value_name = "N")]
+    pub keep_hourly: Option<u32>,
+    /// Keep the newest backup of each of the last N days (UTC) that have one.
+    #[arg(long, value_name = "N")]
+    pub keep_daily: Option<u32>,
+    /// Keep the newest backup of each of the last N ISO weeks that have one.
+    #[arg(long, value_name = "N")]
+    pub keep_weekly: Option<u32>,
+    /// Keep the newest backup of each of the last N months that have one.
+    #[arg(long, value_name = "N")]
+    pub keep_monthly: Option<u32>,
+    /// Keep every backup younger than this, e.g. `48h`, `30d`.
+    #[arg(long, value_name = "DUR")]
+    pub keep_within: Option<String>,
+}
+
+/// Connection to a running node (shared by CLI commands that talk to one).
+#[derive(Debug, Clone, Args)]
+pub struct NodeConnection {
+    /// HTTP(S) URL of any cluster member (the leader takes the snapshot).
+    #[arg(
+        long,
+        value_name = "URL",
+        default_value = "http://127.0.0.1:4001",
+        env = "RAFTLITE_NODE"
+    )]
+    pub node: String,
+
+    /// Credentials as USER:PASSWORD for a server started with --auth.
+    #[arg(long, short = 'u', value_name = "USER:PASSWORD", env = "RAFTLITE_USER")]
+    pub user: Option<String>,
+
+    /// PEM CA certificate to trust for an HTTPS node.
+    #[arg(long, value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+
+    /// Accept any server certificate (testing only).
+    #[arg(long)]
+    pub insecure: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BackupCreateArgs {
+    #[command(flatten)]
+    pub connection: NodeConnection,
+
+    /// Destination: file:///abs/dir, s3://bucket/prefix, gs://bucket/prefix, az://container/prefix.
+    #[arg(long, value_name = "DEST", env = "RAFTLITE_BACKUP_TO")]
+    pub to: String,
+
+    /// age X25519 recipient (`age1...`); repeatable.
+    #[arg(long, value_name = "AGE_RECIPIENT")]
+    pub recipient: Vec<String>,
+
+    /// Name of an environment variable holding a passphrase to encrypt with.
+    #[arg(long, value_name = "VAR")]
+    pub passphrase_env: Option<String>,
+
+    /// zstd compression level.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub level: i32,
+
+    /// Print the manifest as JSON instead of a summary.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BackupListArgs {
+    /// Destination to list.
+    #[arg(long, value_name = "DEST", env = "RAFTLITE_BACKUP_TO")]
+    pub from: String,
+
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BackupVerifyArgs {
+    /// Destination holding the backups.
+    #[arg(long, value_name = "DEST", env = "RAFTLITE_BACKUP_TO")]
+    pub from: String,
+
+    /// Backup to verify [default: the newest].
+    #[arg(long, value_name = "ID", conflicts_with = "all")]
+    pub id: Option<String>,
+
+    /// Verify every backup in the destination.
+    #[arg(long)]
+    pub all: bool,
+
+    /// age identity file (`AGE-SECRET-KEY-1...`) for encrypted backups.
+    #[arg(long, value_name = "FILE")]
+    pub identity: Option<PathBuf>,
+
+    /// Name of an environment variable holding the passphrase of passphrase-encrypted backups.
+    #[arg(long, value_name = "VAR")]
+    pub passphrase_env: Option<String>,
+
+    /// Print JSON reports.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `raftlite restore`.
+#[derive(Debug, Clone, Args)]
+pub struct RestoreArgs {
+    #[command(flatten)]
+    pub connection: NodeConnection,
+
+    /// What to restore: a SQLite file, `-` for stdin, or a backup destination (file:///abs/dir,
+    /// s3://bucket/prefix, gs://..., az://...).
+    #[arg(long, value_name = "SOURCE")]
+    pub from: String,
+
+    /// Backup to restore from a destination [default: the newest verified one].
+    #[arg(long, value_name = "ID")]
+    pub id: Option<String>,
+
+    /// age identity file (`AGE-SECRET-KEY-1...`) for encrypted backups.
+    #[arg(long, value_name = "FILE", conflicts_with = "passphrase_env")]
+    pub identity: Option<PathBuf>,
+
+    /// Name of an environment variable holding the passphrase of passphrase-encrypted backups.
+    #[arg(long, value_name = "VAR")]
+    pub passphrase_env: Option<String>,
+
+    /// Print the outcome as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `raftlite shell`.
+#[derive(Debug, Clone, Args)]
+pub struct ShellArgs {
+    /// HTTP(S) URL of any cluster member.
+    #[arg(default_value = "http://127.0.0.1:4001", env = "RAFTLITE_URL")]
+    pub url: String,
+
+    /// Credentials as USER:PASSWORD for a server started with --auth.
+    #[arg(long, short = 'u', value_name = "USER:PASSWORD", env = "RAFTLITE_USER")]
+    pub user: Option<String>,
+
+    /// PEM CA certificate to trust for an HTTPS server.
+    #[arg(long, value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+
+    /// Accept any server certificate (testing only).
+    #[arg(long)]
+    pub insecure: bool,
+}
