@@ -40,10 +40,13 @@
 //! the first half of a restore). All are `async` (tokio) and keep memory bounded whatever the
 //! database size; the CPU-heavy parts run on tokio's blocking pool.
 
+mod checks;
 mod create;
 mod crypto;
 mod destination;
 mod error;
+mod keep;
+mod keys;
 mod list;
 mod manifest;
 mod pipe;
@@ -52,6 +55,7 @@ pub mod schedule;
 mod verify;
 
 pub use age::secrecy;
+pub use checks::{checks_of, failed_check, human_bytes, Check};
 pub use create::{
     create_backup, create_backup_fenced, create_backup_open, BackupMeta, CreateOptions, OpenSource,
     Spill, PARTS_IN_FLIGHT, PART_SIZE,
@@ -59,6 +63,8 @@ pub use create::{
 pub use crypto::{recipient_fingerprint, Encryption, Identity};
 pub use destination::Destination;
 pub use error::BackupError;
+pub use keep::{KeepRules, KeepRulesError};
+pub use keys::{encryption_from, identity_from, passphrase_from_env, KeyError};
 pub use list::{list_backups, BackupList, ListWarning};
 pub use manifest::{
     BackupId, Compression, EncryptionInfo, EncryptionScheme, Manifest, TimelineRef, DATA_FILE,
