@@ -1,7 +1,6 @@
 //! `raftlite`: a Raft-replicated SQLite server. See README.md and ARCHITECTURE.md.
 
 mod auto_backup;
-mod auto_restore;
 mod backup_cli;
 mod bench;
 mod config;
@@ -12,6 +11,8 @@ mod shell;
 mod tls;
 
 use clap::Parser;
+// `crate::auto_restore` for serve.rs: auto-restore lives in the restore crate.
+use raftlite_restore::auto_restore;
 
 fn main() -> std::process::ExitCode {
     limit_malloc_arenas();

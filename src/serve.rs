@@ -425,8 +425,9 @@ async fn auto_restore_while_not_ready(
         "http",
     ));
     tracing::info!(from = %settings.from, "auto-restore: the data dir is empty and this node bootstraps; restoring the newest backup before serving");
-    let result =
-        crate::auto_restore::restore_into_empty(&config.data_dir, settings, node_id, addr).await;
+    let result = crate::auto_restore::restore_into_empty(&config.data_dir, settings, node_id, addr)
+        .await
+        .map_err(anyhow::Error::from);
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
     match result {
