@@ -1,6 +1,5 @@
 //! `raftlite`: a Raft-replicated SQLite server. See README.md and ARCHITECTURE.md.
 
-mod auto_restore;
 mod backup_cli;
 mod config;
 mod recovery_cli;

@@ -354,7 +354,7 @@ async fn run_recovery_mode(
 /// `--auto-restore-from` / `--auto-restore FILE`, resolved (`None`: off).
 fn auto_restore_settings(
     config: &ServeConfig,
-) -> anyhow::Result<Option<crate::auto_restore::AutoRestoreSettings>> {
+) -> anyhow::Result<Option<raftlite_restore::auto_restore::AutoRestoreSettings>> {
     let a = &config.auto_restore;
     let (from, store_options, if_empty_ok, timeout) = match (&a.from, &a.file) {
         (None, None) => return Ok(None),
@@ -381,7 +381,7 @@ fn auto_restore_settings(
             )
         }
     };
-    Ok(Some(crate::auto_restore::AutoRestoreSettings {
+    Ok(Some(raftlite_restore::auto_restore::AutoRestoreSettings {
         from,
         store_options,
         identity_file: a.identity.clone(),
@@ -397,7 +397,7 @@ async fn auto_restore_while_not_ready(
     config: &ServeConfig,
     tls: &crate::tls::TlsSetup,
     listener: TcpListener,
-    settings: &crate::auto_restore::AutoRestoreSettings,
+    settings: &raftlite_restore::auto_restore::AutoRestoreSettings,
     node_id: u64,
     addr: &NodeAddr,
 ) -> anyhow::Result<TcpListener> {
@@ -425,12 +425,18 @@ async fn auto_restore_while_not_ready(
         "http",
     ));
     tracing::info!(from = %settings.from, "auto-restore: the data dir is empty and this node bootstraps; restoring the newest backup before serving");
-    let result =
-        crate::auto_restore::restore_into_empty(&config.data_dir, settings, node_id, addr).await;
+    let result = raftlite_restore::auto_restore::restore_into_empty(
+        &config.data_dir,
+        settings,
+        node_id,
+        addr,
+    )
+    .await
+    .map_err(anyhow::Error::from);
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
     match result {
-        Ok(crate::auto_restore::AutoRestoreOutcome::Restored {
+        Ok(raftlite_restore::auto_restore::AutoRestoreOutcome::Restored {
             id,
             timeline,
             index,
@@ -441,7 +447,7 @@ async fn auto_restore_while_not_ready(
             counter = timeline.counter,
             "auto-restore done: serving the backup's data on a new timeline"
         ),
-        Ok(crate::auto_restore::AutoRestoreOutcome::NothingToRestore) => tracing::warn!(
+        Ok(raftlite_restore::auto_restore::AutoRestoreOutcome::NothingToRestore) => tracing::warn!(
             from = %settings.from,
             "auto-restore: no backup in the destination; starting empty (--auto-restore-if-empty-ok)"
         ),

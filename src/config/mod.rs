@@ -23,7 +23,7 @@ mod tests;
 
 pub use commands::{
     BackupArgs, BackupCommand, BackupCreateArgs, BackupListArgs, BackupPruneArgs, BackupVerifyArgs,
-    NodeConnection, PruneKeepArgs, RestoreArgs, ShellArgs,
+    NodeConnection, RestoreArgs, ShellArgs,
 };
 pub use resolve::{is_off, resolve, RetentionConfig, SecurityConfig, ServeConfig};
 pub use serve::ServeArgs;

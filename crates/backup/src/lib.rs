@@ -45,10 +45,13 @@
 //! [`auto_backup`] maps rqlite's auto-backup and auto-restore files onto its settings.
 
 pub mod auto_backup;
+mod checks;
 mod create;
 mod crypto;
 mod destination;
 mod error;
+mod keep;
+mod keys;
 mod list;
 mod manifest;
 mod pipe;
@@ -58,6 +61,7 @@ pub mod service;
 mod verify;
 
 pub use age::secrecy;
+pub use checks::{checks_of, failed_check, human_bytes, Check};
 pub use create::{
     create_backup, create_backup_fenced, create_backup_open, BackupMeta, CreateOptions, OpenSource,
     Spill, PARTS_IN_FLIGHT, PART_SIZE,
@@ -65,6 +69,8 @@ pub use create::{
 pub use crypto::{recipient_fingerprint, Encryption, Identity};
 pub use destination::Destination;
 pub use error::BackupError;
+pub use keep::{KeepRules, KeepRulesError};
+pub use keys::{encryption_from, identity_from, passphrase_from_env, KeyError};
 pub use list::{list_backups, BackupList, ListWarning};
 pub use manifest::{
     BackupId, Compression, EncryptionInfo, EncryptionScheme, Manifest, TimelineRef, DATA_FILE,

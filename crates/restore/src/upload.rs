@@ -1,9 +1,13 @@
-//! Streaming a backup from its destination into a restore request's body, with bounded memory.
+//! The bodies of a restore request (`POST /db/load`), streamed with bounded memory: a file in
+//! [`UPLOAD_CHUNK`] pieces, or a backup from its destination, decrypted and decompressed on
+//! the way.
 
 use std::io::{self, Write};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use raftlite_backup::{BackupError, BackupId, Destination, Identity};
+use tokio::io::AsyncReadExt;
 
 /// A backup to stream, and the sha256 its database file must have.
 #[derive(Clone)]
@@ -18,6 +22,8 @@ pub struct BackupStream {
 pub const EXPECT_SHA256_HEADER: &str = "x-raftlite-expect-sha256";
 /// Bytes per piece of a streamed backup.
 const STREAM_CHUNK: usize = 1 << 20;
+/// Bytes read from the file per chunk of the upload.
+const UPLOAD_CHUNK: usize = 256 * 1024;
 
 /// Told how far an upload got: a progress bar in the CLI, nothing in the benchmarks.
 pub trait UploadProgress: Send + Sync {
@@ -112,4 +118,29 @@ pub fn backup_body(
         rx.recv().await.map(|piece| (piece, rx))
     });
     (reqwest::Body::wrap_stream(stream), feeder)
+}
+
+/// The file in [`UPLOAD_CHUNK`] pieces, counted on `progress`, told [`UploadProgress::all_sent`]
+/// once all is sent (the cluster works then).
+pub fn file_body(path: PathBuf, progress: Arc<dyn UploadProgress>) -> reqwest::Body {
+    let stream = futures::stream::try_unfold(None, move |open: Option<tokio::fs::File>| {
+        let path = path.clone();
+        let progress = progress.clone();
+        async move {
+            let mut file = match open {
+                Some(file) => file,
+                None => tokio::fs::File::open(&path).await?,
+            };
+            let mut buf = vec![0u8; UPLOAD_CHUNK];
+            let n = file.read(&mut buf).await?;
+            if n == 0 {
+                progress.all_sent();
+                return Ok(None);
+            }
+            buf.truncate(n);
+            progress.sent(n as u64);
+            Ok::<_, io::Error>(Some((buf, Some(file))))
+        }
+    });
+    reqwest::Body::wrap_stream(stream)
 }

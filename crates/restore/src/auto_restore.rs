@@ -8,10 +8,11 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context};
-use raftlite_backup::{download_backup, list_backups, BackupError, Destination};
+use raftlite_backup::{
+    download_backup, identity_from, list_backups, BackupError, BackupId, Destination, KeyError,
+};
 use raftlite_consensus::node::DataDirLayout;
-use raftlite_consensus::recovery::seed_single_node;
+use raftlite_consensus::recovery::{seed_single_node, RecoveryError};
 use raftlite_consensus::NodeAddr;
 use raftlite_store::TimelineRecord;
 
@@ -28,6 +29,56 @@ pub struct AutoRestoreSettings {
     pub if_empty_ok: bool,
     /// How long to keep retrying a destination that fails (rqlite's `timeout`).
     pub timeout: std::time::Duration,
+}
+
+/// Why the auto-restore failed; the node then refuses to start.
+#[derive(Debug, thiserror::Error)]
+pub enum AutoRestoreError {
+    #[error("invalid --auto-restore-from")]
+    Destination(#[source] BackupError),
+    #[error("auto-restore cannot open the backups (--auto-restore-identity)")]
+    Identity(#[source] KeyError),
+    #[error("auto-restore cannot list the backups in {dest}")]
+    List {
+        dest: String,
+        #[source]
+        source: BackupError,
+    },
+    #[error(
+        "auto-restore found no backup in {dest}; refusing to start empty. Check the destination \
+         and credentials, or start with --auto-restore-if-empty-ok to start an empty cluster \
+         when there is nothing to restore"
+    )]
+    NoBackup { dest: String },
+    #[error("cannot create the data dir {}", path.display())]
+    DataDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("auto-restore of {id} from {dest} failed; nothing was installed")]
+    Download {
+        id: BackupId,
+        dest: String,
+        #[source]
+        source: BackupError,
+    },
+    #[error("cannot install the restored backup {id} in {}", dir.display())]
+    Install {
+        id: BackupId,
+        dir: PathBuf,
+        #[source]
+        source: InstallError,
+    },
+}
+
+/// Why a downloaded backup could not be put in place.
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Seed(#[from] RecoveryError),
 }
 
 /// What happened.
@@ -78,23 +129,26 @@ pub async fn restore_into_empty(
     settings: &AutoRestoreSettings,
     node_id: u64,
     addr: &NodeAddr,
-) -> anyhow::Result<AutoRestoreOutcome> {
+) -> Result<AutoRestoreOutcome, AutoRestoreError> {
     let mut options = vec![
         ("max_retries".to_string(), "4".to_string()),
         ("retry_timeout_secs".to_string(), "30".to_string()),
     ];
     options.extend(settings.store_options.iter().cloned());
     let dest = Destination::parse_with_options(&settings.from, options)
-        .context("invalid --auto-restore-from")?;
-    let identity = crate::backup_cli::identity_from(
+        .map_err(AutoRestoreError::Destination)?;
+    let identity = identity_from(
         settings.identity_file.as_deref(),
         settings.passphrase_env.as_deref(),
     )
-    .context("auto-restore cannot open the backups (--auto-restore-identity)")?;
+    .map_err(AutoRestoreError::Identity)?;
     let deadline = tokio::time::Instant::now() + settings.timeout;
     let list = with_retries(deadline, &dest, || list_backups(&dest))
         .await
-        .with_context(|| format!("auto-restore cannot list the backups in {dest}"))?;
+        .map_err(|source| AutoRestoreError::List {
+            dest: dest.to_string(),
+            source,
+        })?;
     // Newest verified first; else the newest (download_backup verifies everything anyway).
     let chosen = list
         .backups
@@ -105,11 +159,9 @@ pub async fn restore_into_empty(
         if settings.if_empty_ok {
             return Ok(AutoRestoreOutcome::NothingToRestore);
         }
-        bail!(
-            "auto-restore found no backup in {dest}; refusing to start empty. Check the \
-             destination and credentials, or start with --auto-restore-if-empty-ok to start an \
-             empty cluster when there is nothing to restore"
-        );
+        return Err(AutoRestoreError::NoBackup {
+            dest: dest.to_string(),
+        });
     };
     let clusters: std::collections::BTreeSet<&str> =
         list.backups.iter().map(|(i, _)| i.cluster_id()).collect();
@@ -123,8 +175,10 @@ pub async fn restore_into_empty(
     }
     tracing::info!(destination = %dest, %id, log_index = manifest.log_index, "auto-restore: downloading and verifying the backup");
 
-    std::fs::create_dir_all(data_dir)
-        .with_context(|| format!("cannot create the data dir {}", data_dir.display()))?;
+    std::fs::create_dir_all(data_dir).map_err(|source| AutoRestoreError::DataDir {
+        path: data_dir.to_path_buf(),
+        source,
+    })?;
     let layout = DataDirLayout::new(data_dir);
     let staging = layout.db.with_extension("sqlite.auto-restore");
     let _ = std::fs::remove_file(&staging);
@@ -132,7 +186,11 @@ pub async fn restore_into_empty(
         download_backup(&dest, id, identity.as_ref(), &staging)
     })
     .await
-    .with_context(|| format!("auto-restore of {id} from {dest} failed; nothing was installed"))?;
+    .map_err(|source| AutoRestoreError::Download {
+        id: id.clone(),
+        dest: dest.to_string(),
+        source,
+    })?;
     let reason = format!("auto-restore from backup {id} ({dest})");
     let installed = async {
         std::fs::File::open(&staging)?.sync_all()?;
@@ -141,7 +199,7 @@ pub async fn restore_into_empty(
         // The new single-node cluster's log starts after the restored data, so nodes that join
         // later receive it as a snapshot.
         let timeline = seed_single_node(&layout, node_id, addr, reason).await?;
-        Ok::<_, anyhow::Error>(timeline)
+        Ok::<_, InstallError>(timeline)
     }
     .await;
     match installed {
@@ -152,10 +210,11 @@ pub async fn restore_into_empty(
         }),
         Err(e) => {
             let _ = std::fs::remove_file(&staging);
-            Err(e.context(format!(
-                "cannot install the restored backup {id} in {}",
-                data_dir.display()
-            )))
+            Err(AutoRestoreError::Install {
+                id: id.clone(),
+                dir: data_dir.to_path_buf(),
+                source: e,
+            })
         }
     }
 }
