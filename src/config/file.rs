@@ -28,37 +28,6 @@ use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Unexpected, Visitor
 use super::serve::{ByteSize, ServeOptions};
 use super::ConfigError;
 
-/// Where the file sets an option (declared beside the option in `serve.rs`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum FileKey {
-    /// By the rule: the option's id; `backup_<key>` is `<key>` in the `[backup]` table.
-    Rule,
-    /// `key` at the top level, or `table.key`.
-    Named(&'static str),
-    /// The file cannot set the option.
-    None,
-}
-
-/// The table the rule puts `backup_*` options in.
-const BACKUP_TABLE: &str = "backup";
-
-impl FileKey {
-    /// The option's table (`None`: the top level) and key, or `None` when the file cannot set it.
-    fn place(self, id: &'static str) -> Option<(Option<&'static str>, &'static str)> {
-        match self {
-            FileKey::Rule => Some(match id.strip_prefix("backup_") {
-                Some(key) => (Some(BACKUP_TABLE), key),
-                None => (None, id),
-            }),
-            FileKey::Named(path) => Some(match path.split_once('.') {
-                Some((table, key)) => (Some(table), key),
-                None => (None, path),
-            }),
-            FileKey::None => None,
-        }
-    }
-}
-
 /// Applies the file at `path` to `options`, which `given` (the parse they came from) says the
 /// source of. Options given on the command line or in the environment keep their value.
 pub(super) fn apply(

@@ -7,11 +7,40 @@ use std::path::PathBuf;
 
 use clap::{ArgMatches, Args, FromArgMatches};
 
-use super::file::FileKey;
+/// Where the `--config` file sets an option, declared beside the option (applied by `file.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum FileKey {
+    /// By the rule: the option's id; `backup_<key>` is `<key>` in the `[backup]` table.
+    Rule,
+    /// `key` at the top level, or `table.key`.
+    Named(&'static str),
+    /// The file cannot set the option.
+    None,
+}
+
+/// The table the rule puts `backup_*` options in.
+const BACKUP_TABLE: &str = "backup";
+
+impl FileKey {
+    /// The option's table (`None`: the top level) and key, or `None` when the file cannot set it.
+    pub(super) fn place(self, id: &'static str) -> Option<(Option<&'static str>, &'static str)> {
+        match self {
+            FileKey::Rule => Some(match id.strip_prefix("backup_") {
+                Some(key) => (Some(BACKUP_TABLE), key),
+                None => (None, id),
+            }),
+            FileKey::Named(path) => Some(match path.split_once('.') {
+                Some((table, key)) => (Some(table), key),
+                None => (None, path),
+            }),
+            FileKey::None => None,
+        }
+    }
+}
 
 /// Declares [`ServeOptions`]: a clap derive struct whose fields may carry, between their
 /// attributes and `pub`, `[file: "table.key"]` (the option's key in the `--config` file, where
-/// the rule of [`super::file::FileKey::Rule`] does not give it) or `[file: none]` (the file
+/// the rule of [`FileKey::Rule`] does not give it) or `[file: none]` (the file
 /// cannot set it). The struct comes out as written, plus `FILE_KEYS`: every option's id with
 /// its [`FileKey`].
 macro_rules! serve_options {
