@@ -7,7 +7,8 @@
 //! - The key of an option is its id (the flag without `--`, `-` as `_`); an id starting with
 //!   `backup_` is the rest of it in the `[backup]` table (`--backup-keep-daily` is
 //!   `[backup] keep_daily`). An option whose key the rule does not give declares it
-//!   ([`FileKey::Named`]), or declares that the file cannot set it ([`FileKey::None`]).
+//!   ([`super::serve::FileKey::Named`]), or declares that the file cannot set it
+//!   ([`super::serve::FileKey::None`]).
 //! - A value's TOML type follows the option's type: a string for text (a path, an address, a
 //!   name), an integer for a number, either for a byte size (`4194304`, `"4MiB"`), `true` or
 //!   `false` for a switch, an array of strings (or one string, split as the flag splits it)
