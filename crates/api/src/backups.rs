@@ -55,7 +55,10 @@ use raftlite_store::MetaState;
 use serde_json::{json, Value as Json};
 
 use crate::error::ApiError;
-use crate::server::{flag, json_response, to_leader_within, ApiState, LeaderOnly};
+use crate::forward::{to_leader_within, LeaderOnly};
+use crate::params::flag;
+use crate::respond::json_response;
+use crate::state::ApiState;
 
 /// Retries of one request to a failing cloud store (object_store's default is 10 within
 /// 3 minutes, which would hold `POST /backups` for minutes when the destination is down).

@@ -65,10 +65,14 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use crate::error::ApiError;
-use crate::server::{
-    disallowed_pragma, flag, json_response, timeout_of, to_leader, to_leader_streaming,
-    to_leader_within, write_with_timeout, ApiState, LeaderOnly, LeaderOnlyStream, MAX_BODY_BYTES,
+use crate::forward::{
+    to_leader, to_leader_streaming, to_leader_within, LeaderOnly, LeaderOnlyStream,
 };
+use crate::limits::MAX_BODY_BYTES;
+use crate::params::{flag, timeout_of};
+use crate::respond::{disallowed_pragma, json_response};
+use crate::state::ApiState;
+use crate::writes::write_with_timeout;
 use crate::{pragma, rqlite};
 
 /// The first 16 bytes of every SQLite database file.
