@@ -167,13 +167,7 @@ pub(crate) async fn to_leader_streaming(
     let upstream = match sent {
         Ok(upstream) => upstream,
         Err(e) if e.is_timeout() => {
-            return ApiError::Unavailable(format!(
-                "leader {leader_id} at {} did not answer within the request's timeout ({:?}); \
-                 a write may or may not have been applied: retry shortly",
-                leader.api_addr,
-                limit.unwrap_or_default()
-            ))
-            .into_response()
+            return leader_timed_out(leader_id, &leader, limit.unwrap_or_default()).into_response()
         }
         Err(e) => {
             return ApiError::Unavailable(format!(
@@ -213,6 +207,15 @@ pub(crate) async fn to_leader_streaming(
     let mut response = (status, axum::body::Body::from_stream(body)).into_response();
     response.headers_mut().extend(kept);
     response
+}
+
+/// The answer to a forwarded request that leader `leader_id` did not answer within `limit`.
+pub(crate) fn leader_timed_out(leader_id: NodeId, leader: &NodeAddr, limit: Duration) -> ApiError {
+    ApiError::Unavailable(format!(
+        "leader {leader_id} at {} did not answer within the request's timeout ({limit:?}); a \
+         write may or may not have been applied: retry shortly",
+        leader.api_addr
+    ))
 }
 
 pub(crate) fn api_base(addr: &NodeAddr) -> String {

@@ -13,8 +13,12 @@
 //! `<data-dir>/snapshots/` (no size limit but the disk), which the leader restores through the
 //! log with [`RaftNode::restore_file`](raftlite_consensus::node::RaftNode) (`PRAGMA
 //! integrity_check`, 1 MiB chunk entries, one commit at which every node swaps the file in on a
-//! new timeline); a follower streams the scratch file on to the leader (or answers 301 under
-//! `?redirect`, before reading the body). `?reason=` is recorded in the new timeline (default
+//! new timeline). A follower that knows the leader stores nothing: it streams the upload on to
+//! the leader as it arrives, at most [`CHUNKS_IN_FLIGHT`] chunks held, hashing it on the way
+//! (see [`relay_upload`]); it answers 301 under `?redirect`, before reading the body. A follower
+//! that knows no leader, and any node given a request that was already forwarded, stores the
+//! upload first like the leader and decides at its end (answering 503 when it still cannot
+//! forward). `?reason=` is recorded in the new timeline (default
 //! `load via /db/load`); `?timeline_id=` (1-64 characters of `0-9 a-z A-Z _ -`) chooses its id,
 //! so a client whose answer is lost can tell from `/status` whether the restore took effect.
 //! With `?timeout` the whole request is answered by then, forwarding included (a file restore
@@ -42,14 +46,19 @@ use futures::StreamExt;
 use raftlite_consensus::node::WriteError;
 use raftlite_consensus::restore::{RestoreError, RestoreOutcome, RestoreRequest};
 use raftlite_consensus::state_machine::SnapshotDir;
+use raftlite_consensus::{NodeAddr, NodeId};
 use raftlite_store::dump::{self, TransactionControl};
 use raftlite_store::{Statement, WriteRequest};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot};
 
-use super::scratch::{blocking, snapshot_dir, Scratch, CHUNK_BYTES};
+use super::scratch::{blocking, snapshot_dir, Scratch, CHUNKS_IN_FLIGHT, CHUNK_BYTES};
 use crate::error::ApiError;
-use crate::forward::{to_leader, to_leader_streaming, LeaderOnly, LeaderOnlyStream};
+use crate::forward::{
+    leader_timed_out, to_leader, to_leader_streaming, LeaderOnly, LeaderOnlyStream,
+    FORWARDED_HEADER,
+};
 use crate::limits::MAX_BODY_BYTES;
 use crate::params::{flag, timeout_of, Params};
 use crate::respond::{disallowed_pragma, json_response};
@@ -77,6 +86,11 @@ const DEFAULT_LOAD_TIMEOUT: Duration = crate::limits::DEFAULT_TIMEOUT;
 /// A forwarded restore may take long: the leader checks the whole file, sends it through the
 /// log and waits for every node's swap before it answers.
 const FORWARDED_RESTORE_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// How long an upload streamed through a follower ([`relay_upload`]) may take to arrive when the
+/// request has no `?timeout`: in effect unbounded but by the leader's life, as when the upload
+/// was stored before it was sent on; [`FORWARDED_RESTORE_TIMEOUT`] counts from its end.
+const RELAYED_UPLOAD_TIMEOUT: Duration = Duration::from_secs(30 * 24 * 3600);
 
 fn too_large(detail: &str) -> ApiError {
     ApiError::BadRequest(format!(
@@ -335,6 +349,19 @@ impl LoadContext<'_> {
         };
         to_leader_streaming(self.state, req, err, Some(FORWARDED_RESTORE_TIMEOUT)).await
     }
+
+    /// The leader a follower streams a SQLite upload on to ([`relay_upload`]): a known leader
+    /// other than this node, for a request not already forwarded. `None` on the leader, and
+    /// wherever [`to_leader_streaming`] would answer without sending anything (no leader known,
+    /// a forwarded request): there the upload is stored first and leadership looked at again at
+    /// its end, as before.
+    fn relay_target(&self) -> Option<(NodeId, NodeAddr)> {
+        let node = &self.state.node;
+        if node.is_leader() || self.headers.contains_key(FORWARDED_HEADER) {
+            return None;
+        }
+        node.leader().filter(|(id, _)| *id != node.id())
+    }
 }
 
 /// The bytes of `file` in [`CHUNK_BYTES`] chunks; the file is removed when the stream ends or
@@ -400,16 +427,164 @@ async fn spool_upload(
     }
     out.flush().await.map_err(disk_error)?;
     drop(out);
-    let sha256 = hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let sha256 = hex_digest(&hasher.finalize());
     Ok(Spooled {
         file: scratch,
         size,
         sha256,
     })
+}
+
+/// A digest as lowercase hex, as sha256 sums are written.
+fn hex_digest(digest: &[u8]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Refuses an upload whose sha256 is not the one the client named in
+/// [`EXPECT_SHA256_HEADER`] (if it named one).
+fn check_sha256(expected: Option<&str>, size: u64, sha256: &str) -> Result<(), ApiError> {
+    match expected {
+        Some(expected) if expected != sha256 => Err(ApiError::BadRequest(format!(
+            "the uploaded file ({size} bytes) has sha256 {sha256}, but the client expected \
+             {expected} ({EXPECT_SHA256_HEADER}): it was cut short or damaged on the way, \
+             or its source failed a check; nothing was changed"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// A follower's SQLite upload, streamed on to the leader as it arrives instead of being stored
+/// here first: memory holds at most [`CHUNKS_IN_FLIGHT`] chunks, the follower's disk nothing,
+/// and the leader (which stores and checks it as any upload) starts receiving at once. The
+/// client's answer is the one a stored upload got:
+///
+/// - the upload is read to its end whatever happens to the forwarded request (as storing it
+///   did), so the client always sees the answer;
+/// - an upload that breaks off, or whose sha256 is not the one in [`EXPECT_SHA256_HEADER`]
+///   (checked here, on the bytes as they passed), is answered 400 by this node as before, and
+///   the forwarded body is cut off with an error instead of being ended, so the leader never
+///   sees a complete upload and restores nothing;
+/// - otherwise the answer is the leader's, or [`to_leader_streaming`]'s own (a leader that
+///   stopped leading or fell silent), with the same time limits: what is left of `?timeout`
+///   for the whole request, else none for the upload and [`FORWARDED_RESTORE_TIMEOUT`] from
+///   its end.
+async fn relay_upload(
+    ctx: &LoadContext<'_>,
+    options: &FileLoadOptions,
+    head: Vec<Bytes>,
+    upload: BodyDataStream,
+    (leader_id, leader): (NodeId, NodeAddr),
+) -> Result<Response, ApiError> {
+    let (chunks, mut to_send) = mpsc::channel::<std::io::Result<Bytes>>(CHUNKS_IN_FLIGHT);
+    let (forwarded_tx, forwarded_rx) = oneshot::channel::<()>();
+    let (uploaded_tx, uploaded_rx) = oneshot::channel::<()>();
+    // With `?timeout`, what is left of it bounds the whole exchange (to_leader_streaming).
+    let restore_bound = crate::limits::remaining()
+        .is_none()
+        .then_some(FORWARDED_RESTORE_TIMEOUT);
+    let err = WriteError::NotLeader {
+        leader: Some((leader_id, leader.clone())),
+    };
+    let req = LeaderOnlyStream {
+        method: ctx.method.clone(),
+        uri: ctx.uri,
+        headers: ctx.headers,
+        body: reqwest::Body::wrap_stream(futures::stream::poll_fn(move |cx| to_send.poll_recv(cx))),
+        redirect: flag(ctx.params, "redirect"),
+    };
+    let forward = async {
+        let forwarding = to_leader_streaming(ctx.state, req, err, Some(RELAYED_UPLOAD_TIMEOUT));
+        let restore_timeout = async {
+            match (uploaded_rx.await, restore_bound) {
+                (Ok(()), Some(bound)) => tokio::time::sleep(bound).await,
+                // A broken upload is answered by relay_chunks; with `?timeout`, see above.
+                _ => std::future::pending().await,
+            }
+        };
+        let response = tokio::select! {
+            response = forwarding => response,
+            () = restore_timeout => {
+                leader_timed_out(leader_id, &leader, FORWARDED_RESTORE_TIMEOUT).into_response()
+            }
+        };
+        // The forwarded request is over: the rest of the upload is read and dropped.
+        let _ = forwarded_tx.send(());
+        response
+    };
+    let expected = options.expect_sha256.as_deref();
+    let (relayed, response) = tokio::join!(
+        relay_chunks(head, upload, expected, chunks, forwarded_rx, uploaded_tx),
+        forward
+    );
+    relayed?;
+    Ok(response)
+}
+
+/// Reads the upload (its first chunks already read) to its end, handing each chunk to the
+/// forwarded request until that is over, and hashing it. Ends the forwarded body cleanly only
+/// when the upload is whole and has the expected sha256; otherwise cuts it off with an error
+/// and answers as [`spool_upload`] and [`load_file`] do.
+async fn relay_chunks(
+    head: Vec<Bytes>,
+    mut upload: BodyDataStream,
+    expected: Option<&str>,
+    chunks: mpsc::Sender<std::io::Result<Bytes>>,
+    mut forwarded: oneshot::Receiver<()>,
+    uploaded: oneshot::Sender<()>,
+) -> Result<(), ApiError> {
+    use sha2::Digest;
+    let mut to_leader = Some(chunks);
+    let mut hasher = sha2::Sha256::new();
+    let mut size = 0u64;
+    let mut head = head.into_iter();
+    loop {
+        let chunk = match head.next() {
+            Some(chunk) => chunk,
+            None => match upload.next().await {
+                Some(Ok(chunk)) => chunk,
+                Some(Err(e)) => {
+                    cut_off(to_leader.take(), &mut forwarded).await;
+                    return Err(broken_upload(size, &e));
+                }
+                None => break,
+            },
+        };
+        hasher.update(&chunk);
+        size += chunk.len() as u64;
+        if let Some(tx) = &to_leader {
+            tokio::select! {
+                sent = tx.send(Ok(chunk)) => {
+                    if sent.is_err() {
+                        to_leader = None;
+                    }
+                }
+                _ = &mut forwarded => to_leader = None,
+            }
+        }
+    }
+    let sha256 = hex_digest(&hasher.finalize());
+    if let Err(e) = check_sha256(expected, size, &sha256) {
+        cut_off(to_leader.take(), &mut forwarded).await;
+        return Err(e);
+    }
+    let _ = uploaded.send(());
+    Ok(())
+}
+
+/// Ends the forwarded body with an error (the connection to the leader is dropped mid-body), so
+/// the leader takes the upload for a broken one.
+async fn cut_off(
+    to_leader: Option<mpsc::Sender<std::io::Result<Bytes>>>,
+    forwarded: &mut oneshot::Receiver<()>,
+) {
+    let Some(tx) = to_leader else {
+        return;
+    };
+    let refused = std::io::Error::other("the upload to the follower broke off or failed its check");
+    tokio::select! {
+        _ = tx.send(Err(refused)) => {}
+        _ = forwarded => {}
+    }
 }
 
 /// What SQL text sent to `/db/load` turns into.
@@ -495,7 +670,8 @@ async fn load_sql(
     }
 }
 
-/// A SQLite file: spooled to disk, then restored through the log by the leader
+/// A SQLite file: streamed on to the leader by a follower that knows it ([`relay_upload`]);
+/// otherwise spooled to disk, then restored through the log by the leader
 /// ([`raftlite_consensus::restore`]), or forwarded to it.
 async fn load_file(
     ctx: LoadContext<'_>,
@@ -503,17 +679,12 @@ async fn load_file(
     head: Vec<Bytes>,
     upload: BodyDataStream,
 ) -> Result<Response, ApiError> {
+    if let Some(err) = ctx.relay_target() {
+        return relay_upload(&ctx, &options, head, upload, err).await;
+    }
     let snapshots = snapshot_dir(ctx.state)?;
     let Spooled { file, size, sha256 } = spool_upload(&snapshots, head, upload).await?;
-    if let Some(expected) = &options.expect_sha256 {
-        if *expected != sha256 {
-            return Err(ApiError::BadRequest(format!(
-                "the uploaded file ({size} bytes) has sha256 {sha256}, but the client expected \
-                 {expected} ({EXPECT_SHA256_HEADER}): it was cut short or damaged on the way, \
-                 or its source failed a check; nothing was changed"
-            )));
-        }
-    }
+    check_sha256(options.expect_sha256.as_deref(), size, &sha256)?;
     if !ctx.state.node.is_leader() {
         let leader = ctx.state.node.leader();
         return Ok(ctx
@@ -702,5 +873,187 @@ mod tests {
         assert!(!starts_with_magic(&pieces(&[b"SQLite format 3"])));
         assert!(!starts_with_magic(&pieces(&[b"CREATE TABLE t(x);"])));
         assert!(!starts_with_magic(&[]));
+    }
+
+    // ---- a follower's upload streamed on to the leader ----
+
+    /// An upload of `chunks`, broken off after them with `broken`.
+    fn upload(chunks: &[&'static [u8]], broken: bool) -> BodyDataStream {
+        let mut items: Vec<std::io::Result<Bytes>> =
+            chunks.iter().map(|c| Ok(Bytes::from_static(c))).collect();
+        if broken {
+            items.push(Err(std::io::Error::other("connection reset")));
+        }
+        Body::from_stream(futures::stream::iter(items)).into_data_stream()
+    }
+
+    fn sha256_hex(data: &[u8]) -> String {
+        use sha2::Digest;
+        hex_digest(&sha2::Sha256::digest(data))
+    }
+
+    /// Runs [`relay_chunks`] with the leader reading everything; returns its result, what the
+    /// leader got (`Err` if its body was cut off) and whether the end of the upload was told.
+    async fn relay(
+        head: &[&'static [u8]],
+        rest: BodyDataStream,
+        expected: Option<&str>,
+    ) -> (Result<(), ApiError>, Result<Vec<u8>, String>, bool) {
+        let (tx, mut rx) = mpsc::channel::<std::io::Result<Bytes>>(CHUNKS_IN_FLIGHT);
+        let (_forwarded_tx, forwarded_rx) = oneshot::channel();
+        let (uploaded_tx, uploaded_rx) = oneshot::channel();
+        let head = head.iter().map(|c| Bytes::from_static(c)).collect();
+        let leader = async {
+            let mut got: Vec<u8> = Vec::new();
+            while let Some(chunk) = rx.recv().await {
+                match chunk {
+                    Ok(chunk) => got.extend_from_slice(&chunk),
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
+            Ok(got)
+        };
+        let (relayed, got) = tokio::join!(
+            relay_chunks(head, rest, expected, tx, forwarded_rx, uploaded_tx),
+            leader
+        );
+        (relayed, got, uploaded_rx.await.is_ok())
+    }
+
+    #[tokio::test]
+    async fn a_whole_upload_reaches_the_leader_in_order_and_ends_cleanly() {
+        let whole = b"SQLite format 3\0abcdefgh";
+        let sha = sha256_hex(whole);
+        for expected in [None, Some(sha.as_str())] {
+            let rest = upload(&[b"abc", b"defgh"], false);
+            let (relayed, got, told) = relay(&[b"SQLite format 3\0"], rest, expected).await;
+            assert!(relayed.is_ok());
+            assert_eq!(got.as_deref(), Ok(&whole[..]));
+            assert!(told);
+        }
+    }
+
+    #[tokio::test]
+    async fn an_upload_with_another_sha256_is_refused_and_cut_off() {
+        let expected = "0".repeat(64);
+        let rest = upload(&[b"abc"], false);
+        let (relayed, got, told) = relay(&[b"SQLite format 3\0"], rest, Some(&expected)).await;
+        assert!(
+            matches!(&relayed, Err(ApiError::BadRequest(m)) if m.starts_with("the uploaded file (19 bytes) has sha256")),
+            "{:?}",
+            relayed.map_err(|e| e.to_string())
+        );
+        assert!(got.is_err(), "the leader must not see a whole upload");
+        assert!(!told);
+    }
+
+    #[tokio::test]
+    async fn a_broken_upload_is_refused_and_cut_off() {
+        let rest = upload(&[b"abc"], true);
+        let (relayed, got, told) = relay(&[b"SQLite format 3\0"], rest, None).await;
+        assert!(
+            matches!(&relayed, Err(ApiError::BadRequest(m)) if m.starts_with("the upload broke off after 19 bytes")),
+            "{:?}",
+            relayed.map_err(|e| e.to_string())
+        );
+        assert!(got.is_err(), "the leader must not see a whole upload");
+        assert!(!told);
+    }
+
+    /// Once the forwarded request is over (the leader answered, or the forward gave up), the
+    /// rest of the upload is still read to its end (the client then sees the answer), and its
+    /// sha256 still checked; nothing waits on a leader that no longer reads.
+    #[tokio::test]
+    async fn the_upload_is_read_to_its_end_after_the_forward_is_over() {
+        let many: Vec<&'static [u8]> = vec![b"0123456789"; 4 * CHUNKS_IN_FLIGHT];
+        // The leader stopped reading (its end of the channel is gone).
+        let (tx, rx) = mpsc::channel(CHUNKS_IN_FLIGHT);
+        drop(rx);
+        let (_forwarded_tx, forwarded_rx) = oneshot::channel();
+        let (uploaded_tx, _) = oneshot::channel();
+        let relayed = relay_chunks(
+            Vec::new(),
+            upload(&many, false),
+            None,
+            tx,
+            forwarded_rx,
+            uploaded_tx,
+        );
+        assert!(relayed.await.is_ok());
+        // The leader's end is still there but no longer read; the forward is over.
+        let (tx, _rx) = mpsc::channel(CHUNKS_IN_FLIGHT);
+        let (forwarded_tx, forwarded_rx) = oneshot::channel();
+        forwarded_tx.send(()).unwrap();
+        let (uploaded_tx, _) = oneshot::channel();
+        let expected = "0".repeat(64);
+        let relayed = tokio::time::timeout(
+            Duration::from_secs(10),
+            relay_chunks(
+                Vec::new(),
+                upload(&many, false),
+                Some(&expected),
+                tx,
+                forwarded_rx,
+                uploaded_tx,
+            ),
+        )
+        .await
+        .expect("the relay must not wait on a leader that no longer reads");
+        assert!(matches!(relayed, Err(ApiError::BadRequest(_))));
+    }
+
+    /// What the relay relies on: a request body that ends with an error reaches the server as
+    /// a broken body, never as a complete one (hyper drops the connection mid-body).
+    #[tokio::test]
+    async fn a_body_cut_off_with_an_error_never_arrives_whole() {
+        // What the server's handler sees: each chunk's size, then `Ok(())` for a complete body
+        // or `Err` for a broken one.
+        let (seen_tx, mut seen_rx) = mpsc::unbounded_channel::<Result<usize, String>>();
+        let app = axum::Router::new().route(
+            "/",
+            axum::routing::post(move |body: Body| async move {
+                let mut stream = body.into_data_stream();
+                loop {
+                    match stream.next().await {
+                        Some(Ok(chunk)) => {
+                            let _ = seen_tx.send(Ok(chunk.len()));
+                        }
+                        Some(Err(e)) => {
+                            let _ = seen_tx.send(Err(e.to_string()));
+                            break;
+                        }
+                        None => {
+                            let _ = seen_tx.send(Ok(0));
+                            break;
+                        }
+                    }
+                }
+                "done"
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+        let (tx, mut rx) = mpsc::channel::<std::io::Result<Bytes>>(CHUNKS_IN_FLIGHT);
+        let body = reqwest::Body::wrap_stream(futures::stream::poll_fn(move |cx| rx.poll_recv(cx)));
+        let sent = tokio::spawn(
+            reqwest::Client::new()
+                .post(format!("http://{addr}/"))
+                .body(body)
+                .send(),
+        );
+        tx.send(Ok(Bytes::from_static(b"SQLite format 3\0")))
+            .await
+            .unwrap();
+        let first = tokio::time::timeout(Duration::from_secs(10), seen_rx.recv()).await;
+        assert_eq!(first.ok().flatten(), Some(Ok(16)));
+        tx.send(Err(std::io::Error::other("cut off")))
+            .await
+            .unwrap();
+        drop(tx);
+        let end = tokio::time::timeout(Duration::from_secs(10), seen_rx.recv()).await;
+        assert!(matches!(end, Ok(Some(Err(_)))), "the server saw {end:?}");
+        assert!(sent.await.unwrap().is_err());
+        server.abort();
     }
 }
