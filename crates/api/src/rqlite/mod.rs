@@ -32,6 +32,9 @@
 //! `1e+21`), and `<`, `>`, `&`, U+2028 and U+2029 escaped as `\u003c` and so on. Serializing the
 //! [`serde_json::Value`] another way yields equivalent JSON, just not byte-identical.
 
+#[cfg(doc)]
+use raftlite_store::types::{Params, Value};
+
 mod encode;
 mod parse;
 #[cfg(test)]
