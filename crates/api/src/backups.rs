@@ -22,12 +22,15 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
-use raftlite_backup::service::{destination_failed, BackupRunError, BackupService};
+use raftlite_backup::service::{destination_failed, BackupRunError};
 use raftlite_consensus::node::WriteError;
 use serde_json::{json, Value as Json};
 
 use crate::error::ApiError;
-use crate::server::{flag, json_response, to_leader_within, ApiState, LeaderOnly};
+use crate::forward::{to_leader_within, LeaderOnly};
+use crate::params::flag;
+use crate::respond::json_response;
+use crate::state::ApiState;
 
 /// A backup forwarded to the leader may take long (a large database to a remote store); the
 /// shared client's 30 s limit is too short.
@@ -54,14 +57,6 @@ impl From<BackupRunError> for ApiError {
             }
             BackupRunError::Backup(_) => ApiError::Internal(e.to_string()),
         }
-    }
-}
-
-/// `backup` in `/status`: the service's state, or nulls when backups are off.
-pub fn status_json(service: Option<&BackupService>) -> Json {
-    match service {
-        Some(s) => s.status(),
-        None => json!({ "destination": null, "schedule": "off", "last": null }),
     }
 }
 

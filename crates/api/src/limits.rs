@@ -27,6 +27,8 @@ use tokio::time::Instant;
 
 use crate::error::ApiError;
 
+/// Largest request body accepted; larger ones are refused with 400.
+pub const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
 /// Default of `--max-concurrent-requests`.
 pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 256;
 /// Default of `--max-buffered-body-bytes`.
@@ -148,9 +150,9 @@ async fn admit(State(admission): State<Arc<Admission>>, req: Request, next: Next
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<usize>().ok())
-            .unwrap_or(crate::server::MAX_BODY_BYTES);
+            .unwrap_or(MAX_BODY_BYTES);
         let units = declared
-            .min(crate::server::MAX_BODY_BYTES)
+            .min(MAX_BODY_BYTES)
             .div_ceil(BODY_UNIT)
             .clamp(1, body_units(limits));
         match admission
@@ -203,7 +205,7 @@ async fn refuse(req: Request, refusal: ApiError) -> Response {
     let mut seen = 0usize;
     while let Some(Ok(chunk)) = body.next().await {
         seen += chunk.len();
-        if seen > crate::server::MAX_BODY_BYTES {
+        if seen > MAX_BODY_BYTES {
             break;
         }
     }

@@ -1,16 +1,4 @@
-//! rqlite's `GET /db/backup` and `POST /db/load`.
-//!
-//! **Backup** (served by the leader; a follower forwards, or answers 301 under `?redirect`, or
-//! serves its own copy under `?noleader`): a consistent copy of the database is taken with
-//! `Store::snapshot_to` into a scratch file under `<data-dir>/snapshots/` and streamed to the
-//! client in chunks, so memory stays bounded whatever the size; the scratch file is removed when
-//! the response ends (and at start-up after a crash). `?fmt=sql` streams a SQL text dump
-//! instead, `?vacuum` a `VACUUM INTO` copy, and `?compress` gzips the body (a `.gz` file: no
-//! `Content-Encoding`, as rqlite does). The file holds the user's schema only: raftlite's own
-//! tables are dropped from the copy (their pages zeroed; see
-//! [`raftlite_store::strip_internal_tables`]) unless `?raftlite_meta` asks to keep them, which
-//! only raftlite's own tools do (`raftlite backup create` reads the applied position and
-//! timeline from the copy). Either file loads back with `/db/load`.
+//! rqlite's `POST /db/load`.
 //!
 //! **Load**: the body is a SQLite file (it starts with the 16-byte header `SQLite format 3\0`)
 //! or SQL text; the first 16 bytes decide. SQL text is buffered (at most [`MAX_LOAD_BYTES`]),
@@ -25,8 +13,12 @@
 //! `<data-dir>/snapshots/` (no size limit but the disk), which the leader restores through the
 //! log with [`RaftNode::restore_file`](raftlite_consensus::node::RaftNode) (`PRAGMA
 //! integrity_check`, 1 MiB chunk entries, one commit at which every node swaps the file in on a
-//! new timeline); a follower streams the scratch file on to the leader (or answers 301 under
-//! `?redirect`, before reading the body). `?reason=` is recorded in the new timeline (default
+//! new timeline). A follower that knows the leader stores nothing: it streams the upload on to
+//! the leader as it arrives, at most [`CHUNKS_IN_FLIGHT`] chunks held, hashing it on the way
+//! (see [`relay_upload`]); it answers 301 under `?redirect`, before reading the body. A follower
+//! that knows no leader, and any node given a request that was already forwarded, stores the
+//! upload first like the leader and decides at its end (answering 503 when it still cannot
+//! forward). `?reason=` is recorded in the new timeline (default
 //! `load via /db/load`); `?timeline_id=` (1-64 characters of `0-9 a-z A-Z _ -`) chooses its id,
 //! so a client whose answer is lost can tell from `/status` whether the restore took effect.
 //! With `?timeout` the whole request is answered by then, forwarding included (a file restore
@@ -43,32 +35,35 @@
 //! applied, but nothing proposes them any more.
 
 use std::collections::HashMap;
-use std::io::Write;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::{Body, BodyDataStream, Bytes};
 use axum::extract::{Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::Router;
 use futures::StreamExt;
-use raftlite_consensus::node::{DataDirLayout, WriteError};
+use raftlite_consensus::node::WriteError;
 use raftlite_consensus::restore::{RestoreError, RestoreOutcome, RestoreRequest};
 use raftlite_consensus::state_machine::SnapshotDir;
+use raftlite_consensus::{NodeAddr, NodeId};
 use raftlite_store::dump::{self, TransactionControl};
-use raftlite_store::{MetaState, Statement, StoreError, WriteRequest};
+use raftlite_store::{Statement, WriteRequest};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
+use super::scratch::{blocking, snapshot_dir, Scratch, CHUNKS_IN_FLIGHT, CHUNK_BYTES};
 use crate::error::ApiError;
-use crate::server::{
-    disallowed_pragma, flag, json_response, timeout_of, to_leader, to_leader_streaming,
-    to_leader_within, write_with_timeout, ApiState, LeaderOnly, LeaderOnlyStream, MAX_BODY_BYTES,
+use crate::forward::{
+    leader_timed_out, to_leader, to_leader_streaming, LeaderOnly, LeaderOnlyStream,
+    FORWARDED_HEADER,
 };
+use crate::limits::MAX_BODY_BYTES;
+use crate::params::{flag, timeout_of, Params};
+use crate::respond::{disallowed_pragma, json_response};
+use crate::state::ApiState;
+use crate::writes::write_with_timeout;
 use crate::{pragma, rqlite};
 
 /// The first 16 bytes of every SQLite database file.
@@ -88,298 +83,14 @@ const _: () = assert!(
 /// the default of every request (it is one entry of at most `--max-entry-bytes`).
 const DEFAULT_LOAD_TIMEOUT: Duration = crate::limits::DEFAULT_TIMEOUT;
 
-/// Chunks a backup is streamed in, and how many may wait unsent (bounds memory per download).
-const CHUNK_BYTES: usize = 256 * 1024;
-const CHUNKS_IN_FLIGHT: usize = 4;
-
-/// A forwarded backup may take long to stream; the shared client's 30 s limit is too short.
-const FORWARDED_BACKUP_TIMEOUT: Duration = Duration::from_secs(3600);
-
 /// A forwarded restore may take long: the leader checks the whole file, sends it through the
 /// log and waits for every node's swap before it answers.
 const FORWARDED_RESTORE_TIMEOUT: Duration = Duration::from_secs(3600);
 
-type Params = Query<HashMap<String, String>>;
-
-/// The routes of this module, merged into [`crate::server::router`].
-pub fn routes() -> Router<Arc<ApiState>> {
-    Router::new()
-        .route("/db/backup", get(backup))
-        .route("/db/load", post(load))
-}
-
-// ---------------------------------------------------------------------------------------------
-// Scratch files
-// ---------------------------------------------------------------------------------------------
-
-/// A file under `<data-dir>/snapshots/` removed when dropped (start-up removes leftovers).
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(snapshots: &SnapshotDir, purpose: &str) -> Scratch {
-        Scratch(snapshots.scratch_path(purpose))
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        // An uploaded file in WAL mode gets `-wal`/`-shm` companions when SQLite checks it.
-        let mut companions = Vec::with_capacity(3);
-        companions.push(self.0.clone());
-        for suffix in ["-wal", "-shm"] {
-            let mut name = self.0.clone().into_os_string();
-            name.push(suffix);
-            companions.push(PathBuf::from(name));
-        }
-        for path in companions {
-            match std::fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => {
-                    tracing::warn!(file = %path.display(), error = %e, "could not remove a scratch file")
-                }
-            }
-        }
-    }
-}
-
-fn snapshot_dir(state: &ApiState) -> Result<SnapshotDir, ApiError> {
-    let path = DataDirLayout::new(&state.data_dir).snapshots;
-    std::fs::create_dir_all(&path).map_err(|e| {
-        ApiError::Internal(format!(
-            "cannot create the snapshots directory {}: {e}",
-            path.display()
-        ))
-    })?;
-    Ok(SnapshotDir::read_only(&path))
-}
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ApiError::Internal(format!("background task failed: {e}")))?
-}
-
-// ---------------------------------------------------------------------------------------------
-// GET /db/backup
-// ---------------------------------------------------------------------------------------------
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Format {
-    Binary,
-    Sql,
-}
-
-fn format_of(params: &HashMap<String, String>) -> Result<Format, ApiError> {
-    match params
-        .get("fmt")
-        .map(|f| f.trim().to_ascii_lowercase())
-        .as_deref()
-    {
-        None | Some("") | Some("binary") | Some("sqlite") => Ok(Format::Binary),
-        Some("sql") => Ok(Format::Sql),
-        Some(other) => Err(ApiError::BadRequest(format!(
-            "unknown backup format fmt={other:?}: leave it out for the SQLite file, or use \
-             fmt=sql for a SQL text dump"
-        ))),
-    }
-}
-
-async fn backup(
-    State(state): State<Arc<ApiState>>,
-    Query(params): Params,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
-    metrics::counter!("raftlite_http_requests_total", "endpoint" => "backup").increment(1);
-    let result: Result<Response, ApiError> = async {
-        let format = format_of(&params)?;
-        let compress = flag(&params, "compress");
-        let vacuum = flag(&params, "vacuum");
-        let keep_meta = flag(&params, "raftlite_meta");
-        if !flag(&params, "noleader") && !state.node.is_leader() {
-            return Ok(forward_backup(&state, &uri, &headers, flag(&params, "redirect")).await);
-        }
-        let snapshots = snapshot_dir(&state)?;
-        let store = state.node.store();
-        let (file, meta) = blocking(move || {
-            let copy = Scratch::new(&snapshots, "backup");
-            let meta = store.snapshot_to(copy.path())?;
-            if format == Format::Binary && !keep_meta {
-                raftlite_store::strip_internal_tables(copy.path())?;
-            }
-            if !vacuum || format == Format::Sql {
-                return Ok((copy, meta));
-            }
-            let vacuumed = Scratch::new(&snapshots, "backup-vacuum");
-            dump::vacuum_copy(copy.path(), vacuumed.path())?;
-            Ok((vacuumed, meta))
-        })
-        .await?;
-        Ok(stream_backup(file, &meta, format, compress))
-    }
-    .await;
-    result.unwrap_or_else(IntoResponse::into_response)
-}
-
-/// Streams `file` (a consistent copy) as the response body, as it is or as a SQL dump, gzipped
-/// on request; the file is removed when the stream ends or the client goes away.
-fn stream_backup(file: Scratch, meta: &MetaState, format: Format, compress: bool) -> Response {
-    let length = match (format, compress) {
-        (Format::Binary, false) => std::fs::metadata(file.path()).ok().map(|m| m.len()),
-        _ => None,
-    };
-    let (tx, mut rx) = mpsc::channel::<std::io::Result<Bytes>>(CHUNKS_IN_FLIGHT);
-    tokio::task::spawn_blocking(move || {
-        let produced = produce_backup(&file, format, compress, tx.clone());
-        if let Err(e) = produced {
-            if e.kind() != std::io::ErrorKind::BrokenPipe {
-                tracing::warn!(error = %e, "backup stream failed; the client gets a truncated body");
-                let _ = tx.blocking_send(Err(e));
-            }
-        }
-        drop(file);
-    });
-    let stream = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
-    let mut response = Body::from_stream(stream).into_response();
-    let (content_type, extension) = match (format, compress) {
-        (_, true) => (
-            "application/octet-stream",
-            if format == Format::Sql {
-                "sql.gz"
-            } else {
-                "sqlite.gz"
-            },
-        ),
-        (Format::Sql, false) => ("application/sql; charset=utf-8", "sql"),
-        (Format::Binary, false) => ("application/octet-stream", "sqlite"),
-    };
-    let h = response.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"backup.{extension}\"")) {
-        h.insert(header::CONTENT_DISPOSITION, v);
-    }
-    if let Some(len) = length {
-        h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-    }
-    if let Some(applied) = meta.applied {
-        h.insert("x-raftlite-applied-index", HeaderValue::from(applied.index));
-    }
-    if let Some(Ok(v)) = meta.timeline().map(|t| HeaderValue::from_str(&t.id)) {
-        h.insert("x-raftlite-timeline", v);
-    }
-    response
-}
-
-fn produce_backup(
-    file: &Scratch,
-    format: Format,
-    compress: bool,
-    tx: mpsc::Sender<std::io::Result<Bytes>>,
-) -> std::io::Result<()> {
-    let sink = ChannelWriter::new(tx);
-    if compress {
-        let mut gz = flate2::write::GzEncoder::new(sink, flate2::Compression::default());
-        write_backup(file.path(), format, &mut gz)?;
-        gz.finish()?.flush()
-    } else {
-        let mut sink = sink;
-        write_backup(file.path(), format, &mut sink)?;
-        sink.flush()
-    }
-}
-
-fn write_backup(path: &Path, format: Format, out: &mut impl Write) -> std::io::Result<()> {
-    match format {
-        Format::Binary => {
-            let mut f = std::fs::File::open(path)?;
-            std::io::copy(&mut f, out).map(|_| ())
-        }
-        Format::Sql => dump::dump_file(path, out).map_err(|e| match e {
-            StoreError::Io { source, .. } => source,
-            other => std::io::Error::other(other.to_string()),
-        }),
-    }
-}
-
-/// A [`Write`]r that hands fixed-size chunks to the response body; a dropped body (the client
-/// went away) turns into a `BrokenPipe` error that ends the producer.
-struct ChannelWriter {
-    tx: mpsc::Sender<std::io::Result<Bytes>>,
-    buf: Vec<u8>,
-}
-
-impl ChannelWriter {
-    fn new(tx: mpsc::Sender<std::io::Result<Bytes>>) -> ChannelWriter {
-        ChannelWriter {
-            tx,
-            buf: Vec::with_capacity(CHUNK_BYTES),
-        }
-    }
-
-    fn send_buffer(&mut self) -> std::io::Result<()> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        let chunk = Bytes::from(std::mem::replace(
-            &mut self.buf,
-            Vec::with_capacity(CHUNK_BYTES),
-        ));
-        self.tx.blocking_send(Ok(chunk)).map_err(|_| {
-            std::io::Error::new(
-                std::io::ErrorKind::BrokenPipe,
-                "the client stopped reading the backup",
-            )
-        })
-    }
-}
-
-impl Write for ChannelWriter {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        let room = CHUNK_BYTES.saturating_sub(self.buf.len()).max(1);
-        let n = data.len().min(room);
-        self.buf.extend_from_slice(&data[..n]);
-        if self.buf.len() >= CHUNK_BYTES {
-            self.send_buffer()?;
-        }
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.send_buffer()
-    }
-}
-
-/// A follower's answer to a backup request: the leader's backup streamed through (bounded
-/// memory), or a 301 under `?redirect`, or an error when no leader is known.
-async fn forward_backup(
-    state: &ApiState,
-    uri: &Uri,
-    headers: &HeaderMap,
-    redirect: bool,
-) -> Response {
-    let req = LeaderOnly {
-        method: Method::GET,
-        uri,
-        headers,
-        body: Bytes::new(),
-        redirect,
-    };
-    let err = WriteError::NotLeader {
-        leader: state.node.leader(),
-    };
-    to_leader_within(state, req, err, Some(FORWARDED_BACKUP_TIMEOUT)).await
-}
-
-// ---------------------------------------------------------------------------------------------
-// POST /db/load
-// ---------------------------------------------------------------------------------------------
+/// How long an upload streamed through a follower ([`relay_upload`]) may take to arrive when the
+/// request has no `?timeout`: in effect unbounded but by the leader's life, as when the upload
+/// was stored before it was sent on; [`FORWARDED_RESTORE_TIMEOUT`] counts from its end.
+const RELAYED_UPLOAD_TIMEOUT: Duration = Duration::from_secs(30 * 24 * 3600);
 
 fn too_large(detail: &str) -> ApiError {
     ApiError::BadRequest(format!(
@@ -484,7 +195,7 @@ fn file_load_options(
     })
 }
 
-async fn load(
+pub(super) async fn load(
     State(state): State<Arc<ApiState>>,
     Query(params): Params,
     method: Method,
@@ -638,6 +349,19 @@ impl LoadContext<'_> {
         };
         to_leader_streaming(self.state, req, err, Some(FORWARDED_RESTORE_TIMEOUT)).await
     }
+
+    /// The leader a follower streams a SQLite upload on to ([`relay_upload`]): a known leader
+    /// other than this node, for a request not already forwarded. `None` on the leader, and
+    /// wherever [`to_leader_streaming`] would answer without sending anything (no leader known,
+    /// a forwarded request): there the upload is stored first and leadership looked at again at
+    /// its end, as before.
+    fn relay_target(&self) -> Option<(NodeId, NodeAddr)> {
+        let node = &self.state.node;
+        if node.is_leader() || self.headers.contains_key(FORWARDED_HEADER) {
+            return None;
+        }
+        node.leader().filter(|(id, _)| *id != node.id())
+    }
 }
 
 /// The bytes of `file` in [`CHUNK_BYTES`] chunks; the file is removed when the stream ends or
@@ -703,16 +427,164 @@ async fn spool_upload(
     }
     out.flush().await.map_err(disk_error)?;
     drop(out);
-    let sha256 = hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let sha256 = hex_digest(&hasher.finalize());
     Ok(Spooled {
         file: scratch,
         size,
         sha256,
     })
+}
+
+/// A digest as lowercase hex, as sha256 sums are written.
+fn hex_digest(digest: &[u8]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Refuses an upload whose sha256 is not the one the client named in
+/// [`EXPECT_SHA256_HEADER`] (if it named one).
+fn check_sha256(expected: Option<&str>, size: u64, sha256: &str) -> Result<(), ApiError> {
+    match expected {
+        Some(expected) if expected != sha256 => Err(ApiError::BadRequest(format!(
+            "the uploaded file ({size} bytes) has sha256 {sha256}, but the client expected \
+             {expected} ({EXPECT_SHA256_HEADER}): it was cut short or damaged on the way, \
+             or its source failed a check; nothing was changed"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// A follower's SQLite upload, streamed on to the leader as it arrives instead of being stored
+/// here first: memory holds at most [`CHUNKS_IN_FLIGHT`] chunks, the follower's disk nothing,
+/// and the leader (which stores and checks it as any upload) starts receiving at once. The
+/// client's answer is the one a stored upload got:
+///
+/// - the upload is read to its end whatever happens to the forwarded request (as storing it
+///   did), so the client always sees the answer;
+/// - an upload that breaks off, or whose sha256 is not the one in [`EXPECT_SHA256_HEADER`]
+///   (checked here, on the bytes as they passed), is answered 400 by this node as before, and
+///   the forwarded body is cut off with an error instead of being ended, so the leader never
+///   sees a complete upload and restores nothing;
+/// - otherwise the answer is the leader's, or [`to_leader_streaming`]'s own (a leader that
+///   stopped leading or fell silent), with the same time limits: what is left of `?timeout`
+///   for the whole request, else none for the upload and [`FORWARDED_RESTORE_TIMEOUT`] from
+///   its end.
+async fn relay_upload(
+    ctx: &LoadContext<'_>,
+    options: &FileLoadOptions,
+    head: Vec<Bytes>,
+    upload: BodyDataStream,
+    (leader_id, leader): (NodeId, NodeAddr),
+) -> Result<Response, ApiError> {
+    let (chunks, mut to_send) = mpsc::channel::<std::io::Result<Bytes>>(CHUNKS_IN_FLIGHT);
+    let (forwarded_tx, forwarded_rx) = oneshot::channel::<()>();
+    let (uploaded_tx, uploaded_rx) = oneshot::channel::<()>();
+    // With `?timeout`, what is left of it bounds the whole exchange (to_leader_streaming).
+    let restore_bound = crate::limits::remaining()
+        .is_none()
+        .then_some(FORWARDED_RESTORE_TIMEOUT);
+    let err = WriteError::NotLeader {
+        leader: Some((leader_id, leader.clone())),
+    };
+    let req = LeaderOnlyStream {
+        method: ctx.method.clone(),
+        uri: ctx.uri,
+        headers: ctx.headers,
+        body: reqwest::Body::wrap_stream(futures::stream::poll_fn(move |cx| to_send.poll_recv(cx))),
+        redirect: flag(ctx.params, "redirect"),
+    };
+    let forward = async {
+        let forwarding = to_leader_streaming(ctx.state, req, err, Some(RELAYED_UPLOAD_TIMEOUT));
+        let restore_timeout = async {
+            match (uploaded_rx.await, restore_bound) {
+                (Ok(()), Some(bound)) => tokio::time::sleep(bound).await,
+                // A broken upload is answered by relay_chunks; with `?timeout`, see above.
+                _ => std::future::pending().await,
+            }
+        };
+        let response = tokio::select! {
+            response = forwarding => response,
+            () = restore_timeout => {
+                leader_timed_out(leader_id, &leader, FORWARDED_RESTORE_TIMEOUT).into_response()
+            }
+        };
+        // The forwarded request is over: the rest of the upload is read and dropped.
+        let _ = forwarded_tx.send(());
+        response
+    };
+    let expected = options.expect_sha256.as_deref();
+    let (relayed, response) = tokio::join!(
+        relay_chunks(head, upload, expected, chunks, forwarded_rx, uploaded_tx),
+        forward
+    );
+    relayed?;
+    Ok(response)
+}
+
+/// Reads the upload (its first chunks already read) to its end, handing each chunk to the
+/// forwarded request until that is over, and hashing it. Ends the forwarded body cleanly only
+/// when the upload is whole and has the expected sha256; otherwise cuts it off with an error
+/// and answers as [`spool_upload`] and [`load_file`] do.
+async fn relay_chunks(
+    head: Vec<Bytes>,
+    mut upload: BodyDataStream,
+    expected: Option<&str>,
+    chunks: mpsc::Sender<std::io::Result<Bytes>>,
+    mut forwarded: oneshot::Receiver<()>,
+    uploaded: oneshot::Sender<()>,
+) -> Result<(), ApiError> {
+    use sha2::Digest;
+    let mut to_leader = Some(chunks);
+    let mut hasher = sha2::Sha256::new();
+    let mut size = 0u64;
+    let mut head = head.into_iter();
+    loop {
+        let chunk = match head.next() {
+            Some(chunk) => chunk,
+            None => match upload.next().await {
+                Some(Ok(chunk)) => chunk,
+                Some(Err(e)) => {
+                    cut_off(to_leader.take(), &mut forwarded).await;
+                    return Err(broken_upload(size, &e));
+                }
+                None => break,
+            },
+        };
+        hasher.update(&chunk);
+        size += chunk.len() as u64;
+        if let Some(tx) = &to_leader {
+            tokio::select! {
+                sent = tx.send(Ok(chunk)) => {
+                    if sent.is_err() {
+                        to_leader = None;
+                    }
+                }
+                _ = &mut forwarded => to_leader = None,
+            }
+        }
+    }
+    let sha256 = hex_digest(&hasher.finalize());
+    if let Err(e) = check_sha256(expected, size, &sha256) {
+        cut_off(to_leader.take(), &mut forwarded).await;
+        return Err(e);
+    }
+    let _ = uploaded.send(());
+    Ok(())
+}
+
+/// Ends the forwarded body with an error (the connection to the leader is dropped mid-body), so
+/// the leader takes the upload for a broken one.
+async fn cut_off(
+    to_leader: Option<mpsc::Sender<std::io::Result<Bytes>>>,
+    forwarded: &mut oneshot::Receiver<()>,
+) {
+    let Some(tx) = to_leader else {
+        return;
+    };
+    let refused = std::io::Error::other("the upload to the follower broke off or failed its check");
+    tokio::select! {
+        _ = tx.send(Err(refused)) => {}
+        _ = forwarded => {}
+    }
 }
 
 /// What SQL text sent to `/db/load` turns into.
@@ -798,7 +670,8 @@ async fn load_sql(
     }
 }
 
-/// A SQLite file: spooled to disk, then restored through the log by the leader
+/// A SQLite file: streamed on to the leader by a follower that knows it ([`relay_upload`]);
+/// otherwise spooled to disk, then restored through the log by the leader
 /// ([`raftlite_consensus::restore`]), or forwarded to it.
 async fn load_file(
     ctx: LoadContext<'_>,
@@ -806,17 +679,12 @@ async fn load_file(
     head: Vec<Bytes>,
     upload: BodyDataStream,
 ) -> Result<Response, ApiError> {
+    if let Some(err) = ctx.relay_target() {
+        return relay_upload(&ctx, &options, head, upload, err).await;
+    }
     let snapshots = snapshot_dir(ctx.state)?;
     let Spooled { file, size, sha256 } = spool_upload(&snapshots, head, upload).await?;
-    if let Some(expected) = &options.expect_sha256 {
-        if *expected != sha256 {
-            return Err(ApiError::BadRequest(format!(
-                "the uploaded file ({size} bytes) has sha256 {sha256}, but the client expected \
-                 {expected} ({EXPECT_SHA256_HEADER}): it was cut short or damaged on the way, \
-                 or its source failed a check; nothing was changed"
-            )));
-        }
-    }
+    check_sha256(options.expect_sha256.as_deref(), size, &sha256)?;
     if !ctx.state.node.is_leader() {
         let leader = ctx.state.node.leader();
         return Ok(ctx
@@ -883,136 +751,4 @@ fn restored(ctx: &LoadContext<'_>, outcome: &RestoreOutcome) -> Response {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn loaded_sql(text: &str) -> Option<String> {
-        match sql_to_load(text) {
-            Ok(LoadText::Statement(s)) => Some(s.sql),
-            _ => None,
-        }
-    }
-
-    #[test]
-    fn dumps_lose_their_transaction_control_and_run_as_one_statement() {
-        let dump = "PRAGMA foreign_keys=OFF;\nBEGIN TRANSACTION;\nCREATE TABLE t(x);\n\
-                    INSERT INTO t VALUES('a;b');\nCREATE TRIGGER tr AFTER INSERT ON t BEGIN \
-                    SELECT 1; END;\nCOMMIT;\n";
-        assert_eq!(
-            loaded_sql(dump).as_deref(),
-            Some(
-                "PRAGMA foreign_keys=OFF;\nCREATE TABLE t(x);\nINSERT INTO t VALUES('a;b');\n\
-                 CREATE TRIGGER tr AFTER INSERT ON t BEGIN SELECT 1; END;"
-            )
-        );
-        assert_eq!(
-            loaded_sql("INSERT INTO t VALUES (1)").as_deref(),
-            Some("INSERT INTO t VALUES (1)")
-        );
-        assert!(matches!(
-            sql_to_load("BEGIN; INSERT INTO t VALUES (1); ROLLBACK; -- due to errors"),
-            Err(ApiError::BadRequest(m)) if m.contains("ROLLBACK")
-        ));
-        assert!(matches!(
-            sql_to_load("BEGIN TRANSACTION; COMMIT;"),
-            Err(ApiError::BadRequest(_))
-        ));
-    }
-
-    #[test]
-    fn a_breaking_pragma_anywhere_in_the_text_refuses_the_load() {
-        for text in [
-            "PRAGMA journal_mode=DELETE;",
-            "CREATE TABLE t(x);\nPRAGMA synchronous = OFF;\nINSERT INTO t VALUES (1);",
-            "BEGIN;\n  pragma main.wal_checkpoint(TRUNCATE);\nCOMMIT;",
-        ] {
-            assert!(
-                matches!(sql_to_load(text), Ok(LoadText::DisallowedPragma)),
-                "{text:?}"
-            );
-        }
-        // Reads of those pragmas, and others, are loaded.
-        assert!(loaded_sql("PRAGMA journal_mode; PRAGMA foreign_keys=OFF;").is_some());
-    }
-
-    #[test]
-    fn formats() {
-        let mut p = HashMap::new();
-        assert_eq!(format_of(&p).ok(), Some(Format::Binary));
-        p.insert("fmt".to_string(), "SQL".to_string());
-        assert_eq!(format_of(&p).ok(), Some(Format::Sql));
-        p.insert("fmt".to_string(), "csv".to_string());
-        assert!(format_of(&p).is_err());
-    }
-
-    #[test]
-    fn file_load_options_are_checked() {
-        let p = |pairs: &[(&str, &str)]| -> HashMap<String, String> {
-            pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect()
-        };
-        let none = HeaderMap::new();
-        assert_eq!(
-            file_load_options(&p(&[]), &none).ok(),
-            Some(FileLoadOptions {
-                reason: DEFAULT_LOAD_REASON.into(),
-                timeline_id: None,
-                expect_sha256: None,
-            })
-        );
-        assert_eq!(
-            file_load_options(
-                &p(&[("timeline_id", "aB_-9"), ("reason", " from x ")]),
-                &none
-            )
-            .ok(),
-            Some(FileLoadOptions {
-                reason: "from x".into(),
-                timeline_id: Some("aB_-9".into()),
-                expect_sha256: None,
-            })
-        );
-        let long = "a".repeat(65);
-        for bad in ["", "a b", "é", "a/b", long.as_str()] {
-            assert!(
-                file_load_options(&p(&[("timeline_id", bad)]), &none).is_err(),
-                "{bad:?}"
-            );
-        }
-        assert!(file_load_options(&p(&[("reason", "a\nb")]), &none).is_err());
-        assert!(file_load_options(&p(&[("reason", &"r".repeat(257))]), &none).is_err());
-        // The expected sha256: 64 hex digits, any case, kept lowercase.
-        let sha = "AB".repeat(32);
-        let mut headers = HeaderMap::new();
-        headers.insert(EXPECT_SHA256_HEADER, HeaderValue::from_str(&sha).unwrap());
-        assert_eq!(
-            file_load_options(&p(&[]), &headers)
-                .ok()
-                .and_then(|o| o.expect_sha256),
-            Some("ab".repeat(32))
-        );
-        for bad in ["", "ab", &"g".repeat(64), &"a".repeat(65)] {
-            let mut headers = HeaderMap::new();
-            headers.insert(EXPECT_SHA256_HEADER, HeaderValue::from_str(bad).unwrap());
-            assert!(file_load_options(&p(&[]), &headers).is_err(), "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn the_header_may_arrive_in_pieces() {
-        let pieces = |parts: &[&[u8]]| -> Vec<Bytes> {
-            parts.iter().map(|p| Bytes::copy_from_slice(p)).collect()
-        };
-        assert!(starts_with_magic(&pieces(&[
-            b"SQLite",
-            b" format 3\0",
-            b"rest"
-        ])));
-        assert!(starts_with_magic(&pieces(&[b"SQLite format 3\0"])));
-        assert!(!starts_with_magic(&pieces(&[b"SQLite format 3"])));
-        assert!(!starts_with_magic(&pieces(&[b"CREATE TABLE t(x);"])));
-        assert!(!starts_with_magic(&[]));
-    }
-}
+mod tests;
