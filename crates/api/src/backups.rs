@@ -14,27 +14,20 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
-use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
 use raftlite_backup::service::{destination_failed, BackupRunError};
-use raftlite_consensus::node::WriteError;
 use serde_json::{json, Value as Json};
 
 use crate::error::ApiError;
-use crate::forward::{to_leader_within, LeaderOnly};
+use crate::forward::backup_to_leader;
 use crate::params::flag;
 use crate::respond::json_response;
 use crate::state::ApiState;
-
-/// A backup forwarded to the leader may take long (a large database to a remote store); the
-/// shared client's 30 s limit is too short.
-const FORWARDED_BACKUP_TIMEOUT: Duration = Duration::from_secs(3600);
 
 type Params = Query<HashMap<String, String>>;
 
@@ -73,7 +66,7 @@ async fn create(
     metrics::counter!("raftlite_http_requests_total", "endpoint" => "backups").increment(1);
     let redirect = flag(&params, "redirect");
     if !state.node.is_leader() {
-        return forward(&state, &uri, &headers, redirect).await;
+        return backup_to_leader(&state, Method::POST, &uri, &headers, redirect).await;
     }
     let Some(service) = state.backups.clone() else {
         return ApiError::BadRequest(format!(
@@ -106,28 +99,11 @@ async fn create(
         }
         // Leadership moved between the check above and the backup: send it on.
         Ok((Err(BackupRunError::NotLeader { .. }), _)) => {
-            forward(&state, &uri, &headers, redirect).await
+            backup_to_leader(&state, Method::POST, &uri, &headers, redirect).await
         }
         Ok((Err(e), _)) => ApiError::from(e).into_response(),
         Err(e) => ApiError::Internal(format!("the backup task failed: {e}")).into_response(),
     }
-}
-
-/// A follower's answer: the leader's answer to the same request (forwarded with a long
-/// timeout: a backup takes as long as the upload), a 301 under `?redirect`, or 503 when no
-/// leader is known or leadership is moving.
-async fn forward(state: &ApiState, uri: &Uri, headers: &HeaderMap, redirect: bool) -> Response {
-    let req = LeaderOnly {
-        method: Method::POST,
-        uri,
-        headers,
-        body: Bytes::new(),
-        redirect,
-    };
-    let err = WriteError::NotLeader {
-        leader: state.node.leader(),
-    };
-    to_leader_within(state, req, err, Some(FORWARDED_BACKUP_TIMEOUT)).await
 }
 
 #[cfg(test)]

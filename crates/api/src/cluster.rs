@@ -60,13 +60,7 @@ pub(crate) async fn remove(
                 Err(ApiError::NotFound(m))
             }
             Err(err) => {
-                let req = LeaderOnly {
-                    method: Method::DELETE,
-                    uri: &uri,
-                    headers: &headers,
-                    body,
-                    redirect: flag(&params, "redirect"),
-                };
+                let req = LeaderOnly::of(Method::DELETE, &uri, &headers, body, &params);
                 Ok(to_leader(&state, req, err).await)
             }
         }
@@ -161,13 +155,7 @@ pub(crate) async fn step_down(
             return Ok(StatusCode::ACCEPTED.into_response());
         }
         if !state.node.is_leader() {
-            let req = LeaderOnly {
-                method: Method::POST,
-                uri: &uri,
-                headers: &headers,
-                body,
-                redirect: flag(&params, "redirect"),
-            };
+            let req = LeaderOnly::of(Method::POST, &uri, &headers, body, &params);
             let err = WriteError::NotLeader {
                 leader: state.node.leader(),
             };

@@ -24,6 +24,19 @@ use crate::state::ApiState;
 use crate::writes::write_with_timeout;
 use crate::{pragma, rqlite};
 
+/// What `/db/execute` and `/db/request` read first: the body, its statements and the request's
+/// timeout.
+fn posted(
+    body: Result<Bytes, BytesRejection>,
+    headers: &HeaderMap,
+    params: &HashMap<String, String>,
+) -> Result<(Bytes, Vec<Statement>, Duration), ApiError> {
+    let body = body_bytes(body)?;
+    let statements = rqlite::parse_statements(&body, content_type(headers))?;
+    let timeout = timeout_of(params)?;
+    Ok((body, statements, timeout))
+}
+
 pub(crate) async fn execute(
     State(state): State<Arc<ApiState>>,
     Query(params): Params,
@@ -36,9 +49,7 @@ pub(crate) async fn execute(
     let started = Instant::now();
     let opts = rqlite::response_options(&params);
     let result: Result<Response, ApiError> = async {
-        let body = body_bytes(body)?;
-        let statements = rqlite::parse_statements(&body, content_type(&headers))?;
-        let timeout = timeout_of(&params)?;
+        let (body, statements, timeout) = posted(body, &headers, &params)?;
         if pragma::has_disallowed_pragma(&statements) {
             return Ok(disallowed_pragma(&opts, started));
         }
@@ -61,13 +72,7 @@ pub(crate) async fn execute(
                 opts.pretty,
             )),
             Err(err) => {
-                let req = LeaderOnly {
-                    method,
-                    uri: &uri,
-                    headers: &headers,
-                    body,
-                    redirect: flag(&params, "redirect"),
-                };
+                let req = LeaderOnly::of(method, &uri, &headers, body, &params);
                 Ok(to_leader(&state, req, err).await)
             }
         }
@@ -200,13 +205,7 @@ pub(crate) async fn query(
                 ))
             }
             Err(ReadRefusal::Leader(err)) => {
-                let req = LeaderOnly {
-                    method,
-                    uri: &uri,
-                    headers: &headers,
-                    body,
-                    redirect: flag(&params, "redirect"),
-                };
+                let req = LeaderOnly::of(method, &uri, &headers, body, &params);
                 return Ok(to_leader(&state, req, err).await);
             }
         }
@@ -234,9 +233,7 @@ pub(crate) async fn request(
     let started = Instant::now();
     let opts = rqlite::response_options(&params);
     let result: Result<Response, ApiError> = async {
-        let body = body_bytes(body)?;
-        let statements = rqlite::parse_statements(&body, content_type(&headers))?;
-        let timeout = timeout_of(&params)?;
+        let (body, statements, timeout) = posted(body, &headers, &params)?;
         if pragma::has_disallowed_pragma(&statements) {
             return Ok(disallowed_pragma(&opts, started));
         }

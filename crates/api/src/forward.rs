@@ -1,6 +1,7 @@
 //! Requests only the leader can serve: forwarded to it over HTTP (its answer streamed back), or
 //! answered with 301 and `Location` under `?redirect`.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -10,6 +11,7 @@ use raftlite_consensus::node::{RaftNode, WriteError};
 use raftlite_consensus::{NodeAddr, NodeId};
 
 use crate::error::ApiError;
+use crate::params::flag;
 use crate::state::ApiState;
 
 /// Marks a request a node forwarded to the leader, so a stale leader view never loops.
@@ -22,6 +24,25 @@ pub(crate) struct LeaderOnly<'a> {
     pub(crate) headers: &'a HeaderMap,
     pub(crate) body: Bytes,
     pub(crate) redirect: bool,
+}
+
+impl<'a> LeaderOnly<'a> {
+    /// The request as it arrived; `?redirect` in `params` asks for a 301 instead of forwarding.
+    pub(crate) fn of(
+        method: Method,
+        uri: &'a Uri,
+        headers: &'a HeaderMap,
+        body: Bytes,
+        params: &HashMap<String, String>,
+    ) -> Self {
+        LeaderOnly {
+            method,
+            uri,
+            headers,
+            body,
+            redirect: flag(params, "redirect"),
+        }
+    }
 }
 
 pub(crate) async fn to_leader(state: &ApiState, req: LeaderOnly<'_>, err: WriteError) -> Response {
@@ -56,6 +77,33 @@ pub(crate) async fn to_leader_within(
         redirect: req.redirect,
     };
     to_leader_streaming(state, req, err, timeout).await
+}
+
+/// How long a forwarded backup (`POST /backups`, `GET /db/backup`) may take in all: a large
+/// database to a remote store, or streamed through; the shared client's 30 s limit is too short.
+const FORWARDED_BACKUP_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// A follower's answer to a backup request, which carries no body: the leader's answer streamed
+/// through (bounded memory) within [`FORWARDED_BACKUP_TIMEOUT`], a 301 under `?redirect`, or 503
+/// when no leader is known or leadership is moving.
+pub(crate) async fn backup_to_leader(
+    state: &ApiState,
+    method: Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    redirect: bool,
+) -> Response {
+    let req = LeaderOnly {
+        method,
+        uri,
+        headers,
+        body: Bytes::new(),
+        redirect,
+    };
+    let err = WriteError::NotLeader {
+        leader: state.node.leader(),
+    };
+    to_leader_within(state, req, err, Some(FORWARDED_BACKUP_TIMEOUT)).await
 }
 
 /// How long a leader may send nothing (not even a heartbeat) to this follower before a long

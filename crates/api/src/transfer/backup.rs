@@ -16,25 +16,20 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, Uri};
 use axum::response::{IntoResponse, Response};
-use raftlite_consensus::node::WriteError;
 use raftlite_store::dump;
 use raftlite_store::{MetaState, StoreError};
 use tokio::sync::mpsc;
 
 use super::scratch::{blocking, snapshot_dir, Scratch, CHUNKS_IN_FLIGHT, CHUNK_BYTES};
 use crate::error::ApiError;
-use crate::forward::{to_leader_within, LeaderOnly};
+use crate::forward::backup_to_leader;
 use crate::params::{flag, Params};
 use crate::state::ApiState;
-
-/// A forwarded backup may take long to stream; the shared client's 30 s limit is too short.
-const FORWARDED_BACKUP_TIMEOUT: Duration = Duration::from_secs(3600);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Format {
@@ -70,7 +65,14 @@ pub(super) async fn backup(
         let vacuum = flag(&params, "vacuum");
         let keep_meta = flag(&params, "raftlite_meta");
         if !flag(&params, "noleader") && !state.node.is_leader() {
-            return Ok(forward_backup(&state, &uri, &headers, flag(&params, "redirect")).await);
+            return Ok(backup_to_leader(
+                &state,
+                Method::GET,
+                &uri,
+                &headers,
+                flag(&params, "redirect"),
+            )
+            .await);
         }
         let snapshots = snapshot_dir(&state)?;
         let store = state.node.store();
@@ -220,27 +222,6 @@ impl Write for ChannelWriter {
     fn flush(&mut self) -> std::io::Result<()> {
         self.send_buffer()
     }
-}
-
-/// A follower's answer to a backup request: the leader's backup streamed through (bounded
-/// memory), or a 301 under `?redirect`, or an error when no leader is known.
-async fn forward_backup(
-    state: &ApiState,
-    uri: &Uri,
-    headers: &HeaderMap,
-    redirect: bool,
-) -> Response {
-    let req = LeaderOnly {
-        method: Method::GET,
-        uri,
-        headers,
-        body: Bytes::new(),
-        redirect,
-    };
-    let err = WriteError::NotLeader {
-        leader: state.node.leader(),
-    };
-    to_leader_within(state, req, err, Some(FORWARDED_BACKUP_TIMEOUT)).await
 }
 
 #[cfg(test)]
