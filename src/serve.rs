@@ -532,21 +532,20 @@ fn load_backups(config: &ServeConfig) -> anyhow::Result<Option<Arc<BackupService
         }
     };
     let keep = &backup.keep;
-    let retention = if *keep == crate::config::RetentionConfig::default() {
+    let retention = if *keep == raftlite_backup::KeepRules::default() {
         RetentionPolicy::server_default()
     } else {
-        RetentionPolicy {
-            keep_last: keep.keep_last,
-            keep_hourly: keep.keep_hourly,
-            keep_daily: keep.keep_daily,
-            keep_weekly: keep.keep_weekly,
-            keep_monthly: keep.keep_monthly,
-            keep_within: keep
-                .keep_within
-                .as_deref()
-                .map(|w| parse_duration(w).map_err(|e| bad("--backup-keep-within", w, e)))
-                .transpose()?,
-        }
+        keep.as_given().map_err(|e| {
+            let reason = match e {
+                raftlite_backup::KeepRulesError::KeepWithin(reason) => reason,
+                other => other.to_string(),
+            };
+            bad(
+                "--backup-keep-within",
+                keep.keep_within.as_deref().unwrap_or_default(),
+                reason,
+            )
+        })?
     };
     let mut settings = BackupSettings::new(to);
     settings.store_options = store_options;

@@ -25,7 +25,7 @@ pub use commands::{
     BackupArgs, BackupCommand, BackupCreateArgs, BackupListArgs, BackupPruneArgs, BackupVerifyArgs,
     NodeConnection, RestoreArgs, ShellArgs,
 };
-pub use resolve::{is_off, resolve, RetentionConfig, SecurityConfig, ServeConfig};
+pub use resolve::{is_off, resolve, SecurityConfig, ServeConfig};
 pub use serve::ServeArgs;
 
 /// Top-level command line.

@@ -70,20 +70,10 @@ pub struct BackupConfig {
     pub tz: Option<String>,
     pub verify_interval: Option<String>,
     pub identity: Option<PathBuf>,
-    pub keep: RetentionConfig,
+    /// `--backup-keep-*`; no rule at all means the server's default policy.
+    pub keep: raftlite_backup::KeepRules,
     /// rqlite `-auto-backup` file; replaces `to` and `interval`.
     pub auto_backup: Option<PathBuf>,
-}
-
-/// `--backup-keep-*`; all `None` means the default policy.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RetentionConfig {
-    pub keep_last: Option<u32>,
-    pub keep_hourly: Option<u32>,
-    pub keep_daily: Option<u32>,
-    pub keep_weekly: Option<u32>,
-    pub keep_monthly: Option<u32>,
-    pub keep_within: Option<String>,
 }
 
 /// Name of the default backup directory, created beside the data dir.
@@ -371,7 +361,7 @@ fn validate(args: ServeOptions) -> Result<ServeConfig, ConfigError> {
                 tz: args.backup_tz,
                 verify_interval: args.backup_verify_interval,
                 identity: args.backup_identity,
-                keep: RetentionConfig {
+                keep: raftlite_backup::KeepRules {
                     keep_last: args.backup_keep_last,
                     keep_hourly: args.backup_keep_hourly,
                     keep_daily: args.backup_keep_daily,

@@ -4,7 +4,7 @@
 use crate::{parse_duration, RetentionPolicy};
 
 /// The `--keep-*` rules as given; `keep_within` still text (`48h`, `30d`).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KeepRules {
     pub keep_last: Option<u32>,
     pub keep_hourly: Option<u32>,
@@ -27,25 +27,32 @@ pub enum KeepRulesError {
 }
 
 impl KeepRules {
-    /// The retention policy the rules describe; refuses none at all.
+    /// The retention policy the rules describe; refuses none at all (what `backup prune` needs:
+    /// it never guesses what to delete).
     pub fn policy(&self) -> Result<RetentionPolicy, KeepRulesError> {
+        let policy = self.as_given()?;
+        if policy.is_empty() {
+            return Err(KeepRulesError::NoRule);
+        }
+        Ok(policy)
+    }
+
+    /// The retention policy exactly as given, even without a rule (the server replaces "no
+    /// rule at all" with its default policy itself).
+    pub fn as_given(&self) -> Result<RetentionPolicy, KeepRulesError> {
         let keep_within = self
             .keep_within
             .as_deref()
             .map(|text| parse_duration(text).map_err(KeepRulesError::KeepWithin))
             .transpose()?;
-        let policy = RetentionPolicy {
+        Ok(RetentionPolicy {
             keep_last: self.keep_last,
             keep_hourly: self.keep_hourly,
             keep_daily: self.keep_daily,
             keep_weekly: self.keep_weekly,
             keep_monthly: self.keep_monthly,
             keep_within,
-        };
-        if policy.is_empty() {
-            return Err(KeepRulesError::NoRule);
-        }
-        Ok(policy)
+        })
     }
 }
 
