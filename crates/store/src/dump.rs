@@ -15,7 +15,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use rusqlite::types::ValueRef;
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::Connection;
 
 use crate::engine::{is_internal_table, INTERNAL_TABLES};
 use crate::error::StoreError;
@@ -49,7 +49,7 @@ pub fn dump_sql(conn: &Connection, out: &mut impl Write) -> Result<(), StoreErro
 /// [`dump_sql`] of the SQLite file at `path` (typically a snapshot copy nobody writes to),
 /// opened read-only.
 pub fn dump_file(path: &Path, out: &mut impl Write) -> Result<(), StoreError> {
-    let conn = open_read_only(path)?;
+    let conn = crate::engine::open_to_examine(path)?;
     dump_sql(&conn, out)
 }
 
@@ -60,20 +60,9 @@ pub fn vacuum_copy(source: &Path, dest: &Path) -> Result<(), StoreError> {
     let target = dest
         .to_str()
         .ok_or_else(|| StoreError::Refused(format!("{} is not a UTF-8 path", dest.display())))?;
-    let conn = open_read_only(source)?;
+    let conn = crate::engine::open_to_examine(source)?;
     conn.execute("VACUUM INTO ?1", [target])?;
     Ok(())
-}
-
-fn open_read_only(path: &Path) -> Result<Connection, StoreError> {
-    Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(|e| StoreError::NotADatabase {
-        path: path.to_path_buf(),
-        detail: e.to_string(),
-    })
 }
 
 struct SchemaTable {
@@ -398,25 +387,36 @@ pub fn split_sql(text: &str) -> Vec<String> {
     statements
 }
 
+/// Where the comment starting at `i` ends (past its `*/` or before its newline), if one starts there.
+fn comment_end(bytes: &[u8], i: usize) -> Option<usize> {
+    match (bytes.get(i), bytes.get(i + 1)) {
+        (Some(b'-'), Some(b'-')) => Some(
+            bytes[i..]
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(bytes.len(), |n| i + n),
+        ),
+        (Some(b'/'), Some(b'*')) => Some(
+            bytes[i + 2..]
+                .windows(2)
+                .position(|w| w == b"*/")
+                .map_or(bytes.len(), |n| i + 2 + n + 2),
+        ),
+        _ => None,
+    }
+}
+
 /// Whether `sql` holds anything but whitespace, comments and semicolons.
 fn has_code(sql: &str) -> bool {
     let bytes = sql.as_bytes();
     let mut i = 0;
     while i < bytes.len() {
+        if let Some(end) = comment_end(bytes, i) {
+            i = end;
+            continue;
+        }
         match bytes[i] {
             b if b.is_ascii_whitespace() || b == b';' => i += 1,
-            b'-' if bytes.get(i + 1) == Some(&b'-') => {
-                while i < bytes.len() && bytes[i] != b'\n' {
-                    i += 1;
-                }
-            }
-            b'/' if bytes.get(i + 1) == Some(&b'*') => {
-                i += 2;
-                while i < bytes.len() && !(bytes[i] == b'*' && bytes.get(i + 1) == Some(&b'/')) {
-                    i += 1;
-                }
-                i += 2;
-            }
             _ => return true,
         }
     }
@@ -429,19 +429,11 @@ fn leading_words(sql: &str, max: usize) -> Vec<String> {
     let bytes = sql.as_bytes();
     let mut i = 0;
     while i < bytes.len() && words.len() < max {
+        if let Some(end) = comment_end(bytes, i) {
+            i = end;
+            continue;
+        }
         match bytes[i] {
-            b'-' if bytes.get(i + 1) == Some(&b'-') => {
-                while i < bytes.len() && bytes[i] != b'\n' {
-                    i += 1;
-                }
-            }
-            b'/' if bytes.get(i + 1) == Some(&b'*') => {
-                i += 2;
-                while i < bytes.len() && !(bytes[i] == b'*' && bytes.get(i + 1) == Some(&b'/')) {
-                    i += 1;
-                }
-                i += 2;
-            }
             b if b.is_ascii_alphanumeric() || b == b'_' => {
                 let begin = i;
                 while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_') {

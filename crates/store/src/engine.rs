@@ -187,3 +187,15 @@ fn open_reader(path: &Path, options: &StoreOptions) -> Result<Connection, StoreE
     conn.busy_timeout(std::time::Duration::from_millis(options.busy_timeout_ms))?;
     Ok(conn)
 }
+
+/// A read-only connection to a file under examination; failing to open it means it is no database.
+pub(crate) fn open_to_examine(path: &Path) -> Result<Connection, StoreError> {
+    Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| StoreError::NotADatabase {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    })
+}

@@ -69,7 +69,7 @@ pub fn probe(path: &Path) -> Result<Option<MetaState>, StoreError> {
             _ => Ok(None),
         };
     }
-    let conn = open_for_probe(path)?;
+    let conn = super::open_to_examine(path)?;
     let has_meta: bool =
         conn.query_row(
             "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
@@ -86,18 +86,6 @@ pub fn probe(path: &Path) -> Result<Option<MetaState>, StoreError> {
     read_meta(&conn, path).map(Some)
 }
 
-/// A read-only connection to a file under examination; failing to open it means it is no database.
-fn open_for_probe(path: &Path) -> Result<Connection, StoreError> {
-    Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(|e| StoreError::NotADatabase {
-        path: path.to_path_buf(),
-        detail: e.to_string(),
-    })
-}
-
 /// [`probe`], plus `PRAGMA quick_check` of every page: what start-up classification and
 /// `doctor` use, so a database with damaged pages is reported instead of served. Reads the
 /// whole file (about a second per GiB); changes nothing.
@@ -105,7 +93,7 @@ pub fn probe_checked(path: &Path) -> Result<Option<MetaState>, StoreError> {
     let Some(meta) = probe(path)? else {
         return Ok(None);
     };
-    let conn = open_for_probe(path)?;
+    let conn = super::open_to_examine(path)?;
     let check: String = conn
         .query_row("PRAGMA quick_check", [], |r| r.get(0))
         .map_err(|e| StoreError::NotADatabase {
