@@ -113,14 +113,16 @@ fn cluster(pad_mib: usize) -> (Cluster, usize) {
 }
 
 /// Stops follower `down` and waits until the leader's log is purged past the follower's last
-/// entry, so that the follower can only catch up by snapshot.
+/// entry, so that the follower can only catch up by snapshot. The follower's last entry is
+/// bounded by the leader's last entry once the follower is dead (reading the follower's own
+/// index before the kill would miss what arrived in between).
 fn stop_until_snapshot_needed(c: &mut Cluster, leader: usize, down: usize) {
-    let last = wait_for(
-        || raft_u64(&c.nodes[down], "last_log_index"),
-        secs(10),
-        "the follower's last log index",
-    );
     c.nodes[down].kill9();
+    let last = wait_for(
+        || raft_u64(&c.nodes[leader], "last_log_index"),
+        secs(10),
+        "the leader's last log index",
+    );
     wait_for(
         || (raft_u64(&c.nodes[leader], "purged_index")? > last).then_some(()),
         secs(60),
