@@ -353,15 +353,15 @@ pub(crate) fn node_client(
 ) -> anyhow::Result<NodeClient> {
     let settings = NodeSettings {
         node: conn.node.clone(),
-        user: conn.user.clone(),
-        ca_cert: conn.ca_cert.clone(),
-        insecure: conn.insecure,
+        user: conn.credentials.user.clone(),
+        ca_cert: conn.credentials.ca_cert.clone(),
+        insecure: conn.credentials.insecure,
     };
     let client = match read_timeout {
         Some(limit) => NodeClient::with_read_timeout(&settings, limit)?,
         None => NodeClient::new(&settings)?,
     };
-    if conn.insecure {
+    if conn.credentials.insecure {
         eprintln!("warning: --insecure: the node's TLS certificate is not verified");
     }
     Ok(client)

@@ -82,11 +82,19 @@ pub struct NodeConnection {
     )]
     pub node: String,
 
+    #[command(flatten)]
+    pub credentials: ClientCredentials,
+}
+
+/// How a command authenticates to a node and which certificates it trusts (every command that
+/// talks to a running node: backup, restore, shell).
+#[derive(Debug, Clone, Args)]
+pub struct ClientCredentials {
     /// Credentials as USER:PASSWORD for a server started with --auth.
     #[arg(long, short = 'u', value_name = "USER:PASSWORD", env = "RAFTLITE_USER")]
     pub user: Option<String>,
 
-    /// PEM CA certificate to trust for an HTTPS node.
+    /// PEM CA certificate to trust for an HTTPS node or server.
     #[arg(long, value_name = "FILE")]
     pub ca_cert: Option<PathBuf>,
 
@@ -194,15 +202,6 @@ pub struct ShellArgs {
     #[arg(default_value = "http://127.0.0.1:4001", env = "RAFTLITE_URL")]
     pub url: String,
 
-    /// Credentials as USER:PASSWORD for a server started with --auth.
-    #[arg(long, short = 'u', value_name = "USER:PASSWORD", env = "RAFTLITE_USER")]
-    pub user: Option<String>,
-
-    /// PEM CA certificate to trust for an HTTPS server.
-    #[arg(long, value_name = "FILE")]
-    pub ca_cert: Option<PathBuf>,
-
-    /// Accept any server certificate (testing only).
-    #[arg(long)]
-    pub insecure: bool,
+    #[command(flatten)]
+    pub credentials: ClientCredentials,
 }

@@ -92,14 +92,19 @@ fn parse_credentials(raw: &str) -> anyhow::Result<(String, String)> {
 impl Api {
     pub(super) fn new(args: &ShellArgs) -> anyhow::Result<Api> {
         let (base, label) = normalize_url(&args.url)?;
-        let auth = args.user.as_deref().map(parse_credentials).transpose()?;
+        let auth = args
+            .credentials
+            .user
+            .as_deref()
+            .map(parse_credentials)
+            .transpose()?;
         let mut builder = Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(TRANSFER_TIMEOUT)
             // Redirects are followed by hand, keeping the method, body and credentials.
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("raftlite-shell/", env!("CARGO_PKG_VERSION")));
-        if let Some(path) = &args.ca_cert {
+        if let Some(path) = &args.credentials.ca_cert {
             let pem = fs::read(path)
                 .with_context(|| format!("cannot read --ca-cert {}", path.display()))?;
             let certs = reqwest::Certificate::from_pem_bundle(&pem).with_context(|| {
@@ -110,7 +115,7 @@ impl Api {
             }
             builder = builder.tls_certs_merge(certs);
         }
-        if args.insecure {
+        if args.credentials.insecure {
             builder = builder
                 .danger_accept_invalid_certs(true)
                 .danger_accept_invalid_hostnames(true);

@@ -36,7 +36,7 @@ const CONTINUATION_PROMPT: &str = "   ...> ";
 /// an `Err`; when a piped script had a failing statement the process exits with status 1.
 pub fn run(args: ShellArgs) -> anyhow::Result<()> {
     let api = Api::new(&args)?;
-    if args.insecure {
+    if args.credentials.insecure {
         let _ = writeln!(
             io::stderr(),
             "warning: --insecure: the server's TLS certificate is not verified"

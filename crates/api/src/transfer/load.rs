@@ -427,17 +427,12 @@ async fn spool_upload(
     }
     out.flush().await.map_err(disk_error)?;
     drop(out);
-    let sha256 = hex_digest(&hasher.finalize());
+    let sha256 = raftlite_store::hex::encode(&hasher.finalize());
     Ok(Spooled {
         file: scratch,
         size,
         sha256,
     })
-}
-
-/// A digest as lowercase hex, as sha256 sums are written.
-fn hex_digest(digest: &[u8]) -> String {
-    digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Refuses an upload whose sha256 is not the one the client named in
@@ -562,7 +557,7 @@ async fn relay_chunks(
             }
         }
     }
-    let sha256 = hex_digest(&hasher.finalize());
+    let sha256 = raftlite_store::hex::encode(&hasher.finalize());
     if let Err(e) = check_sha256(expected, size, &sha256) {
         cut_off(to_leader.take(), &mut forwarded).await;
         return Err(e);

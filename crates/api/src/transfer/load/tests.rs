@@ -137,7 +137,7 @@ fn upload(chunks: &[&'static [u8]], broken: bool) -> BodyDataStream {
 
 fn sha256_hex(data: &[u8]) -> String {
     use sha2::Digest;
-    hex_digest(&sha2::Sha256::digest(data))
+    raftlite_store::hex::encode(&sha2::Sha256::digest(data))
 }
 
 /// Runs [`relay_chunks`] with the leader reading everything; returns its result, what the
