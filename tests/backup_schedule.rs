@@ -202,7 +202,7 @@ fn schedule_skips_unchanged_data_across_restart_and_leader_change() {
     // The killed node comes back (a restart): still nothing new.
     c.nodes[leader].restart();
     c.nodes[leader].wait_ready(Duration::from_secs(30));
-    let now_leader = c.wait_leader(Duration::from_secs(20));
+    let now_leader = c.wait_sole_leader(Duration::from_secs(20));
     wait_more_skips(
         &c.nodes[now_leader].base_url(),
         &url,

@@ -544,6 +544,28 @@ impl Cluster {
         wait_for(|| self.leader_index(), timeout, "a leader to be elected")
     }
 
+    /// Waits until exactly one node calls itself leader. A restarted node whose committed vote was
+    /// its own re-establishes its old leadership at start-up (openraft) and says "Leader" until it
+    /// hears of the newer term; `wait_leader` could pick it in that moment.
+    pub fn wait_sole_leader(&self, timeout: Duration) -> usize {
+        wait_for(
+            || {
+                let leaders: Vec<usize> = (0..self.nodes.len())
+                    .filter(|&i| {
+                        self.nodes[i].is_started()
+                            && self.nodes[i]
+                                .status()
+                                .map(|s| s["store"]["raft"]["state"] == "Leader")
+                                .unwrap_or(false)
+                    })
+                    .collect();
+                (leaders.len() == 1).then(|| leaders[0])
+            },
+            timeout,
+            "exactly one node to call itself leader",
+        )
+    }
+
     /// Indices of started nodes other than `leader`.
     pub fn followers(&self, leader: usize) -> Vec<usize> {
         (0..self.nodes.len())
