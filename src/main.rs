@@ -5,7 +5,6 @@ mod config;
 mod recovery_cli;
 mod restore_cli;
 mod serve;
-mod shell;
 mod tls;
 
 use clap::Parser;
@@ -14,8 +13,6 @@ fn main() -> std::process::ExitCode {
     limit_malloc_arenas();
     let cli = config::Cli::parse();
     let outcome = match cli.command {
-        // The shell is a blocking, line-at-a-time program: no async runtime.
-        config::Command::Shell(args) => shell::run(args),
         config::Command::Serve(args) => {
             async_runtime().and_then(|rt| rt.block_on(serve::run(args)))
         }

@@ -1,4 +1,4 @@
-//! `raftlite shell` with a script piped to stdin: against a real 1-node server, and against a
+//! `raftlite-shell` with a script piped to stdin: against a real 1-node server, and against a
 //! tiny fake HTTP server for what needs a scripted answer (redirects, credentials, backup and
 //! restore transfers).
 
@@ -34,11 +34,10 @@ impl std::fmt::Debug for ShellRun {
     }
 }
 
-/// Runs `raftlite shell ARGS...` with `script` on stdin.
+/// Runs `raftlite-shell ARGS...` with `script` on stdin.
 fn run_shell(args: &[&str], script: &str) -> ShellRun {
     let home = tempfile::tempdir().expect("temp HOME");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_raftlite"))
-        .arg("shell")
+    let mut child = Command::new(env!("CARGO_BIN_EXE_raftlite-shell"))
         .args(args)
         .env_remove("RAFTLITE_URL")
         .env_remove("RAFTLITE_USER")
@@ -47,7 +46,7 @@ fn run_shell(args: &[&str], script: &str) -> ShellRun {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("spawn raftlite shell");
+        .expect("spawn raftlite-shell");
     let mut stdin = child.stdin.take().expect("stdin");
     let script = script.to_owned();
     let writer = std::thread::spawn(move || {
@@ -70,7 +69,7 @@ fn run_shell(args: &[&str], script: &str) -> ShellRun {
         if Instant::now() >= deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("raftlite shell {args:?} did not finish within {SHELL_DEADLINE:?}");
+            panic!("raftlite-shell {args:?} did not finish within {SHELL_DEADLINE:?}");
         }
         sleep(Duration::from_millis(20));
     };

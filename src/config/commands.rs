@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 
+use super::credentials::ClientCredentials;
+
 /// `raftlite backup ...`
 #[derive(Debug, Clone, Args)]
 pub struct BackupArgs {
@@ -84,23 +86,6 @@ pub struct NodeConnection {
 
     #[command(flatten)]
     pub credentials: ClientCredentials,
-}
-
-/// How a command authenticates to a node and which certificates it trusts (every command that
-/// talks to a running node: backup, restore, shell).
-#[derive(Debug, Clone, Args)]
-pub struct ClientCredentials {
-    /// Credentials as USER:PASSWORD for a server started with --auth.
-    #[arg(long, short = 'u', value_name = "USER:PASSWORD", env = "RAFTLITE_USER")]
-    pub user: Option<String>,
-
-    /// PEM CA certificate to trust for an HTTPS node or server.
-    #[arg(long, value_name = "FILE")]
-    pub ca_cert: Option<PathBuf>,
-
-    /// Accept any server certificate (testing only).
-    #[arg(long)]
-    pub insecure: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -193,15 +178,4 @@ pub struct RestoreArgs {
     /// Print the outcome as JSON.
     #[arg(long)]
     pub json: bool,
-}
-
-/// Arguments of `raftlite shell`.
-#[derive(Debug, Clone, Args)]
-pub struct ShellArgs {
-    /// HTTP(S) URL of any cluster member.
-    #[arg(default_value = "http://127.0.0.1:4001", env = "RAFTLITE_URL")]
-    pub url: String,
-
-    #[command(flatten)]
-    pub credentials: ClientCredentials,
 }

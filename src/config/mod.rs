@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 mod commands;
+mod credentials;
 mod file;
 mod resolve;
 mod serve;
@@ -23,7 +24,7 @@ mod tests;
 
 pub use commands::{
     BackupArgs, BackupCommand, BackupCreateArgs, BackupListArgs, BackupPruneArgs, BackupVerifyArgs,
-    NodeConnection, RestoreArgs, ShellArgs,
+    NodeConnection, RestoreArgs,
 };
 pub use resolve::{is_off, resolve, SecurityConfig, ServeConfig};
 pub use serve::ServeArgs;
@@ -46,8 +47,6 @@ pub struct Cli {
 pub enum Command {
     /// Run a raftlite node.
     Serve(ServeArgs),
-    /// Interactive SQL shell against a running node.
-    Shell(ShellArgs),
     /// Create, list and verify backups.
     Backup(BackupArgs),
     /// Replace the whole cluster's database with a SQLite file or a backup (online, all nodes

@@ -16,7 +16,7 @@ use serde_json::Value;
 use super::render::cell_text;
 use super::split::is_query_like;
 use super::CmdError;
-use crate::config::ShellArgs;
+use crate::args::ShellArgs;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Whole-request limit for SQL and status requests (the server itself gives up after 10 s).

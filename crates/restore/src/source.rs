@@ -40,7 +40,7 @@ pub enum SourceError {
     },
     #[error(
         "{} is not a SQLite database file ({detail}); nothing was sent. `raftlite restore` takes \
-         a SQLite file or a backup destination; load SQL text with `raftlite shell` and \
+         a SQLite file or a backup destination; load SQL text with `raftlite-shell` and \
          `.restore FILE`",
         path.display()
     )]

@@ -1,4 +1,5 @@
-//! `raftlite shell`: an interactive SQL shell like rqlite's CLI.
+//! `raftlite-shell`: an interactive SQL shell like rqlite's CLI, a binary of its own (the server
+//! binary carries no tools).
 //!
 //! A blocking program (no async runtime of its own; `reqwest::blocking` runs one internally).
 //! On a terminal it reads lines with `rustyline` (history in `~/.raftlite_history`); otherwise it
@@ -17,24 +18,35 @@ use std::time::Instant;
 use anyhow::Context as _;
 use serde_json::Value;
 
-use crate::config::ShellArgs;
-
+mod args;
 mod client;
 mod commands;
 mod render;
 mod split;
 
+use args::ShellArgs;
 use client::{Api, SqlOutput};
 use commands::parse_dot_command;
 use render::render_table;
 use split::Splitter;
 
+fn main() -> std::process::ExitCode {
+    use clap::Parser as _;
+    match run(ShellArgs::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("raftlite-shell: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
 const HISTORY_FILE: &str = ".raftlite_history";
 const CONTINUATION_PROMPT: &str = "   ...> ";
 
-/// Entry point of `raftlite shell`. Setup problems (bad URL, unreadable CA file, bad `-u`) are
+/// Runs the shell. Setup problems (bad URL, unreadable CA file, bad `-u`) are
 /// an `Err`; when a piped script had a failing statement the process exits with status 1.
-pub fn run(args: ShellArgs) -> anyhow::Result<()> {
+fn run(args: ShellArgs) -> anyhow::Result<()> {
     let api = Api::new(&args)?;
     if args.credentials.insecure {
         let _ = writeln!(
