@@ -387,31 +387,12 @@ pub fn split_sql(text: &str) -> Vec<String> {
     statements
 }
 
-/// Where the comment starting at `i` ends (past its `*/` or before its newline), if one starts there.
-fn comment_end(bytes: &[u8], i: usize) -> Option<usize> {
-    match (bytes.get(i), bytes.get(i + 1)) {
-        (Some(b'-'), Some(b'-')) => Some(
-            bytes[i..]
-                .iter()
-                .position(|&b| b == b'\n')
-                .map_or(bytes.len(), |n| i + n),
-        ),
-        (Some(b'/'), Some(b'*')) => Some(
-            bytes[i + 2..]
-                .windows(2)
-                .position(|w| w == b"*/")
-                .map_or(bytes.len(), |n| i + 2 + n + 2),
-        ),
-        _ => None,
-    }
-}
-
 /// Whether `sql` holds anything but whitespace, comments and semicolons.
 fn has_code(sql: &str) -> bool {
     let bytes = sql.as_bytes();
     let mut i = 0;
     while i < bytes.len() {
-        if let Some(end) = comment_end(bytes, i) {
+        if let Some(end) = crate::sql_text::comment_end(bytes, i) {
             i = end;
             continue;
         }
@@ -429,7 +410,7 @@ fn leading_words(sql: &str, max: usize) -> Vec<String> {
     let bytes = sql.as_bytes();
     let mut i = 0;
     while i < bytes.len() && words.len() < max {
-        if let Some(end) = comment_end(bytes, i) {
+        if let Some(end) = crate::sql_text::comment_end(bytes, i) {
             i = end;
             continue;
         }

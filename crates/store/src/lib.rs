@@ -14,6 +14,7 @@ pub mod failpoint;
 pub mod go_duration;
 pub mod hex;
 mod results;
+mod sql_text;
 pub mod types;
 
 pub use engine::{

@@ -313,7 +313,7 @@ impl ResultBudget {
 /// PRAGMA as a query, so the read path lets them through; the reader connections are opened
 /// read-only, so nothing they run can change the database.
 pub(super) fn is_pragma_value_read(sql: &str) -> bool {
-    let mut rest = skip_blanks_and_comments(sql);
+    let mut rest = crate::sql_text::skip_blanks_and_comments(sql);
     let Some(keyword) = rest.get(..6) else {
         return false;
     };
@@ -324,27 +324,14 @@ pub(super) fn is_pragma_value_read(sql: &str) -> bool {
     if !rest.starts_with(|c: char| c.is_whitespace() || c == '/' || c == '-') {
         return false;
     }
-    rest = skip_blanks_and_comments(rest);
+    rest = crate::sql_text::skip_blanks_and_comments(rest);
     let name_len = rest
         .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.'))
         .unwrap_or(rest.len());
     if name_len == 0 {
         return false;
     }
-    let tail = skip_blanks_and_comments(&rest[name_len..]);
+    let tail = crate::sql_text::skip_blanks_and_comments(&rest[name_len..]);
     let tail = tail.strip_prefix(';').unwrap_or(tail);
-    skip_blanks_and_comments(tail).is_empty()
-}
-
-fn skip_blanks_and_comments(mut sql: &str) -> &str {
-    loop {
-        let trimmed = sql.trim_start();
-        if let Some(after) = trimmed.strip_prefix("--") {
-            sql = after.find('\n').map_or("", |i| &after[i + 1..]);
-        } else if let Some(after) = trimmed.strip_prefix("/*") {
-            sql = after.find("*/").map_or("", |i| &after[i + 2..]);
-        } else {
-            return trimmed;
-        }
-    }
+    crate::sql_text::skip_blanks_and_comments(tail).is_empty()
 }
