@@ -91,11 +91,11 @@ fn diagnose(data_dir: &Path) -> Value {
         }),
         Err(e) => json!({"file": layout.raft.join(log_store::LOG_FILE_NAME), "error": e}),
     };
-    let snapshot = match SnapshotDir::read_only(&layout.snapshots).current() {
-        Ok(Some((meta, path))) => json!({
-            "file": path,
-            "id": meta.snapshot_id,
-            "index": meta.last_log_id.as_ref().map(|l| log_id_to_position(l).index),
+    let snapshot = match SnapshotDir::read_only(&layout.snapshots).newest() {
+        Ok(Some(stored)) => json!({
+            "file": stored.data,
+            "id": stored.id,
+            "index": stored.meta.last_log_id.as_ref().map(|l| log_id_to_position(l).index),
         }),
         Ok(None) => Value::Null,
         Err(e) => json!({"error": e.to_string()}),

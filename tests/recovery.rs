@@ -699,7 +699,7 @@ fn lost_node_is_removed_then_rejoins_with_an_empty_data_dir() {
 /// A node whose data is lost and that rejoins with an empty data dir under its old id and
 /// address WITHOUT being removed first (what `serve`'s refusal message and `doctor` recommend
 /// for a lost log: "move this data dir aside and start the node empty with --join") catches up
-/// and the cluster keeps accepting writes (openraft's `loosen-follower-log-revert`). Removing
+/// and the cluster keeps accepting writes (openraft's `Config::allow_log_reversion`). Removing
 /// it first stays the runbook's order.
 #[test]
 fn a_wiped_node_rejoining_under_its_old_id_keeps_the_cluster_writable() {

@@ -212,8 +212,7 @@ pub(crate) async fn status(State(state): State<Arc<ApiState>>, Query(params): Pa
                 "state": state_name(m.state),
                 "term": m.current_term,
                 "applied_index": applied,
-                // openraft does not publish the commit index; what is applied is committed.
-                "commit_index": applied,
+                "commit_index": m.cluster_committed.map(|l| l.index).unwrap_or(applied),
                 "last_log_index": m.last_log_index.unwrap_or(0),
                 "snapshot_index": m.snapshot.map(|l| l.index).unwrap_or(0),
                 "last_snapshot_index": m.snapshot.map(|l| l.index).unwrap_or(0),

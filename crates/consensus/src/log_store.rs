@@ -31,8 +31,8 @@ use std::ops::{Bound, RangeBounds};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
-use openraft::{AnyError, OptionalSend, StorageIOError};
+use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
+use openraft::OptionalSend;
 use redb::{
     Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, TableError,
     WriteTransaction,
@@ -42,7 +42,7 @@ use serde::Serialize;
 
 use crate::log_blobs::{BlobError, BlobRef, BlobStore};
 use crate::snapshot_floor::SnapshotFloor;
-use crate::types::{Entry, LogId, StorageError, TypeConfig, Vote};
+use crate::types::{Entry, LogId, TypeConfig, Vote};
 
 /// The log file's name inside the raft directory.
 pub const LOG_FILE_NAME: &str = "raft.redb";
@@ -222,10 +222,11 @@ struct FileError {
     cause: Cause,
 }
 
-impl FileError {
-    /// The error as openraft carries it: the message alone (it already includes the cause).
-    fn any(&self) -> AnyError {
-        AnyError::error(self)
+impl From<FileError> for io::Error {
+    /// openraft's storage traits speak `io::Error`; the message names the file, the operation
+    /// and the cause.
+    fn from(e: FileError) -> io::Error {
+        io::Error::other(e)
     }
 }
 
@@ -506,17 +507,15 @@ impl Inner {
 
 impl LogStore {
     /// Opens `raft_dir/raft.redb`, creating the directory and the file if needed.
-    // openraft's error type is large; it is what every caller of the store handles anyway.
-    #[allow(clippy::result_large_err)]
-    pub fn open(raft_dir: &Path) -> Result<LogStore, StorageError> {
+    pub fn open(raft_dir: &Path) -> io::Result<LogStore> {
         let path = raft_dir.join(LOG_FILE_NAME);
-        let fail = |op: &'static str, cause: Cause| -> StorageError {
-            let e = FileError {
+        let fail = |op: &'static str, cause: Cause| -> io::Error {
+            FileError {
                 path: path.clone(),
                 op,
                 cause,
-            };
-            StorageIOError::read_logs(e.any()).into()
+            }
+            .into()
         };
         std::fs::create_dir_all(raft_dir)
             .map_err(|e| fail("create the directory", Cause::Redb(redb::Error::Io(e))))?;
@@ -594,24 +593,29 @@ impl RaftLogReader<TypeConfig> for LogStore {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
         &mut self,
         range: RB,
-    ) -> Result<Vec<Entry>, StorageError> {
+    ) -> io::Result<Vec<Entry>> {
         let Some((start, end)) = half_open(range.start_bound(), range.end_bound()) else {
             return Ok(Vec::new());
         };
-        self.blocking("read entries", move |inner| inner.read_entries(start, end))
-            .await
-            .map_err(|e| StorageIOError::read_logs(e.any()).into())
+        Ok(self
+            .blocking("read entries", move |inner| inner.read_entries(start, end))
+            .await?)
+    }
+
+    async fn read_vote(&mut self) -> io::Result<Option<Vote>> {
+        Ok(self
+            .blocking("read the vote", |inner| inner.meta_read(KEY_VOTE))
+            .await?)
     }
 }
 
 impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogStore;
 
-    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
+    async fn get_log_state(&mut self) -> io::Result<LogState<TypeConfig>> {
         let (last_purged_log_id, last_log_id) = self
             .blocking("read the log state", |inner| inner.log_state())
-            .await
-            .map_err(|e| StorageIOError::read_logs(e.any()))?;
+            .await?;
         Ok(LogState {
             last_purged_log_id,
             last_log_id,
@@ -622,44 +626,35 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.clone()
     }
 
-    async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
+    async fn save_vote(&mut self, vote: &Vote) -> io::Result<()> {
         let vote = *vote;
-        self.blocking("save the vote", move |inner| {
-            inner.meta_write(KEY_VOTE, Some(&vote), true)
-        })
-        .await
-        .map_err(|e| StorageIOError::write_vote(e.any()).into())
+        Ok(self
+            .blocking("save the vote", move |inner| {
+                inner.meta_write(KEY_VOTE, Some(&vote), true)
+            })
+            .await?)
     }
 
-    async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
-        self.blocking("read the vote", |inner| inner.meta_read(KEY_VOTE))
-            .await
-            .map_err(|e| StorageIOError::read_vote(e.any()).into())
+    async fn save_committed(&mut self, committed: Option<LogId>) -> io::Result<()> {
+        Ok(self
+            .blocking("save the committed log id", move |inner| {
+                // Only a hint for replay after a restart (the state machine records what it
+                // applied), so it is not worth an fsync on every commit; the next append makes
+                // it durable.
+                inner.meta_write(KEY_COMMITTED, committed.as_ref(), false)
+            })
+            .await?)
     }
 
-    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        self.blocking("save the committed log id", move |inner| {
-            // Only a hint for replay after a restart (the state machine records what it applied),
-            // so it is not worth an fsync on every commit; the next append makes it durable.
-            inner.meta_write(KEY_COMMITTED, committed.as_ref(), false)
-        })
-        .await
-        .map_err(|e| StorageIOError::write(e.any()).into())
+    async fn read_committed(&mut self) -> io::Result<Option<LogId>> {
+        Ok(self
+            .blocking("read the committed log id", |inner| {
+                inner.meta_read(KEY_COMMITTED)
+            })
+            .await?)
     }
 
-    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
-        self.blocking("read the committed log id", |inner| {
-            inner.meta_read(KEY_COMMITTED)
-        })
-        .await
-        .map_err(|e| StorageIOError::read(e.any()).into())
-    }
-
-    async fn append<I>(
-        &mut self,
-        entries: I,
-        callback: LogFlushed<TypeConfig>,
-    ) -> Result<(), StorageError>
+    async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> io::Result<()>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -674,33 +669,31 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // The commit above was durable (fsynced) before the flush is reported.
         match res {
             Ok(()) => {
-                callback.log_io_completed(Ok(()));
+                callback.io_completed(Ok(()));
                 Ok(())
             }
             Err(e) => {
-                callback.log_io_completed(Err(io::Error::other(e.to_string())));
-                Err(StorageIOError::write_logs(e.any()).into())
+                callback.io_completed(Err(io::Error::other(e.to_string())));
+                Err(e.into())
             }
         }
     }
 
-    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        let index = log_id.index;
-        self.blocking("truncate the log", move |inner| inner.truncate(index))
-            .await
-            .map_err(|e| StorageIOError::write_logs(e.any()).into())
+    async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> io::Result<()> {
+        // Everything after `last_log_id` goes; with `None`, every entry.
+        let from = last_log_id.map_or(0, |l| l.index + 1);
+        Ok(self
+            .blocking("truncate the log", move |inner| inner.truncate(from))
+            .await?)
     }
 
-    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+    async fn purge(&mut self, log_id: LogId) -> io::Result<()> {
         if let Some(floor) = &self.floor {
-            floor
-                .wait_covers(log_id.index)
-                .await
-                .map_err(|e| StorageIOError::write_logs(AnyError::error(e)))?;
+            floor.wait_covers(log_id.index).await.map_err(io::Error::other)?;
         }
-        self.blocking("purge the log", move |inner| inner.purge(&log_id))
-            .await
-            .map_err(|e| StorageIOError::write_logs(e.any()).into())
+        Ok(self
+            .blocking("purge the log", move |inner| inner.purge(&log_id))
+            .await?)
     }
 }
 

@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use openraft::error::{ClientWriteError, RaftError};
-use openraft::{ChangeMembers, Config, ServerState, SnapshotPolicy};
+use openraft::async_runtime::WatchReceiver;
+use openraft::error::{ClientWriteError, LinearizableReadError, RaftError};
+use openraft::{ChangeMembers, Config, ReadPolicy, ServerState, SnapshotPolicy};
 use raftlite_store::{StatementResult, Store, TimelineRecord, WriteRequest};
 use tokio::sync::{mpsc, oneshot};
 
@@ -22,7 +23,7 @@ const MAX_BATCH: usize = 512;
 /// than left waiting behind the others.
 pub const WRITE_QUEUE_CAPACITY: usize = MAX_BATCH * 4;
 /// Default of `--max-entry-bytes`: the encoded write requests one log entry carries at most.
-/// openraft 0.9 gives every AppendEntries one heartbeat interval (300 ms) to arrive and be
+/// openraft gives every AppendEntries one heartbeat interval (300 ms) to arrive and be
 /// fsync'd, so an entry must stay well below what a follower receives in that time.
 pub const DEFAULT_MAX_ENTRY_BYTES: usize = 4 << 20;
 /// Largest `--max-entry-bytes` accepted: one entry always fits in one AppendEntries batch
@@ -69,7 +70,7 @@ impl NodeConfig {
             data_dir: data_dir.to_path_buf(),
             addr,
             snapshot_threshold: 8192,
-            // openraft 0.9 also uses the heartbeat interval as the deadline of every
+            // openraft also uses the heartbeat interval as the deadline of every
             // AppendEntries request, so it must leave room for a follower to receive and fsync a
             // full batch; elections stay well above it.
             heartbeat_ms: 300,
@@ -160,6 +161,8 @@ struct Inner {
     /// The Raft client, to check that a joining node is reachable before adding it, and to ask
     /// peers for their free disk before a restore.
     network: HttpNetworkFactory,
+    /// Where snapshots received from the leader are written.
+    snapshots: crate::state_machine::SnapshotDir,
     election_timeout_max: Duration,
     max_entry_bytes: usize,
 }
@@ -210,7 +213,9 @@ impl RaftNode {
             heartbeat_interval: config.heartbeat_ms,
             election_timeout_min: config.election_timeout_min_ms,
             election_timeout_max: config.election_timeout_max_ms,
-            // Snapshot chunks of a multi-GB database take longer than openraft's 200 ms default.
+            // A whole snapshot travels in one streamed request; openraft hands this to the
+            // transport, which gives up on a transfer that makes no progress for three quarters
+            // of it (a multi-GB file takes far longer in all; see `network::snapshot_stall`).
             install_snapshot_timeout: 30_000,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_threshold),
             max_in_snapshot_log_to_keep: entries_kept_behind_snapshot(),
@@ -219,6 +224,24 @@ impl RaftNode {
             // `APPEND_BATCH_BYTES`: it must arrive and be fsync'd within the heartbeat
             // interval, openraft's deadline for it.
             max_payload_entries: 16,
+            // Replicate an entry as soon as the leader has submitted it to its own log, so the
+            // leader's fsync and the followers' overlap instead of running one after the other
+            // (the leader still counts itself only once its own flush is done).
+            broadcast_submitted_on_append: Some(true),
+            // A member whose data dir was wiped and that comes back under its old id asks for
+            // the log from the start; without this the leader treats that as a bug and stops
+            // replicating to it (0.9 needed the `loosen-follower-log-revert` feature for it).
+            // Kept for every member rather than armed once per join
+            // (`trigger().allow_next_revert`): a join request does not say the joiner is empty,
+            // and a reverted log is what every wiped member shows.
+            allow_log_reversion: Some(true),
+            // A restarted node never takes leadership back without an election: the committed
+            // index is not fsync'd on every commit here (`LogStore::save_committed`), which is
+            // the case openraft documents as unsafe for restoring leadership.
+            enable_leader_restore: Some(false),
+            // A node that was paused or cut off asks before it campaigns, so its return does not
+            // depose a healthy leader (a SIGSTOP'd old leader, a partitioned follower).
+            enable_pre_vote: Some(true),
             ..Default::default()
         }
         .validate()
@@ -272,6 +295,7 @@ impl RaftNode {
                 writes: tx,
                 leader_contact: std::sync::Mutex::new(None),
                 network,
+                snapshots: crate::state_machine::SnapshotDir::read_only(&layout.snapshots),
                 election_timeout_max: Duration::from_millis(config.election_timeout_max_ms),
                 max_entry_bytes: config.max_entry_bytes,
                 restoring: tokio::sync::Mutex::new(()),
@@ -335,14 +359,14 @@ impl RaftNode {
         Ok(true)
     }
 
-    pub fn metrics(&self) -> openraft::RaftMetrics<NodeId, NodeAddr> {
-        self.inner.raft.metrics().borrow().clone()
+    pub fn metrics(&self) -> RaftMetrics {
+        self.inner.raft.metrics().borrow_watched().clone()
     }
 
     /// The leader as this node currently knows it.
     pub fn leader(&self) -> Option<(NodeId, NodeAddr)> {
         let metrics = self.inner.raft.metrics();
-        let m = metrics.borrow();
+        let m = metrics.borrow_watched();
         let id = m.current_leader?;
         let node = m.membership_config.membership().get_node(&id)?.clone();
         Some((id, node))
@@ -353,7 +377,7 @@ impl RaftNode {
     /// [`RaftNode::since_leader_contact`].
     pub fn raft_router(&self) -> axum::Router {
         let node = self.clone();
-        crate::network::raft_router(self.inner.raft.clone())
+        crate::network::raft_router(self.inner.raft.clone(), self.inner.snapshots.clone())
             .merge(crate::free_space::free_space_router(self.data_dir()))
             .layer(axum::middleware::from_fn(
                 move |request: axum::extract::Request, next: axum::middleware::Next| {
@@ -423,7 +447,7 @@ impl RaftNode {
 
     pub fn is_leader(&self) -> bool {
         let metrics = self.inner.raft.metrics();
-        let m = metrics.borrow();
+        let m = metrics.borrow_watched();
         m.state == ServerState::Leader && m.current_leader == Some(self.inner.id)
     }
 
@@ -477,9 +501,9 @@ impl RaftNode {
 
     /// Waits until this node, as leader, has applied everything committed before the call.
     pub async fn ensure_linearizable(&self) -> Result<(), WriteError> {
-        match self.inner.raft.ensure_linearizable().await {
+        match self.inner.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
             Ok(_) => Ok(()),
-            Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f))) => {
+            Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))) => {
                 Err(not_leader(f))
             }
             Err(e) => Err(WriteError::Unavailable(e.to_string())),
@@ -512,7 +536,7 @@ impl RaftNode {
         let metrics = self.metrics();
         let membership = metrics.membership_config.membership();
         let is_voter = membership.voter_ids().any(|v| v == id);
-        let voter_at_addr = |m: &openraft::Membership<NodeId, NodeAddr>| {
+        let voter_at_addr = |m: &Membership| {
             m.voter_ids().any(|v| v == id) && m.get_node(&id) == Some(&addr)
         };
         // A change still in flight (a removal of this very node) must not count as membership.
@@ -573,7 +597,7 @@ impl RaftNode {
         let mut metrics = self.inner.raft.metrics();
         loop {
             let matched = metrics
-                .borrow()
+                .borrow_watched()
                 .replication
                 .as_ref()
                 .and_then(|r| r.get(&id).cloned().flatten())
@@ -666,9 +690,9 @@ impl RaftNode {
         Ok((chosen, addr))
     }
 
-    /// Stops (or resumes) this node's heartbeats and elections. openraft 0.9 cannot hand over
-    /// leadership directly, and voters refuse votes while the leader's lease is fresh, so a
-    /// leader stepping down goes quiet until another node has been elected.
+    /// Stops (or resumes) this node's heartbeats and elections. Voters refuse votes while the
+    /// leader's lease is fresh, so a leader stepping down goes quiet until another node has been
+    /// elected.
     pub fn pause_leadership(&self, paused: bool) {
         let runtime = self.inner.raft.runtime_config();
         runtime.heartbeat(!paused);
@@ -685,7 +709,7 @@ impl RaftNode {
                 if node.leader().is_some_and(|(id, _)| id != old_leader) {
                     return;
                 }
-                if let Err(e) = node.inner.raft.trigger().elect().await {
+                if let Err(e) = node.inner.raft.trigger().elect(false).await {
                     tracing::warn!(error = %e, "cannot start an election");
                     return;
                 }
@@ -708,7 +732,7 @@ impl RaftNode {
     async fn drop_abandoned_restores(self) {
         loop {
             tokio::time::sleep(Duration::from_secs(5)).await;
-            if self.inner.raft.metrics().borrow().running_state.is_err() {
+            if self.inner.raft.metrics().borrow_watched().running_state.is_err() {
                 return; // raft shut down
             }
             if !self.is_leader() {
@@ -790,17 +814,29 @@ impl RaftNode {
     }
 }
 
-fn not_leader(f: openraft::error::ForwardToLeader<NodeId, NodeAddr>) -> WriteError {
+fn not_leader(f: openraft::error::ForwardToLeader<TypeConfig>) -> WriteError {
     WriteError::NotLeader {
         leader: f.leader_id.zip(f.leader_node),
     }
 }
 
-fn map_write_err(e: RaftError<NodeId, ClientWriteError<NodeId, NodeAddr>>) -> WriteError {
+fn map_write_err(e: RaftError<TypeConfig, ClientWriteError<TypeConfig>>) -> WriteError {
     match e {
         RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => not_leader(f),
+        // Not `NotLeader`: the API would forward the write to the new leader, and the entry
+        // may still commit there, so the write could apply twice.
+        RaftError::APIError(ClientWriteError::LogEntryDiscarded(f)) => {
+            WriteError::Unavailable(format!(
+                "leadership changed before this write was known to commit; it may or may not \
+                 have been applied (new leader: {:?}); check before retrying",
+                f.leader_id
+            ))
+        }
         RaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => {
             WriteError::Unavailable(c.to_string())
+        }
+        RaftError::APIError(ClientWriteError::PreconditionFailed(p)) => {
+            WriteError::Unavailable(p.to_string())
         }
         RaftError::Fatal(f) => WriteError::Unavailable(f.to_string()),
     }
@@ -808,9 +844,8 @@ fn map_write_err(e: RaftError<NodeId, ClientWriteError<NodeId, NodeAddr>>) -> Wr
 
 /// Group commit: requests that arrive while the previous entry is in flight share the next
 /// entry, so many concurrent clients pay for one log append and one fsync per node, and a lone
-/// client is never delayed. One entry in flight is best: openraft 0.9 appends and replicates
-/// entries one after another anyway, so more in flight only splits the batches (measured with
-/// `raftlite bench`: 3 nodes, 64 clients, 12.4k inserts/s with one in flight, 10.0k with four).
+/// client is never delayed. One entry in flight is best (measured with `raftlite-bench` on
+/// openraft 0.9: 3 nodes, 64 clients, 12.4k inserts/s with one in flight, 10.0k with four).
 ///
 /// An entry never carries more than `max_entry_bytes` of encoded requests: a request that would
 /// take the batch past it waits for the next entry (each request alone fits, [`RaftNode::write`]

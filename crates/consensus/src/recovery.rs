@@ -17,7 +17,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use openraft::storage::{RaftLogReader, RaftLogStorage, RaftSnapshotBuilder, RaftStateMachine};
-use openraft::Membership;
 use raftlite_store::TimelineRecord;
 
 use crate::log_store::LogStore;
@@ -142,16 +141,20 @@ async fn seed_new_cluster(
         .map(|p| p.index)
         .unwrap_or(0);
     let snapshot = SnapshotDir::read_only(&layout.snapshots)
-        .current()
+        .newest()
         .ok()
         .flatten();
     let snapshot_index = snapshot
         .as_ref()
-        .and_then(|(m, _)| m.last_log_id.as_ref().map(|l| log_id_to_position(l).index))
+        .and_then(|s| s.meta.last_log_id.as_ref().map(|l| log_id_to_position(l).index))
         .unwrap_or(0);
     let mut moved = Vec::new();
     if snapshot_index > db_index {
-        let Some((_, snapshot_file)) = &snapshot else {
+        let Some(crate::state_machine::StoredSnapshot {
+            data: snapshot_file,
+            ..
+        }) = &snapshot
+        else {
             return Err(RecoveryError::Refused("the snapshot vanished".into()));
         };
         // The snapshot holds more: it becomes the database (the old one is kept aside).
@@ -233,7 +236,8 @@ pub async fn seed_single_node(
         })?;
     let log_id = crate::state_machine::position_to_log_id(&applied);
     let nodes: BTreeMap<NodeId, NodeAddr> = [(node_id, addr.clone())].into_iter().collect();
-    let membership = Membership::new(vec![[node_id].into_iter().collect()], nodes);
+    let membership = Membership::new(vec![[node_id].into_iter().collect()], nodes)
+        .map_err(|e| RecoveryError::Refused(format!("invalid membership: {e}")))?;
     let stored = StoredMembership::new(Some(log_id), membership);
     let json = serde_json::to_string(&stored).map_err(|e| RecoveryError::Storage(e.to_string()))?;
     let record = new_timeline(reason);
@@ -242,7 +246,7 @@ pub async fn seed_single_node(
             .await
             .map_err(|e| RecoveryError::Storage(e.to_string()))?
             .map_err(|e| RecoveryError::Storage(e.to_string()))?;
-    let storage = |e: openraft::StorageError<NodeId>| RecoveryError::Storage(e.to_string());
+    let storage = |e: std::io::Error| RecoveryError::Storage(e.to_string());
     // openraft never purges past its newest snapshot, and checks that on start: take one of
     // the seeded database first.
     let (db, snaps) = (layout.db.clone(), layout.snapshots.clone());
@@ -258,7 +262,7 @@ pub async fn seed_single_node(
     drop(sm);
     // The log last: until it exists, the data dir still reads as "log lost".
     let mut log = LogStore::open(&layout.raft).map_err(storage)?;
-    log.save_vote(&openraft::Vote::new(log_id.leader_id.term, node_id))
+    log.save_vote(&Vote::new(log_id.leader_id.term, node_id))
         .await
         .map_err(storage)?;
     log.purge(log_id).await.map_err(storage)?;
@@ -400,7 +404,7 @@ pub async fn rewrite_membership(
         )));
     }
     let layout = DataDirLayout::new(data_dir);
-    let storage = |e: openraft::StorageError<NodeId>| RecoveryError::Storage(e.to_string());
+    let storage = |e: std::io::Error| RecoveryError::Storage(e.to_string());
     let mut log = LogStore::open(&layout.raft).map_err(storage)?;
     let (db, snaps) = (layout.db.clone(), layout.snapshots.clone());
     let mut sm = tokio::task::spawn_blocking(move || SqliteStateMachine::open(&db, &snaps))
@@ -433,6 +437,7 @@ pub async fn rewrite_membership(
             )));
         }
         replayed += entries.len() as u64;
+        let entries = futures::stream::iter(entries.into_iter().map(|e| Ok((e, None))));
         sm.apply(entries).await.map_err(storage)?;
         applied = sm.applied_state().await.map_err(storage)?.0;
     }
@@ -465,7 +470,8 @@ pub async fn rewrite_membership(
         );
     }
     let voters: BTreeSet<NodeId> = nodes.keys().copied().collect();
-    let membership = Membership::new(vec![voters.clone()], nodes);
+    let membership = Membership::new(vec![voters.clone()], nodes)
+        .map_err(|e| RecoveryError::Refused(format!("invalid membership: {e}")))?;
     let stored = StoredMembership::new(Some(applied), membership);
     let json = serde_json::to_string(&stored).map_err(|e| RecoveryError::Storage(e.to_string()))?;
     let store = sm.store();

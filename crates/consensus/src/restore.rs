@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use openraft::error::{ClientWriteError, RaftError};
+use openraft::impls::ProgressResponder;
 use raftlite_store::{StoreError, TimelineRecord};
 
 use crate::free_space::{free_space, space_needed};
@@ -201,7 +202,7 @@ fn read_chunk(path: &Path, offset: u64, len: usize) -> std::io::Result<Vec<u8>> 
     Ok(buf)
 }
 
-fn write_error_reason(e: &RaftError<NodeId, ClientWriteError<NodeId, NodeAddr>>) -> String {
+fn write_error_reason(e: &RaftError<TypeConfig, ClientWriteError<TypeConfig>>) -> String {
     match e {
         RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => format!(
             "leadership moved to {}",
@@ -492,9 +493,9 @@ impl RaftNode {
                 };
                 // Submitted one after the other, so the log holds the chunks in file order
                 // (every node can then hash them as they are applied); only the waits overlap.
-                let answer = self
-                    .raft()
-                    .client_write_ff(command)
+                let (responder, answer) = ProgressResponder::complete_only();
+                self.raft()
+                    .client_write_ff(command, Some(responder))
                     .await
                     .map_err(|e| format!("the Raft node stopped: {e}"))?;
                 in_flight.push_back((len, Instant::now() + ENTRY_COMMIT_TIMEOUT, answer));

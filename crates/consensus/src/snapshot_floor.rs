@@ -1,6 +1,6 @@
 //! How far this node's Raft log may be purged: up to the newest snapshot durable on its own disk.
 //!
-//! openraft 0.9, installing a snapshot received from the leader, hands the install to the
+//! openraft (0.9 and 0.10 alike), installing a snapshot received from the leader, hands the install to the
 //! state-machine task and issues "purge the log up to the snapshot" to the log store at once, in
 //! its core task, without waiting for the install (`install_full_snapshot` in its following
 //! handler; `Command::PurgeLog` carries no condition). A crash after that purge and before the

@@ -229,13 +229,13 @@ mod tests {
     use crate::types::LogId;
 
     fn log_id(index: u64) -> LogId {
-        LogId::new(openraft::CommittedLeaderId::new(1, 1), index)
+        LogId::new(crate::types::CommittedLeaderId { term: 1, node_id: 1 }, index)
     }
 
     fn log(last: Option<u64>, purged: Option<u64>) -> LogProbe {
         LogProbe {
             exists: true,
-            vote: Some(openraft::Vote::new(1, 1)),
+            vote: Some(crate::types::Vote::new(1, 1)),
             last_purged: purged.map(log_id),
             last_log_id: last.map(log_id),
             committed: None,

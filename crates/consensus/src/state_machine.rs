@@ -4,12 +4,13 @@
 //! table) and `<id>.meta.json` the openraft snapshot meta, written last as the completion marker.
 //! A snapshot without its `.meta.json` is an unfinished one and is ignored and removed.
 
-use std::io::ErrorKind;
+use std::io::{self, ErrorKind};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
-use openraft::{EntryPayload, ErrorSubject, ErrorVerb, StorageIOError};
+use futures::{Stream, TryStreamExt};
+use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
+
 use raftlite_store::failpoint;
 use raftlite_store::{EntryTime, LogPosition, MetaState, Store, StoreError, StoreOptions};
 
@@ -22,6 +23,8 @@ const DATA_SUFFIX: &str = ".sqlite";
 /// `.tmp` files of snapshots being built or received, they are removed when their work ends, and
 /// leftovers of a crash at start-up; [`SnapshotDir::prune`] never touches either.
 const SCRATCH_SUFFIX: &str = ".partial";
+/// The name prefix of a snapshot being received (see [`SnapshotDir::receiving_path`]).
+const RECEIVING_PURPOSE: &str = "receiving";
 
 pub fn log_id_to_position(log_id: &LogId) -> LogPosition {
     LogPosition {
@@ -33,47 +36,72 @@ pub fn log_id_to_position(log_id: &LogId) -> LogPosition {
 
 pub fn position_to_log_id(p: &LogPosition) -> LogId {
     LogId::new(
-        openraft::CommittedLeaderId::new(p.term, p.leader_node),
+        CommittedLeaderId {
+            term: p.term,
+            node_id: p.leader_node,
+        },
         p.index,
     )
 }
 
-fn sm_err(verb: ErrorVerb, e: impl std::error::Error + 'static) -> StorageError {
-    StorageIOError::new(
-        ErrorSubject::StateMachine,
-        verb,
-        openraft::AnyError::new(&e),
-    )
-    .into()
+/// Whether a failed operation was reading or writing: part of the message openraft logs.
+#[derive(Clone, Copy, Debug)]
+enum Verb {
+    Read,
+    Write,
 }
 
-fn snap_err(verb: ErrorVerb, e: impl std::error::Error + 'static) -> StorageError {
-    StorageIOError::new(
-        ErrorSubject::Snapshot(None),
-        verb,
-        openraft::AnyError::new(&e),
-    )
-    .into()
+impl Verb {
+    fn as_str(self) -> &'static str {
+        match self {
+            Verb::Read => "reading",
+            Verb::Write => "writing",
+        }
+    }
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-struct Message(String);
+/// openraft's storage traits speak `io::Error`; the message says what failed and why.
+fn sm_err(verb: Verb, e: impl std::fmt::Display) -> io::Error {
+    io::Error::other(format!("state machine: {} failed: {e}", verb.as_str()))
+}
 
-fn msg(s: impl Into<String>) -> Message {
-    Message(s.into())
+fn snap_err(verb: Verb, e: impl std::fmt::Display) -> io::Error {
+    io::Error::other(format!("snapshot: {} failed: {e}", verb.as_str()))
+}
+
+fn msg(s: impl Into<String>) -> String {
+    s.into()
 }
 
 /// Runs blocking SQLite work off the async runtime.
 async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
-) -> Result<T, StorageError> {
+    f: impl FnOnce() -> Result<T, io::Error> + Send + 'static,
+) -> Result<T, io::Error> {
     match crate::blocking::run_blocking(f).await {
         Ok(r) => r,
         Err(e) => Err(sm_err(
-            ErrorVerb::Write,
+            Verb::Write,
             msg(format!("state machine task failed: {e}")),
         )),
+    }
+}
+
+/// A snapshot's SQLite file as openraft carries it between the state machine and the network:
+/// an open handle, so that pruning the file's name cannot pull it from under a transfer in
+/// progress, and the path it was opened at (a received snapshot's file is renamed into place on
+/// install rather than copied).
+#[derive(Debug)]
+pub struct SnapshotFile {
+    pub file: std::fs::File,
+    pub path: PathBuf,
+}
+
+impl SnapshotFile {
+    pub fn open(path: &Path) -> std::io::Result<SnapshotFile> {
+        Ok(SnapshotFile {
+            file: std::fs::File::open(path)?,
+            path: path.to_path_buf(),
+        })
     }
 }
 
@@ -84,6 +112,8 @@ const RECEIVED_KEY: &str = "received_from_leader";
 /// A complete snapshot in the snapshots directory.
 #[derive(Clone, Debug)]
 pub struct StoredSnapshot {
+    /// The name of its files (`<id>.sqlite`, `<id>.meta.json`): `<term>-<index>-<random>`.
+    pub id: String,
     pub meta: SnapshotMeta,
     pub data: PathBuf,
     /// Received from the leader, rather than built here. Such a snapshot may reach past the
@@ -100,8 +130,8 @@ pub struct SnapshotDir {
 }
 
 impl SnapshotDir {
-    pub fn open(dir: &Path) -> Result<SnapshotDir, StorageError> {
-        std::fs::create_dir_all(dir).map_err(|e| snap_err(ErrorVerb::Write, e))?;
+    pub fn open(dir: &Path) -> Result<SnapshotDir, io::Error> {
+        std::fs::create_dir_all(dir).map_err(|e| snap_err(Verb::Write, e))?;
         Ok(SnapshotDir {
             dir: dir.to_path_buf(),
         })
@@ -131,6 +161,12 @@ impl SnapshotDir {
             .join(format!("{purpose}-{:016x}.tmp", rand::random::<u64>()))
     }
 
+    /// A fresh path in this directory for a snapshot being received from the leader. A
+    /// [`SnapshotFile`] at such a path is renamed into place when installed; any other is copied.
+    pub fn receiving_path(&self) -> PathBuf {
+        self.temp_path(RECEIVING_PURPOSE)
+    }
+
     /// A fresh path for a scratch file (`<purpose>-<random>.partial`) that snapshot pruning
     /// leaves alone; the caller removes it when done.
     pub fn scratch_path(&self, purpose: &str) -> PathBuf {
@@ -158,29 +194,36 @@ impl SnapshotDir {
         }
     }
 
-    /// The newest complete snapshot: its meta and data file.
-    pub fn current(&self) -> Result<Option<(SnapshotMeta, PathBuf)>, StorageError> {
-        Ok(self.newest()?.map(|s| (s.meta, s.data)))
+    /// The name for a new snapshot's files. openraft 0.10 identifies a snapshot by the log id
+    /// it covers alone; two snapshots at the same position may still differ in bytes (built here
+    /// and received), so the random part keeps their files apart.
+    fn new_id(meta: &SnapshotMeta) -> String {
+        format!(
+            "{}-{}-{:08x}",
+            meta.last_log_id.map(|l| l.leader_id.term).unwrap_or(0),
+            meta.last_log_id.map(|l| l.index).unwrap_or(0),
+            rand::random::<u32>()
+        )
     }
 
     /// The newest complete snapshot, with where it came from.
-    pub fn newest(&self) -> Result<Option<StoredSnapshot>, StorageError> {
+    pub fn newest(&self) -> Result<Option<StoredSnapshot>, io::Error> {
         let mut best: Option<StoredSnapshot> = None;
         let entries = match std::fs::read_dir(&self.dir) {
             Ok(e) => e,
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(snap_err(ErrorVerb::Read, e)),
+            Err(e) => return Err(snap_err(Verb::Read, e)),
         };
         for entry in entries {
-            let entry = entry.map_err(|e| snap_err(ErrorVerb::Read, e))?;
+            let entry = entry.map_err(|e| snap_err(Verb::Read, e))?;
             let name = entry.file_name().to_string_lossy().into_owned();
             let Some(id) = name.strip_suffix(META_SUFFIX) else {
                 continue;
             };
-            let bytes = std::fs::read(entry.path()).map_err(|e| snap_err(ErrorVerb::Read, e))?;
+            let bytes = std::fs::read(entry.path()).map_err(|e| snap_err(Verb::Read, e))?;
             let damaged = |e: serde_json::Error| {
                 snap_err(
-                    ErrorVerb::Read,
+                    Verb::Read,
                     msg(format!("{} is damaged: {e}", entry.path().display())),
                 )
             };
@@ -196,6 +239,7 @@ impl SnapshotDir {
                 .is_none_or(|b| meta.last_log_id > b.meta.last_log_id)
             {
                 best = Some(StoredSnapshot {
+                    id: id.to_string(),
                     meta,
                     data,
                     received,
@@ -213,10 +257,11 @@ impl SnapshotDir {
         data: &Path,
         meta: &SnapshotMeta,
         received: bool,
-    ) -> Result<PathBuf, StorageError> {
-        let final_data = self.data_path(&meta.snapshot_id);
-        std::fs::rename(data, &final_data).map_err(|e| snap_err(ErrorVerb::Write, e))?;
-        let werr = |e: serde_json::Error| snap_err(ErrorVerb::Write, e);
+    ) -> Result<StoredSnapshot, io::Error> {
+        let id = SnapshotDir::new_id(meta);
+        let final_data = self.data_path(&id);
+        std::fs::rename(data, &final_data).map_err(|e| snap_err(Verb::Write, e))?;
+        let werr = |e: serde_json::Error| snap_err(Verb::Write, e);
         let mut json = serde_json::to_value(meta).map_err(werr)?;
         if received {
             failpoint::hit("snapshot-data-committed");
@@ -226,11 +271,15 @@ impl SnapshotDir {
         }
         let json = serde_json::to_vec(&json).map_err(werr)?;
         let tmp = self.temp_path("meta");
-        write_synced(&tmp, &json).map_err(|e| snap_err(ErrorVerb::Write, e))?;
-        std::fs::rename(&tmp, self.meta_path(&meta.snapshot_id))
-            .map_err(|e| snap_err(ErrorVerb::Write, e))?;
-        sync_dir(&self.dir).map_err(|e| snap_err(ErrorVerb::Write, e))?;
-        Ok(final_data)
+        write_synced(&tmp, &json).map_err(|e| snap_err(Verb::Write, e))?;
+        std::fs::rename(&tmp, self.meta_path(&id)).map_err(|e| snap_err(Verb::Write, e))?;
+        sync_dir(&self.dir).map_err(|e| snap_err(Verb::Write, e))?;
+        Ok(StoredSnapshot {
+            id,
+            meta: meta.clone(),
+            data: final_data,
+            received,
+        })
     }
 
     /// Removes every snapshot but `keep_id`. Temporary files are left to
@@ -267,14 +316,14 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
-fn membership_of(meta: &MetaState) -> Result<StoredMembership, StorageError> {
+fn membership_of(meta: &MetaState) -> Result<StoredMembership, io::Error> {
     match &meta.membership_json {
         None => Ok(StoredMembership::default()),
-        Some(json) => serde_json::from_str(json).map_err(|e| sm_err(ErrorVerb::Read, e)),
+        Some(json) => serde_json::from_str(json).map_err(|e| sm_err(Verb::Read, e)),
     }
 }
 
-fn store_err(verb: ErrorVerb) -> impl Fn(StoreError) -> StorageError {
+fn store_err(verb: Verb) -> impl Fn(StoreError) -> io::Error {
     move |e| sm_err(verb, e)
 }
 
@@ -287,8 +336,8 @@ fn apply_load(
     position: LogPosition,
     database: &[u8],
     timeline: &raftlite_store::TimelineRecord,
-) -> Result<(), StorageError> {
-    let already = store.meta().map_err(store_err(ErrorVerb::Read))?.applied;
+) -> Result<(), io::Error> {
+    let already = store.meta().map_err(store_err(Verb::Read))?.applied;
     if already.is_some_and(|a| a.index >= position.index) {
         return Ok(()); // a replay of an entry the database already reflects
     }
@@ -296,7 +345,7 @@ fn apply_load(
     let result = write_synced(&scratch, database)
         .map_err(|e| {
             sm_err(
-                ErrorVerb::Write,
+                Verb::Write,
                 msg(format!(
                     "cannot write the loaded database to {}: {e}",
                     scratch.display()
@@ -306,7 +355,7 @@ fn apply_load(
         .and_then(|_| {
             store
                 .load_from(&scratch, position, None, timeline)
-                .map_err(store_err(ErrorVerb::Write))
+                .map_err(store_err(Verb::Write))
         });
     if let Err(e) = std::fs::remove_file(&scratch) {
         if e.kind() != ErrorKind::NotFound {
@@ -326,8 +375,6 @@ fn apply_load(
 pub struct SqliteStateMachine {
     store: Arc<Store>,
     snapshots: SnapshotDir,
-    /// The file a snapshot from the leader is being received into.
-    receiving: Option<PathBuf>,
     /// The index of the last restore commit or abort applied: its chunks are dead weight in the
     /// log from then on, so the node compacts its log (see [`Self::settled_restores`]).
     restores_settled: Arc<tokio::sync::watch::Sender<u64>>,
@@ -338,15 +385,15 @@ pub struct SqliteStateMachine {
 impl SqliteStateMachine {
     /// Opens the database and the snapshot directory. A database behind the newest snapshot (lost
     /// or rolled back) is first rebuilt from that snapshot; the log then replays the rest.
-    pub fn open(db_path: &Path, snapshot_dir: &Path) -> Result<SqliteStateMachine, StorageError> {
+    pub fn open(db_path: &Path, snapshot_dir: &Path) -> Result<SqliteStateMachine, io::Error> {
         let store =
-            Store::open(db_path, StoreOptions::default()).map_err(store_err(ErrorVerb::Read))?;
+            Store::open(db_path, StoreOptions::default()).map_err(store_err(Verb::Read))?;
         let snapshots = SnapshotDir::open(snapshot_dir)?;
-        let current = snapshots.current()?;
-        snapshots.prune(current.as_ref().map(|(m, _)| m.snapshot_id.as_str()));
+        let current = snapshots.newest()?;
+        snapshots.prune(current.as_ref().map(|c| c.id.as_str()));
         snapshots.remove_scratch();
-        if let Some((meta, data)) = &current {
-            let applied = store.meta().map_err(store_err(ErrorVerb::Read))?.applied;
+        if let Some(StoredSnapshot { meta, data, .. }) = &current {
+            let applied = store.meta().map_err(store_err(Verb::Read))?.applied;
             let snapshot_at = meta.last_log_id.as_ref().map(log_id_to_position);
             if applied.map(|a| a.index) < snapshot_at.map(|s| s.index) {
                 tracing::warn!(
@@ -356,18 +403,17 @@ impl SqliteStateMachine {
                 );
                 store
                     .install_from(data)
-                    .map_err(store_err(ErrorVerb::Write))?;
+                    .map_err(store_err(Verb::Write))?;
             }
         }
         let floor = SnapshotFloor::new(
             current
                 .as_ref()
-                .and_then(|(meta, _)| meta.last_log_id.map(|l| l.index)),
+                .and_then(|c| c.meta.last_log_id.map(|l| l.index)),
         );
         Ok(SqliteStateMachine {
             store: Arc::new(store),
             snapshots,
-            receiving: None,
             restores_settled: Arc::new(tokio::sync::watch::channel(0).0),
             floor,
         })
@@ -397,72 +443,62 @@ pub struct SnapshotBuilder {
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
-    async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
+    type SnapshotData = SnapshotFile;
+
+    async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
         let store = self.store.clone();
         let snapshots = self.snapshots.clone();
-        let (meta, path) = blocking(move || {
+        let stored = blocking(move || {
             let tmp = snapshots.temp_path("building");
             let state = store
                 .snapshot_to(&tmp)
-                .map_err(|e| snap_err(ErrorVerb::Write, e))?;
-            let last_log_id = state.applied.as_ref().map(position_to_log_id);
+                .map_err(|e| snap_err(Verb::Write, e))?;
             let meta = SnapshotMeta {
-                last_log_id,
+                last_log_id: state.applied.as_ref().map(position_to_log_id),
                 last_membership: membership_of(&state)?,
-                snapshot_id: format!(
-                    "{}-{}-{:x}",
-                    last_log_id.map(|l| l.leader_id.term).unwrap_or(0),
-                    last_log_id.map(|l| l.index).unwrap_or(0),
-                    rand::random::<u32>()
-                ),
             };
-            let path = snapshots.commit(&tmp, &meta, false)?;
-            snapshots.prune(Some(&meta.snapshot_id));
-            Ok((meta, path))
+            let stored = snapshots.commit(&tmp, &meta, false)?;
+            snapshots.prune(Some(&stored.id));
+            Ok(stored)
         })
         .await?;
-        if let Some(index) = meta.last_log_id.map(|l| l.index) {
+        if let Some(index) = stored.meta.last_log_id.map(|l| l.index) {
             self.floor.raise(index);
         }
-        tracing::info!(snapshot = %meta.snapshot_id, "built snapshot");
-        let file = tokio::fs::File::open(&path)
-            .await
-            .map_err(|e| snap_err(ErrorVerb::Read, e))?;
+        tracing::info!(snapshot = %stored.id, "built snapshot");
+        let file = SnapshotFile::open(&stored.data).map_err(|e| snap_err(Verb::Read, e))?;
         Ok(Snapshot {
-            meta,
-            snapshot: Box::new(file),
+            meta: stored.meta,
+            snapshot: file,
         })
     }
 }
 
 impl SqliteStateMachine {
-    /// The file holding the snapshot to install. Normally that is the file openraft received the
-    /// chunks into; a handle to any other file (openraft may hand over another snapshot's handle)
-    /// is streamed into a new file, never trusted by path.
-    async fn take_received(
-        &mut self,
-        mut snapshot: Box<tokio::fs::File>,
-    ) -> Result<PathBuf, StorageError> {
-        use std::os::unix::fs::MetadataExt;
-        use tokio::io::AsyncSeekExt;
-        let werr = |e: std::io::Error| snap_err(ErrorVerb::Write, e);
-        snapshot.sync_all().await.map_err(werr)?;
-        let handle_meta = snapshot.metadata().await.map_err(werr)?;
-        if let Some(path) = self.receiving.take() {
-            if let Ok(path_meta) = tokio::fs::metadata(&path).await {
-                if path_meta.dev() == handle_meta.dev() && path_meta.ino() == handle_meta.ino() {
-                    return Ok(path);
-                }
-            }
-            let _ = tokio::fs::remove_file(&path).await;
+    /// The file holding the snapshot to install: the received file itself when the network
+    /// received it into this directory (see [`SnapshotDir::receiving_path`]), else a copy
+    /// streamed from the handle, never trusted by path.
+    async fn take_received(&mut self, snapshot: SnapshotFile) -> Result<PathBuf, io::Error> {
+        let werr = |e: std::io::Error| snap_err(Verb::Write, e);
+        let ours = snapshot.path.parent() == Some(self.snapshots.path())
+            && snapshot
+                .path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(RECEIVING_PURPOSE) && n.ends_with(".tmp"));
+        let mut handle = tokio::fs::File::from_std(snapshot.file);
+        handle.sync_all().await.map_err(werr)?;
+        if ours {
+            return Ok(snapshot.path);
         }
-        let path = self.snapshots.temp_path("receiving");
+        use tokio::io::AsyncSeekExt;
+        let path = self.snapshots.receiving_path();
         let mut copy = tokio::fs::File::create(&path).await.map_err(werr)?;
-        snapshot
+        handle
             .seek(std::io::SeekFrom::Start(0))
             .await
             .map_err(werr)?;
-        tokio::io::copy(&mut snapshot, &mut copy)
+        tokio::io::copy(&mut handle, &mut copy)
             .await
             .map_err(werr)?;
         copy.sync_all().await.map_err(werr)?;
@@ -471,12 +507,13 @@ impl SqliteStateMachine {
 }
 
 impl RaftStateMachine<TypeConfig> for SqliteStateMachine {
+    type SnapshotData = SnapshotFile;
     type SnapshotBuilder = SnapshotBuilder;
 
-    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
         let store = self.store.clone();
         blocking(move || {
-            let meta = store.meta().map_err(store_err(ErrorVerb::Read))?;
+            let meta = store.meta().map_err(store_err(Verb::Read))?;
             Ok((
                 meta.applied.as_ref().map(position_to_log_id),
                 membership_of(&meta)?,
@@ -485,16 +522,17 @@ impl RaftStateMachine<TypeConfig> for SqliteStateMachine {
         .await
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<CommandResponse>, StorageError>
+    async fn apply<S>(&mut self, entries: S) -> Result<(), io::Error>
     where
-        I: IntoIterator<Item = Entry> + Send,
-        I::IntoIter: Send,
+        S: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + Send,
     {
-        let entries: Vec<Entry> = entries.into_iter().collect();
+        // One blocking call applies the whole batch (one SQLite transaction per entry, one
+        // thread hop per batch); the responders are answered once it is done.
+        let (entries, responders): (Vec<Entry>, Vec<_>) = entries.try_collect::<Vec<_>>().await?.into_iter().unzip();
         let store = self.store.clone();
         let snapshots = self.snapshots.clone();
         let restores_settled = self.restores_settled.clone();
-        blocking(move || {
+        let responses = blocking(move || {
             let mut responses = Vec::with_capacity(entries.len());
             for entry in entries {
                 let position = log_id_to_position(&entry.log_id);
@@ -502,16 +540,16 @@ impl RaftStateMachine<TypeConfig> for SqliteStateMachine {
                     EntryPayload::Blank => {
                         store
                             .apply_membership(position, None)
-                            .map_err(store_err(ErrorVerb::Write))?;
+                            .map_err(store_err(Verb::Write))?;
                         CommandResponse::None
                     }
                     EntryPayload::Membership(m) => {
                         let stored = StoredMembership::new(Some(entry.log_id), m);
                         let json = serde_json::to_string(&stored)
-                            .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+                            .map_err(|e| sm_err(Verb::Write, e))?;
                         store
                             .apply_membership(position, Some(&json))
-                            .map_err(store_err(ErrorVerb::Write))?;
+                            .map_err(store_err(Verb::Write))?;
                         CommandResponse::None
                     }
                     EntryPayload::Normal(Command::Write {
@@ -522,13 +560,13 @@ impl RaftStateMachine<TypeConfig> for SqliteStateMachine {
                         let time = EntryTime { at_unix_ms, seed };
                         let results = store
                             .apply_write(position, time, &requests)
-                            .map_err(store_err(ErrorVerb::Write))?;
+                            .map_err(store_err(Verb::Write))?;
                         CommandResponse::Write(results)
                     }
                     EntryPayload::Normal(Command::InitTimeline(record)) => {
                         store
                             .apply_init_timeline(position, &record)
-                            .map_err(store_err(ErrorVerb::Write))?;
+                            .map_err(store_err(Verb::Write))?;
                         CommandResponse::None
                     }
                     EntryPayload::Normal(Command::Load { database, timeline }) => {
@@ -542,7 +580,7 @@ impl RaftStateMachine<TypeConfig> for SqliteStateMachine {
                     }) => {
                         store
                             .apply_restore_chunk(position, &restore_id, offset, &data)
-                            .map_err(store_err(ErrorVerb::Write))?;
+                            .map_err(store_err(Verb::Write))?;
                         CommandResponse::None
                     }
                     EntryPayload::Normal(Command::RestoreCommit {
@@ -553,7 +591,7 @@ impl RaftStateMachine<TypeConfig> for SqliteStateMachine {
                     }) => {
                         let outcome = store
                             .restore_from_chunks(position, &restore_id, size, &sha256, &timeline)
-                            .map_err(store_err(ErrorVerb::Write))?;
+                            .map_err(store_err(Verb::Write))?;
                         restores_settled.send_replace(position.index);
                         match outcome {
                             Ok(meta) => {
@@ -577,7 +615,7 @@ impl RaftStateMachine<TypeConfig> for SqliteStateMachine {
                     EntryPayload::Normal(Command::RestoreAbort { restore_id }) => {
                         store
                             .apply_restore_abort(position, &restore_id)
-                            .map_err(store_err(ErrorVerb::Write))?;
+                            .map_err(store_err(Verb::Write))?;
                         restores_settled.send_replace(position.index);
                         CommandResponse::None
                     }
@@ -586,7 +624,13 @@ impl RaftStateMachine<TypeConfig> for SqliteStateMachine {
             }
             Ok(responses)
         })
-        .await
+        .await?;
+        for (responder, response) in responders.into_iter().zip(responses) {
+            if let Some(responder) = responder {
+                responder.send(response);
+            }
+        }
+        Ok(())
     }
 
     async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
@@ -597,23 +641,6 @@ impl RaftStateMachine<TypeConfig> for SqliteStateMachine {
         }
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
-        if let Some(old) = self.receiving.take() {
-            let _ = tokio::fs::remove_file(old).await;
-        }
-        let path = self.snapshots.temp_path("receiving");
-        let file = tokio::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .await
-            .map_err(|e| snap_err(ErrorVerb::Write, e))?;
-        self.receiving = Some(path);
-        failpoint::hit("snapshot-receiving");
-        Ok(Box::new(file))
-    }
-
     /// openraft purges the log up to the snapshot while this runs (see
     /// [`crate::snapshot_floor`]): the purge waits until the snapshot is committed here, so
     /// from any crash the node restarts on a log that its snapshot (and so its database)
@@ -621,8 +648,8 @@ impl RaftStateMachine<TypeConfig> for SqliteStateMachine {
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta,
-        snapshot: Box<tokio::fs::File>,
-    ) -> Result<(), StorageError> {
+        snapshot: SnapshotFile,
+    ) -> Result<(), io::Error> {
         let received = match self.take_received(snapshot).await {
             Ok(path) => path,
             Err(e) => {
@@ -636,8 +663,8 @@ impl RaftStateMachine<TypeConfig> for SqliteStateMachine {
         let floor = self.floor.clone();
         let meta = meta.clone();
         blocking(move || {
-            let data = match snapshots.commit(&received, &meta, true) {
-                Ok(data) => data,
+            let stored = match snapshots.commit(&received, &meta, true) {
+                Ok(stored) => stored,
                 Err(e) => {
                     floor.fail(e.to_string());
                     return Err(e);
@@ -648,36 +675,34 @@ impl RaftStateMachine<TypeConfig> for SqliteStateMachine {
             }
             failpoint::hit("snapshot-meta-committed");
             let installed = store
-                .install_from(&data)
-                .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+                .install_from(&stored.data)
+                .map_err(|e| snap_err(Verb::Write, e))?;
             let expected = meta.last_log_id.as_ref().map(log_id_to_position);
             if installed.applied != expected {
                 return Err(snap_err(
-                    ErrorVerb::Write,
+                    Verb::Write,
                     msg(format!(
                         "snapshot {} says it is at {:?} but its database is at {:?}",
-                        meta.snapshot_id, expected, installed.applied
+                        stored.id, expected, installed.applied
                     )),
                 ));
             }
             failpoint::hit("snapshot-installed");
-            snapshots.prune(Some(&meta.snapshot_id));
-            tracing::info!(snapshot = %meta.snapshot_id, "installed snapshot from the leader");
+            snapshots.prune(Some(&stored.id));
+            tracing::info!(snapshot = %stored.id, "installed snapshot from the leader");
             Ok(())
         })
         .await
     }
 
-    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
-        let Some((meta, path)) = self.snapshots.current()? else {
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
+        let Some(stored) = self.snapshots.newest()? else {
             return Ok(None);
         };
-        let file = tokio::fs::File::open(&path)
-            .await
-            .map_err(|e| snap_err(ErrorVerb::Read, e))?;
+        let file = SnapshotFile::open(&stored.data).map_err(|e| snap_err(Verb::Read, e))?;
         Ok(Some(Snapshot {
-            meta,
-            snapshot: Box::new(file),
+            meta: stored.meta,
+            snapshot: file,
         }))
     }
 }
@@ -686,14 +711,21 @@ impl RaftStateMachine<TypeConfig> for SqliteStateMachine {
 mod tests {
     use std::collections::{BTreeMap, BTreeSet};
 
-    use openraft::{EntryPayload, Membership};
+    
     use raftlite_store::{Statement, StatementResult, TimelineRecord, Value, WriteRequest};
 
     use super::*;
 
-    fn entry(index: u64, payload: EntryPayload<TypeConfig>) -> Entry {
+    async fn apply(sm: &mut SqliteStateMachine, entries: Vec<Entry>) -> io::Result<()> {
+        sm.apply(futures::stream::iter(
+            entries.into_iter().map(|e| Ok((e, None))),
+        ))
+        .await
+    }
+
+    fn entry(index: u64, payload: EntryPayload) -> Entry {
         Entry {
-            log_id: LogId::new(openraft::CommittedLeaderId::new(1, 1), index),
+            log_id: LogId::new(CommittedLeaderId { term: 1, node_id: 1 }, index),
             payload,
         }
     }
@@ -774,7 +806,7 @@ mod tests {
         let bytes = std::fs::read(&source).expect("read source");
 
         let nodes: BTreeMap<NodeId, NodeAddr> = [(1, NodeAddr::default())].into();
-        let membership = Membership::new(vec![BTreeSet::from([1])], nodes);
+        let membership = Membership::new(vec![BTreeSet::from([1])], nodes).expect("membership");
         let load = entry(
             4,
             EntryPayload::Normal(Command::Load {
@@ -782,7 +814,7 @@ mod tests {
                 timeline: record("second", "load"),
             }),
         );
-        sm.apply(vec![
+        apply(&mut sm, vec![
             entry(
                 1,
                 EntryPayload::Normal(Command::InitTimeline(record("first", "bootstrap"))),
@@ -813,10 +845,10 @@ mod tests {
         );
 
         // Later writes apply on the loaded data; replaying the load entry changes nothing.
-        sm.apply(vec![write(5, &["INSERT INTO loaded VALUES (4)"])])
+        apply(&mut sm, vec![write(5, &["INSERT INTO loaded VALUES (4)"])])
             .await
             .expect("apply write");
-        sm.apply(vec![load]).await.expect("replay load");
+        apply(&mut sm, vec![load]).await.expect("replay load");
         assert_eq!(count(&store, "loaded"), 4);
         assert_eq!(store.meta().expect("meta").timeline_history.len(), 2);
 
@@ -839,7 +871,6 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_log_is_purged_behind_a_received_snapshot_only_once_it_is_durable() {
         use openraft::storage::{RaftLogStorage, RaftLogStorageExt};
-        use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
         // The leader's side: a snapshot at index 3.
         let leader_dir = tempfile::tempdir().expect("tempdir");
@@ -848,15 +879,14 @@ mod tests {
             &leader_dir.path().join("snapshots"),
         )
         .expect("open leader");
-        leader
-            .apply(vec![
+        apply(&mut leader, vec![
                 write(1, &["CREATE TABLE t(v)"]),
                 write(2, &["INSERT INTO t VALUES (1)"]),
                 write(3, &["INSERT INTO t VALUES (2)"]),
             ])
             .await
             .expect("apply");
-        let mut sent = leader
+        let sent = leader
             .get_snapshot_builder()
             .await
             .build_snapshot()
@@ -880,15 +910,10 @@ mod tests {
         .await
         .expect("append");
 
-        let mut received = sm.begin_receiving_snapshot().await.expect("begin");
-        sent.snapshot
-            .seek(std::io::SeekFrom::Start(0))
-            .await
-            .expect("seek");
-        tokio::io::copy(&mut sent.snapshot, &mut received)
-            .await
-            .expect("receive");
-        received.flush().await.expect("flush");
+        // As the network does: the file arrives under a receiving path in the snapshots dir.
+        let receiving = SnapshotDir::read_only(&snapshots).receiving_path();
+        std::fs::copy(&sent.snapshot.path, &receiving).expect("receive");
+        let received = SnapshotFile::open(&receiving).expect("open received");
 
         // As openraft does: the purge is issued before the state machine installs.
         let purge_upto = sent.meta.last_log_id.expect("snapshot log id");

@@ -72,6 +72,24 @@ pub enum Command {
     RestoreAbort { restore_id: String },
 }
 
+/// What openraft prints of an entry in its logs: the kind and size, never the data.
+impl fmt::Display for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Command::Write { requests, .. } => write!(f, "write({} requests)", requests.len()),
+            Command::InitTimeline(t) => write!(f, "init-timeline({})", t.id),
+            Command::Load { database, .. } => write!(f, "load({} bytes)", database.len()),
+            Command::RestoreChunk {
+                restore_id,
+                offset,
+                data,
+            } => write!(f, "restore-chunk({restore_id} @{offset} +{})", data.len()),
+            Command::RestoreCommit { restore_id, .. } => write!(f, "restore-commit({restore_id})"),
+            Command::RestoreAbort { restore_id } => write!(f, "restore-abort({restore_id})"),
+        }
+    }
+}
+
 /// Serializes a byte vector as one byte string instead of element by element. For postcard the
 /// wire format is the same as a plain `Vec<u8>` (a varint length, then the raw bytes), but
 /// encoding and decoding are a copy instead of one serde call per byte, which matters for
@@ -129,26 +147,32 @@ pub enum CommandResponse {
 }
 
 openraft::declare_raft_types!(
-    /// raftlite's openraft configuration. Snapshots are SQLite files streamed from disk, so
-    /// memory stays bounded whatever the database size.
+    /// raftlite's openraft configuration. Terms are plain `u64`s and leader ids are openraft's
+    /// "advanced" kind (a term may have several candidates, the node id breaks the tie), as in
+    /// 0.9, so the log and vote written by earlier versions read back unchanged.
     pub TypeConfig:
         D = Command,
         R = CommandResponse,
         NodeId = NodeId,
         Node = NodeAddr,
-        Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = tokio::fs::File,
+        Term = u64,
         AsyncRuntime = openraft::TokioRuntime,
 );
 
-pub type Raft = openraft::Raft<TypeConfig>;
-pub type LogId = openraft::LogId<NodeId>;
-pub type Vote = openraft::Vote<NodeId>;
-pub type Entry = openraft::Entry<TypeConfig>;
-pub type StorageError = openraft::StorageError<NodeId>;
-pub type StoredMembership = openraft::StoredMembership<NodeId, NodeAddr>;
-pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, NodeAddr>;
-pub type Snapshot = openraft::Snapshot<TypeConfig>;
+/// Snapshots are SQLite files streamed from disk, so memory stays bounded whatever the
+/// database size (see `state_machine::SnapshotFile`).
+pub type Raft = openraft::Raft<TypeConfig, crate::state_machine::SqliteStateMachine>;
+pub type LeaderId = openraft::alias::LeaderIdOf<TypeConfig>;
+pub type CommittedLeaderId = openraft::alias::CommittedLeaderIdOf<TypeConfig>;
+pub type LogId = openraft::alias::LogIdOf<TypeConfig>;
+pub type Vote = openraft::alias::VoteOf<TypeConfig>;
+pub type Entry = openraft::alias::EntryOf<TypeConfig>;
+pub type EntryPayload = openraft::alias::EntryPayloadOf<TypeConfig>;
+pub type StoredMembership = openraft::alias::StoredMembershipOf<TypeConfig>;
+pub type SnapshotMeta = openraft::alias::SnapshotMetaOf<TypeConfig>;
+pub type Snapshot = openraft::alias::SnapshotOf<TypeConfig, crate::state_machine::SnapshotFile>;
+pub type Membership = openraft::Membership<NodeId, NodeAddr>;
+pub type RaftMetrics = openraft::RaftMetrics<TypeConfig>;
 
 #[cfg(test)]
 mod tests {

@@ -70,7 +70,7 @@ use crate::{pragma, rqlite};
 pub const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
 
 /// Largest SQL text `/db/load` accepts: the statements are applied as one Raft entry, and
-/// openraft 0.9 gives each AppendEntries request one heartbeat interval to be received, decoded
+/// openraft gives each AppendEntries request one heartbeat interval to be received, decoded
 /// and fsync'd by a follower. SQLite files have no such limit (they travel in 1 MiB chunks).
 pub const MAX_LOAD_BYTES: usize = 16 * 1024 * 1024;
 

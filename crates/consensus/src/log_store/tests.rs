@@ -1,12 +1,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 
-use openraft::{CommittedLeaderId, EntryPayload, Membership};
 
 use super::*;
-use crate::types::{Command, NodeAddr};
+use crate::types::{Command, CommittedLeaderId, EntryPayload, Membership, NodeAddr};
 
 fn log_id(term: u64, index: u64) -> LogId {
-    LogId::new(CommittedLeaderId::new(term, 1), index)
+    LogId::new(CommittedLeaderId { term, node_id: 1 }, index)
 }
 
 fn blank(term: u64, index: u64) -> Entry {
@@ -37,7 +36,7 @@ fn membership(term: u64, index: u64) -> Entry {
     )]);
     Entry {
         log_id: log_id(term, index),
-        payload: EntryPayload::Membership(Membership::new(vec![BTreeSet::from([1])], nodes)),
+        payload: EntryPayload::Membership(Membership::new(vec![BTreeSet::from([1])], nodes).unwrap()),
     }
 }
 
@@ -147,7 +146,7 @@ async fn truncate_deletes_from_index_on() {
     let dir = tempfile::tempdir().unwrap();
     let mut store = LogStore::open(dir.path()).unwrap();
     append(&mut store, (1..=10).map(|i| normal(1, i)).collect()).await;
-    store.truncate(log_id(1, 7)).await.unwrap();
+    store.truncate_after(Some(log_id(1, 6))).await.unwrap();
     let left = all_entries(&mut store).await;
     assert_eq!(
         left.iter().map(|e| e.log_id.index).collect::<Vec<_>>(),
@@ -163,7 +162,7 @@ async fn truncate_deletes_from_index_on() {
         store.try_get_log_entries(6..).await.unwrap(),
         vec![normal(1, 6), normal(2, 7), normal(2, 8)]
     );
-    store.truncate(log_id(1, 1)).await.unwrap();
+    store.truncate_after(None).await.unwrap();
     assert!(all_entries(&mut store).await.is_empty());
     assert_eq!(store.get_log_state().await.unwrap().last_log_id, None);
 }
@@ -343,7 +342,7 @@ async fn large_entries_live_in_segments_and_read_back_everywhere() {
     assert_eq!(probe(&raft_dir).unwrap().last_log_id, Some(log_id(1, 5)));
 
     // A conflicting suffix replaces spilled entries, also in memory.
-    store.truncate(log_id(1, 3)).await.unwrap();
+    store.truncate_after(Some(log_id(1, 2))).await.unwrap();
     append(&mut store, vec![chunk(2, 3, big), normal(2, 4)]).await;
     let expect = vec![
         normal(1, 1),
