@@ -3,14 +3,13 @@
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
-use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
 use serde_json::Value;
 
 use crate::http::get_json;
 use crate::tools::{log_tail, logged};
-use crate::waits::DEADLINE;
+use crate::waits::poll_until;
 
 /// The server binary to measure: `given` (`--server-bin`), else the `raftlite` executable
 /// beside this one (cargo builds both into the same target directory).
@@ -196,31 +195,23 @@ impl Cluster {
         .await
     }
 
-    /// Polls `check` until it succeeds, failing early if a node exits and after [`DEADLINE`].
-    pub async fn wait_for<T, F, Fut>(&mut self, what: &str, mut check: F) -> anyhow::Result<T>
+    /// Polls `check` until it succeeds, failing early if a node exits and after
+    /// [`DEADLINE`](crate::waits::DEADLINE).
+    pub async fn wait_for<T, F, Fut>(&mut self, what: &str, check: F) -> anyhow::Result<T>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, String>>,
     {
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            let why = match check().await {
-                Ok(v) => return Ok(v),
-                Err(why) => why,
-            };
-            for node in &mut self.nodes {
-                if let Ok(Some(status)) = node.child.try_wait() {
-                    bail!(
-                        "node {} exited ({status}) while waiting for {what}",
-                        node.id
-                    );
-                }
-            }
-            if Instant::now() >= deadline {
-                bail!("timed out after {DEADLINE:?} waiting for {what} (last: {why})");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let nodes = &mut self.nodes;
+        poll_until(what, check, || {
+            nodes
+                .iter_mut()
+                .find_map(|node| match node.child.try_wait() {
+                    Ok(Some(status)) => Some(format!("node {} exited ({status})", node.id)),
+                    _ => None,
+                })
+        })
+        .await
     }
 
     pub fn print_log_tails(&self) {
@@ -291,7 +282,7 @@ async fn leader_with_voters(
 }
 
 /// Distinct free loopback ports: all listeners are held until every port is chosen.
-fn free_ports(n: usize) -> anyhow::Result<Vec<u16>> {
+pub fn free_ports(n: usize) -> anyhow::Result<Vec<u16>> {
     let listeners = (0..n)
         .map(|_| TcpListener::bind("127.0.0.1:0"))
         .collect::<Result<Vec<_>, _>>()

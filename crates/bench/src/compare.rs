@@ -7,6 +7,7 @@ use std::path::Path;
 use anyhow::{bail, Context};
 use serde_json::json;
 
+use crate::etcd::EtcdPlan;
 use crate::report::{cores, median, round2, VERSION};
 use crate::tools::WorkDir;
 use crate::{interruptible, BenchArgs, Mode};
@@ -68,6 +69,8 @@ pub async fn run(args: &BenchArgs, mode: Mode, old: &Path, new: &Path) -> anyhow
     }
     let base = WorkDir::create(args.work_dir.clone())?;
     let bins = [old, new];
+    // Two raftlite builds are compared; etcd would only double the run's length.
+    let no_etcd = EtcdPlan::Skip("not measured with --compare-bin".into());
     let mut runs: [Vec<Vec<Figure>>; 2] = [Vec::new(), Vec::new()];
     let mut lost = Vec::new();
     for round in 1..=rounds {
@@ -81,7 +84,7 @@ pub async fn run(args: &BenchArgs, mode: Mode, old: &Path, new: &Path) -> anyhow
             let work = base.child(&format!("{name}-{round}"))?;
             let root = std::fs::canonicalize(&work.path)
                 .with_context(|| format!("cannot resolve {}", work.path.display()))?;
-            let report = interruptible(mode.measure(args, bin, &root))
+            let report = interruptible(mode.measure(args, bin, &root, &no_etcd))
                 .await
                 .with_context(|| format!("round {round}, {name} server {}", bin.display()))?;
             if let Err(e) = report.check() {

@@ -4,7 +4,10 @@
 //! then real `raftlite serve` clusters on loopback, started from the server binary
 //! (`--server-bin`, by default the `raftlite` beside this executable), under 1..N concurrent HTTP
 //! clients. Only acknowledged inserts count (HTTP 200 and no `error`), and after every
-//! measurement a strong `COUNT(*)` checks that no acknowledged insert is missing.
+//! measurement a strong `COUNT(*)` checks that no acknowledged insert is missing. When an `etcd`
+//! binary is found (`--etcd-bin`, else `PATH`), etcd clusters of the same sizes are measured
+//! beside them with the same clients doing puts (see [`etcd`]); without one, the report says
+//! etcd was skipped.
 //!
 //! With `--backup-db-mib N` it measures backups instead (see [`backup`]): the time and memory of
 //! a backup of an N MiB database beside `sqlite3 .backup` + `zstd`, and the inserts/s of 16
@@ -23,6 +26,7 @@ mod backup_wal;
 mod backupper;
 mod cluster;
 mod compare;
+mod etcd;
 mod fill;
 mod http;
 mod insert;
@@ -41,6 +45,7 @@ use anyhow::{bail, Context};
 use clap::Parser;
 
 use crate::compare::Figure;
+use crate::etcd::EtcdPlan;
 use crate::tools::WorkDir;
 
 /// The command line of `raftlite-bench`.
@@ -108,6 +113,15 @@ pub struct BenchArgs {
     /// (old then new, then new then old, ...) and the table gives medians and the spread.
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub compare_rounds: u32,
+
+    /// The `etcd` binary measured beside raftlite in the insert measurement (default: `etcd`
+    /// on PATH or in /usr/bin; without one etcd is skipped, e.g. Debian package etcd-server).
+    #[arg(long, value_name = "PATH", env = "RAFTLITE_BENCH_ETCD_BIN")]
+    pub etcd_bin: Option<PathBuf>,
+
+    /// Do not measure etcd beside raftlite, even when it is installed.
+    #[arg(long)]
+    pub no_etcd: bool,
 }
 
 /// What one run measures, from the mode flags.
@@ -162,11 +176,17 @@ impl Mode {
     }
 
     /// Runs the measurement against `server`, its files under `root` (an existing, empty,
-    /// absolute directory).
-    async fn measure(self, args: &BenchArgs, server: &Path, root: &Path) -> anyhow::Result<Report> {
+    /// absolute directory); the insert measurement runs etcd beside it as `etcd` says.
+    async fn measure(
+        self,
+        args: &BenchArgs,
+        server: &Path,
+        root: &Path,
+        etcd: &EtcdPlan,
+    ) -> anyhow::Result<Report> {
         let window = Duration::from_secs(args.duration_secs);
         Ok(match self {
-            Mode::Inserts => Report::Inserts(insert::measure(args, server, root).await?),
+            Mode::Inserts => Report::Inserts(insert::measure(args, server, root, etcd).await?),
             Mode::Backup(mib) => {
                 Report::Backup(Box::new(backup::measure(server, root, mib, window).await?))
             }
@@ -182,7 +202,7 @@ impl Mode {
 
 /// The outcome of one measurement.
 enum Report {
-    Inserts(Vec<insert::Row>),
+    Inserts(insert::InsertReport),
     Backup(Box<backup::BackupReport>),
     BackupWal(Box<backup_wal::WalReport>),
     Restore(Box<restore::RestoreReport>),
@@ -191,7 +211,7 @@ enum Report {
 impl Report {
     fn print(&self, args: &BenchArgs) -> anyhow::Result<()> {
         match self {
-            Report::Inserts(rows) => insert::print_report(args, rows),
+            Report::Inserts(r) => insert::print_report(args, r),
             Report::Backup(r) => backup_report::print(args, r),
             Report::BackupWal(r) => backup_wal::print_report(args, r),
             Report::Restore(r) => restore_report::print(args, r),
@@ -201,7 +221,7 @@ impl Report {
     /// The figures `--compare-bin` puts side by side.
     fn figures(&self) -> Vec<Figure> {
         match self {
-            Report::Inserts(rows) => insert::figures(rows),
+            Report::Inserts(r) => insert::figures(&r.rows),
             Report::Backup(r) => backup_report::figures(r),
             Report::BackupWal(r) => backup_wal::figures(r),
             Report::Restore(r) => restore_report::figures(r),
@@ -212,14 +232,15 @@ impl Report {
     /// pass.
     fn check(&self) -> anyhow::Result<()> {
         let (count, acked) = match self {
-            Report::Inserts(rows) => {
-                return match rows
+            Report::Inserts(report) => {
+                return match report
+                    .rows
                     .iter()
                     .find(|r| r.check.is_some_and(|(count, acked)| count < acked))
                 {
                     Some(r) => bail!(
-                        "{} with {} clients lost acknowledged inserts",
-                        r.cluster,
+                        "{} with {} clients lost acknowledged writes",
+                        r.label(),
                         r.clients
                     ),
                     None => Ok(()),
@@ -262,7 +283,16 @@ async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let work = WorkDir::create(args.work_dir.clone())?;
     let root = std::fs::canonicalize(&work.path)
         .with_context(|| format!("cannot resolve {}", work.path.display()))?;
-    let report = interruptible(mode.measure(&args, &server, &root)).await?;
+    let etcd = match mode {
+        Mode::Inserts => etcd::plan(&args).await?,
+        _ => EtcdPlan::Skip("etcd is measured only beside the inserts".into()),
+    };
+    if let EtcdPlan::Skip(why) = &etcd {
+        if mode == Mode::Inserts {
+            eprintln!("bench: etcd skipped: {why}");
+        }
+    }
+    let report = interruptible(mode.measure(&args, &server, &root, &etcd)).await?;
     report.print(&args)?;
     report.check()
 }
@@ -292,6 +322,7 @@ mod tests {
         assert!(!b.json);
         assert_eq!(b.compare_bin, None);
         assert_eq!(b.compare_rounds, 1);
+        assert!(!b.no_etcd);
         assert_eq!(Mode::of(&b).unwrap(), Mode::Inserts);
 
         let b = BenchArgs::try_parse_from([
@@ -309,6 +340,9 @@ mod tests {
             "/opt/new/raftlite",
             "--compare-bin",
             "/opt/old/raftlite",
+            "--etcd-bin",
+            "/opt/etcd/etcd",
+            "--no-etcd",
         ])
         .unwrap();
         assert_eq!(b.clients, vec![2, 4]);
@@ -318,6 +352,8 @@ mod tests {
         assert!(b.json);
         assert_eq!(b.server_bin, Some(PathBuf::from("/opt/new/raftlite")));
         assert_eq!(b.compare_bin, Some(PathBuf::from("/opt/old/raftlite")));
+        assert_eq!(b.etcd_bin, Some(PathBuf::from("/opt/etcd/etcd")));
+        assert!(b.no_etcd);
     }
 
     #[test]

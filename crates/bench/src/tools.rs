@@ -67,7 +67,7 @@ impl Drop for WorkDir {
 }
 
 /// A child process killed (and reaped) when dropped, whatever path leads there.
-struct ChildGuard(Child);
+pub struct ChildGuard(pub Child);
 
 impl Drop for ChildGuard {
     fn drop(&mut self) {

@@ -49,6 +49,42 @@ pub struct Sample {
     outcome: Result<(), String>,
 }
 
+/// One kind of acknowledged write that clients send back to back: a raftlite INSERT, an etcd
+/// put. The same loop, windows and statistics then serve every system measured.
+pub trait WriteOp: Clone + Send + Sync + 'static {
+    /// Sends write number `seq` of client `client`; `Ok` only once it is acknowledged,
+    /// otherwise a short description of the failure (failures are counted by description).
+    fn send(
+        &self,
+        client: usize,
+        seq: u64,
+    ) -> impl std::future::Future<Output = Result<(), String>> + Send;
+}
+
+/// A single-row INSERT into `bench` through raftlite's `POST /db/execute`.
+#[derive(Clone)]
+pub struct RaftliteInsert {
+    http: reqwest::Client,
+    url: String,
+    body: String,
+}
+
+impl RaftliteInsert {
+    pub fn new(http: &reqwest::Client, leader: &str) -> Self {
+        RaftliteInsert {
+            http: http.clone(),
+            url: format!("{leader}/db/execute"),
+            body: json!([[INSERT, VALUE]]).to_string(),
+        }
+    }
+}
+
+impl WriteOp for RaftliteInsert {
+    async fn send(&self, _client: usize, _seq: u64) -> Result<(), String> {
+        insert_once(&self.http, &self.url, self.body.clone()).await
+    }
+}
+
 /// `clients` writers inserting single rows into `bench` on `leader` back to back, each until
 /// `stop` says so (asked with the time before every insert); every attempt is recorded.
 pub fn spawn_writers<S>(
@@ -60,19 +96,27 @@ pub fn spawn_writers<S>(
 where
     S: Fn(Instant) -> bool + Clone + Send + 'static,
 {
-    let url = format!("{leader}/db/execute");
-    let body = json!([[INSERT, VALUE]]).to_string();
+    spawn_clients(RaftliteInsert::new(http, leader), clients, stop)
+}
+
+/// `clients` writers sending `op` back to back, each until `stop` says so (asked with the time
+/// before every write); every attempt is recorded.
+pub fn spawn_clients<W, S>(op: W, clients: usize, stop: S) -> tokio::task::JoinSet<Vec<Sample>>
+where
+    W: WriteOp,
+    S: Fn(Instant) -> bool + Clone + Send + 'static,
+{
     let mut writers = tokio::task::JoinSet::new();
-    for _ in 0..clients {
-        let (http, url, body, stop) = (http.clone(), url.clone(), body.clone(), stop.clone());
+    for client in 0..clients {
+        let (op, stop) = (op.clone(), stop.clone());
         writers.spawn(async move {
             let mut samples = Vec::new();
-            loop {
+            for seq in 0u64.. {
                 let start = Instant::now();
                 if stop(start) {
-                    return samples;
+                    break;
                 }
-                let outcome = insert_once(&http, &url, body.clone()).await;
+                let outcome = op.send(client, seq).await;
                 let failed = outcome.is_err();
                 samples.push(Sample {
                     start,
@@ -84,6 +128,7 @@ where
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
             }
+            samples
         });
     }
     writers
@@ -128,6 +173,51 @@ pub fn window_stats(samples: Vec<Sample>, from: Instant, until: Instant) -> (Sta
     (stats, acked_total)
 }
 
+/// One client count measured on a running cluster.
+pub struct Measured {
+    pub clients: usize,
+    pub stats: Stats,
+    /// What the cluster holds after the run (`COUNT(*)`, etcd's key count) and the writes
+    /// acknowledged on it so far, warm-up included: the first must not be below the second.
+    pub check: (u64, u64),
+}
+
+/// Measures every count in `clients` in turn on one running cluster: [`WARMUP`], then
+/// `duration` counted, of `op(run)` (`run` numbers the measurements, so that writes can differ
+/// between them), then `stored()`, what the cluster holds. `label` names it in progress lines.
+pub async fn measure_runs<W, C, Fut>(
+    label: &str,
+    clients: &[usize],
+    duration: Duration,
+    op: impl Fn(usize) -> W,
+    mut stored: C,
+) -> anyhow::Result<Vec<Measured>>
+where
+    W: WriteOp,
+    C: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<u64>>,
+{
+    let mut acked_total = 0;
+    let mut out = Vec::new();
+    for (run, &n) in clients.iter().enumerate() {
+        eprintln!("bench: {label}, {n} clients for {duration:?}");
+        let start = Instant::now();
+        let (measure_from, end) = (start + WARMUP, start + WARMUP + duration);
+        let writers = spawn_clients(op(run), n, move |now| now >= end);
+        let samples = join_writers(writers).await?;
+        let (stats, acked) = window_stats(samples, measure_from, end);
+        acked_total += acked;
+        stats.print_failures(&format!("bench: {label}, {n} clients: "));
+        let count = stored().await?;
+        out.push(Measured {
+            clients: n,
+            stats,
+            check: (count, acked_total),
+        });
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,5 +248,51 @@ mod tests {
         assert_eq!(stats.percentile_ms(0.5), Some(2.0));
         assert_eq!(stats.percentile_ms(0.99), Some(4.0));
         assert_eq!(Stats::default().percentile_ms(0.5), None);
+    }
+
+    /// Counts its sends and refuses every fifth, without any server.
+    #[derive(Clone, Default)]
+    struct Fake {
+        sent: std::sync::Arc<std::sync::Mutex<Vec<(usize, u64)>>>,
+    }
+
+    impl WriteOp for Fake {
+        async fn send(&self, client: usize, seq: u64) -> Result<(), String> {
+            self.sent
+                .lock()
+                .map_err(|e| e.to_string())?
+                .push((client, seq));
+            if seq % 5 == 4 {
+                return Err("refused".into());
+            }
+            tokio::task::yield_now().await;
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn every_client_numbers_its_writes_and_stops_when_told() {
+        let fake = Fake::default();
+        let sent = fake.sent.clone();
+        let stop_sent = fake.sent.clone();
+        // Stops once 40 writes went out in all, whichever client sent them.
+        let stop = move |_: Instant| stop_sent.lock().unwrap().len() >= 40;
+        let samples = join_writers(spawn_clients(fake, 3, stop)).await.unwrap();
+        let sent = sent.lock().unwrap().clone();
+        assert_eq!(samples.len(), sent.len());
+        let mut distinct = sent.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert_eq!(distinct.len(), sent.len(), "a (client, seq) was sent twice");
+        for client in 0..3 {
+            let seqs: Vec<u64> = sent
+                .iter()
+                .filter(|(c, _)| *c == client)
+                .map(|&(_, seq)| seq)
+                .collect();
+            assert_eq!(seqs, (0..seqs.len() as u64).collect::<Vec<_>>());
+        }
+        let refused = samples.iter().filter(|s| s.outcome.is_err()).count();
+        assert_eq!(refused, sent.iter().filter(|(_, seq)| seq % 5 == 4).count());
     }
 }
