@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::types::*;
+use crate::state_machine::Raft;
 
 /// How long to keep trying to compact the log after a restore.
 const COMPACT_WAIT: Duration = Duration::from_secs(60);

@@ -19,4 +19,5 @@ pub mod startup;
 pub mod state_machine;
 pub mod types;
 
+pub use state_machine::Raft;
 pub use types::*;

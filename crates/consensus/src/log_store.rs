@@ -689,7 +689,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn purge(&mut self, log_id: LogId) -> io::Result<()> {
         if let Some(floor) = &self.floor {
-            floor.wait_covers(log_id.index).await.map_err(io::Error::other)?;
+            floor
+                .wait_covers(log_id.index)
+                .await
+                .map_err(io::Error::other)?;
         }
         Ok(self
             .blocking("purge the log", move |inner| inner.purge(&log_id))

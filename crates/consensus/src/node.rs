@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::log_store::LogStore;
 use crate::network::HttpNetworkFactory;
-use crate::state_machine::SqliteStateMachine;
+use crate::state_machine::{Raft, SqliteStateMachine};
 use crate::types::*;
 
 /// Requests merged into one log entry at most.
@@ -215,7 +215,7 @@ impl RaftNode {
             election_timeout_max: config.election_timeout_max_ms,
             // A whole snapshot travels in one streamed request; openraft hands this to the
             // transport, which gives up on a transfer that makes no progress for three quarters
-            // of it (a multi-GB file takes far longer in all; see `network::snapshot_stall`).
+            // of it (a multi-GB file takes far longer in all; `network::snapshot`).
             install_snapshot_timeout: 30_000,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_threshold),
             max_in_snapshot_log_to_keep: entries_kept_behind_snapshot(),
@@ -501,7 +501,12 @@ impl RaftNode {
 
     /// Waits until this node, as leader, has applied everything committed before the call.
     pub async fn ensure_linearizable(&self) -> Result<(), WriteError> {
-        match self.inner.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
+        match self
+            .inner
+            .raft
+            .ensure_linearizable(ReadPolicy::ReadIndex)
+            .await
+        {
             Ok(_) => Ok(()),
             Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))) => {
                 Err(not_leader(f))
@@ -536,9 +541,8 @@ impl RaftNode {
         let metrics = self.metrics();
         let membership = metrics.membership_config.membership();
         let is_voter = membership.voter_ids().any(|v| v == id);
-        let voter_at_addr = |m: &Membership| {
-            m.voter_ids().any(|v| v == id) && m.get_node(&id) == Some(&addr)
-        };
+        let voter_at_addr =
+            |m: &Membership| m.voter_ids().any(|v| v == id) && m.get_node(&id) == Some(&addr);
         // A change still in flight (a removal of this very node) must not count as membership.
         if voter_at_addr(&committed) && voter_at_addr(membership) {
             return Ok(());
@@ -732,7 +736,14 @@ impl RaftNode {
     async fn drop_abandoned_restores(self) {
         loop {
             tokio::time::sleep(Duration::from_secs(5)).await;
-            if self.inner.raft.metrics().borrow_watched().running_state.is_err() {
+            if self
+                .inner
+                .raft
+                .metrics()
+                .borrow_watched()
+                .running_state
+                .is_err()
+            {
                 return; // raft shut down
             }
             if !self.is_leader() {

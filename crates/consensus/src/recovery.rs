@@ -146,7 +146,12 @@ async fn seed_new_cluster(
         .flatten();
     let snapshot_index = snapshot
         .as_ref()
-        .and_then(|s| s.meta.last_log_id.as_ref().map(|l| log_id_to_position(l).index))
+        .and_then(|s| {
+            s.meta
+                .last_log_id
+                .as_ref()
+                .map(|l| log_id_to_position(l).index)
+        })
         .unwrap_or(0);
     let mut moved = Vec::new();
     if snapshot_index > db_index {

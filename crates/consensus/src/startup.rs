@@ -229,7 +229,13 @@ mod tests {
     use crate::types::LogId;
 
     fn log_id(index: u64) -> LogId {
-        LogId::new(crate::types::CommittedLeaderId { term: 1, node_id: 1 }, index)
+        LogId::new(
+            crate::types::CommittedLeaderId {
+                term: 1,
+                node_id: 1,
+            },
+            index,
+        )
     }
 
     fn log(last: Option<u64>, purged: Option<u64>) -> LogProbe {

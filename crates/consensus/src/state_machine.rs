@@ -17,6 +17,9 @@ use raftlite_store::{EntryTime, LogPosition, MetaState, Store, StoreError, Store
 use crate::snapshot_floor::SnapshotFloor;
 use crate::types::*;
 
+/// The running Raft: openraft over this state machine.
+pub type Raft = openraft::Raft<TypeConfig, SqliteStateMachine>;
+
 const META_SUFFIX: &str = ".meta.json";
 const DATA_SUFFIX: &str = ".sqlite";
 /// Scratch files (a database being loaded, a backup being prepared for download). Like the
@@ -83,25 +86,6 @@ async fn blocking<T: Send + 'static>(
             Verb::Write,
             msg(format!("state machine task failed: {e}")),
         )),
-    }
-}
-
-/// A snapshot's SQLite file as openraft carries it between the state machine and the network:
-/// an open handle, so that pruning the file's name cannot pull it from under a transfer in
-/// progress, and the path it was opened at (a received snapshot's file is renamed into place on
-/// install rather than copied).
-#[derive(Debug)]
-pub struct SnapshotFile {
-    pub file: std::fs::File,
-    pub path: PathBuf,
-}
-
-impl SnapshotFile {
-    pub fn open(path: &Path) -> std::io::Result<SnapshotFile> {
-        Ok(SnapshotFile {
-            file: std::fs::File::open(path)?,
-            path: path.to_path_buf(),
-        })
     }
 }
 
@@ -386,8 +370,7 @@ impl SqliteStateMachine {
     /// Opens the database and the snapshot directory. A database behind the newest snapshot (lost
     /// or rolled back) is first rebuilt from that snapshot; the log then replays the rest.
     pub fn open(db_path: &Path, snapshot_dir: &Path) -> Result<SqliteStateMachine, io::Error> {
-        let store =
-            Store::open(db_path, StoreOptions::default()).map_err(store_err(Verb::Read))?;
+        let store = Store::open(db_path, StoreOptions::default()).map_err(store_err(Verb::Read))?;
         let snapshots = SnapshotDir::open(snapshot_dir)?;
         let current = snapshots.newest()?;
         snapshots.prune(current.as_ref().map(|c| c.id.as_str()));
@@ -401,9 +384,7 @@ impl SqliteStateMachine {
                     snapshot_index = snapshot_at.map(|s| s.index),
                     "database is behind the newest snapshot; rebuilding it from the snapshot"
                 );
-                store
-                    .install_from(data)
-                    .map_err(store_err(Verb::Write))?;
+                store.install_from(data).map_err(store_err(Verb::Write))?;
             }
         }
         let floor = SnapshotFloor::new(
@@ -528,7 +509,8 @@ impl RaftStateMachine<TypeConfig> for SqliteStateMachine {
     {
         // One blocking call applies the whole batch (one SQLite transaction per entry, one
         // thread hop per batch); the responders are answered once it is done.
-        let (entries, responders): (Vec<Entry>, Vec<_>) = entries.try_collect::<Vec<_>>().await?.into_iter().unzip();
+        let (entries, responders): (Vec<Entry>, Vec<_>) =
+            entries.try_collect::<Vec<_>>().await?.into_iter().unzip();
         let store = self.store.clone();
         let snapshots = self.snapshots.clone();
         let restores_settled = self.restores_settled.clone();
@@ -711,7 +693,6 @@ impl RaftStateMachine<TypeConfig> for SqliteStateMachine {
 mod tests {
     use std::collections::{BTreeMap, BTreeSet};
 
-    
     use raftlite_store::{Statement, StatementResult, TimelineRecord, Value, WriteRequest};
 
     use super::*;
@@ -725,7 +706,13 @@ mod tests {
 
     fn entry(index: u64, payload: EntryPayload) -> Entry {
         Entry {
-            log_id: LogId::new(CommittedLeaderId { term: 1, node_id: 1 }, index),
+            log_id: LogId::new(
+                CommittedLeaderId {
+                    term: 1,
+                    node_id: 1,
+                },
+                index,
+            ),
             payload,
         }
     }
@@ -814,15 +801,18 @@ mod tests {
                 timeline: record("second", "load"),
             }),
         );
-        apply(&mut sm, vec![
-            entry(
-                1,
-                EntryPayload::Normal(Command::InitTimeline(record("first", "bootstrap"))),
-            ),
-            entry(2, EntryPayload::Membership(membership.clone())),
-            write(3, &["CREATE TABLE old(v)", "INSERT INTO old VALUES (1)"]),
-            load.clone(),
-        ])
+        apply(
+            &mut sm,
+            vec![
+                entry(
+                    1,
+                    EntryPayload::Normal(Command::InitTimeline(record("first", "bootstrap"))),
+                ),
+                entry(2, EntryPayload::Membership(membership.clone())),
+                write(3, &["CREATE TABLE old(v)", "INSERT INTO old VALUES (1)"]),
+                load.clone(),
+            ],
+        )
         .await
         .expect("apply");
 
@@ -879,13 +869,16 @@ mod tests {
             &leader_dir.path().join("snapshots"),
         )
         .expect("open leader");
-        apply(&mut leader, vec![
+        apply(
+            &mut leader,
+            vec![
                 write(1, &["CREATE TABLE t(v)"]),
                 write(2, &["INSERT INTO t VALUES (1)"]),
                 write(3, &["INSERT INTO t VALUES (2)"]),
-            ])
-            .await
-            .expect("apply");
+            ],
+        )
+        .await
+        .expect("apply");
         let sent = leader
             .get_snapshot_builder()
             .await

@@ -2,6 +2,7 @@
 //! Everything openraft-specific stays inside this crate.
 
 use std::fmt;
+use std::path::{Path, PathBuf};
 
 use raftlite_store::{StatementResult, TimelineRecord, WriteRequest};
 use serde::{Deserialize, Serialize};
@@ -159,9 +160,6 @@ openraft::declare_raft_types!(
         AsyncRuntime = openraft::TokioRuntime,
 );
 
-/// Snapshots are SQLite files streamed from disk, so memory stays bounded whatever the
-/// database size (see `state_machine::SnapshotFile`).
-pub type Raft = openraft::Raft<TypeConfig, crate::state_machine::SqliteStateMachine>;
 pub type LeaderId = openraft::alias::LeaderIdOf<TypeConfig>;
 pub type CommittedLeaderId = openraft::alias::CommittedLeaderIdOf<TypeConfig>;
 pub type LogId = openraft::alias::LogIdOf<TypeConfig>;
@@ -170,9 +168,30 @@ pub type Entry = openraft::alias::EntryOf<TypeConfig>;
 pub type EntryPayload = openraft::alias::EntryPayloadOf<TypeConfig>;
 pub type StoredMembership = openraft::alias::StoredMembershipOf<TypeConfig>;
 pub type SnapshotMeta = openraft::alias::SnapshotMetaOf<TypeConfig>;
-pub type Snapshot = openraft::alias::SnapshotOf<TypeConfig, crate::state_machine::SnapshotFile>;
+/// Snapshots are SQLite files streamed from disk, so memory stays bounded whatever the
+/// database size.
+pub type Snapshot = openraft::alias::SnapshotOf<TypeConfig, SnapshotFile>;
 pub type Membership = openraft::Membership<NodeId, NodeAddr>;
 pub type RaftMetrics = openraft::RaftMetrics<TypeConfig>;
+
+/// A snapshot's SQLite file as openraft carries it between the state machine and the network:
+/// an open handle, so that pruning the file's name cannot pull it from under a transfer in
+/// progress, and the path it was opened at (a received snapshot's file is renamed into place on
+/// install rather than copied).
+#[derive(Debug)]
+pub struct SnapshotFile {
+    pub file: std::fs::File,
+    pub path: PathBuf,
+}
+
+impl SnapshotFile {
+    pub fn open(path: &Path) -> std::io::Result<SnapshotFile> {
+        Ok(SnapshotFile {
+            file: std::fs::File::open(path)?,
+            path: path.to_path_buf(),
+        })
+    }
+}
 
 #[cfg(test)]
 mod tests {

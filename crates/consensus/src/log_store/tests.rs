@@ -1,6 +1,5 @@
 use std::collections::{BTreeMap, BTreeSet};
 
-
 use super::*;
 use crate::types::{Command, CommittedLeaderId, EntryPayload, Membership, NodeAddr};
 
@@ -36,7 +35,9 @@ fn membership(term: u64, index: u64) -> Entry {
     )]);
     Entry {
         log_id: log_id(term, index),
-        payload: EntryPayload::Membership(Membership::new(vec![BTreeSet::from([1])], nodes).unwrap()),
+        payload: EntryPayload::Membership(
+            Membership::new(vec![BTreeSet::from([1])], nodes).unwrap(),
+        ),
     }
 }
 

@@ -26,7 +26,7 @@ use super::{
     FreeSpace, APPEND_BATCH_BYTES, APPEND_PATH, FREE_SPACE_PATH, PRE_VOTE_PATH, SNAPSHOT_PATH,
     TRANSFER_LEADER_PATH, VOTE_PATH,
 };
-use crate::state_machine::SnapshotFile;
+use crate::types::SnapshotFile;
 use crate::types::{Entry, NodeAddr, NodeId, Snapshot, TypeConfig, Vote};
 
 /// Creates [`HttpNetwork`]s; all of them share one pooled HTTP client.

@@ -14,8 +14,9 @@ use serde::Serialize;
 use super::snapshot::{snapshot_routes, SNAPSHOT_KEEPALIVE};
 use super::transport::OCTET_STREAM;
 use super::{APPEND_PATH, PRE_VOTE_PATH, RAFT_BODY_LIMIT, TRANSFER_LEADER_PATH, VOTE_PATH};
+use crate::state_machine::Raft;
 use crate::state_machine::SnapshotDir;
-use crate::types::{Raft, TypeConfig};
+use crate::types::TypeConfig;
 
 /// The Raft RPC endpoints (`POST` [`APPEND_PATH`], [`VOTE_PATH`], [`PRE_VOTE_PATH`],
 /// [`TRANSFER_LEADER_PATH`] with a [`RAFT_BODY_LIMIT`] request body limit, and

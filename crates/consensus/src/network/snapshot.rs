@@ -31,8 +31,8 @@ use tokio::time::Instant;
 
 use super::transport::{error_body, error_chain, remote_failure, TransportError, OCTET_STREAM};
 use super::SNAPSHOT_PATH;
-use crate::state_machine::{SnapshotDir, SnapshotFile};
-use crate::types::{NodeId, Raft, Snapshot, SnapshotMeta, TypeConfig, Vote};
+use crate::state_machine::{Raft, SnapshotDir};
+use crate::types::{NodeId, Snapshot, SnapshotFile, SnapshotMeta, TypeConfig, Vote};
 
 // ---------------------------------------------------------------------------------------------
 // Framing shared by both sides

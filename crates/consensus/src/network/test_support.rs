@@ -16,7 +16,7 @@ use openraft::raft::SnapshotResponse;
 
 use super::snapshot::SnapshotInstaller;
 use super::{HttpNetwork, HttpNetworkFactory};
-use crate::state_machine::SnapshotFile;
+use crate::types::SnapshotFile;
 use crate::types::{
     CommittedLeaderId, LogId, Membership, NodeAddr, NodeId, Snapshot, SnapshotMeta,
     StoredMembership, TypeConfig, Vote,
