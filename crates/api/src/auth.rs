@@ -455,7 +455,7 @@ pub fn required_perms(method: &Method, path: &str) -> &'static [Perm] {
         "/db/load" => &[Perm::Load],
         "/db/backup" => &[Perm::Backup],
         p if p.starts_with("/backups") => &[Perm::Backup],
-        "/status" | "/nodes" | "/metrics" => &[Perm::Status],
+        "/status" | "/nodes" | "/metrics" | "/debug/raft-stats" => &[Perm::Status],
         "/leader" if method == Method::GET || method == Method::HEAD => &[Perm::Status],
         "/leader" => &[Perm::LeaderOps],
         "/readyz" => &[Perm::Ready],

@@ -33,7 +33,10 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/join", post(cluster::join))
         .route("/metrics", get(status::metrics))
         .merge(transfer::routes())
-        .merge(backups::routes())
+        .merge(backups::routes());
+    #[cfg(feature = "runtime-stats")]
+    let app = app.route("/debug/raft-stats", get(status::raft_stats));
+    let app = app
         .layer(axum::middleware::from_fn(params::check_duration_params))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state);

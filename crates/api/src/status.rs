@@ -463,3 +463,21 @@ fn backup_status(service: Option<&raftlite_backup::service::BackupService>) -> J
         None => json!({ "destination": null, "schedule": "off", "last": null }),
     }
 }
+
+/// `GET /debug/raft-stats`: openraft's runtime statistics of this node as a text table (batch
+/// sizes, and latency percentiles per log stage: proposed, received, submitted, persisted,
+/// committed, applied). Only in a build with `--features raft-stats`.
+#[cfg(feature = "runtime-stats")]
+pub(crate) async fn raft_stats(
+    axum::extract::State(state): axum::extract::State<std::sync::Arc<crate::state::ApiState>>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match state.node.raft_stats_text().await {
+        Ok(text) => text.into_response(),
+        Err(e) => (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            format!("raft is not running: {e}"),
+        )
+            .into_response(),
+    }
+}

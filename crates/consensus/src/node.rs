@@ -363,6 +363,18 @@ impl RaftNode {
         self.inner.raft.metrics().borrow_watched().clone()
     }
 
+    /// openraft's runtime statistics as a text table: batch sizes and, per log stage, latency
+    /// percentiles (built with the `runtime-stats` feature only).
+    #[cfg(feature = "runtime-stats")]
+    pub async fn raft_stats_text(&self) -> Result<String, String> {
+        self.inner
+            .raft
+            .runtime_stats()
+            .await
+            .map(|stats| stats.display().to_string())
+            .map_err(|e| e.to_string())
+    }
+
     /// The leader as this node currently knows it.
     pub fn leader(&self) -> Option<(NodeId, NodeAddr)> {
         let metrics = self.inner.raft.metrics();
