@@ -10,7 +10,6 @@ use std::sync::Arc;
 
 use futures::{Stream, TryStreamExt};
 use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
-
 use raftlite_store::failpoint;
 use raftlite_store::{EntryTime, LogPosition, MetaState, Store, StoreError, StoreOptions};
 
@@ -72,10 +71,6 @@ fn snap_err(verb: Verb, e: impl std::fmt::Display) -> io::Error {
     io::Error::other(format!("snapshot: {} failed: {e}", verb.as_str()))
 }
 
-fn msg(s: impl Into<String>) -> String {
-    s.into()
-}
-
 /// Runs blocking SQLite work off the async runtime.
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, io::Error> + Send + 'static,
@@ -84,7 +79,7 @@ async fn blocking<T: Send + 'static>(
         Ok(r) => r,
         Err(e) => Err(sm_err(
             Verb::Write,
-            msg(format!("state machine task failed: {e}")),
+            format!("state machine task failed: {e}"),
         )),
     }
 }
@@ -208,7 +203,7 @@ impl SnapshotDir {
             let damaged = |e: serde_json::Error| {
                 snap_err(
                     Verb::Read,
-                    msg(format!("{} is damaged: {e}", entry.path().display())),
+                    format!("{} is damaged: {e}", entry.path().display()),
                 )
             };
             let json: serde_json::Value = serde_json::from_slice(&bytes).map_err(damaged)?;
@@ -330,10 +325,10 @@ fn apply_load(
         .map_err(|e| {
             sm_err(
                 Verb::Write,
-                msg(format!(
+                format!(
                     "cannot write the loaded database to {}: {e}",
                     scratch.display()
-                )),
+                ),
             )
         })
         .and_then(|_| {
@@ -663,10 +658,10 @@ impl RaftStateMachine<TypeConfig> for SqliteStateMachine {
             if installed.applied != expected {
                 return Err(snap_err(
                     Verb::Write,
-                    msg(format!(
+                    format!(
                         "snapshot {} says it is at {:?} but its database is at {:?}",
                         stored.id, expected, installed.applied
-                    )),
+                    ),
                 ));
             }
             failpoint::hit("snapshot-installed");
