@@ -1,9 +1,6 @@
 //! Consensus: openraft types, the redb log store, the SQLite state machine adapter, the HTTP
 //! network and the node that ties them together.
 
-// openraft's StorageError is large, and the storage traits prescribe it as the error type.
-#![allow(clippy::result_large_err)]
-
 pub mod blocking;
 mod compaction;
 mod free_space;
