@@ -46,6 +46,7 @@ use raftlite_restore::outcome::{
 use raftlite_restore::source::{
     prepare_backup, prepare_local_file, spool_stdin, BackupSource, Prepared,
 };
+use raftlite_restore::point_in_time::{prepare_point_in_time, Target};
 use raftlite_restore::upload::UploadProgress;
 use raftlite_restore::{interruptible, ScratchDir};
 use serde_json::{json, Value};
@@ -78,11 +79,53 @@ async fn restore(args: RestoreArgs, timeline_id: String) -> anyhow::Result<()> {
             );
         }
     }
+    let target = point_in_time_target(&args)?;
+    if target.is_some() && !is_backup {
+        bail!(
+            "--to-index, --to-time and --to-latest replay the log archived beside backups: they              need --from with a backup destination URL"
+        );
+    }
+    if args.timeline.is_some() && target.is_none() {
+        bail!("--timeline picks the archive to replay: use it with --to-index, --to-time or --to-latest");
+    }
     let node = node_client(&args.connection, Some(ANSWER_TIMEOUT))?;
     let progress = io::stderr().is_terminal();
     let scratch = ScratchDir::new()?;
 
-    let prepared = if is_backup {
+    let prepared = if let Some(target) = target {
+        let dest = raftlite_restore::destination::open_destination(&args.from)?;
+        let identity = raftlite_backup::identity_from(
+            args.identity.as_deref(),
+            args.passphrase_env.as_deref(),
+        )?;
+        let built = prepare_point_in_time(
+            &dest,
+            args.timeline.as_deref(),
+            target,
+            identity.as_ref(),
+            scratch.path(),
+            &mut |line| eprintln!("{line}"),
+        )
+        .await?;
+        eprintln!(
+            "replayed {} archived entries onto backup {}: the database as of log entry {}{}",
+            built.entries_replayed,
+            built.base,
+            built.index,
+            built
+                .at_unix_ms
+                .map(|ms| format!(" (last write at {})", rfc3339_ms(ms)))
+                .unwrap_or_default()
+        );
+        let label = format!(
+            "{} at log entry {} of timeline {}",
+            args.from, built.index, built.timeline_id
+        );
+        let bar = spinner(progress, format!("checking {label} (PRAGMA integrity_check)"));
+        let prepared = prepare_local_file(built.path.clone(), label, scratch.path()).await;
+        bar.finish_and_clear();
+        prepared?
+    } else if is_backup {
         let source = BackupSource {
             from: args.from.clone(),
             id: args.id.clone(),
@@ -154,6 +197,30 @@ async fn restore(args: RestoreArgs, timeline_id: String) -> anyhow::Result<()> {
         }
     };
     report(&args, &prepared, &answer, &timeline_id, started.elapsed())
+}
+
+/// The point in time the `--to-*` flags ask for, if any.
+fn point_in_time_target(args: &RestoreArgs) -> anyhow::Result<Option<Target>> {
+    Ok(match (&args.to_index, &args.to_time, args.to_latest) {
+        (Some(index), None, false) => Some(Target::Index(*index)),
+        (None, Some(text), false) => {
+            let at = chrono::DateTime::parse_from_rfc3339(text).map_err(|e| {
+                anyhow::anyhow!(
+                    "--to-time `{text}` is not an RFC 3339 time ({e}); write it like                      2026-12-07T14:03:00Z or 2026-12-07T15:03:00+01:00"
+                )
+            })?;
+            Some(Target::Time(at.timestamp_millis()))
+        }
+        (None, None, true) => Some(Target::Latest),
+        (None, None, false) => None,
+        _ => bail!("give one of --to-index, --to-time and --to-latest"),
+    })
+}
+
+fn rfc3339_ms(unix_ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(unix_ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_else(|| unix_ms.to_string())
 }
 
 fn upload_bar(len: u64, visible: bool) -> ProgressBar {

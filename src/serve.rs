@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use raftlite_api::auth::{AuthStore, Perm};
 use raftlite_api::server::{router, ApiState, JoinRequest};
+use raftlite_backup::service::archiver::{ArchiveSettings, Archiver, DEFAULT_ARCHIVE_INTERVAL};
 use raftlite_backup::service::{BackupService, BackupSettings};
 use raftlite_backup::{parse_duration, RetentionPolicy, Schedule};
 use raftlite_consensus::node::{NodeConfig, RaftNode};
@@ -30,6 +31,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let tls = crate::tls::TlsSetup::load(&config.security).context("refusing to start")?;
     let (auth, join_credentials) = load_auth(&config)?;
     let backups = load_backups(&config)?;
+    let archiver = load_archiver(&config, backups.as_deref())?;
 
     let addr = NodeAddr {
         raft_addr: config.raft_advertise_addr.clone(),
@@ -112,6 +114,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(backups) = &backups {
         backups.register_metrics();
     }
+    if let Some(archiver) = &archiver {
+        archiver.register_metrics();
+    }
     // Joins and forwarding to other members' APIs: https with the node CA when configured.
     let node_client = tls.api_client(Duration::from_secs(30))?;
     let api = Arc::new(ApiState {
@@ -122,6 +127,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         data_dir: config.data_dir.clone(),
         auth,
         backups: backups.clone(),
+        archiver: archiver.clone(),
         limits: config.limits.api,
         http: raftlite_api::server::HttpInfo {
             bind_addr: http_listener
@@ -130,6 +136,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             tls: tls.http_server.is_some(),
         },
     });
+    let archive_task = archiver
+        .clone()
+        .map(|archiver| raftlite_backup::service::archiver::spawn(archiver, node.clone()));
     let backup_tasks = match backups {
         Some(service) => raftlite_backup::service::spawn(service, node.clone()),
         None => Vec::new(),
@@ -178,6 +187,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!("shutting down");
     // A backup cut short leaves no manifest, so it never counts.
     for task in backup_tasks {
+        task.abort();
+    }
+    if let Some(task) = archive_task {
         task.abort();
     }
     node.shutdown().await;
@@ -461,6 +473,67 @@ async fn auto_restore_while_not_ready(
 /// Backup settings (`--backup-*`, `--auto-backup`), all checked now: a bad destination URL,
 /// recipient, level, schedule, duration, identity file or an unset passphrase variable
 /// refuses the start. `None` when backups are off (`--backup-to off`).
+/// The log archiver of `--archive-to`, if on: to the backup destination (`backup`) or to a
+/// destination of its own, compressed and encrypted as the backups are.
+fn load_archiver(
+    config: &ServeConfig,
+    backups: Option<&BackupService>,
+) -> anyhow::Result<Option<Arc<Archiver>>> {
+    let backup = &config.backup;
+    let Some(to) = &backup.archive_to else {
+        return Ok(None);
+    };
+    let interval = match &backup.archive_interval {
+        None => DEFAULT_ARCHIVE_INTERVAL,
+        Some(v) => {
+            let every = parse_duration(v).map_err(|e| {
+                anyhow::anyhow!("refusing to start: invalid --archive-interval `{v}`: {e}")
+            })?;
+            if every < Duration::from_millis(100) || every > Duration::from_secs(3600) {
+                bail!("refusing to start: invalid --archive-interval `{v}`: must be between 100ms and 1h");
+            }
+            every
+        }
+    };
+    let (encryption, level) = match backups {
+        Some(b) => (b.options().encryption.clone(), b.options().level),
+        None => (None, 3),
+    };
+    let dest = if to == "backup" {
+        match backups {
+            Some(b) => b.destination().clone(),
+            None => bail!(
+                "refusing to start: --archive-to backup archives beside the backups, but backups                  are off; give --backup-to, or a destination URL to --archive-to"
+            ),
+        }
+    } else {
+        if backups.is_none() {
+            tracing::warn!(
+                "--archive-to {to}: backups are off, so the archive has no base backups to                  replay from and is not encrypted; turn backups on with --backup-to"
+            );
+        }
+        raftlite_backup::Destination::parse_with_options(
+            to,
+            [("max_retries", "4"), ("retry_timeout_secs", "30")],
+        )
+        .context("refusing to start: bad --archive-to")?
+    };
+    let archiver = Archiver::new(ArchiveSettings {
+        dest,
+        encryption,
+        zstd_level: level,
+        interval,
+    });
+    tracing::info!(
+        destination = archiver.label(),
+        interval_ms = interval.as_millis() as u64,
+        "the leader archives the committed log to {} (segments at least every {:?})",
+        archiver.label(),
+        interval
+    );
+    Ok(Some(Arc::new(archiver)))
+}
+
 fn load_backups(config: &ServeConfig) -> anyhow::Result<Option<Arc<BackupService>>> {
     let backup = &config.backup;
     let auto = match &backup.auto_backup {

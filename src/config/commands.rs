@@ -175,6 +175,24 @@ pub struct RestoreArgs {
     #[arg(long, value_name = "VAR")]
     pub passphrase_env: Option<String>,
 
+    /// Point-in-time restore: the database as it stood after this log index (a base backup
+    /// plus the archived log of `--archive-to`, replayed).
+    #[arg(long, value_name = "N", conflicts_with_all = ["to_time", "to_latest", "id"])]
+    pub to_index: Option<u64>,
+
+    /// Point-in-time restore: the database with every write committed at or before this moment
+    /// (RFC 3339, e.g. 2026-12-07T14:03:00Z), by the leader's clock stamped in the log.
+    #[arg(long, value_name = "RFC3339", conflicts_with_all = ["to_latest", "id"])]
+    pub to_time: Option<String>,
+
+    /// Point-in-time restore: the last archived write.
+    #[arg(long, conflicts_with = "id")]
+    pub to_latest: bool,
+
+    /// With --to-*: the timeline whose archive to replay [default: the newest backup's].
+    #[arg(long, value_name = "ID")]
+    pub timeline: Option<String>,
+
     /// Print the outcome as JSON.
     #[arg(long)]
     pub json: bool,

@@ -74,6 +74,9 @@ pub struct BackupConfig {
     pub keep: raftlite_backup::KeepRules,
     /// rqlite `-auto-backup` file; replaces `to` and `interval`.
     pub auto_backup: Option<PathBuf>,
+    /// `--archive-to`: `None` when off (the default), `backup` for `to`, else a URL.
+    pub archive_to: Option<String>,
+    pub archive_interval: Option<String>,
 }
 
 /// Name of the default backup directory, created beside the data dir.
@@ -370,6 +373,8 @@ fn validate(args: ServeOptions) -> Result<ServeConfig, ConfigError> {
                     keep_within: args.backup_keep_within,
                 },
                 auto_backup,
+                archive_to: args.archive_to.filter(|to| !is_off(to)),
+                archive_interval: args.archive_interval,
             }
         },
         recovery_mode: args.recovery_mode,

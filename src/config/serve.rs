@@ -268,6 +268,16 @@ serve_options! {
         #[arg(long, value_name = "N", env = "RAFTLITE_BACKUP_LEVEL")]
         pub backup_level: Option<i32>,
 
+        /// Ship the committed log continuously to a destination, for point-in-time restore:
+        /// `backup` for --backup-to's destination (and its encryption), a URL (encrypted like the
+        /// backups), or `off` [default: off].
+        #[arg(long, value_name = "backup|DEST|off", env = "RAFTLITE_ARCHIVE_TO")]
+        pub archive_to: Option<String>,
+
+        /// Close a log archive segment at least this often, e.g. `1s`, `500ms` [default: 1s].
+        #[arg(long, value_name = "DUR", env = "RAFTLITE_ARCHIVE_INTERVAL")]
+        pub archive_interval: Option<String>,
+
         /// Largest write request, encoded as one Raft log entry (bytes, or with KiB/MiB): a larger
         /// one is refused with 413 before it reaches the log [default: 4MiB; at most 8MiB].
         #[arg(long, value_name = "BYTES", env = "RAFTLITE_MAX_ENTRY_BYTES", value_parser = parse_byte_size)]

@@ -9,6 +9,7 @@ use raftlite_consensus::node::RaftNode;
 
 use crate::auth::AuthStore;
 use crate::limits::Limits;
+use raftlite_backup::service::archiver::Archiver;
 use raftlite_backup::service::BackupService;
 
 /// Everything the handlers share: one per server, behind an `Arc`.
@@ -22,6 +23,8 @@ pub struct ApiState {
     pub auth: Option<Arc<AuthStore>>,
     /// `POST /backups` (`--backup-to`); `None` answers 400.
     pub backups: Option<Arc<BackupService>>,
+    /// The continuous log archive (`--archive-to`), for `/status`; `None` when off.
+    pub archiver: Option<Arc<Archiver>>,
     /// Requests in flight, bodies held, response size (`--max-*`).
     pub limits: Limits,
     /// The HTTP listener, as `/status` shows it (rqlite's `http` section).

@@ -225,6 +225,10 @@ pub(crate) async fn status(State(state): State<Arc<ApiState>>, Query(params): Pa
             },
         },
         "backup": backup_status(state.backups.as_deref()),
+        "archive": match &state.archiver {
+            Some(a) => a.status(state.node.archive_hold()),
+            None => json!({ "destination": null }),
+        },
     });
     let body = match params.get("key") {
         Some(path) => sub_json(&body, path),

@@ -40,6 +40,7 @@ use redb::{
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::archive_hold::ArchiveHold;
 use crate::log_blobs::{BlobError, BlobRef, BlobStore};
 use crate::snapshot_floor::SnapshotFloor;
 use crate::types::{Entry, LogId, TypeConfig, Vote};
@@ -99,6 +100,8 @@ pub struct LogStore {
     /// (see [`crate::snapshot_floor`]). Offline tools that write a snapshot and the log
     /// themselves run without it.
     floor: Option<SnapshotFloor>,
+    /// While this node archives the log, purges keep what the archive does not hold yet.
+    hold: Option<ArchiveHold>,
 }
 
 struct Inner {
@@ -281,6 +284,20 @@ fn meta_get<T: DeserializeOwned>(
     }
 }
 
+/// The log's last id as openraft sees it: the last entry's, or the purge point when entries kept
+/// for the archive ([`ArchiveHold`]) are all at or below it.
+fn last_log_id(last_entry: Option<LogId>, last_purged: Option<LogId>) -> Option<LogId> {
+    match (last_entry, last_purged) {
+        (Some(entry), Some(purged)) if entry.index <= purged.index => Some(purged),
+        (entry, purged) => entry.or(purged),
+    }
+}
+
+/// The index of the entry with the smallest index, if any.
+fn first_entry_index(table: &impl ReadableTable<u64, &'static [u8]>) -> Result<Option<u64>, Cause> {
+    Ok(table.first()?.map(|(key, _)| key.value()))
+}
+
 /// The log id of the entry with the greatest index, if any.
 fn last_entry_log_id(
     table: &impl ReadableTable<u64, &'static [u8]>,
@@ -372,7 +389,7 @@ impl Inner {
         let meta = txn.open_table(META)?;
         let last_purged: Option<LogId> = meta_get(&meta, KEY_LAST_PURGED)?;
         let entries = txn.open_table(ENTRIES)?;
-        let last = last_entry_log_id(&entries)?.or(last_purged);
+        let last = last_log_id(last_entry_log_id(&entries)?, last_purged);
         Ok((last_purged, last))
     }
 
@@ -472,8 +489,10 @@ impl Inner {
         Ok(())
     }
 
-    /// Records `log_id` as purged and deletes the entries up to it, in one durable transaction.
-    fn purge(&self, log_id: &LogId) -> Result<(), Cause> {
+    /// Records `log_id` as purged and deletes the entries up to `delete_upto` (at most
+    /// `log_id`'s index: less while the archive holds some), in one durable transaction.
+    fn purge(&self, log_id: &LogId, delete_upto: u64) -> Result<(), Cause> {
+        let delete_upto = delete_upto.min(log_id.index);
         let txn = begin_durable_write(&self.db)?;
         {
             let mut meta = txn.open_table(META)?;
@@ -485,15 +504,47 @@ impl Inner {
                 meta.insert(KEY_LAST_PURGED, bytes.as_slice())?;
             }
             let mut table = txn.open_table(ENTRIES)?;
-            table.retain_in((Bound::Unbounded, Bound::Included(log_id.index)), |_, _| {
-                false
-            })?;
+            table.retain_in((Bound::Unbounded, Bound::Included(delete_upto)), |_, _| false)?;
         }
         txn.commit()?;
         raftlite_store::failpoint::hit("log-purged");
-        self.recent().retain(|i| i > log_id.index);
-        self.purge_segments(log_id.index);
+        self.recent().retain(|i| i > delete_upto);
+        self.purge_segments(delete_upto);
         Ok(())
+    }
+
+    /// Deletes entries kept for the archive, up to `upto` and never past the purge point. Not
+    /// fsync'd: entries that come back after a crash are deleted again by the next release or
+    /// purge.
+    fn release(&self, upto: u64) -> Result<(), Cause> {
+        let Some(purged) = self.meta_read::<LogId>(KEY_LAST_PURGED)? else {
+            return Ok(());
+        };
+        let upto = upto.min(purged.index);
+        {
+            let txn = self.db.begin_read()?;
+            let entries = txn.open_table(ENTRIES)?;
+            if first_entry_index(&entries)?.is_none_or(|first| first > upto) {
+                return Ok(());
+            }
+        }
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::None)?;
+        {
+            let mut table = txn.open_table(ENTRIES)?;
+            table.retain_in((Bound::Unbounded, Bound::Included(upto)), |_, _| false)?;
+        }
+        txn.commit()?;
+        self.recent().retain(|i| i > upto);
+        self.purge_segments(upto);
+        Ok(())
+    }
+
+    /// The index of the first entry on disk (kept ones included), if any.
+    fn first_index(&self) -> Result<Option<u64>, Cause> {
+        let txn = self.db.begin_read()?;
+        let entries = txn.open_table(ENTRIES)?;
+        first_entry_index(&entries)
     }
 
     /// Deletes the segment files nothing at or below `index` needs. A failure only leaves a
@@ -548,11 +599,20 @@ impl LogStore {
                 .clear()
                 .map_err(|e| fail("delete unused segments", e.into()))?;
         } else if let Some(purged) = last_purged {
-            inner.purge_segments(purged.index);
+            // Entries kept for the archive may still point into segments below the purge point.
+            let first = inner
+                .first_index()
+                .map_err(|e| fail("read the log state", e))?;
+            let unneeded = match first {
+                Some(first) if first <= purged.index => first.saturating_sub(1),
+                _ => purged.index,
+            };
+            inner.purge_segments(unneeded);
         }
         Ok(LogStore {
             inner: Arc::new(inner),
             floor: None,
+            hold: None,
         })
     }
 
@@ -561,6 +621,41 @@ impl LogStore {
     pub fn with_snapshot_floor(mut self, floor: SnapshotFloor) -> LogStore {
         self.floor = Some(floor);
         self
+    }
+
+    /// Keeps entries the log archive does not hold yet through purges (see
+    /// [`crate::archive_hold`]).
+    pub fn with_archive_hold(mut self, hold: ArchiveHold) -> LogStore {
+        self.hold = Some(hold);
+        self
+    }
+
+    /// Committed entries `from..=to` for the log archive, including entries openraft has purged
+    /// but the archive hold kept. Returns the index of the first entry on disk too, so a caller
+    /// asking for entries already deleted can tell (and record a gap) instead of getting none.
+    pub async fn read_for_archive(
+        &self,
+        from: u64,
+        to: u64,
+    ) -> io::Result<(Option<u64>, Vec<Entry>)> {
+        Ok(self
+            .blocking("read entries for the archive", move |inner| {
+                let first = inner.first_index()?;
+                let entries = if from > to {
+                    Vec::new()
+                } else {
+                    inner.read_entries(from, to.checked_add(1))?
+                };
+                Ok((first, entries))
+            })
+            .await?)
+    }
+
+    /// Deletes entries kept for the archive up to `upto` (it has them now).
+    pub async fn release_archived(&self, upto: u64) -> io::Result<()> {
+        Ok(self
+            .blocking("release archived entries", move |inner| inner.release(upto))
+            .await?)
     }
 
     /// The log file's path.
@@ -694,8 +789,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 .await
                 .map_err(io::Error::other)?;
         }
+        let delete_upto = self
+            .hold
+            .as_ref()
+            .map_or(log_id.index, |hold| hold.delete_limit(log_id.index));
         Ok(self
-            .blocking("purge the log", move |inner| inner.purge(&log_id))
+            .blocking("purge the log", move |inner| {
+                inner.purge(&log_id, delete_upto)
+            })
             .await?)
     }
 }
@@ -751,7 +852,7 @@ pub fn probe(raft_dir: &Path) -> Result<LogProbe, String> {
         Ok(LogProbe {
             vote,
             last_purged,
-            last_log_id: last_entry.or(last_purged),
+            last_log_id: last_log_id(last_entry, last_purged),
             committed,
             ..present
         })

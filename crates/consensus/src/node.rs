@@ -12,6 +12,7 @@ use openraft::{ChangeMembers, Config, ReadPolicy, ServerState, SnapshotPolicy};
 use raftlite_store::{StatementResult, Store, TimelineRecord, WriteRequest};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::archive_hold::ArchiveHold;
 use crate::log_store::LogStore;
 use crate::network::HttpNetworkFactory;
 use crate::state_machine::{Raft, SqliteStateMachine};
@@ -165,6 +166,10 @@ struct Inner {
     snapshots: crate::state_machine::SnapshotDir,
     election_timeout_max: Duration,
     max_entry_bytes: usize,
+    /// A handle on the log (shared with openraft's), for the archiver: it reads committed
+    /// entries, including those purged but kept by `archive_hold`, and releases them.
+    log: LogStore,
+    archive_hold: ArchiveHold,
 }
 
 /// Handle to a running node; cheap to clone.
@@ -206,7 +211,11 @@ impl RaftNode {
         let settled_restores = state_machine.settled_restores();
         // openraft purges the log behind a received snapshot before the state machine has
         // installed it; the purge must wait until that snapshot is durable here.
-        let log_store = log_store.with_snapshot_floor(state_machine.snapshot_floor());
+        let archive_hold = ArchiveHold::default();
+        let log_store = log_store
+            .with_snapshot_floor(state_machine.snapshot_floor())
+            .with_archive_hold(archive_hold.clone());
+        let log_handle = log_store.clone();
 
         let raft_config = Config {
             cluster_name: "raftlite".to_string(),
@@ -298,6 +307,8 @@ impl RaftNode {
                 snapshots: crate::state_machine::SnapshotDir::read_only(&layout.snapshots),
                 election_timeout_max: Duration::from_millis(config.election_timeout_max_ms),
                 max_entry_bytes: config.max_entry_bytes,
+                log: log_handle,
+                archive_hold,
                 restoring: tokio::sync::Mutex::new(()),
                 restore_progress: std::sync::Mutex::new(None),
             }),
@@ -332,6 +343,38 @@ impl RaftNode {
 
     pub fn store(&self) -> Arc<Store> {
         self.inner.store.clone()
+    }
+
+    /// What keeps log entries the archive does not hold yet through openraft's purges.
+    pub fn archive_hold(&self) -> &ArchiveHold {
+        &self.inner.archive_hold
+    }
+
+    /// Applied (so committed) entries from `from` on, at most `max_entries` of them, for the
+    /// log archive; with the index of the first entry still on disk, so a caller can tell that
+    /// entries it needs are gone. Entries purged by openraft but kept by the archive hold are
+    /// included.
+    pub async fn archive_entries(
+        &self,
+        from: u64,
+        max_entries: u64,
+    ) -> Result<(Option<u64>, Vec<crate::types::Entry>), NodeError> {
+        let applied = self.metrics().last_applied.map_or(0, |l| l.index);
+        let to = applied.min(from.saturating_add(max_entries.max(1) - 1));
+        self.inner
+            .log
+            .read_for_archive(from, to)
+            .await
+            .map_err(|e| NodeError::Storage(e.to_string()))
+    }
+
+    /// Lets the log delete entries kept for the archive up to `upto`.
+    pub async fn release_archived(&self, upto: u64) -> Result<(), NodeError> {
+        self.inner
+            .log
+            .release_archived(upto)
+            .await
+            .map_err(|e| NodeError::Storage(e.to_string()))
     }
 
     /// Makes this node a single-voter cluster if it has never been part of one.

@@ -20,6 +20,7 @@ pub mod auto_restore;
 pub mod destination;
 pub mod node_client;
 pub mod outcome;
+pub mod point_in_time;
 pub mod scratch;
 pub mod signal;
 pub mod snapshot;

@@ -44,6 +44,7 @@ use crate::{
     Schedule,
 };
 
+pub mod archiver;
 mod cluster;
 mod drill;
 mod error;

@@ -438,3 +438,63 @@ async fn corrupt_record_is_an_error_not_a_panic() {
         vec![normal(1, 1)]
     );
 }
+
+#[tokio::test]
+async fn archive_hold_keeps_purged_entries_until_released() {
+    let dir = tempfile::tempdir().unwrap();
+    let raft_dir = dir.path().join("raft");
+    let hold = ArchiveHold::with_max_held(1_000);
+    {
+        let mut store = LogStore::open(&raft_dir)
+            .unwrap()
+            .with_archive_hold(hold.clone());
+        append(&mut store, (1..=10).map(|i| normal(1, i)).collect()).await;
+        hold.hold_after(4);
+        store.purge(log_id(1, 8)).await.unwrap();
+
+        // openraft sees exactly the purge it asked for...
+        let state = store.get_log_state().await.unwrap();
+        assert_eq!(state.last_purged_log_id, Some(log_id(1, 8)));
+        assert_eq!(state.last_log_id, Some(log_id(1, 10)));
+        // ...while the archive still reads what it does not hold yet.
+        let (first, entries) = store.read_for_archive(5, 10).await.unwrap();
+        assert_eq!(first, Some(5));
+        assert_eq!(entries, (5..=10).map(|i| normal(1, i)).collect::<Vec<_>>());
+    }
+    {
+        // The kept entries survive a restart; a purge of everything leaves openraft's view sane.
+        let mut store = LogStore::open(&raft_dir)
+            .unwrap()
+            .with_archive_hold(hold.clone());
+        store.purge(log_id(1, 10)).await.unwrap();
+        let state = store.get_log_state().await.unwrap();
+        assert_eq!(state.last_purged_log_id, Some(log_id(1, 10)));
+        assert_eq!(state.last_log_id, Some(log_id(1, 10)));
+        let (first, entries) = store.read_for_archive(5, 10).await.unwrap();
+        assert_eq!((first, entries.len()), (Some(5), 6));
+
+        store.release_archived(7).await.unwrap();
+        let (first, _) = store.read_for_archive(8, 10).await.unwrap();
+        assert_eq!(first, Some(8));
+        // Release never goes past the purge point openraft set.
+        append(&mut store, (11..=12).map(|i| normal(1, i)).collect()).await;
+        store.release_archived(100).await.unwrap();
+        let (first, entries) = store.read_for_archive(11, 12).await.unwrap();
+        assert_eq!((first, entries.len()), (Some(11), 2));
+    }
+}
+
+#[tokio::test]
+async fn a_full_archive_hold_lets_the_purge_through() {
+    let dir = tempfile::tempdir().unwrap();
+    let hold = ArchiveHold::with_max_held(3);
+    let mut store = LogStore::open(&dir.path().join("raft"))
+        .unwrap()
+        .with_archive_hold(hold.clone());
+    append(&mut store, (1..=10).map(|i| normal(1, i)).collect()).await;
+    hold.hold_after(2);
+    store.purge(log_id(1, 8)).await.unwrap();
+    assert_eq!(hold.forced_purges(), 1);
+    let (first, _) = store.read_for_archive(3, 10).await.unwrap();
+    assert_eq!(first, Some(9));
+}

@@ -1,0 +1,439 @@
+//! The leader's continuous log archive (issue 20, first part): committed log entries shipped to
+//! `<prefix>/<cluster-id>/archive/<timeline>/` as segments ([`crate::archive`]), closed every
+//! `--archive-interval` or [`MAX_SEGMENT_PLAIN_BYTES`], whichever comes first.
+//!
+//! - Only the leader archives, and only applied (so committed) entries.
+//! - A new leader resumes from the archive's own watermark (the greatest segment in the
+//!   destination), never from memory, so leader changes and restarts neither skip nor repeat;
+//!   re-sending a range that is already there is harmless (`put_segment` compares content).
+//! - While archiving, the node's log keeps every entry the archive does not hold yet through
+//!   openraft's purges ([`ArchiveHold`]), up to a bound. When entries are gone anyway (the bound
+//!   was reached, or this node became leader without them) the hole is recorded in the
+//!   destination as a gap, counted and logged: never skipped silently.
+//! - A restore or a load starts a new timeline: the entry that starts it closes the old
+//!   timeline's archive, and the new timeline's archive starts after it. Restore chunks are
+//!   archived as markers without their data (a new timeline begins from the restored file).
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use raftlite_consensus::archive_hold::ArchiveHold;
+use raftlite_consensus::node::RaftNode;
+use raftlite_consensus::replay::{encode_archived, starts_timeline};
+use raftlite_consensus::types::{Command, Entry, EntryPayload};
+use serde_json::{json, Value as Json};
+
+use crate::archive::{
+    archive_watermark, encode_segment, entry_encoded_len, put_segment_for_chain, record_gap, ArchivedEntry,
+    ArchivedKind, GapRecord, PutOutcome, SegmentDraft,
+};
+use crate::{BackupError, Destination, Encryption, TimelineRef};
+
+/// A segment is closed once its entries reach this many (plain, encoded) bytes.
+pub const MAX_SEGMENT_PLAIN_BYTES: usize = 4 * 1024 * 1024;
+/// Entries read from the log per step.
+const READ_BATCH_ENTRIES: u64 = 4096;
+/// The default `--archive-interval`.
+pub const DEFAULT_ARCHIVE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Where and how the archive is written.
+#[derive(Clone)]
+pub struct ArchiveSettings {
+    pub dest: Destination,
+    pub encryption: Option<Encryption>,
+    pub zstd_level: i32,
+    pub interval: Duration,
+}
+
+/// What `/status` and `/metrics` show of the archive.
+#[derive(Clone, Debug, Default)]
+struct ArchiveRecord {
+    timeline: Option<String>,
+    last_index: Option<u64>,
+    last_entry_unix_ms: Option<i64>,
+    last_upload_unix_ms: Option<i64>,
+    lag_entries: u64,
+    lag_seconds: f64,
+    segments: u64,
+    failures: u64,
+    gaps: u64,
+    last_error: Option<String>,
+    leading: bool,
+}
+
+/// The archiver's shared state: the settings and what it did last.
+pub struct Archiver {
+    settings: ArchiveSettings,
+    label: String,
+    record: Mutex<ArchiveRecord>,
+}
+
+/// Where the leader is in the archive of one timeline.
+struct Cursor {
+    cluster_id: String,
+    timeline: TimelineRef,
+    /// The next index to archive.
+    next: u64,
+    /// sha256 of the last segment written on this timeline (the next one's `prev`).
+    prev_sha256: Option<String>,
+    /// When the archive last covered everything applied.
+    caught_up_at: Instant,
+}
+
+impl Archiver {
+    pub fn new(settings: ArchiveSettings) -> Archiver {
+        Archiver {
+            label: settings.dest.to_string(),
+            settings,
+            record: Mutex::new(ArchiveRecord::default()),
+        }
+    }
+
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    pub fn interval(&self) -> Duration {
+        self.settings.interval
+    }
+
+    fn with_record<T>(&self, f: impl FnOnce(&mut ArchiveRecord) -> T) -> T {
+        let mut record = self.record.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut record)
+    }
+
+    /// Makes the archive metrics exist (at zero) before the first segment.
+    pub fn register_metrics(&self) {
+        for name in [
+            "raftlite_archive_segments_total",
+            "raftlite_archive_failures_total",
+            "raftlite_archive_gaps_total",
+        ] {
+            metrics::counter!(name, "destination" => self.label.clone()).increment(0);
+        }
+    }
+
+    /// What `/status` shows under `archive`.
+    pub fn status(&self, hold: &ArchiveHold) -> Json {
+        let r = self.with_record(|r| r.clone());
+        json!({
+            "destination": self.label,
+            "interval_secs": self.settings.interval.as_secs_f64(),
+            "archiving": r.leading,
+            "timeline": r.timeline,
+            "last_archived_index": r.last_index,
+            "last_archived_entry_unix_ms": r.last_entry_unix_ms,
+            "last_upload_unix_ms": r.last_upload_unix_ms,
+            "lag_entries": r.lag_entries,
+            "lag_seconds": r.lag_seconds,
+            "segments_written": r.segments,
+            "failures": r.failures,
+            "gaps_recorded": r.gaps,
+            "last_error": r.last_error,
+            "log_hold": {
+                "held_after": hold.archived(),
+                "max_held_entries": hold.max_held_entries(),
+                "forced_purges": hold.forced_purges(),
+            },
+        })
+    }
+
+    fn set_lag(&self, lag_entries: u64, lag_seconds: f64) {
+        self.with_record(|r| {
+            r.lag_entries = lag_entries;
+            r.lag_seconds = lag_seconds;
+        });
+        let dest = self.label.clone();
+        metrics::gauge!("raftlite_archive_lag_entries", "destination" => dest.clone())
+            .set(lag_entries as f64);
+        metrics::gauge!("raftlite_archive_lag_seconds", "destination" => dest).set(lag_seconds);
+    }
+
+    fn failed(&self, what: &str, error: &str) {
+        tracing::warn!(destination = %self.label, "log archive: {what}: {error}");
+        metrics::counter!("raftlite_archive_failures_total", "destination" => self.label.clone())
+            .increment(1);
+        self.with_record(|r| {
+            r.failures += 1;
+            r.last_error = Some(format!("{what}: {error}"));
+        });
+    }
+}
+
+/// Runs the archiver for as long as the process lives: each `interval`, on the leader, ships
+/// what was applied since the last segment.
+pub fn spawn(archiver: Arc<Archiver>, node: RaftNode) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut cursor: Option<Cursor> = None;
+        let mut ticker = tokio::time::interval(archiver.settings.interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            if !node.is_leader() {
+                if cursor.take().is_some() {
+                    tracing::info!("log archive: no longer the leader; the new leader resumes it");
+                }
+                node.archive_hold().clear();
+                archiver.with_record(|r| r.leading = false);
+                continue;
+            }
+            archiver.with_record(|r| r.leading = true);
+            if let Err(e) = step(&archiver, &node, &mut cursor).await {
+                archiver.failed("cannot archive the log", &e);
+                // Start over from the destination's own watermark next time: a failed upload
+                // may or may not have landed.
+                cursor = None;
+            }
+        }
+    })
+}
+
+fn unix_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Where this node's database says the archive is: cluster id and current timeline, and the
+/// first index that belongs to that timeline.
+fn current_timeline(node: &RaftNode) -> Result<Option<(String, TimelineRef, u64)>, String> {
+    let meta = node
+        .store()
+        .committed_meta()
+        .map_err(|e| format!("cannot read the database's timeline: {e}"))?;
+    // No timeline yet: the cluster is bootstrapping; the archive starts once it has one.
+    let (Some(first), Some(current)) = (meta.timeline_history.first(), meta.timeline()) else {
+        return Ok(None);
+    };
+    // A timeline after the first starts right after the entry that started it (parent_index is
+    // what the parent had applied before that entry).
+    let first_index = current.parent_index.map_or(1, |p| p.saturating_add(2));
+    Ok(Some((
+        first.id.clone(),
+        TimelineRef {
+            id: current.id.clone(),
+            counter: current.counter,
+        },
+        first_index,
+    )))
+}
+
+async fn open_cursor(archiver: &Archiver, node: &RaftNode) -> Result<Option<Cursor>, String> {
+    let Some((cluster_id, timeline, first_index)) = current_timeline(node)? else {
+        return Ok(None);
+    };
+    let dest = &archiver.settings.dest;
+    let watermark = archive_watermark(dest, &cluster_id, &timeline.id)
+        .await
+        .map_err(|e| e.to_string())?;
+    let cursor = match watermark {
+        Some(w) => Cursor {
+            cluster_id,
+            timeline,
+            next: w.last_index + 1,
+            prev_sha256: Some(w.object_sha256),
+            caught_up_at: Instant::now(),
+        },
+        None => {
+            // A new archive starts where this node's log does (or where the timeline does):
+            // what came before is covered by base backups, not by this archive.
+            let (first_on_disk, _) = node
+                .archive_entries(first_index, 1)
+                .await
+                .map_err(|e| e.to_string())?;
+            Cursor {
+                cluster_id,
+                timeline,
+                next: first_on_disk.map_or(first_index, |f| f.max(first_index)),
+                prev_sha256: None,
+                caught_up_at: Instant::now(),
+            }
+        }
+    };
+    tracing::info!(
+        destination = %archiver.label,
+        timeline = %cursor.timeline.id,
+        next = cursor.next,
+        "log archive: this leader archives from index {}",
+        cursor.next
+    );
+    node.archive_hold().hold_after(cursor.next.saturating_sub(1));
+    archiver.with_record(|r| {
+        r.timeline = Some(cursor.timeline.id.clone());
+        r.last_index = cursor.next.checked_sub(1);
+    });
+    Ok(Some(cursor))
+}
+
+/// The archive's form of a log entry: the entry itself ([`encode_archived`]), with its kind and
+/// leader clock beside it for listings and `--to-time`.
+fn to_archived(entry: &Entry) -> Result<ArchivedEntry, String> {
+    let (kind, at_unix_ms) = match &entry.payload {
+        EntryPayload::Blank => (ArchivedKind::Blank, None),
+        EntryPayload::Membership(_) => (ArchivedKind::Membership, None),
+        EntryPayload::Normal(Command::Write { at_unix_ms, .. }) => {
+            (ArchivedKind::Command, Some(*at_unix_ms))
+        }
+        EntryPayload::Normal(_) => (ArchivedKind::Command, None),
+    };
+    Ok(ArchivedEntry {
+        index: entry.log_id.index,
+        term: entry.log_id.leader_id.term,
+        at_unix_ms,
+        kind,
+        payload: encode_archived(entry)?,
+    })
+}
+
+/// One pass: everything applied since the cursor, in segments.
+async fn step(archiver: &Archiver, node: &RaftNode, cursor: &mut Option<Cursor>) -> Result<(), String> {
+    if cursor.is_none() {
+        *cursor = open_cursor(archiver, node).await?;
+    }
+    loop {
+        let Some(c) = cursor.as_mut() else {
+            return Ok(());
+        };
+        let applied = node.metrics().last_applied.map_or(0, |l| l.index);
+        if c.next > applied {
+            c.caught_up_at = Instant::now();
+            archiver.set_lag(0, 0.0);
+            return Ok(());
+        }
+        archiver.set_lag(applied + 1 - c.next, c.caught_up_at.elapsed().as_secs_f64());
+        let (first_on_disk, entries) = node
+            .archive_entries(c.next, READ_BATCH_ENTRIES)
+            .await
+            .map_err(|e| e.to_string())?;
+        if entries.first().is_none_or(|e| e.log_id.index != c.next) {
+            let resume = match (entries.first(), first_on_disk) {
+                (Some(e), _) => e.log_id.index,
+                (None, Some(f)) if f > c.next => f,
+                _ => return Ok(()), // nothing readable yet
+            };
+            record_missing(archiver, node, c, resume).await?;
+            continue;
+        }
+        // Cut at the entry that starts a new timeline (inclusive) and at the size bound.
+        let mut segment: Vec<ArchivedEntry> = Vec::new();
+        let mut bytes = 0usize;
+        let mut switches_timeline = false;
+        for entry in &entries {
+            let archived = to_archived(entry)?;
+            let len = entry_encoded_len(&archived);
+            if !segment.is_empty() && bytes + len > MAX_SEGMENT_PLAIN_BYTES {
+                break;
+            }
+            bytes += len;
+            segment.push(archived);
+            if starts_timeline(entry) {
+                switches_timeline = true;
+                break;
+            }
+        }
+        upload(archiver, node, c, &segment).await?;
+        if switches_timeline {
+            tracing::info!("log archive: a restore started a new timeline; its archive starts now");
+            *cursor = None;
+            *cursor = open_cursor(archiver, node).await?;
+        }
+    }
+}
+
+async fn upload(
+    archiver: &Archiver,
+    node: &RaftNode,
+    c: &mut Cursor,
+    entries: &[ArchivedEntry],
+) -> Result<(), String> {
+    let Some(last) = entries.last() else {
+        return Ok(());
+    };
+    let draft = SegmentDraft {
+        cluster_id: &c.cluster_id,
+        timeline: &c.timeline,
+        node_id: node.id(),
+        entries,
+        prev_segment_sha256: c.prev_sha256.clone(),
+    };
+    let settings = &archiver.settings;
+    let segment = encode_segment(
+        &settings.dest,
+        &draft,
+        settings.encryption.as_ref(),
+        settings.zstd_level,
+    )
+    .map_err(|e| e.to_string())?;
+    // The stored object's hash chains the next segment: ours, or the one an earlier leader
+    // wrote with the same entries.
+    let (outcome, stored_sha256) = put_segment_for_chain(&settings.dest, &segment)
+        .await
+        .map_err(|e: BackupError| e.to_string())?;
+    if matches!(outcome, PutOutcome::AlreadyPresent) {
+        tracing::info!(
+            first = entries.first().map_or(0, |e| e.index),
+            last = last.index,
+            "log archive: the segment was already there (written by an earlier leader)"
+        );
+    }
+    c.next = last.index + 1;
+    c.prev_sha256 = Some(stored_sha256);
+    node.archive_hold().hold_after(last.index);
+    if let Err(e) = node.release_archived(last.index).await {
+        tracing::warn!(error = %e, "log archive: cannot delete archived entries the log kept; the next purge does");
+    }
+    metrics::counter!("raftlite_archive_segments_total", "destination" => archiver.label.clone())
+        .increment(1);
+    metrics::gauge!("raftlite_archive_last_index", "destination" => archiver.label.clone())
+        .set(last.index as f64);
+    let last_at = entries.iter().rev().find_map(|e| e.at_unix_ms);
+    archiver.with_record(|r| {
+        r.segments += 1;
+        r.last_index = Some(last.index);
+        if last_at.is_some() {
+            r.last_entry_unix_ms = last_at;
+        }
+        r.last_upload_unix_ms = Some(unix_ms());
+        r.last_error = None;
+    });
+    Ok(())
+}
+
+/// Entries `c.next..resume` are gone from this node's log: record the gap where every reader
+/// of the archive sees it, and go on after it.
+async fn record_missing(
+    archiver: &Archiver,
+    node: &RaftNode,
+    c: &mut Cursor,
+    resume: u64,
+) -> Result<(), String> {
+    let gap = GapRecord {
+        from_index: c.next,
+        to_index: resume - 1,
+        reason: "the entries were no longer in the leader's log when it archived (the \
+                 destination was unreachable for longer than the log is kept, or this node \
+                 became leader without them); take a backup to start a new base"
+            .into(),
+        node_id: node.id(),
+        recorded_at_unix_ms: unix_ms(),
+    };
+    record_gap(&archiver.settings.dest, &c.cluster_id, &c.timeline.id, &gap)
+        .await
+        .map_err(|e| e.to_string())?;
+    tracing::error!(
+        destination = %archiver.label,
+        from = gap.from_index,
+        to = gap.to_index,
+        "log archive: entries {}..={} are missing from the archive (gap recorded); a \
+         point-in-time restore cannot target them",
+        gap.from_index,
+        gap.to_index
+    );
+    metrics::counter!("raftlite_archive_gaps_total", "destination" => archiver.label.clone())
+        .increment(1);
+    archiver.with_record(|r| r.gaps += 1);
+    c.next = resume;
+    c.prev_sha256 = None;
+    Ok(())
+}
