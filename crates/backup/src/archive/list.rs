@@ -12,7 +12,7 @@ use crate::destination::Destination;
 use crate::error::BackupError;
 use crate::manifest::check_segment;
 
-use super::segment::SegmentHeader;
+use super::segment::{named, SegmentHeader};
 use super::{
     parse_gap_name, parse_segment_name, read_segment_header, ARCHIVE_DIR, GAPS_DIR,
     MAX_HEADER_BYTES, SEGMENT_MAGIC,
@@ -190,7 +190,7 @@ pub(crate) async fn read_header_only(
             object: path.to_string(),
             source: Box::new(source),
         })?;
-    read_segment_header(&bytes)
+    read_segment_header(&bytes).map_err(|e| named(e, path))
 }
 
 /// Lists the archive of `cluster_id` in `dest`: per timeline its coverage (by object names),
@@ -278,4 +278,54 @@ pub async fn list_archive(
             ))
     });
     Ok(list)
+}
+
+/// The cluster ids under `dest` that have an archive folder (for listing every cluster's
+/// archive, including a cluster with no backup left).
+pub async fn archive_clusters(dest: &Destination) -> Result<Vec<String>, BackupError> {
+    let prefix = dest.prefix().clone();
+    let listing_error = |object: &ObjectPath| {
+        let dest = dest.label();
+        let object = object.to_string();
+        move |source| BackupError::ArchiveStore {
+            dest,
+            op: "listing",
+            object,
+            source: Box::new(source),
+        }
+    };
+    // The store's root is listed as `None`: some stores read an empty prefix as "/".
+    let top = dest
+        .store()
+        .list_with_delimiter((!prefix.is_root()).then_some(&prefix))
+        .await
+        .map_err(listing_error(&prefix))?;
+    let mut clusters = Vec::new();
+    for cluster_dir in top.common_prefixes {
+        let Some(cluster) = cluster_dir.filename().map(str::to_string) else {
+            continue;
+        };
+        if check_segment(&cluster).is_err() {
+            continue;
+        }
+        let inside = dest
+            .store()
+            .list_with_delimiter(Some(&cluster_dir))
+            .await
+            .map_err(listing_error(&cluster_dir))?;
+        if inside
+            .common_prefixes
+            .iter()
+            .any(|p| p.filename() == Some(ARCHIVE_DIR))
+        {
+            clusters.push(cluster);
+        }
+    }
+    clusters.sort();
+    Ok(clusters)
+}
+
+/// `2025-01-02T03:04:05.678Z`: how listings show entry times.
+pub fn rfc3339_utc(unix_ms: i64) -> String {
+    crate::manifest::rfc3339(unix_ms)
 }

@@ -425,10 +425,27 @@ fn compress_and_encrypt(
     }
 }
 
+/// How errors name a segment whose header cannot be read; [`named`] puts the path instead when
+/// the caller knows it.
+const UNNAMED: &str = "(header unreadable)";
+
+/// `e` naming the segment by `path` when it could not name it by its header.
+pub(crate) fn named(e: BackupError, path: &ObjectPath) -> BackupError {
+    match e {
+        BackupError::ArchiveSegment { segment, reason } if segment == UNNAMED => {
+            BackupError::ArchiveSegment {
+                segment: path.to_string(),
+                reason,
+            }
+        }
+        other => other,
+    }
+}
+
 /// Splits a segment object into its header (checked) and body.
 pub(crate) fn split_object(object: &[u8]) -> Result<(SegmentHeader, &[u8]), BackupError> {
     let bad = |reason: String| BackupError::ArchiveSegment {
-        segment: "archive segment".into(),
+        segment: UNNAMED.into(),
         reason,
     };
     let Some(rest) = object.strip_prefix(SEGMENT_MAGIC) else {

@@ -14,7 +14,7 @@ use crate::error::BackupError;
 use crate::manifest::check_segment;
 
 use super::list::{list_timelines, merge_ranges};
-use super::segment::{check_body, split_object, EncodedSegment, SegmentHeader};
+use super::segment::{check_body, named, split_object, EncodedSegment, SegmentHeader};
 use super::{decode_segment, gap_file_name, sha256_bytes_hex, GAPS_DIR, MAX_SEGMENT_OBJECT_BYTES};
 
 /// Segments downloaded at once by [`verify_archive_timeline`].
@@ -264,7 +264,8 @@ pub async fn archive_watermark(
         check_body(&header, body)?;
         Ok::<_, BackupError>((header, sha256_bytes_hex(&bytes)))
     })
-    .await??;
+    .await?
+    .map_err(|e| named(e, &last.path))?;
     check_placement(
         &header,
         &last.path,

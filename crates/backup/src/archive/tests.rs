@@ -491,6 +491,11 @@ async fn list_shows_coverage_and_gaps() {
         .unwrap()
         .timelines
         .is_empty());
+    assert_eq!(
+        archive_clusters(&dest).await.unwrap(),
+        vec![CLUSTER.to_string()]
+    );
+    assert_eq!(rfc3339_utc(0), "1970-01-01T00:00:00.000Z");
 }
 
 #[tokio::test]
