@@ -9,7 +9,8 @@
 //!   the manifest written last. The temporary directory is removed at the end, on error and on
 //!   Ctrl-C/SIGTERM too.
 //! - `list` prints the complete backups of a destination, newest first, then the sets that could
-//!   not be used (bad manifest) and the incomplete ones (no manifest: in progress or failed).
+//!   not be used (bad manifest) and the incomplete ones (no manifest: in progress or failed),
+//!   then the log archive's coverage per timeline (index and time range, gaps).
 //! - `verify` downloads and checks backups end to end ([`verify_backup`]).
 //!
 //! Exit status: 0 on success, 1 when `verify` found a backup that fails a check, 2 for any
@@ -528,6 +529,82 @@ async fn list(args: BackupListArgs) -> anyhow::Result<()> {
         for id in &listing.incomplete {
             writeln!(out, "  {id}")?;
         }
+    }
+    drop(out);
+    print_archive_coverage(&dest).await
+}
+
+/// The log archive's coverage per cluster and timeline (text only: `--json` stays the array of
+/// backups that scripts parse). Nothing is printed for a destination without an archive; a
+/// failed archive listing is a warning, the backups above stand.
+async fn print_archive_coverage(dest: &Destination) -> anyhow::Result<()> {
+    use raftlite_backup::archive::{archive_clusters, list_archive, rfc3339_utc};
+    let clusters = match archive_clusters(dest).await {
+        Ok(clusters) => clusters,
+        Err(e) => {
+            eprintln!("warning: cannot list the log archive: {e}");
+            return Ok(());
+        }
+    };
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    let mut warnings = Vec::new();
+    for cluster in &clusters {
+        let archive = match list_archive(dest, cluster).await {
+            Ok(archive) => archive,
+            Err(e) => {
+                warnings.push(format!("cluster {cluster}: {e}"));
+                continue;
+            }
+        };
+        warnings.extend(
+            archive
+                .warnings
+                .iter()
+                .map(|w| format!("cluster {cluster}: {w}")),
+        );
+        let time = |t: Option<i64>| t.map_or_else(|| "-".to_string(), rfc3339_utc);
+        for t in &archive.timelines {
+            let gaps = if t.gaps.is_empty() {
+                "none".to_string()
+            } else {
+                t.gaps
+                    .iter()
+                    .map(|(a, b)| format!("{a}-{b}"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            };
+            rows.push(vec![
+                cluster.clone(),
+                t.timeline_id.get(..8).unwrap_or(&t.timeline_id).to_string(),
+                t.first_index.to_string(),
+                t.last_index.to_string(),
+                t.segments.to_string(),
+                human_bytes(t.bytes),
+                time(t.first_at_unix_ms),
+                time(t.last_at_unix_ms),
+                gaps,
+            ]);
+        }
+    }
+    if rows.is_empty() && warnings.is_empty() {
+        return Ok(());
+    }
+    let mut out = io::stdout().lock();
+    writeln!(out)?;
+    writeln!(
+        out,
+        "log archive (point-in-time restore covers FIRST..LAST except GAPS):"
+    )?;
+    if !rows.is_empty() {
+        let header = [
+            "CLUSTER", "TIMELINE", "FIRST", "LAST", "SEGMENTS", "STORED", "FROM", "TO", "GAPS",
+        ]
+        .map(str::to_string)
+        .to_vec();
+        write!(out, "{}", render_table(&header, &rows))?;
+    }
+    for w in &warnings {
+        writeln!(out, "  warning: {w}")?;
     }
     Ok(())
 }

@@ -239,6 +239,13 @@ impl Destination {
         self.child(cluster_id).join(crate::manifest::BACKUPS_DIR)
     }
 
+    /// `<prefix>/<cluster-id>/archive/<timeline-id>`
+    pub(crate) fn archive_dir(&self, cluster_id: &str, timeline_id: &str) -> ObjectPath {
+        self.child(cluster_id)
+            .join(crate::archive::ARCHIVE_DIR)
+            .join(timeline_id)
+    }
+
     /// `<prefix>/<cluster-id>/backups/<set>`
     pub(crate) fn set_dir(&self, id: &BackupId) -> ObjectPath {
         self.backups_dir(id.cluster_id()).join(id.set())

@@ -279,6 +279,58 @@ pub enum BackupError {
         source: std::io::Error,
     },
 
+    #[error(
+        "cannot make an archive segment: {reason}; nothing was written (this is a bug in the \
+         caller, not damage in the archive)"
+    )]
+    InvalidSegment { reason: String },
+
+    #[error(
+        "archive segment {segment} is unusable: {reason}; check the archive with `raftlite \
+         backup verify` (a restore cannot go past this segment)"
+    )]
+    ArchiveSegment { segment: String, reason: String },
+
+    #[error(
+        "archive segment {segment} is encrypted ({scheme}); give the age identity file (or the \
+         passphrase) the archive was encrypted for"
+    )]
+    ArchiveIdentityRequired { segment: String, scheme: String },
+
+    #[error(
+        "archive segment {segment} is not encrypted for this identity ({scheme}): {reason}; give \
+         the identity matching one of the recipients it was made for (or the right passphrase)"
+    )]
+    ArchiveWrongKey {
+        segment: String,
+        scheme: String,
+        reason: String,
+    },
+
+    #[error(
+        "a different archive segment {segment} already exists in {dest} ({reason}): a stale \
+         leader or a second cluster writing under the same cluster id; nothing was overwritten; \
+         check the archive with `raftlite backup verify` and make sure only one cluster writes \
+         to this destination under this cluster id"
+    )]
+    ArchiveConflict {
+        dest: String,
+        segment: String,
+        reason: String,
+    },
+
+    #[error(
+        "{op} archive object {object} in {dest} failed: {source}; check connectivity and \
+         permissions (list, read and write access to the bucket/prefix) and retry"
+    )]
+    ArchiveStore {
+        dest: String,
+        op: &'static str,
+        object: String,
+        #[source]
+        source: Box<object_store::Error>,
+    },
+
     #[error("internal error in the backup engine for {dest}: {reason}")]
     Internal { dest: String, reason: String },
 }

@@ -40,10 +40,16 @@
 //! the first half of a restore). All are `async` (tokio) and keep memory bounded whatever the
 //! database size; the CPU-heavy parts run on tokio's blocking pool.
 //!
+//! [`archive`] is the continuous archive of the committed Raft log beside the backups
+//! (`<prefix>/<cluster-id>/archive/<timeline>/`), for point-in-time restore: the segment format
+//! (clear JSON header, zstd body, age like backups) and its create-only uploads, watermark, gap
+//! records, listing and chain check.
+//!
 //! [`service`] runs the engine on the leader (requested and scheduled backups, retention,
 //! restore drills) against the cluster through [`service::BackupCluster`];
 //! [`auto_backup`] maps rqlite's auto-backup and auto-restore files onto its settings.
 
+pub mod archive;
 pub mod auto_backup;
 mod checks;
 mod create;

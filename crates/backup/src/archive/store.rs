@@ -1,0 +1,534 @@
+//! The archive's operations on a destination: create-only uploads, the watermark a new leader
+//! resumes from, gap records, and the chain check.
+
+use bytes::Bytes;
+use futures::StreamExt;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use serde::{Deserialize, Serialize};
+
+use crate::create::run_blocking;
+use crate::crypto::Identity;
+use crate::destination::Destination;
+use crate::error::BackupError;
+use crate::manifest::check_segment;
+
+use super::list::{list_timelines, merge_ranges};
+use super::segment::{check_body, named, split_object, EncodedSegment, SegmentHeader};
+use super::{decode_segment, gap_file_name, sha256_bytes_hex, GAPS_DIR, MAX_SEGMENT_OBJECT_BYTES};
+
+/// Segments downloaded at once by [`verify_archive_timeline`].
+const VERIFY_READS: usize = 4;
+
+/// What [`put_segment`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PutOutcome {
+    /// The segment was written.
+    Created,
+    /// A segment with the same entries at the same place in the chain was already there (a
+    /// new leader re-sending a range); nothing was written. Its bytes may differ from the ones
+    /// given (age encrypts with a fresh file key every time): see [`put_segment_for_chain`].
+    AlreadyPresent,
+}
+
+/// Where a timeline's archive ends, for the leader that continues it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Watermark {
+    pub last_index: u64,
+    pub last_term: u64,
+    pub last_at_unix_ms: Option<i64>,
+    /// sha256 (hex) of the whole last segment object: the next segment's
+    /// `prev_segment_sha256`.
+    pub object_sha256: String,
+    pub path: ObjectPath,
+}
+
+/// `archive/<timeline>/gaps/<from:020>-<to:020>.json`: entries `from..=to` will never be
+/// archived (the log was purged past them while the destination was down, or a restore
+/// replaced the history). Recorded so that gaps are shown and refused, never skipped silently.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GapRecord {
+    pub from_index: u64,
+    pub to_index: u64,
+    pub reason: String,
+    pub node_id: u64,
+    pub recorded_at_unix_ms: i64,
+}
+
+/// One thing [`verify_archive_timeline`] found wrong.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainProblem {
+    /// The segment's object path (or the missing range's place).
+    pub path: String,
+    pub problem: String,
+}
+
+/// The result of [`verify_archive_timeline`]: the archive is sound when `problems` is empty.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainReport {
+    pub timeline_id: String,
+    /// Segments downloaded and checked (whether or not they passed).
+    pub segments_checked: u64,
+    /// Entries in the segments checked, as their headers count them.
+    pub entries: u64,
+    pub problems: Vec<ChainProblem>,
+}
+
+fn store_error(
+    dest: &Destination,
+    op: &'static str,
+    path: &ObjectPath,
+) -> impl FnOnce(object_store::Error) -> BackupError {
+    let dest = dest.label();
+    let object = path.to_string();
+    move |source| BackupError::ArchiveStore {
+        dest,
+        op,
+        object,
+        source: Box::new(source),
+    }
+}
+
+/// Uploads `segment`, create-only: see [`put_segment_for_chain`], without the hash.
+pub async fn put_segment(
+    dest: &Destination,
+    segment: &EncodedSegment,
+) -> Result<PutOutcome, BackupError> {
+    put_segment_for_chain(dest, segment)
+        .await
+        .map(|(outcome, _)| outcome)
+}
+
+/// Uploads `segment` with a create-only put, and returns the outcome with the sha256 of the
+/// object now stored under its name: what the next segment's `prev_segment_sha256` must be.
+/// That is `segment.object_sha256` when `Created`, and the existing object's hash when
+/// `AlreadyPresent` (same entries and chain position, maybe other bytes).
+///
+/// An existing object with other content (another range, other terms or entries, another
+/// previous segment, or not a segment at all) is never overwritten:
+/// [`BackupError::ArchiveConflict`], an alarm (a stale leader, or a second cluster under the
+/// same cluster id).
+///
+/// Stores without create-only puts (`NotImplemented`) get a `head` then a plain `put`; between
+/// the two another writer can slip in, so on those stores two writers racing for one name can
+/// both believe they created it. The chain check of `raftlite backup verify` catches what
+/// such a race leaves behind.
+pub async fn put_segment_for_chain(
+    dest: &Destination,
+    segment: &EncodedSegment,
+) -> Result<(PutOutcome, String), BackupError> {
+    let store = dest.store();
+    let path = &segment.path;
+    let payload = PutPayload::from(segment.bytes.clone());
+    let created = (PutOutcome::Created, segment.object_sha256.clone());
+    match store
+        .put_opts(path, payload.clone(), PutOptions::from(PutMode::Create))
+        .await
+    {
+        Ok(_) => Ok(created),
+        Err(
+            object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. },
+        ) => compare_existing(dest, segment).await,
+        Err(
+            object_store::Error::NotImplemented { .. } | object_store::Error::NotSupported { .. },
+        ) => match store.head(path).await {
+            Ok(_) => compare_existing(dest, segment).await,
+            Err(object_store::Error::NotFound { .. }) => {
+                store
+                    .put(path, payload)
+                    .await
+                    .map_err(store_error(dest, "uploading", path))?;
+                Ok(created)
+            }
+            Err(e) => Err(store_error(dest, "checking", path)(e)),
+        },
+        Err(e) => Err(store_error(dest, "uploading", path)(e)),
+    }
+}
+
+/// `AlreadyPresent` when the object under `segment`'s name holds the same content, else
+/// `ArchiveConflict`.
+async fn compare_existing(
+    dest: &Destination,
+    segment: &EncodedSegment,
+) -> Result<(PutOutcome, String), BackupError> {
+    let existing = read_segment(dest, &segment.path).await;
+    let conflict = |reason: String| BackupError::ArchiveConflict {
+        dest: dest.label(),
+        segment: segment.path.to_string(),
+        reason,
+    };
+    let existing = match existing {
+        Ok(bytes) => bytes,
+        Err(BackupError::ArchiveSegment { reason, .. }) => return Err(conflict(reason)),
+        Err(e) => return Err(e),
+    };
+    if existing == segment.bytes {
+        return Ok((PutOutcome::AlreadyPresent, segment.object_sha256.clone()));
+    }
+    let new = segment.header.clone();
+    let checked = run_blocking(&dest.label(), move || {
+        let (header, body) = split_object(&existing)?;
+        if header.same_content(&new) {
+            check_body(&header, body)?;
+        }
+        Ok::<_, BackupError>((header, sha256_bytes_hex(&existing)))
+    })
+    .await?;
+    match checked {
+        Ok((header, sha)) if header.same_content(&segment.header) => {
+            Ok((PutOutcome::AlreadyPresent, sha))
+        }
+        Ok((header, _)) => Err(conflict(header.differences(&segment.header).join(", "))),
+        Err(e) => Err(conflict(format!("the object there is unusable: {e}"))),
+    }
+}
+
+/// Downloads a whole segment object, refusing one over [`MAX_SEGMENT_OBJECT_BYTES`] unread.
+pub async fn read_segment(dest: &Destination, path: &ObjectPath) -> Result<Bytes, BackupError> {
+    let got = dest
+        .store()
+        .get(path)
+        .await
+        .map_err(store_error(dest, "downloading", path))?;
+    let too_large = |size: u64| BackupError::ArchiveSegment {
+        segment: path.to_string(),
+        reason: format!(
+            "the object has {size} bytes, more than a segment can be \
+             ({MAX_SEGMENT_OBJECT_BYTES})"
+        ),
+    };
+    if got.meta.size > MAX_SEGMENT_OBJECT_BYTES {
+        return Err(too_large(got.meta.size));
+    }
+    let bytes = got
+        .bytes()
+        .await
+        .map_err(store_error(dest, "downloading", path))?;
+    if bytes.len() as u64 > MAX_SEGMENT_OBJECT_BYTES {
+        return Err(too_large(bytes.len() as u64));
+    }
+    Ok(bytes)
+}
+
+/// Checks that the header of the object at `path` belongs there.
+fn check_placement(
+    header: &SegmentHeader,
+    path: &ObjectPath,
+    cluster_id: &str,
+    timeline_id: &str,
+    range: (u64, u64),
+) -> Result<(), String> {
+    if header.cluster_id != cluster_id {
+        return Err(format!(
+            "it belongs to cluster {:?}, not {cluster_id:?}",
+            header.cluster_id
+        ));
+    }
+    if header.timeline.id != timeline_id {
+        return Err(format!(
+            "it belongs to timeline {:?}, not {timeline_id:?}",
+            header.timeline.id
+        ));
+    }
+    if (header.first_index, header.last_index) != range {
+        return Err(format!(
+            "it holds entries {}-{} but is named {path}",
+            header.first_index, header.last_index
+        ));
+    }
+    Ok(())
+}
+
+/// Where the archive of `timeline_id` ends: the segment with the greatest last index (by
+/// name), downloaded, its header and body hash checked (no decryption), and the sha256 of the
+/// whole object for the next segment's `prev_segment_sha256`. `None` when the timeline has no
+/// segment yet. A damaged last segment is an error (`ArchiveSegment`): continuing a chain from
+/// it would hide the damage.
+pub async fn archive_watermark(
+    dest: &Destination,
+    cluster_id: &str,
+    timeline_id: &str,
+) -> Result<Option<Watermark>, BackupError> {
+    check_names(cluster_id, timeline_id)?;
+    let mut timelines = list_timelines(dest, cluster_id, Some(timeline_id)).await?;
+    let Some(objects) = timelines.remove(timeline_id) else {
+        return Ok(None);
+    };
+    let Some(last) = objects.segments.iter().max_by_key(|s| (s.last, s.first)) else {
+        return Ok(None);
+    };
+    let bytes = read_segment(dest, &last.path).await?;
+    let (header, sha) = run_blocking(&dest.label(), move || {
+        let (header, body) = split_object(&bytes)?;
+        check_body(&header, body)?;
+        Ok::<_, BackupError>((header, sha256_bytes_hex(&bytes)))
+    })
+    .await?
+    .map_err(|e| named(e, &last.path))?;
+    check_placement(
+        &header,
+        &last.path,
+        cluster_id,
+        timeline_id,
+        (last.first, last.last),
+    )
+    .map_err(|reason| BackupError::ArchiveSegment {
+        segment: last.path.to_string(),
+        reason,
+    })?;
+    Ok(Some(Watermark {
+        last_index: header.last_index,
+        last_term: header.last_term,
+        last_at_unix_ms: header.last_at_unix_ms,
+        object_sha256: sha,
+        path: last.path.clone(),
+    }))
+}
+
+fn check_names(cluster_id: &str, timeline_id: &str) -> Result<(), BackupError> {
+    check_segment(cluster_id).map_err(|reason| BackupError::InvalidOptions {
+        reason: format!("cluster id {cluster_id:?}: {reason}"),
+    })?;
+    check_segment(timeline_id).map_err(|reason| BackupError::InvalidOptions {
+        reason: format!("timeline id {timeline_id:?}: {reason}"),
+    })
+}
+
+/// Records `gap` (create-only JSON). A record already there for the same range is fine (a new
+/// leader recording the same gap again). Stores without create-only puts get `head` then
+/// `put`.
+pub async fn record_gap(
+    dest: &Destination,
+    cluster_id: &str,
+    timeline_id: &str,
+    gap: &GapRecord,
+) -> Result<(), BackupError> {
+    check_names(cluster_id, timeline_id)?;
+    if gap.from_index > gap.to_index {
+        return Err(BackupError::InvalidOptions {
+            reason: format!(
+                "a gap from index {} to {} is empty; from_index must not be after to_index",
+                gap.from_index, gap.to_index
+            ),
+        });
+    }
+    let path = dest
+        .archive_dir(cluster_id, timeline_id)
+        .join(GAPS_DIR)
+        .join(gap_file_name(gap.from_index, gap.to_index).as_str());
+    let body = serde_json::to_vec_pretty(gap).map_err(|e| BackupError::Internal {
+        dest: dest.label(),
+        reason: format!("cannot serialize a gap record: {e}"),
+    })?;
+    let payload = PutPayload::from(body);
+    let store = dest.store();
+    match store
+        .put_opts(&path, payload.clone(), PutOptions::from(PutMode::Create))
+        .await
+    {
+        Ok(_)
+        | Err(
+            object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. },
+        ) => Ok(()),
+        Err(
+            object_store::Error::NotImplemented { .. } | object_store::Error::NotSupported { .. },
+        ) => match store.head(&path).await {
+            Ok(_) => Ok(()),
+            Err(object_store::Error::NotFound { .. }) => store
+                .put(&path, payload)
+                .await
+                .map(|_| ())
+                .map_err(store_error(dest, "uploading", &path)),
+            Err(e) => Err(store_error(dest, "checking", &path)(e)),
+        },
+        Err(e) => Err(store_error(dest, "uploading", &path)(e)),
+    }
+}
+
+/// The previous segment, as far as the chain check knows it.
+struct Previous {
+    /// Highest index archived so far.
+    last: u64,
+    /// sha256 of the previous object; `None` when it could not be read.
+    sha: Option<String>,
+    path: String,
+}
+
+/// Checks the archive of one timeline, segment by segment in index order: each object's
+/// header and body hash, that it holds what its name says, that indexes continue without a hole
+/// (holes covered by a recorded gap are fine), that `prev_segment_sha256` is the sha256 of the
+/// previous object (a segment right after a recorded gap may have none), and, when the segment
+/// is not encrypted or `identity` is given, the entries themselves. Collects every problem
+/// instead of stopping at the first; only the listing failing is an error.
+///
+/// The first segment is not checked against anything before it: retention removes old
+/// segments, so its `prev_segment_sha256` may name one that is gone.
+pub async fn verify_archive_timeline(
+    dest: &Destination,
+    cluster_id: &str,
+    timeline_id: &str,
+    identity: Option<&Identity>,
+) -> Result<ChainReport, BackupError> {
+    check_names(cluster_id, timeline_id)?;
+    let mut timelines = list_timelines(dest, cluster_id, Some(timeline_id)).await?;
+    let objects = timelines.remove(timeline_id).unwrap_or_default();
+    let recorded = merge_ranges(objects.gaps.clone());
+    let mut report = ChainReport {
+        timeline_id: timeline_id.to_string(),
+        segments_checked: 0,
+        entries: 0,
+        problems: Vec::new(),
+    };
+    let label = dest.label();
+    let mut reads = futures::stream::iter(objects.segments)
+        .map(|segment| async move {
+            let bytes = read_segment(dest, &segment.path).await;
+            (segment, bytes)
+        })
+        .buffered(VERIFY_READS);
+    let mut previous: Option<Previous> = None;
+    while let Some((segment, bytes)) = reads.next().await {
+        let path = segment.path.to_string();
+        let mut problem = |problem: String| {
+            report.problems.push(ChainProblem {
+                path: path.clone(),
+                problem,
+            })
+        };
+        // How this segment follows the previous one, by names.
+        #[derive(PartialEq)]
+        enum Follows {
+            First,
+            Directly,
+            AfterRecordedGap,
+            AfterHole,
+            Overlapping,
+        }
+        let follows = match &previous {
+            None => Follows::First,
+            Some(p) if segment.first == p.last.saturating_add(1) => Follows::Directly,
+            Some(p) if segment.first <= p.last => {
+                problem(format!(
+                    "it overlaps the segments before it (entries up to {} are already archived, \
+                     by {}): two writers archived the same entries",
+                    p.last, p.path
+                ));
+                Follows::Overlapping
+            }
+            Some(p) => {
+                let hole = (p.last + 1, segment.first - 1);
+                if recorded.iter().any(|&(a, b)| a <= hole.0 && hole.1 <= b) {
+                    Follows::AfterRecordedGap
+                } else {
+                    problem(format!(
+                        "entries {}-{} before it are missing: neither archived nor recorded as \
+                         a gap (a segment was lost or deleted); a restore cannot pass this point",
+                        hole.0, hole.1
+                    ));
+                    Follows::AfterHole
+                }
+            }
+        };
+        let bytes = match bytes {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                problem(problem_text(e));
+                previous = Some(Previous {
+                    last: previous
+                        .as_ref()
+                        .map_or(segment.last, |p| p.last.max(segment.last)),
+                    sha: None,
+                    path,
+                });
+                continue;
+            }
+        };
+        report.segments_checked += 1;
+        let identity = identity.cloned();
+        let checked = run_blocking(&label, move || {
+            let sha = sha256_bytes_hex(&bytes);
+            let header = split_object(&bytes).map(|(h, _)| h);
+            let decoded = match &header {
+                Ok(h) if h.encryption.is_some() && identity.is_none() => {
+                    split_object(&bytes).and_then(|(h, body)| check_body(&h, body))
+                }
+                Ok(_) => decode_segment(&bytes, identity.as_ref()).map(|_| ()),
+                Err(_) => Ok(()),
+            };
+            (sha, header, decoded)
+        })
+        .await;
+        let (sha, header, decoded) = match checked {
+            Ok(checked) => checked,
+            Err(e) => {
+                problem(e.to_string());
+                previous = Some(Previous {
+                    last: previous
+                        .as_ref()
+                        .map_or(segment.last, |p| p.last.max(segment.last)),
+                    sha: None,
+                    path,
+                });
+                continue;
+            }
+        };
+        match header {
+            Err(e) => problem(problem_text(e)),
+            Ok(header) => {
+                report.entries += header.entry_count;
+                if let Err(reason) = check_placement(
+                    &header,
+                    &segment.path,
+                    cluster_id,
+                    timeline_id,
+                    (segment.first, segment.last),
+                ) {
+                    problem(reason);
+                }
+                if let Err(e) = decoded {
+                    problem(problem_text(e));
+                }
+                if let Some(p) = &previous {
+                    if let Some(prev_sha) = &p.sha {
+                        match (&header.prev_segment_sha256, &follows) {
+                            (Some(h), Follows::Directly | Follows::AfterRecordedGap)
+                                if h != prev_sha =>
+                            {
+                                problem(format!(
+                                    "its prev_segment_sha256 is {h} but the segment before it \
+                                     ({}) has sha256 {prev_sha}: that segment was replaced or \
+                                     altered, or this one was written for another chain",
+                                    p.path
+                                ));
+                            }
+                            (None, Follows::Directly) => problem(format!(
+                                "it has no prev_segment_sha256 although it directly follows {} \
+                                 (no gap recorded between them)",
+                                p.path
+                            )),
+                            _ => {}
+                        }
+                    }
+                }
+            }
+        }
+        previous = Some(Previous {
+            last: previous
+                .as_ref()
+                .map_or(segment.last, |p| p.last.max(segment.last)),
+            sha: Some(sha),
+            path,
+        });
+    }
+    Ok(report)
+}
+
+/// A problem as a report line: the segment's path is in the report already, and "run verify"
+/// advice would be odd inside verify's own output.
+fn problem_text(e: BackupError) -> String {
+    match e {
+        BackupError::ArchiveSegment { reason, .. } => reason,
+        other => other.to_string(),
+    }
+}
