@@ -43,10 +43,10 @@ use raftlite_backup::human_bytes;
 use raftlite_restore::outcome::{
     load, peer_bases, poll_timeline, Answer, Polled, ANSWER_TIMEOUT, POLL_FOR,
 };
+use raftlite_restore::point_in_time::{prepare_point_in_time, Target};
 use raftlite_restore::source::{
     prepare_backup, prepare_local_file, spool_stdin, BackupSource, Prepared,
 };
-use raftlite_restore::point_in_time::{prepare_point_in_time, Target};
 use raftlite_restore::upload::UploadProgress;
 use raftlite_restore::{interruptible, ScratchDir};
 use serde_json::{json, Value};
@@ -121,7 +121,10 @@ async fn restore(args: RestoreArgs, timeline_id: String) -> anyhow::Result<()> {
             "{} at log entry {} of timeline {}",
             args.from, built.index, built.timeline_id
         );
-        let bar = spinner(progress, format!("checking {label} (PRAGMA integrity_check)"));
+        let bar = spinner(
+            progress,
+            format!("checking {label} (PRAGMA integrity_check)"),
+        );
         let prepared = prepare_local_file(built.path.clone(), label, scratch.path()).await;
         bar.finish_and_clear();
         prepared?

@@ -170,9 +170,17 @@ fn restore_to_an_index_and_to_a_moment_across_a_leader_change() {
     // Past the end of the archive: refused, nothing changes.
     let run = raftlite(
         &cli_tmp,
-        &["restore", "--node", &node, "--from", &dest_url, "--to-index", "999999"],
+        &[
+            "restore",
+            "--node",
+            &node,
+            "--from",
+            &dest_url,
+            "--to-index",
+            "999999",
+        ],
     );
-    assert_ne!(run.status, Some(0), "{run:?}");
+    assert_ne!(run.code, Some(0), "{run:?}");
     assert!(run.all_output().contains("past the end"), "{run:?}");
     rows_everywhere(&c, 40);
 
@@ -189,7 +197,7 @@ fn restore_to_an_index_and_to_a_moment_across_a_leader_change() {
             &after_20.to_string(),
         ],
     );
-    assert_eq!(run.status, Some(0), "{run:?}");
+    assert_eq!(run.code, Some(0), "{run:?}");
     rows_everywhere(&c, 20);
 
     // To a moment, on the original timeline (the cluster is on a new one now).
@@ -207,7 +215,7 @@ fn restore_to_an_index_and_to_a_moment_across_a_leader_change() {
             &rfc3339(moment_after_30),
         ],
     );
-    assert_eq!(run.status, Some(0), "{run:?}");
+    assert_eq!(run.code, Some(0), "{run:?}");
     rows_everywhere(&c, 30);
 
     // And to the latest archived write.
@@ -224,7 +232,7 @@ fn restore_to_an_index_and_to_a_moment_across_a_leader_change() {
             "--to-latest",
         ],
     );
-    assert_eq!(run.status, Some(0), "{run:?}");
+    assert_eq!(run.code, Some(0), "{run:?}");
     rows_everywhere(&c, 40);
 }
 

@@ -504,7 +504,9 @@ impl Inner {
                 meta.insert(KEY_LAST_PURGED, bytes.as_slice())?;
             }
             let mut table = txn.open_table(ENTRIES)?;
-            table.retain_in((Bound::Unbounded, Bound::Included(delete_upto)), |_, _| false)?;
+            table.retain_in((Bound::Unbounded, Bound::Included(delete_upto)), |_, _| {
+                false
+            })?;
         }
         txn.commit()?;
         raftlite_store::failpoint::hit("log-purged");

@@ -218,7 +218,13 @@ mod tests {
 
     fn write(index: u64, sql: &str) -> Entry {
         Entry {
-            log_id: LogId::new(CommittedLeaderId { term: 2, node_id: 3 }, index),
+            log_id: LogId::new(
+                CommittedLeaderId {
+                    term: 2,
+                    node_id: 3,
+                },
+                index,
+            ),
             payload: EntryPayload::Normal(Command::Write {
                 requests: vec![WriteRequest {
                     statements: vec![Statement::new(sql)],
@@ -243,8 +249,14 @@ mod tests {
 
     fn entries() -> Vec<Entry> {
         vec![
-            write(1, "CREATE TABLE t(id INTEGER PRIMARY KEY, at TEXT, r INTEGER)"),
-            write(2, "INSERT INTO t(at, r) VALUES (CURRENT_TIMESTAMP, random())"),
+            write(
+                1,
+                "CREATE TABLE t(id INTEGER PRIMARY KEY, at TEXT, r INTEGER)",
+            ),
+            write(
+                2,
+                "INSERT INTO t(at, r) VALUES (CURRENT_TIMESTAMP, random())",
+            ),
             write(3, "INSERT INTO t(at, r) VALUES (datetime('now'), random())"),
         ]
     }
@@ -283,11 +295,24 @@ mod tests {
         replayer.apply(all[0].clone()).unwrap();
         let err = replayer.apply(all[2].clone()).unwrap_err();
         assert!(
-            matches!(err, ReplayError::Missing { expected: 2, found: 3, .. }),
+            matches!(
+                err,
+                ReplayError::Missing {
+                    expected: 2,
+                    found: 3,
+                    ..
+                }
+            ),
             "{err}"
         );
         let load = Entry {
-            log_id: LogId::new(CommittedLeaderId { term: 2, node_id: 3 }, 2),
+            log_id: LogId::new(
+                CommittedLeaderId {
+                    term: 2,
+                    node_id: 3,
+                },
+                2,
+            ),
             payload: EntryPayload::Normal(Command::RestoreAbort {
                 restore_id: "x".into(),
             }),

@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 use raftlite_backup::archive::{
     decode_segment, list_archive, list_segments, read_segment, SegmentHeader, TimelineCoverage,
 };
-use raftlite_backup::{download_backup, list_backups, BackupError, BackupId, Destination, Identity};
+use raftlite_backup::{
+    download_backup, list_backups, BackupError, BackupId, Destination, Identity,
+};
 use raftlite_consensus::replay::{decode_archived, starts_timeline, ReplayError, Replayer};
 
 /// Where to put the data back to.
@@ -26,10 +28,16 @@ pub enum Target {
     Latest,
 }
 
+impl From<BackupError> for PitrError {
+    fn from(e: BackupError) -> PitrError {
+        PitrError::Backup(Box::new(e))
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum PitrError {
     #[error(transparent)]
-    Backup(#[from] BackupError),
+    Backup(Box<BackupError>),
     #[error(transparent)]
     Replay(#[from] ReplayError),
     #[error("{0}")]

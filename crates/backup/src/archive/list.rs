@@ -329,3 +329,37 @@ pub async fn archive_clusters(dest: &Destination) -> Result<Vec<String>, BackupE
 pub fn rfc3339_utc(unix_ms: i64) -> String {
     crate::manifest::rfc3339(unix_ms)
 }
+
+/// One segment of a timeline, by its name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SegmentRef {
+    pub first_index: u64,
+    pub last_index: u64,
+    pub path: ObjectPath,
+    pub size: u64,
+}
+
+/// The segments of one timeline, in index order (by names only: a replay reads and checks
+/// each one).
+pub async fn list_segments(
+    dest: &Destination,
+    cluster_id: &str,
+    timeline_id: &str,
+) -> Result<Vec<SegmentRef>, BackupError> {
+    let mut timelines = list_timelines(dest, cluster_id, Some(timeline_id)).await?;
+    Ok(timelines
+        .remove(timeline_id)
+        .map(|objects| {
+            objects
+                .segments
+                .into_iter()
+                .map(|s| SegmentRef {
+                    first_index: s.first,
+                    last_index: s.last,
+                    path: s.path,
+                    size: s.size,
+                })
+                .collect()
+        })
+        .unwrap_or_default())
+}

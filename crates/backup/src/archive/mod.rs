@@ -64,7 +64,10 @@ mod store;
 #[cfg(test)]
 mod tests;
 
-pub use list::{archive_clusters, list_archive, rfc3339_utc, ArchiveList, TimelineCoverage};
+pub use list::{
+    archive_clusters, list_archive, list_segments, rfc3339_utc, ArchiveList, SegmentRef,
+    TimelineCoverage,
+};
 pub use segment::{
     decode_segment, encode_segment, entry_encoded_len, read_segment_header, segment_path,
     ArchivedEntry, ArchivedKind, EncodedSegment, SegmentDraft, SegmentHeader,

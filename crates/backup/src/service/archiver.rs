@@ -24,8 +24,8 @@ use raftlite_consensus::types::{Command, Entry, EntryPayload};
 use serde_json::{json, Value as Json};
 
 use crate::archive::{
-    archive_watermark, encode_segment, entry_encoded_len, put_segment_for_chain, record_gap, ArchivedEntry,
-    ArchivedKind, GapRecord, PutOutcome, SegmentDraft,
+    archive_watermark, encode_segment, entry_encoded_len, put_segment_for_chain, record_gap,
+    ArchivedEntry, ArchivedKind, GapRecord, PutOutcome, SegmentDraft,
 };
 use crate::{BackupError, Destination, Encryption, TimelineRef};
 
@@ -258,7 +258,8 @@ async fn open_cursor(archiver: &Archiver, node: &RaftNode) -> Result<Option<Curs
         "log archive: this leader archives from index {}",
         cursor.next
     );
-    node.archive_hold().hold_after(cursor.next.saturating_sub(1));
+    node.archive_hold()
+        .hold_after(cursor.next.saturating_sub(1));
     archiver.with_record(|r| {
         r.timeline = Some(cursor.timeline.id.clone());
         r.last_index = cursor.next.checked_sub(1);
@@ -287,7 +288,11 @@ fn to_archived(entry: &Entry) -> Result<ArchivedEntry, String> {
 }
 
 /// One pass: everything applied since the cursor, in segments.
-async fn step(archiver: &Archiver, node: &RaftNode, cursor: &mut Option<Cursor>) -> Result<(), String> {
+async fn step(
+    archiver: &Archiver,
+    node: &RaftNode,
+    cursor: &mut Option<Cursor>,
+) -> Result<(), String> {
     if cursor.is_none() {
         *cursor = open_cursor(archiver, node).await?;
     }
@@ -350,21 +355,35 @@ async fn upload(
     let Some(last) = entries.last() else {
         return Ok(());
     };
-    let draft = SegmentDraft {
-        cluster_id: &c.cluster_id,
-        timeline: &c.timeline,
-        node_id: node.id(),
-        entries,
-        prev_segment_sha256: c.prev_sha256.clone(),
-    };
     let settings = &archiver.settings;
-    let segment = encode_segment(
-        &settings.dest,
-        &draft,
-        settings.encryption.as_ref(),
-        settings.zstd_level,
-    )
-    .map_err(|e| e.to_string())?;
+    // Compression and encryption are CPU work (a passphrase's scrypt takes about a second):
+    // off the async workers.
+    let segment = {
+        let (dest, encryption, level) = (
+            settings.dest.clone(),
+            settings.encryption.clone(),
+            settings.zstd_level,
+        );
+        let (cluster_id, timeline, prev) = (
+            c.cluster_id.clone(),
+            c.timeline.clone(),
+            c.prev_sha256.clone(),
+        );
+        let (node_id, entries) = (node.id(), entries.to_vec());
+        tokio::task::spawn_blocking(move || {
+            let draft = SegmentDraft {
+                cluster_id: &cluster_id,
+                timeline: &timeline,
+                node_id,
+                entries: &entries,
+                prev_segment_sha256: prev,
+            };
+            encode_segment(&dest, &draft, encryption.as_ref(), level)
+        })
+        .await
+        .map_err(|e| format!("the segment encoder stopped: {e}"))?
+        .map_err(|e| e.to_string())?
+    };
     // The stored object's hash chains the next segment: ours, or the one an earlier leader
     // wrote with the same entries.
     let (outcome, stored_sha256) = put_segment_for_chain(&settings.dest, &segment)
