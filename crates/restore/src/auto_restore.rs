@@ -182,16 +182,38 @@ pub async fn restore_into_empty(
     let layout = DataDirLayout::new(data_dir);
     let staging = layout.db.with_extension("sqlite.auto-restore");
     let _ = std::fs::remove_file(&staging);
-    let report = with_retries(deadline, &dest, || {
-        download_backup(&dest, id, identity.as_ref(), &staging)
-    })
-    .await
-    .map_err(|source| AutoRestoreError::Download {
-        id: id.clone(),
-        dest: dest.to_string(),
-        source,
-    })?;
-    let reason = format!("auto-restore from backup {id} ({dest})");
+    // The newest archived point of the backup's timeline, when the log archive goes past it.
+    let replayed = newest_archived_point(&dest, manifest, identity.as_ref(), data_dir).await;
+    let (index, reason) = match replayed {
+        Some((path, index)) => {
+            std::fs::rename(&path, &staging).map_err(|source| AutoRestoreError::DataDir {
+                path: staging.clone(),
+                source,
+            })?;
+            let _ = std::fs::remove_dir_all(pitr_scratch(data_dir));
+            (
+                index,
+                format!(
+                    "auto-restore from backup {id} and the log archive up to entry {index} ({dest})"
+                ),
+            )
+        }
+        None => {
+            let report = with_retries(deadline, &dest, || {
+                download_backup(&dest, id, identity.as_ref(), &staging)
+            })
+            .await
+            .map_err(|source| AutoRestoreError::Download {
+                id: id.clone(),
+                dest: dest.to_string(),
+                source,
+            })?;
+            (
+                report.manifest.log_index,
+                format!("auto-restore from backup {id} ({dest})"),
+            )
+        }
+    };
     let installed = async {
         std::fs::File::open(&staging)?.sync_all()?;
         std::fs::rename(&staging, &layout.db)?;
@@ -206,7 +228,7 @@ pub async fn restore_into_empty(
         Ok(timeline) => Ok(AutoRestoreOutcome::Restored {
             id: id.to_string(),
             timeline,
-            index: report.manifest.log_index,
+            index,
         }),
         Err(e) => {
             let _ = std::fs::remove_file(&staging);
@@ -215,6 +237,71 @@ pub async fn restore_into_empty(
                 dir: data_dir.to_path_buf(),
                 source: e,
             })
+        }
+    }
+}
+
+/// Where the point-in-time replay of an auto-restore works: inside the data dir, so the result
+/// is renamed into place on the same file system.
+fn pitr_scratch(data_dir: &Path) -> PathBuf {
+    data_dir.join("auto-restore-replay")
+}
+
+/// The database at the newest point the log archive holds for `manifest`'s timeline, when that
+/// is past the backup itself: the file's path and its log index. Any failure (no archive, a
+/// gap, a damaged segment) is logged and gives `None`: the backup alone is restored then.
+async fn newest_archived_point(
+    dest: &Destination,
+    manifest: &raftlite_backup::Manifest,
+    identity: Option<&raftlite_backup::Identity>,
+    data_dir: &Path,
+) -> Option<(PathBuf, u64)> {
+    let timeline = &manifest.timeline.id;
+    let archive = match raftlite_backup::archive::list_archive(dest, &manifest.cluster_id).await {
+        Ok(archive) => archive,
+        Err(e) => {
+            tracing::warn!(destination = %dest, error = %e, "auto-restore: cannot list the log archive; restoring the backup alone");
+            return None;
+        }
+    };
+    let coverage = archive
+        .timelines
+        .iter()
+        .find(|t| &t.timeline_id == timeline)?;
+    if coverage.last_index <= manifest.data_index() {
+        return None;
+    }
+    let scratch = pitr_scratch(data_dir);
+    let _ = std::fs::remove_dir_all(&scratch);
+    if let Err(e) = std::fs::create_dir_all(&scratch) {
+        tracing::warn!(error = %e, "auto-restore: cannot create {}; restoring the backup alone", scratch.display());
+        return None;
+    }
+    tracing::info!(
+        destination = %dest,
+        timeline = %timeline,
+        archived_to = coverage.last_index,
+        "auto-restore: replaying the log archive onto the newest base backup"
+    );
+    let built = crate::point_in_time::prepare_point_in_time(
+        dest,
+        Some(timeline),
+        crate::point_in_time::Target::Latest,
+        identity,
+        &scratch,
+        &mut |line| tracing::info!("auto-restore: {line}"),
+    )
+    .await;
+    match built {
+        Ok(built) => Some((built.path, built.index)),
+        Err(e) => {
+            tracing::warn!(
+                destination = %dest,
+                error = %e,
+                "auto-restore: the log archive cannot be replayed; restoring the newest backup alone"
+            );
+            let _ = std::fs::remove_dir_all(&scratch);
+            None
         }
     }
 }
