@@ -31,7 +31,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let tls = crate::tls::TlsSetup::load(&config.security).context("refusing to start")?;
     let (auth, join_credentials) = load_auth(&config)?;
     let backups = load_backups(&config)?;
-    let archiver = load_archiver(&config, backups.as_deref())?;
+    let archiver = load_archiver(&config, backups.as_ref())?;
 
     let addr = NodeAddr {
         raft_addr: config.raft_advertise_addr.clone(),
@@ -477,7 +477,7 @@ async fn auto_restore_while_not_ready(
 /// destination of its own, compressed and encrypted as the backups are.
 fn load_archiver(
     config: &ServeConfig,
-    backups: Option<&BackupService>,
+    backups: Option<&Arc<BackupService>>,
 ) -> anyhow::Result<Option<Arc<Archiver>>> {
     let backup = &config.backup;
     let Some(to) = &backup.archive_to else {
@@ -518,12 +518,17 @@ fn load_archiver(
         )
         .context("refusing to start: bad --archive-to")?
     };
-    let archiver = Archiver::new(ArchiveSettings {
+    let mut archiver = Archiver::new(ArchiveSettings {
         dest,
         encryption,
         zstd_level: level,
         interval,
     });
+    if let Some(b) = backups {
+        if to == "backup" {
+            archiver = archiver.with_base_backups(Arc::clone(b));
+        }
+    }
     tracing::info!(
         destination = archiver.label(),
         interval_ms = interval.as_millis() as u64,

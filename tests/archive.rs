@@ -50,6 +50,19 @@ fn insert(base: &str, n: i64) -> u64 {
     v["raft_index"].as_u64().expect("raft_index in the answer")
 }
 
+/// `POST /backups`, waiting out the base backup the archive takes by itself when it starts.
+fn take_backup(base: &str) {
+    let (status, text) = wait_for(
+        || {
+            let (status, text) = http_post(&format!("{base}/backups"), "").ok()?;
+            (status != 409).then_some((status, text))
+        },
+        Duration::from_secs(30),
+        "POST /backups while no other backup runs",
+    );
+    assert_eq!(status, 200, "{text}");
+}
+
 fn leader_base(c: &Cluster) -> String {
     c.nodes[c.wait_leader(Duration::from_secs(30))].base_url()
 }
@@ -122,8 +135,7 @@ fn restore_to_an_index_and_to_a_moment_across_a_leader_change() {
         insert(&base, n);
     }
     // The base backup everything below replays from.
-    let (status, text) = http_post(&format!("{base}/backups"), "").expect("POST /backups");
-    assert_eq!(status, 200, "{text}");
+    take_backup(&base);
 
     let mut index_of = vec![0u64];
     for n in 11..=30 {
@@ -280,8 +292,7 @@ fn losing_every_node_loses_no_write_older_than_a_second() {
     );
     let base = leader_base(&c);
     common::execute_at(&base, &json!(["CREATE TABLE t(n INTEGER)"])).expect("create");
-    let (status, text) = http_post(&format!("{base}/backups"), "").expect("POST /backups");
-    assert_eq!(status, 200, "{text}");
+    take_backup(&base);
 
     // One writer, rows 1, 2, 3, ... each acknowledged before the next is sent.
     let mut acked: Vec<(i64, std::time::Instant)> = Vec::new();
@@ -345,8 +356,7 @@ fn a_tampered_segment_is_refused_and_nothing_changes() {
     );
     let base = leader_base(&c);
     common::execute_at(&base, &json!(["CREATE TABLE t(n INTEGER)"])).expect("create");
-    let (status, text) = http_post(&format!("{base}/backups"), "").expect("POST /backups");
-    assert_eq!(status, 200, "{text}");
+    take_backup(&base);
     let mut last = 0;
     for n in 1..=30 {
         last = insert(&base, n);
@@ -453,8 +463,7 @@ fn a_destination_outage_past_the_hold_is_a_recorded_gap_that_restore_refuses() {
     );
     let base = leader_base(&c);
     common::execute_at(&base, &json!(["CREATE TABLE t(n INTEGER)"])).expect("create");
-    let (status, text) = http_post(&format!("{base}/backups"), "").expect("POST /backups");
-    assert_eq!(status, 200, "{text}");
+    take_backup(&base);
     let mut before_outage = 0;
     for n in 1..=10 {
         before_outage = insert(&base, n);
@@ -521,6 +530,38 @@ fn a_destination_outage_past_the_hold_is_a_recorded_gap_that_restore_refuses() {
     assert!(run.all_output().contains("gap"), "{run:?}");
     rows_everywhere(&c, 210);
 
+    // After the gap the leader took a new base by itself, so the newest point is reachable.
+    let timeline = archive_status(&base).expect("/status")["timeline"]
+        .as_str()
+        .expect("timeline")
+        .to_string();
+    let inside_gap = before_outage + 60;
+    wait_for(
+        || {
+            let list = cli(&["backup", "list", "--from", dest_url, "--json"]);
+            let backups: Value = serde_json::from_str(&list.stdout).ok()?;
+            backups
+                .as_array()?
+                .iter()
+                .any(|b| b["log_index"].as_u64() > Some(inside_gap))
+                .then_some(())
+        },
+        Duration::from_secs(30),
+        "a base backup after the gap",
+    );
+    let run = cli(&[
+        "restore",
+        "--node",
+        &base,
+        "--from",
+        dest_url,
+        "--identity",
+        &key_arg,
+        "--to-latest",
+    ]);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    rows_everywhere(&c, 210);
+
     // Before the gap: exactly the rows up to that point, decrypted with the identity.
     let run = cli(&[
         "restore",
@@ -530,6 +571,8 @@ fn a_destination_outage_past_the_hold_is_a_recorded_gap_that_restore_refuses() {
         dest_url,
         "--identity",
         &key_arg,
+        "--timeline",
+        &timeline,
         "--to-index",
         &before_outage.to_string(),
     ]);

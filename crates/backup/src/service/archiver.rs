@@ -14,6 +14,7 @@
 //!   timeline's archive, and the new timeline's archive starts after it. Restore chunks are
 //!   archived as markers without their data (a new timeline begins from the restored file).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -27,6 +28,7 @@ use crate::archive::{
     archive_watermark, encode_segment, entry_encoded_len, put_segment_for_chain, record_gap,
     ArchivedEntry, ArchivedKind, GapRecord, PutOutcome, SegmentDraft,
 };
+use crate::service::{BackupRunError, BackupService};
 use crate::{BackupError, Destination, Encryption, TimelineRef};
 
 /// A segment is closed once its entries reach this many (plain, encoded) bytes.
@@ -66,6 +68,10 @@ pub struct Archiver {
     settings: ArchiveSettings,
     label: String,
     record: Mutex<ArchiveRecord>,
+    /// Takes the base backups a new timeline's archive and a gap call for.
+    base_backups: Option<Arc<BackupService>>,
+    /// A base backup is being asked for (one at a time).
+    base_pending: AtomicBool,
 }
 
 /// Where the leader is in the archive of one timeline.
@@ -86,7 +92,17 @@ impl Archiver {
             label: settings.dest.to_string(),
             settings,
             record: Mutex::new(ArchiveRecord::default()),
+            base_backups: None,
+            base_pending: AtomicBool::new(false),
         }
+    }
+
+    /// Backs up through `service` when the archive needs a new base: a timeline whose archive
+    /// starts (a new cluster, a restore) and after a gap, since a point-in-time restore can only
+    /// start from a base backup at or before its target.
+    pub fn with_base_backups(mut self, service: Arc<BackupService>) -> Archiver {
+        self.base_backups = Some(service);
+        self
     }
 
     pub fn label(&self) -> &str {
@@ -188,6 +204,46 @@ pub fn spawn(archiver: Arc<Archiver>, node: RaftNode) -> tokio::task::JoinHandle
     })
 }
 
+/// Takes a base backup in the background, retrying while another backup runs, until it is done
+/// or this node no longer leads.
+fn request_base(archiver: &Arc<Archiver>, node: &RaftNode, why: &'static str) {
+    let Some(service) = archiver.base_backups.clone() else {
+        tracing::warn!(
+            "log archive: {why}; no backups are configured here to start a new base (--backup-to)"
+        );
+        return;
+    };
+    if archiver.base_pending.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    let (archiver, node) = (Arc::clone(archiver), node.clone());
+    tokio::spawn(async move {
+        for _ in 0..60 {
+            if !node.is_leader() {
+                break;
+            }
+            match service.run_once(&node).await {
+                Ok(manifest) => {
+                    tracing::info!(
+                        log_index = manifest.log_index,
+                        "log archive: took a base backup ({why})"
+                    );
+                    break;
+                }
+                Err(BackupRunError::InProgress { .. }) => {
+                    tokio::time::sleep(Duration::from_secs(5)).await
+                }
+                Err(BackupRunError::NotLeader { .. }) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "log archive: the base backup ({why}) failed; retrying in 30 s");
+                    tokio::time::sleep(Duration::from_secs(30)).await
+                }
+            }
+        }
+        archiver.base_pending.store(false, Ordering::SeqCst);
+    });
+}
+
 fn unix_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -219,7 +275,7 @@ fn current_timeline(node: &RaftNode) -> Result<Option<(String, TimelineRef, u64)
     )))
 }
 
-async fn open_cursor(archiver: &Archiver, node: &RaftNode) -> Result<Option<Cursor>, String> {
+async fn open_cursor(archiver: &Arc<Archiver>, node: &RaftNode) -> Result<Option<Cursor>, String> {
     let Some((cluster_id, timeline, first_index)) = current_timeline(node)? else {
         return Ok(None);
     };
@@ -237,7 +293,9 @@ async fn open_cursor(archiver: &Archiver, node: &RaftNode) -> Result<Option<Curs
         },
         None => {
             // A new archive starts where this node's log does (or where the timeline does):
-            // what came before is covered by base backups, not by this archive.
+            // what came before is covered by base backups, not by this archive, so it starts
+            // with one.
+            request_base(archiver, node, "the archive of a timeline starts");
             let (first_on_disk, _) = node
                 .archive_entries(first_index, 1)
                 .await
@@ -289,7 +347,7 @@ fn to_archived(entry: &Entry) -> Result<ArchivedEntry, String> {
 
 /// One pass: everything applied since the cursor, in segments.
 async fn step(
-    archiver: &Archiver,
+    archiver: &Arc<Archiver>,
     node: &RaftNode,
     cursor: &mut Option<Cursor>,
 ) -> Result<(), String> {
@@ -422,7 +480,7 @@ async fn upload(
 /// Entries `c.next..resume` are gone from this node's log: record the gap where every reader
 /// of the archive sees it, and go on after it.
 async fn record_missing(
-    archiver: &Archiver,
+    archiver: &Arc<Archiver>,
     node: &RaftNode,
     c: &mut Cursor,
     resume: u64,
@@ -452,6 +510,7 @@ async fn record_missing(
     metrics::counter!("raftlite_archive_gaps_total", "destination" => archiver.label.clone())
         .increment(1);
     archiver.with_record(|r| r.gaps += 1);
+    request_base(archiver, node, "entries were lost to a gap");
     c.next = resume;
     c.prev_sha256 = None;
     Ok(())
