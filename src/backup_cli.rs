@@ -11,10 +11,15 @@
 //! - `list` prints the complete backups of a destination, newest first, then the sets that could
 //!   not be used (bad manifest) and the incomplete ones (no manifest: in progress or failed),
 //!   then the log archive's coverage per timeline (index and time range, gaps).
-//! - `verify` downloads and checks backups end to end ([`verify_backup`]).
+//! - `verify` downloads and checks backups end to end ([`verify_backup`]), then (unless one
+//!   `--id` is asked for) the log archive of every cluster and timeline: segment hashes, names
+//!   and chain continuity, and the entries when the identity opens them.
+//! - `prune` applies the `--keep-*` rules, never deleting a base backup the log archive's
+//!   retained window needs, and with `--archive-keep-within` prunes the archive too.
 //!
-//! Exit status: 0 on success, 1 when `verify` found a backup that fails a check, 2 for any
-//! other error (bad flags, node or destination unreachable, ...; `main` maps errors to 2).
+//! Exit status: 0 on success, 1 when `verify` found a backup or archive timeline that fails a
+//! check, 2 for any other error (bad flags, node or destination unreachable, ...; `main` maps
+//! errors to 2).
 //!
 //! Cloud destinations retry failing requests (object_store's default: up to 10 retries within
 //! 3 minutes). `RAFTLITE_BACKUP_MAX_RETRIES` (a count) and `RAFTLITE_BACKUP_RETRY_TIMEOUT_SECS`
@@ -54,19 +59,35 @@ const LEVELS: std::ops::RangeInclusive<i32> = 1..=22;
 
 /// `raftlite backup prune`: applies the `--keep-*` rules to a destination (each cluster on its
 /// own, or only `--cluster`'s), deleting each doomed set manifest first, and cleans up
-/// superseded sets and incomplete ones older than a day. Fails after printing the report when
-/// any set could not be deleted.
+/// superseded sets and incomplete ones older than a day. Base backups the log archive's window
+/// needs stay (`--archive-keep-within`, 7d when not given). With `--archive-keep-within`, then
+/// prunes the archive of each cluster to what the kept backups and the window need. Fails
+/// after printing the report when anything could not be deleted.
 async fn prune(args: crate::config::BackupPruneArgs) -> anyhow::Result<()> {
+    use raftlite_backup::archive::{
+        archive_clusters, archive_needs, kept_backups, prune_archive, DEFAULT_ARCHIVE_KEEP_WITHIN,
+    };
     let keep = &args.keep;
-    let policy = KeepRules {
+    let rules = KeepRules {
         keep_last: keep.keep_last,
         keep_hourly: keep.keep_hourly,
         keep_daily: keep.keep_daily,
         keep_weekly: keep.keep_weekly,
         keep_monthly: keep.keep_monthly,
         keep_within: keep.keep_within.clone(),
-    }
-    .policy()?;
+    };
+    let archive_window = args
+        .archive_keep_within
+        .as_deref()
+        .map(|text| {
+            raftlite_backup::parse_duration(text).map_err(|e| anyhow!("--archive-keep-within: {e}"))
+        })
+        .transpose()?;
+    // The archive alone may be pruned; backups never without a rule.
+    let policy = match archive_window {
+        None => Some(rules.policy()?),
+        Some(_) => Some(rules.as_given()?).filter(|p| !p.is_empty()),
+    };
     if let Some(cluster) = &args.cluster {
         BackupId::new(cluster, "check").map_err(|_| {
             anyhow!(
@@ -83,23 +104,79 @@ async fn prune(args: crate::config::BackupPruneArgs) -> anyhow::Result<()> {
         .ok_or_else(|| {
             anyhow!("the system clock is before 1970; retention needs the real time, fix the clock")
         })?;
-    let report = raftlite_backup::prune(
-        &dest,
-        args.cluster.as_deref(),
-        &policy,
-        now_unix_ms,
-        args.dry_run,
-    )
-    .await
-    .map_err(engine_error)?;
+    let listing = list_backups(&dest).await.map_err(engine_error)?;
+    let report = match &policy {
+        Some(policy) => {
+            let needs = archive_needs(
+                &dest,
+                &listing.backups,
+                args.cluster.as_deref(),
+                archive_window.unwrap_or(DEFAULT_ARCHIVE_KEEP_WITHIN),
+                now_unix_ms,
+            )
+            .await
+            .map_err(engine_error)?;
+            let report = raftlite_backup::retention::prune_keeping(
+                &dest,
+                &listing,
+                args.cluster.as_deref(),
+                policy,
+                now_unix_ms,
+                &needs.into_keys().collect(),
+                args.dry_run,
+            )
+            .await
+            .map_err(engine_error)?;
+            Some(report)
+        }
+        None => None,
+    };
+
+    let mut archives = Vec::new();
+    let backups_failed = report.as_ref().map_or(0, |r| r.failed.len());
+    if let Some(window) = archive_window.filter(|_| backups_failed == 0) {
+        let kept = match &report {
+            Some(r) => kept_backups(&listing.backups, r.kept.iter().map(|(id, _)| id.clone())),
+            None => listing.backups.clone(),
+        };
+        let clusters = match &args.cluster {
+            Some(c) => vec![c.clone()],
+            None => archive_clusters(&dest).await.map_err(engine_error)?,
+        };
+        for cluster in clusters {
+            archives.push(
+                prune_archive(&dest, &cluster, window, now_unix_ms, &kept, args.dry_run)
+                    .await
+                    .map_err(engine_error)?,
+            );
+        }
+    }
 
     if args.json {
-        print_json(&PrunedJson::from(&report))?;
+        match &report {
+            Some(report) => {
+                let mut json = PrunedJson::from(report);
+                json.archive = archive_window.map(|_| archives.as_slice());
+                print_json(&json)?;
+            }
+            None => print_json(&ArchiveOnlyJson {
+                dry_run: args.dry_run,
+                archive: &archives,
+            })?,
+        }
     } else {
-        print_prune_report(&report, &dest, args.cluster.as_deref())?;
+        if let Some(report) = &report {
+            print_prune_report(report, &dest, args.cluster.as_deref())?;
+        }
+        print_archive_prune(&archives, &dest)?;
+        if backups_failed > 0 && archive_window.is_some() {
+            eprintln!(
+                "note: the log archive was not pruned because some backups could not be deleted"
+            );
+        }
     }
-    if !report.failed.is_empty() {
-        let n = report.failed.len();
+    if backups_failed > 0 {
+        let n = backups_failed;
         bail!(
             "{n} backup set{} in {dest} could not be (fully) deleted (listed above); a set \
              whose manifest.json is gone no longer counts as a backup; run the same prune again \
@@ -107,7 +184,85 @@ async fn prune(args: crate::config::BackupPruneArgs) -> anyhow::Result<()> {
             if n == 1 { "" } else { "s" }
         );
     }
+    let archive_failures: Vec<String> = archives
+        .iter()
+        .flat_map(|a| {
+            a.failures()
+                .map(|(t, reason)| format!("{}/{t}: {reason}", a.cluster_id))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    if !archive_failures.is_empty() {
+        bail!(
+            "the log archive in {dest} could not be fully pruned: {}",
+            archive_failures.join("; ")
+        );
+    }
     Ok(())
+}
+
+/// What archive retention did, per cluster and timeline: each object deleted, each run of kept
+/// segments with its reason, and a summary line per cluster.
+fn print_archive_prune(
+    archives: &[raftlite_backup::archive::ArchivePruneReport],
+    dest: &Destination,
+) -> anyhow::Result<()> {
+    use raftlite_backup::archive::{rfc3339_utc, PrunedKind};
+    let mut out = io::stdout().lock();
+    for archive in archives {
+        let would = if archive.dry_run { "would " } else { "" };
+        let cluster = &archive.cluster_id;
+        for t in &archive.timelines {
+            let timeline = &t.timeline_id;
+            for k in &t.kept {
+                writeln!(
+                    out,
+                    "keep archive {cluster}/{timeline} {}-{} ({} segment{}: {})",
+                    k.first_index,
+                    k.last_index,
+                    k.segments,
+                    if k.segments == 1 { "" } else { "s" },
+                    k.reason
+                )?;
+            }
+            for o in &t.deleted {
+                let kind = match o.kind {
+                    PrunedKind::Segment => "segment",
+                    PrunedKind::Gap => "gap record",
+                };
+                writeln!(
+                    out,
+                    "{would}delete archive {cluster}/{timeline} {kind} {}-{}",
+                    o.first_index, o.last_index
+                )?;
+            }
+            if let Some(reason) = &t.failed {
+                writeln!(out, "failed archive {cluster}/{timeline}: {reason}")?;
+            }
+        }
+        let deleted = archive.deleted_count();
+        let kept: u64 = archive
+            .timelines
+            .iter()
+            .flat_map(|t| t.kept.iter().map(|k| k.segments))
+            .sum();
+        writeln!(
+            out,
+            "{}log archive of cluster {cluster} in {dest}, retained from {}: {kept} segments \
+             kept, {deleted} objects {}deleted",
+            if archive.dry_run { "dry run, " } else { "" },
+            rfc3339_utc(archive.window_start_unix_ms),
+            if archive.dry_run { "would be " } else { "" },
+        )?;
+    }
+    Ok(())
+}
+
+/// `backup prune --json` with only `--archive-keep-within`: `{"dry_run", "archive": [...]}`.
+#[derive(Serialize)]
+struct ArchiveOnlyJson<'a> {
+    dry_run: bool,
+    archive: &'a [raftlite_backup::archive::ArchivePruneReport],
 }
 
 fn print_prune_report(
@@ -157,7 +312,8 @@ fn print_prune_report(
     Ok(())
 }
 
-/// `{"dry_run", "kept": [{"id", "reasons"}], "deleted", "cleaned", "failed": [{"id", "reason"}]}`
+/// `{"dry_run", "kept": [{"id", "reasons"}], "deleted", "cleaned", "failed": [{"id", "reason"}]}`,
+/// plus `"archive": [ArchivePruneReport]` with `--archive-keep-within`.
 #[derive(Serialize)]
 struct PrunedJson<'a> {
     dry_run: bool,
@@ -165,6 +321,9 @@ struct PrunedJson<'a> {
     deleted: &'a [BackupId],
     cleaned: &'a [BackupId],
     failed: Vec<FailedJson<'a>>,
+    /// With `--archive-keep-within`: what archive retention did, per cluster.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    archive: Option<&'a [raftlite_backup::archive::ArchivePruneReport]>,
 }
 
 #[derive(Serialize)]
@@ -195,6 +354,7 @@ impl<'a> From<&'a raftlite_backup::PruneReport> for PrunedJson<'a> {
                 .iter()
                 .map(|(id, reason)| FailedJson { id, reason })
                 .collect(),
+            archive: None,
         }
     }
 }
@@ -771,7 +931,96 @@ async fn verify(args: BackupVerifyArgs) -> anyhow::Result<bool> {
             failed
         );
     }
-    Ok(failed == 0)
+    // One backup asked for by id is just that backup; otherwise the archive is checked too.
+    let archive_ok = if args.id.is_none() {
+        verify_archives(&dest, identity.as_ref(), args.json).await?
+    } else {
+        true
+    };
+    Ok(failed == 0 && archive_ok)
+}
+
+/// Checks the log archive of every cluster and timeline in `dest`
+/// ([`raftlite_backup::archive::verify_archive_timeline`]: every segment's hashes, names and
+/// chain, and the entries when `identity` opens them), printing one line per timeline and one
+/// per problem. `--json` keeps stdout the array of backup reports scripts parse, so there the
+/// lines go to stderr. Nothing is printed for a destination without an archive. `false` when
+/// anything failed, including a listing.
+async fn verify_archives(
+    dest: &Destination,
+    identity: Option<&raftlite_backup::Identity>,
+    json: bool,
+) -> anyhow::Result<bool> {
+    use raftlite_backup::archive::{archive_clusters, list_archive, verify_archive_timeline};
+    let say = |line: String| -> io::Result<()> {
+        if json {
+            eprintln!("{line}");
+            Ok(())
+        } else {
+            let mut out = io::stdout().lock();
+            writeln!(out, "{line}").and_then(|()| out.flush())
+        }
+    };
+    let clusters = match archive_clusters(dest).await {
+        Ok(clusters) => clusters,
+        Err(e) => {
+            say(format!("FAILED  log archive: cannot list it: {e}"))?;
+            return Ok(false);
+        }
+    };
+    let progress = io::stderr().is_terminal() && !json;
+    let mut ok = true;
+    for cluster in clusters {
+        let listing = match list_archive(dest, &cluster).await {
+            Ok(listing) => listing,
+            Err(e) => {
+                say(format!("FAILED  archive {cluster}: cannot list it: {e}"))?;
+                ok = false;
+                continue;
+            }
+        };
+        for warning in &listing.warnings {
+            eprintln!("warning: archive {cluster}: {warning}");
+        }
+        for timeline in &listing.timelines {
+            let name = format!("{cluster}/{}", timeline.timeline_id);
+            let bar = spinner(progress, format!("verifying the archive of {name}"));
+            let result =
+                verify_archive_timeline(dest, &cluster, &timeline.timeline_id, identity).await;
+            bar.finish_and_clear();
+            match result {
+                Ok(report) if report.problems.is_empty() => say(format!(
+                    "OK      archive {name}: {} segments, {} entries ({}-{}), chain unbroken{}",
+                    report.segments_checked,
+                    report.entries,
+                    timeline.first_index,
+                    timeline.last_index,
+                    if timeline.gaps.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", {} recorded gap(s)", timeline.gaps.len())
+                    }
+                ))?,
+                Ok(report) => {
+                    ok = false;
+                    say(format!(
+                        "FAILED  archive {name}: {} problem{} in {} segments checked",
+                        report.problems.len(),
+                        if report.problems.len() == 1 { "" } else { "s" },
+                        report.segments_checked
+                    ))?;
+                    for p in &report.problems {
+                        say(format!("  {}: {}", p.path, p.problem))?;
+                    }
+                }
+                Err(e) => {
+                    ok = false;
+                    say(format!("FAILED  archive {name}: {e}"))?;
+                }
+            }
+        }
+    }
+    Ok(ok)
 }
 
 fn print_verified(report: &VerifiedJson) -> io::Result<()> {

@@ -20,9 +20,11 @@ pub enum BackupCommand {
     Create(BackupCreateArgs),
     /// List the backups in a destination.
     List(BackupListArgs),
-    /// Download and check backups: hashes, decryption, decompression, integrity_check.
+    /// Download and check backups (hashes, decryption, decompression, integrity_check) and the
+    /// log archive (segment hashes, chain continuity).
     Verify(BackupVerifyArgs),
-    /// Delete backups that no retention rule keeps (manifest first, then data).
+    /// Delete backups that no retention rule keeps (manifest first, then data), and with
+    /// --archive-keep-within the log archive no retained point needs.
     Prune(BackupPruneArgs),
 }
 
@@ -39,6 +41,12 @@ pub struct BackupPruneArgs {
     #[command(flatten)]
     pub keep: PruneKeepArgs,
 
+    /// Also prune the log archive: keep every segment that a point within this window (e.g.
+    /// `7d`) needs, from the newest base backup at or before its start. Whether given or not,
+    /// backups the archive's window needs (7d when not given) are kept.
+    #[arg(long, value_name = "DUR")]
+    pub archive_keep_within: Option<String>,
+
     /// Print what would be deleted, delete nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -49,7 +57,7 @@ pub struct BackupPruneArgs {
 }
 
 /// Retention rules of `raftlite backup prune` (a backup kept by any rule stays; at least one
-/// rule is required).
+/// rule is required, unless only the archive is pruned with --archive-keep-within).
 #[derive(Debug, Clone, Default, Args)]
 pub struct PruneKeepArgs {
     /// Keep the newest N backups.

@@ -17,7 +17,7 @@ use object_store::ObjectStoreExt;
 
 use crate::destination::Destination;
 use crate::error::BackupError;
-use crate::list::list_backups;
+use crate::list::{list_backups, BackupList};
 use crate::manifest::{BackupId, MANIFEST_FILE};
 
 /// Sets deleted at once: enough to hide a cloud store's latency, few enough to stay polite.
@@ -92,7 +92,8 @@ pub struct Candidate {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RetentionPlan {
     /// Kept, with the rules that keep each (`last`, `hourly`, `daily`, `weekly`, `monthly`,
-    /// `within`, `newest`, `newest-verified`; `no-rules` when the policy is empty, which keeps
+    /// `within`, `newest`, `newest-verified`, `archive` for a base the log archive needs;
+    /// `no-rules` when the policy is empty, which keeps
     /// everything).
     pub keep: Vec<(BackupId, Vec<&'static str>)>,
     pub delete: Vec<BackupId>,
@@ -124,6 +125,17 @@ fn month_of(ms: i64) -> Option<i64> {
 /// Decides which of `candidates` (one cluster's complete backups, any order) to keep at
 /// `now_unix_ms`. Pure. The newest backup and the newest verified backup are always kept.
 pub fn plan(policy: &RetentionPolicy, candidates: &[Candidate], now_unix_ms: i64) -> RetentionPlan {
+    plan_keeping(policy, candidates, now_unix_ms, &BTreeSet::new())
+}
+
+/// [`plan`], also keeping every candidate in `also_keep` (reason `archive`: a base backup the
+/// log archive's retained window replays from, see [`crate::archive::archive_needs`]).
+pub fn plan_keeping(
+    policy: &RetentionPolicy,
+    candidates: &[Candidate],
+    now_unix_ms: i64,
+    also_keep: &BTreeSet<BackupId>,
+) -> RetentionPlan {
     let mut sorted: Vec<&Candidate> = candidates.iter().collect();
     // Newest first; the id breaks ties so that the plan does not depend on the input order.
     sorted.sort_by(|a, b| (b.created_at_unix_ms, &b.id).cmp(&(a.created_at_unix_ms, &a.id)));
@@ -174,6 +186,11 @@ pub fn plan(policy: &RetentionPolicy, candidates: &[Candidate], now_unix_ms: i64
     if let Some(i) = sorted.iter().position(|c| c.verified) {
         reasons[i].push("newest-verified");
     }
+    for (c, r) in sorted.iter().zip(reasons.iter_mut()) {
+        if also_keep.contains(&c.id) {
+            r.push("archive");
+        }
+    }
     if policy.is_empty() {
         for r in &mut reasons {
             r.push("no-rules");
@@ -220,6 +237,30 @@ pub async fn prune(
     dry_run: bool,
 ) -> Result<PruneReport, BackupError> {
     let listing = list_backups(dest).await?;
+    prune_keeping(
+        dest,
+        &listing,
+        cluster_id,
+        policy,
+        now_unix_ms,
+        &BTreeSet::new(),
+        dry_run,
+    )
+    .await
+}
+
+/// [`prune`] from a `listing` of `dest` the caller already made, also keeping the backups in
+/// `also_keep` (reason `archive`: the bases the log archive's retained window needs, from
+/// [`crate::archive::archive_needs`] on the same listing).
+pub async fn prune_keeping(
+    dest: &Destination,
+    listing: &BackupList,
+    cluster_id: Option<&str>,
+    policy: &RetentionPolicy,
+    now_unix_ms: i64,
+    also_keep: &BTreeSet<BackupId>,
+    dry_run: bool,
+) -> Result<PruneReport, BackupError> {
     let wanted = |id: &BackupId| cluster_id.is_none_or(|c| id.cluster_id() == c);
 
     let mut clusters: BTreeMap<&str, Vec<Candidate>> = BTreeMap::new();
@@ -240,7 +281,7 @@ pub async fn prune(
     };
     let mut doomed = Vec::new();
     for candidates in clusters.values() {
-        let plan = plan(policy, candidates, now_unix_ms);
+        let plan = plan_keeping(policy, candidates, now_unix_ms, also_keep);
         report.kept.extend(plan.keep);
         doomed.extend(plan.delete);
     }

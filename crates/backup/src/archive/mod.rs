@@ -59,6 +59,7 @@
 //! hostile object cannot make them allocate without bound.
 
 mod list;
+mod retention;
 mod segment;
 mod store;
 #[cfg(test)]
@@ -67,6 +68,10 @@ mod tests;
 pub use list::{
     archive_clusters, list_archive, list_segments, rfc3339_utc, ArchiveList, SegmentRef,
     TimelineCoverage,
+};
+pub use retention::{
+    archive_needs, kept_backups, prune_archive, window_base, window_start, ArchivePruneReport,
+    KeptSegments, PrunedKind, PrunedObject, TimelinePrune, DEFAULT_ARCHIVE_KEEP_WITHIN,
 };
 pub use segment::{
     decode_segment, encode_segment, entry_encoded_len, read_segment_header, segment_path,

@@ -82,6 +82,9 @@ pub struct BackupService {
     /// `--backup-identity` (drills then check the stored bytes only).
     pub(crate) identity: Option<Identity>,
     pub(crate) retention: RetentionPolicy,
+    /// Prune the log archive beside the backups to this window after each backup; `None`:
+    /// leave the archive alone.
+    pub(crate) archive_keep_within: Option<Duration>,
     /// `<data-dir>/snapshots`: where the consistent copy is written before upload, and where
     /// drills decompress.
     pub(crate) snapshots: PathBuf,
@@ -201,6 +204,7 @@ impl BackupService {
             verify_interval: settings.verify_interval,
             identity,
             retention: settings.retention,
+            archive_keep_within: settings.archive_keep_within,
             snapshots: DataDirLayout::new(data_dir).snapshots,
             max_wal_bytes: settings.max_wal_bytes,
             busy_pace_bytes_per_sec: settings.busy_pace_bytes_per_sec,
@@ -271,6 +275,7 @@ impl BackupService {
             "leader_only": true,
             "next_run_unix_ms": record.next_run_unix_ms,
             "retention": self.retention.describe(),
+            "archive_keep_within": self.archive_keep_within.map(crate::format_duration),
             "verify_interval": self.verify_interval.map(crate::format_duration),
             "in_progress": record.in_progress_since_unix_ms.is_some(),
             "in_progress_since_unix_ms": record.in_progress_since_unix_ms,

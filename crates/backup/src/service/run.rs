@@ -3,6 +3,7 @@
 //! pin (or copy) of a consistent file, the upload, the fence before the manifest, the record
 //! (metrics, log, `/status`) and retention.
 
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -13,7 +14,13 @@ use serde_json::json;
 
 use super::pacing::{spill_rest, Scratch, YieldToWrites};
 use super::{BackupCluster, BackupRunError, BackupService, SlotOutcome};
-use crate::{create_backup_fenced, list_backups, BackupMeta, Manifest};
+use crate::archive::{
+    archive_needs, kept_backups, prune_archive, ArchivePruneReport, DEFAULT_ARCHIVE_KEEP_WITHIN,
+};
+use crate::retention::prune_keeping;
+use crate::{
+    create_backup_fenced, list_backups, BackupError, BackupId, BackupMeta, Manifest, PruneReport,
+};
 
 /// Prefix of the scratch file names under `<data-dir>/snapshots/`.
 const SCRATCH_PURPOSE: &str = "backups";
@@ -241,22 +248,17 @@ impl BackupService {
     }
 
     /// Retention after a backup: deletes what no rule keeps (never `latest`, which is the
-    /// newest backup). A failure is logged and shown, never fails the backup.
+    /// newest backup), except the base backups the log archive's retained window needs; then,
+    /// with `archive_keep_within`, prunes the archive to what the kept backups and the window
+    /// need. A failure is logged and shown, never fails the backup.
     async fn apply_retention(&self, latest: &Manifest) {
-        if self.retention.is_empty() {
+        if self.retention.is_empty() && self.archive_keep_within.is_none() {
             return;
         }
-        let report = crate::prune(
-            &self.dest,
-            Some(&latest.cluster_id),
-            &self.retention,
-            unix_ms(),
-            false,
-        )
-        .await;
         let dest = self.label.clone();
-        let entry = match report {
-            Ok(report) => {
+        let now = unix_ms();
+        let entry = match self.prune_all(&latest.cluster_id, now).await {
+            Ok((report, archive)) => {
                 let removed = report.deleted.len() + report.cleaned.len();
                 metrics::counter!("raftlite_backup_pruned_total", "destination" => dest.clone())
                     .increment(report.deleted.len() as u64);
@@ -274,20 +276,96 @@ impl BackupService {
                 for (id, reason) in &report.failed {
                     tracing::warn!(destination = %dest, %id, %reason, "retention could not delete a backup; the next run retries");
                 }
-                json!({
-                    "at_unix_ms": unix_ms(),
+                let mut entry = json!({
+                    "at_unix_ms": now,
                     "kept": report.kept.len(),
                     "deleted": report.deleted.iter().map(|id| id.to_string()).collect::<Vec<_>>(),
                     "cleaned": report.cleaned.len(),
                     "failed": report.failed.iter().map(|(id, r)| json!({"id": id.to_string(), "reason": r})).collect::<Vec<_>>(),
-                })
+                });
+                if let Some(archive) = archive {
+                    entry["archive"] = self.archive_pruned(&archive);
+                }
+                entry
             }
             Err(e) => {
                 tracing::warn!(destination = %dest, error = %e, "retention failed; the next backup retries it");
-                json!({"at_unix_ms": unix_ms(), "error": e.to_string()})
+                json!({"at_unix_ms": now, "error": e.to_string()})
             }
         };
         self.with_record(|r| r.last_prune = Some(entry));
+    }
+
+    /// Backup retention keeping the archive's bases, then archive retention when configured.
+    /// An archive listing that fails stops the whole pass: without it, backup retention could
+    /// delete a base a retained point needs.
+    async fn prune_all(
+        &self,
+        cluster_id: &str,
+        now: i64,
+    ) -> Result<(PruneReport, Option<ArchivePruneReport>), BackupError> {
+        let listing = list_backups(&self.dest).await?;
+        let window = self
+            .archive_keep_within
+            .unwrap_or(DEFAULT_ARCHIVE_KEEP_WITHIN);
+        let needs =
+            archive_needs(&self.dest, &listing.backups, Some(cluster_id), window, now).await?;
+        let needs: BTreeSet<BackupId> = needs.into_keys().collect();
+        let report = prune_keeping(
+            &self.dest,
+            &listing,
+            Some(cluster_id),
+            &self.retention,
+            now,
+            &needs,
+            false,
+        )
+        .await?;
+        let Some(keep_within) = self.archive_keep_within else {
+            return Ok((report, None));
+        };
+        if !report.failed.is_empty() {
+            // Sets whose deletion failed may have lost their manifest: not bases any more.
+            tracing::info!(
+                "archive retention waits for the next run: some backups could not be deleted"
+            );
+            return Ok((report, None));
+        }
+        let kept = kept_backups(
+            &listing.backups,
+            report.kept.iter().map(|(id, _)| id.clone()),
+        );
+        let archive = prune_archive(&self.dest, cluster_id, keep_within, now, &kept, false).await?;
+        Ok((report, Some(archive)))
+    }
+
+    /// Logs and summarizes (for `/status`) one archive retention pass.
+    fn archive_pruned(&self, archive: &ArchivePruneReport) -> serde_json::Value {
+        let dest = &self.label;
+        let deleted = archive.deleted_count();
+        if deleted > 0 {
+            tracing::info!(
+                destination = %dest,
+                deleted,
+                window_start = %crate::archive::rfc3339_utc(archive.window_start_unix_ms),
+                "archive retention applied"
+            );
+        }
+        for (timeline, reason) in archive.failures() {
+            tracing::warn!(destination = %dest, timeline, reason, "archive retention could not delete a segment; the next run retries");
+        }
+        json!({
+            "window_start_unix_ms": archive.window_start_unix_ms,
+            "deleted": deleted,
+            "timelines": archive.timelines.iter().map(|t| json!({
+                "timeline": t.timeline_id,
+                "base": t.base.as_ref().map(|b| b.to_string()),
+                "keep_after_index": t.keep_after_index,
+                "deleted": t.deleted.len(),
+                "kept_segments": t.kept.iter().map(|k| k.segments).sum::<u64>(),
+                "failed": t.failed,
+            })).collect::<Vec<_>>(),
+        })
     }
 
     fn succeeded(&self, manifest: &Manifest, elapsed: Duration) {

@@ -26,6 +26,10 @@ pub struct BackupSettings {
     /// age identity file for drills of backups encrypted to recipients.
     pub identity_file: Option<PathBuf>,
     pub retention: RetentionPolicy,
+    /// `--archive-keep-within`: after each backup's retention, also prune the log archive in
+    /// the backup destination to what the points within this window need. `None`: the archive
+    /// is not pruned (base backups it needs for the default window are still kept).
+    pub archive_keep_within: Option<Duration>,
     /// A backup lets go of the pinned database file once the WAL is larger than this (see
     /// the module documentation).
     pub max_wal_bytes: u64,
@@ -47,6 +51,7 @@ impl BackupSettings {
             verify_interval: None,
             identity_file: None,
             retention: RetentionPolicy::server_default(),
+            archive_keep_within: None,
             max_wal_bytes: DEFAULT_MAX_WAL_MIB << 20,
             busy_pace_bytes_per_sec: DEFAULT_BUSY_PACE_MIB << 20,
         }
