@@ -174,6 +174,7 @@ fn describe(mode: Mode) -> String {
         Mode::Backup(mib) => format!("--backup-db-mib {mib}"),
         Mode::Restore(mib) => format!("--restore-db-mib {mib}"),
         Mode::BackupWal(mib) => format!("--backup-wal-db-mib {mib}"),
+        Mode::Archive => "--archive".into(),
     }
 }
 

@@ -16,10 +16,16 @@
 //! how far the WAL grows while a backup of an N MiB database runs under 16 writers, and what the
 //! backup costs the writes (see [`backup_wal`]).
 //!
+//! With `--archive` it measures the continuous log archive on 3-node clusters (see
+//! [`archive`]): the archive's lag under 1,000 paced writes/s, the inserts/s of 64 clients with
+//! and without archiving, and how fast the local half of a point-in-time restore replays it.
+//!
 //! With `--compare-bin OLD` every measurement runs for the OLD server binary and for the
 //! `--server-bin` one, alternating, and one table gives both figures and their ratio (see
 //! [`compare`]). Only HTTP and the `serve` command line are used, so an older build works.
 
+mod archive;
+mod archive_report;
 mod backup;
 mod backup_report;
 mod backup_wal;
@@ -93,6 +99,30 @@ pub struct BenchArgs {
     #[arg(long, value_name = "MIB", num_args = 0..=1, default_missing_value = "1024")]
     pub backup_wal_db_mib: Option<u64>,
 
+    /// Measure the continuous log archive instead of inserts, on 3-node clusters archiving to
+    /// file:// every 1s: the archive's lag under --archive-rate paced writes, inserts/s of 64
+    /// clients with archiving vs without (--duration-secs each), and the replay speed and
+    /// memory of a point-in-time restore of --archive-replay-writes writes.
+    #[arg(long)]
+    pub archive: bool,
+
+    /// With --archive: single-row INSERTs per second while the archive's lag is sampled.
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub archive_rate: u64,
+
+    /// With --archive: seconds of paced writes while the archive's lag is sampled.
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub archive_rpo_secs: u64,
+
+    /// With --archive: rounds of the overhead comparison (a window without and one with
+    /// archiving each, alternating which goes first).
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub archive_rounds: u32,
+
+    /// With --archive: writes archived after the base backup, then replayed.
+    #[arg(long, value_name = "N", default_value_t = 100_000)]
+    pub archive_replay_writes: u64,
+
     /// With --restore-db-mib: rounds of floor-then-restore on the one cluster. The report
     /// gives each round's ratio (against the floor measured just before it) and, for more than
     /// one, the medians: a shared machine's disk and CPU vary from run to run.
@@ -131,6 +161,7 @@ enum Mode {
     Backup(u64),
     Restore(u64),
     BackupWal(u64),
+    Archive,
 }
 
 impl Mode {
@@ -140,12 +171,16 @@ impl Mode {
             args.backup_db_mib,
             args.restore_db_mib,
             args.backup_wal_db_mib,
+            args.archive,
         ) {
-            (Some(mib), None, None) => Mode::Backup(mib),
-            (None, Some(mib), None) => Mode::Restore(mib),
-            (None, None, Some(mib)) => Mode::BackupWal(mib),
-            (None, None, None) => Mode::Inserts,
-            _ => bail!("give one of --backup-db-mib, --restore-db-mib and --backup-wal-db-mib"),
+            (Some(mib), None, None, false) => Mode::Backup(mib),
+            (None, Some(mib), None, false) => Mode::Restore(mib),
+            (None, None, Some(mib), false) => Mode::BackupWal(mib),
+            (None, None, None, true) => Mode::Archive,
+            (None, None, None, false) => Mode::Inserts,
+            _ => bail!(
+                "give one of --backup-db-mib, --restore-db-mib, --backup-wal-db-mib and --archive"
+            ),
         };
         match mode {
             Mode::Inserts => {
@@ -169,6 +204,19 @@ impl Mode {
                 }
                 if args.restore_runs == 0 {
                     bail!("--restore-runs must be at least 1");
+                }
+            }
+            Mode::Archive => {
+                if args.duration_secs == 0
+                    || args.archive_rate == 0
+                    || args.archive_rpo_secs == 0
+                    || args.archive_rounds == 0
+                    || args.archive_replay_writes == 0
+                {
+                    bail!(
+                        "--duration-secs, --archive-rate, --archive-rpo-secs, --archive-rounds \
+                         and --archive-replay-writes must all be at least 1"
+                    );
                 }
             }
         }
@@ -196,6 +244,7 @@ impl Mode {
             Mode::Restore(mib) => Report::Restore(Box::new(
                 restore::measure(server, root, mib, args.restore_runs).await?,
             )),
+            Mode::Archive => Report::Archive(Box::new(archive::measure(args, server, root).await?)),
         })
     }
 }
@@ -206,6 +255,7 @@ enum Report {
     Backup(Box<backup::BackupReport>),
     BackupWal(Box<backup_wal::WalReport>),
     Restore(Box<restore::RestoreReport>),
+    Archive(Box<archive::ArchiveReport>),
 }
 
 impl Report {
@@ -215,6 +265,7 @@ impl Report {
             Report::Backup(r) => backup_report::print(args, r),
             Report::BackupWal(r) => backup_wal::print_report(args, r),
             Report::Restore(r) => restore_report::print(args, r),
+            Report::Archive(r) => archive_report::print(args, r),
         }
     }
 
@@ -225,6 +276,7 @@ impl Report {
             Report::Backup(r) => backup_report::figures(r),
             Report::BackupWal(r) => backup_wal::figures(r),
             Report::Restore(r) => restore_report::figures(r),
+            Report::Archive(r) => archive_report::figures(r),
         }
     }
 
@@ -249,6 +301,7 @@ impl Report {
             Report::Backup(r) => r.check,
             Report::BackupWal(r) => r.check,
             Report::Restore(_) => return Ok(()),
+            Report::Archive(r) => return archive_report::check(r),
         };
         if count < acked {
             bail!("the node lost acknowledged inserts: COUNT(*) {count} < {acked} acknowledged");
@@ -372,6 +425,21 @@ mod tests {
         assert!(parse(&["--backup-db-mib", "8", "--restore-db-mib", "8"]).is_err());
         assert!(parse(&["--clients", "0"]).is_err());
         assert!(parse(&["--restore-db-mib", "4", "--restore-runs", "0"]).is_err());
+        assert_eq!(parse(&["--archive"]).unwrap(), Mode::Archive);
+        assert!(parse(&["--archive", "--backup-db-mib", "8"]).is_err());
+        assert!(parse(&["--archive", "--archive-rate", "0"]).is_err());
+        let b = BenchArgs::try_parse_from(["raftlite-bench", "--archive"]).unwrap();
+        let plan = archive::ArchivePlan::of(&b);
+        assert_eq!(
+            (
+                plan.rate,
+                plan.rpo_secs,
+                plan.overhead_secs,
+                plan.rounds,
+                plan.replay_writes
+            ),
+            (1000, 20, 10, 2, 100_000)
+        );
     }
 
     #[test]
