@@ -989,18 +989,22 @@ async fn verify_archives(
                 verify_archive_timeline(dest, &cluster, &timeline.timeline_id, identity).await;
             bar.finish_and_clear();
             match result {
-                Ok(report) if report.problems.is_empty() => say(format!(
-                    "OK      archive {name}: {} segments, {} entries ({}-{}), chain unbroken{}",
-                    report.segments_checked,
-                    report.entries,
-                    timeline.first_index,
-                    timeline.last_index,
-                    if timeline.gaps.is_empty() {
-                        String::new()
-                    } else {
-                        format!(", {} recorded gap(s)", timeline.gaps.len())
-                    }
-                ))?,
+                Ok(report) if report.problems.is_empty() => {
+                    say(format!(
+                        "OK      archive {name}: {} segments, {} entries ({}-{}), chain unbroken{}",
+                        report.segments_checked,
+                        report.entries,
+                        timeline.first_index,
+                        timeline.last_index,
+                        if timeline.gaps.is_empty() {
+                            String::new()
+                        } else {
+                            format!(", {} recorded gap(s)", timeline.gaps.len())
+                        }
+                    ))?;
+                    ok &= verify_replays(dest, &cluster, &timeline.timeline_id, identity, &say)
+                        .await?;
+                }
                 Ok(report) => {
                     ok = false;
                     say(format!(
@@ -1017,6 +1021,53 @@ async fn verify_archives(
                     ok = false;
                     say(format!("FAILED  archive {name}: {e}"))?;
                 }
+            }
+        }
+    }
+    Ok(ok)
+}
+
+/// Replays the archive of one timeline from each base backup to the next and compares the
+/// contents ([`raftlite_restore::point_in_time::check_replay_between_bases`]), one line per
+/// pair. `false` when any pair differs or could not be replayed.
+async fn verify_replays(
+    dest: &Destination,
+    cluster: &str,
+    timeline: &str,
+    identity: Option<&raftlite_backup::Identity>,
+    say: &impl Fn(String) -> io::Result<()>,
+) -> anyhow::Result<bool> {
+    let scratch = raftlite_restore::scratch::ScratchDir::new()?;
+    let checks = raftlite_restore::point_in_time::check_replay_between_bases(
+        dest,
+        cluster,
+        timeline,
+        identity,
+        scratch.path(),
+        &mut |line| tracing::debug!("{line}"),
+    )
+    .await;
+    let checks = match checks {
+        Ok(checks) => checks,
+        Err(e) => {
+            say(format!(
+                "FAILED  archive {cluster}/{timeline}: cannot replay it between base backups: {e}"
+            ))?;
+            return Ok(false);
+        }
+    };
+    let mut ok = true;
+    for check in checks {
+        let what = format!(
+            "archive {cluster}/{timeline} replayed from backup {} (entry {}) to backup {} \
+             (entry {})",
+            check.from, check.from_index, check.to, check.to_index
+        );
+        match check.outcome {
+            Ok(entries) => say(format!("OK      {what}: {entries} entries, same content"))?,
+            Err(reason) => {
+                ok = false;
+                say(format!("FAILED  {what}: {reason}"))?;
             }
         }
     }

@@ -470,9 +470,6 @@ async fn auto_restore_while_not_ready(
         .with_context(|| format!("cannot listen on --http-addr {}", config.http_addr))
 }
 
-/// Backup settings (`--backup-*`, `--auto-backup`), all checked now: a bad destination URL,
-/// recipient, level, schedule, duration, identity file or an unset passphrase variable
-/// refuses the start. `None` when backups are off (`--backup-to off`).
 /// The log archiver of `--archive-to`, if on: to the backup destination (`backup`) or to a
 /// destination of its own, compressed and encrypted as the backups are.
 fn load_archiver(
@@ -503,13 +500,15 @@ fn load_archiver(
         match backups {
             Some(b) => b.destination().clone(),
             None => bail!(
-                "refusing to start: --archive-to backup archives beside the backups, but backups                  are off; give --backup-to, or a destination URL to --archive-to"
+                "refusing to start: --archive-to backup archives beside the backups, but backups \
+                 are off; give --backup-to, or a destination URL to --archive-to"
             ),
         }
     } else {
         if backups.is_none() {
             tracing::warn!(
-                "--archive-to {to}: backups are off, so the archive has no base backups to                  replay from and is not encrypted; turn backups on with --backup-to"
+                "--archive-to {to}: backups are off, so the archive has no base backups to \
+                 replay from and is not encrypted; turn backups on with --backup-to"
             );
         }
         raftlite_backup::Destination::parse_with_options(
@@ -539,6 +538,9 @@ fn load_archiver(
     Ok(Some(Arc::new(archiver)))
 }
 
+/// Backup settings (`--backup-*`, `--auto-backup`), all checked now: a bad destination URL,
+/// recipient, level, schedule, duration, identity file or an unset passphrase variable
+/// refuses the start. `None` when backups are off (`--backup-to off`).
 fn load_backups(config: &ServeConfig) -> anyhow::Result<Option<Arc<BackupService>>> {
     let backup = &config.backup;
     let auto = match &backup.auto_backup {
@@ -634,6 +636,16 @@ fn load_backups(config: &ServeConfig) -> anyhow::Result<Option<Arc<BackupService
     settings.verify_interval = verify_interval;
     settings.identity_file = backup.identity.clone();
     settings.retention = retention;
+    if backup.archive_to.as_deref() == Some("backup") {
+        let window = backup.archive_keep_within.as_deref().unwrap_or("7d");
+        let within = parse_duration(window).map_err(|e| {
+            anyhow::anyhow!("refusing to start: invalid --archive-keep-within `{window}`: {e}")
+        })?;
+        if within.is_zero() {
+            bail!("refusing to start: --archive-keep-within must be longer than 0, e.g. `7d`");
+        }
+        settings.archive_keep_within = Some(within);
+    }
     let service = BackupService::from_settings(settings, &config.data_dir)
         .context("refusing to start: bad backup settings")?;
     if let Some(auto) = &auto {

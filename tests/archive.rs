@@ -357,40 +357,68 @@ fn a_tampered_segment_is_refused_and_nothing_changes() {
     let base = leader_base(&c);
     common::execute_at(&base, &json!(["CREATE TABLE t(n INTEGER)"])).expect("create");
     take_backup(&base);
-    let mut last = 0;
+    let mut index_of = vec![0u64];
     for n in 1..=30 {
-        last = insert(&base, n);
+        index_of.push(insert(&base, n));
         if n % 10 == 0 {
-            wait_archived(&c, last); // several segments
+            wait_archived(&c, index_of[n as usize]); // several segments
         }
     }
+    let (last, at_25) = (index_of[30], index_of[25]);
     wait_archived(&c, last);
+    let cli_tmp = backups.path().join("cli-tmp");
+    let restore_to = |target: &[&str]| {
+        let mut args = vec!["restore", "--node", &base, "--from", &dest_url];
+        args.extend_from_slice(target);
+        raftlite(&cli_tmp, &args)
+    };
+    let verify = || raftlite(&cli_tmp, &["backup", "verify", "--from", &dest_url]);
 
     // Flip one byte near the end of the newest segment's body.
-    let segments: Vec<std::path::PathBuf> = walk(backups.path())
+    let mut segments: Vec<std::path::PathBuf> = walk(backups.path())
         .into_iter()
         .filter(|p| p.extension().is_some_and(|e| e == "seg"))
         .collect();
-    let newest = segments.iter().max().expect("segments").clone();
-    let mut bytes = std::fs::read(&newest).expect("read segment");
-    let at = bytes.len() - 3;
-    bytes[at] ^= 0x40;
-    std::fs::write(&newest, bytes).expect("write segment");
+    segments.sort();
+    assert!(segments.len() >= 3, "{segments:?}");
+    let newest = segments.last().expect("segments").clone();
+    let original = std::fs::read(&newest).expect("read segment");
+    let mut tampered = original.clone();
+    let at = tampered.len() - 3;
+    tampered[at] ^= 0x40;
+    std::fs::write(&newest, &tampered).expect("write segment");
 
-    let run = raftlite(
-        &backups.path().join("cli-tmp"),
-        &[
-            "restore",
-            "--node",
-            &base,
-            "--from",
-            &dest_url,
-            "--to-latest",
-        ],
-    );
+    let run = restore_to(&["--to-latest"]);
     assert_ne!(run.code, Some(0), "{run:?}");
     let out = run.all_output();
     assert!(out.contains("sha256") || out.contains("damaged"), "{out}");
+    rows_everywhere(&c, 30);
+
+    // Intact again, and a second base: verify replays the archive from the first base to it
+    // and finds the same content.
+    std::fs::write(&newest, &original).expect("put the segment back");
+    take_backup(&base);
+    let run = verify();
+    assert_eq!(run.code, Some(0), "{run:?}");
+    let out = run.all_output();
+    assert!(out.contains("chain unbroken"), "{out}");
+    assert!(out.contains("same content"), "{out}");
+
+    // Verify finds the tampered segment.
+    std::fs::write(&newest, &tampered).expect("write segment");
+    let run = verify();
+    assert_eq!(run.code, Some(1), "{run:?}");
+    assert!(run.all_output().contains("FAILED  archive"), "{run:?}");
+    std::fs::write(&newest, &original).expect("put the segment back");
+
+    // A segment missing from the middle of the chain: verify names it, and a restore to a
+    // point past it (from the first base) is refused with nothing changed.
+    std::fs::remove_file(&segments[1]).expect("remove a segment");
+    let run = verify();
+    assert_eq!(run.code, Some(1), "{run:?}");
+    assert!(run.all_output().contains("FAILED  archive"), "{run:?}");
+    let run = restore_to(&["--to-index", &at_25.to_string()]);
+    assert_ne!(run.code, Some(0), "{run:?}");
     rows_everywhere(&c, 30);
 }
 
@@ -509,12 +537,26 @@ fn a_destination_outage_past_the_hold_is_a_recorded_gap_that_restore_refuses() {
     // The listing shows the gap.
     let list = cli(&["backup", "list", "--from", dest_url]);
     assert_eq!(list.code, Some(0), "{list:?}");
-    let gap_from = format!(" {}-", before_outage + 1);
-    assert!(list.all_output().contains(&gap_from), "{list:?}");
+    // The gap starts after the last entry archived before the outage (a segment read before
+    // the purge may still have landed once the destination was back) and ends in the outage.
+    let (gap_from, gap_to) = list
+        .stdout
+        .lines()
+        .find_map(|line| {
+            let gaps = line.split_whitespace().last()?;
+            let (from, to) = gaps.split(',').next()?.split_once('-')?;
+            Some((from.parse::<u64>().ok()?, to.parse::<u64>().ok()?))
+        })
+        .unwrap_or_else(|| panic!("no gap listed: {list:?}"));
+    assert!(
+        gap_from > before_outage && gap_to >= gap_from,
+        "{gap_from}-{gap_to}: {list:?}"
+    );
 
     // Inside (and past) the gap from the only base: refused, nothing changes.
     let key_arg = key_file.display().to_string();
-    let inside = (before_outage + 60).to_string();
+    let inside_gap = (gap_from + gap_to) / 2;
+    let inside = inside_gap.to_string();
     let run = cli(&[
         "restore",
         "--node",
@@ -535,7 +577,6 @@ fn a_destination_outage_past_the_hold_is_a_recorded_gap_that_restore_refuses() {
         .as_str()
         .expect("timeline")
         .to_string();
-    let inside_gap = before_outage + 60;
     wait_for(
         || {
             let list = cli(&["backup", "list", "--from", dest_url, "--json"]);

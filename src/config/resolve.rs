@@ -74,9 +74,11 @@ pub struct BackupConfig {
     pub keep: raftlite_backup::KeepRules,
     /// rqlite `-auto-backup` file; replaces `to` and `interval`.
     pub auto_backup: Option<PathBuf>,
-    /// `--archive-to`: `None` when off (the default), `backup` for `to`, else a URL.
+    /// `--archive-to`: `None` when off, `backup` for `to` (the default when `to` is set), else
+    /// a URL.
     pub archive_to: Option<String>,
     pub archive_interval: Option<String>,
+    pub archive_keep_within: Option<String>,
 }
 
 /// Name of the default backup directory, created beside the data dir.
@@ -353,6 +355,11 @@ fn validate(args: ServeOptions) -> Result<ServeConfig, ConfigError> {
                 None if auto_backup.is_some() => (None, false),
                 None => (Some(default_backup_url), true),
             };
+            // The archive follows the backups unless told otherwise.
+            let archive_to = match args.archive_to {
+                Some(archive_to) => Some(archive_to).filter(|to| !is_off(to)),
+                None => to.as_ref().map(|_| "backup".to_string()),
+            };
             BackupConfig {
                 to,
                 to_is_default,
@@ -373,8 +380,9 @@ fn validate(args: ServeOptions) -> Result<ServeConfig, ConfigError> {
                     keep_within: args.backup_keep_within,
                 },
                 auto_backup,
-                archive_to: args.archive_to.filter(|to| !is_off(to)),
+                archive_to,
                 archive_interval: args.archive_interval,
+                archive_keep_within: args.archive_keep_within,
             }
         },
         recovery_mode: args.recovery_mode,

@@ -270,13 +270,22 @@ serve_options! {
 
         /// Ship the committed log continuously to a destination, for point-in-time restore:
         /// `backup` for --backup-to's destination (and its encryption), a URL (encrypted like the
-        /// backups), or `off` [default: off].
+        /// backups), or `off` [default: backup when backups are on, else off].
         #[arg(long, value_name = "backup|DEST|off", env = "RAFTLITE_ARCHIVE_TO")]
+        [file: "backup.archive_to"]
         pub archive_to: Option<String>,
 
         /// Close a log archive segment at least this often, e.g. `1s`, `500ms` [default: 1s].
         #[arg(long, value_name = "DUR", env = "RAFTLITE_ARCHIVE_INTERVAL")]
+        [file: "backup.archive_interval"]
         pub archive_interval: Option<String>,
+
+        /// Keep the log archive for points this far back (e.g. `7d`), with every segment and
+        /// base backup such a point needs; older segments are deleted after each backup. Applies
+        /// to `--archive-to backup`; prune an archive of its own with `backup prune` [default: 7d].
+        #[arg(long, value_name = "DUR", env = "RAFTLITE_ARCHIVE_KEEP_WITHIN")]
+        [file: "backup.archive_keep_within"]
+        pub archive_keep_within: Option<String>,
 
         /// Largest write request, encoded as one Raft log entry (bytes, or with KiB/MiB): a larger
         /// one is refused with 413 before it reaches the log [default: 4MiB; at most 8MiB].

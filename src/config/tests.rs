@@ -381,6 +381,9 @@ fn file_keys_are_the_documented_ones() {
         "keep_monthly",
         "keep_within",
         "auto_backup",
+        "archive_to",
+        "archive_interval",
+        "archive_keep_within",
     ];
     want_backup.sort_unstable();
     assert_eq!(backup, want_backup);

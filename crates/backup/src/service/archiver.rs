@@ -204,9 +204,10 @@ pub fn spawn(archiver: Arc<Archiver>, node: RaftNode) -> tokio::task::JoinHandle
     })
 }
 
-/// Takes a base backup in the background, retrying while another backup runs, until it is done
+/// Takes a base backup at or after log index `at_least` in the background (none when one is
+/// there already, e.g. from the schedule), retrying while another backup runs, until it is done
 /// or this node no longer leads.
-fn request_base(archiver: &Arc<Archiver>, node: &RaftNode, why: &'static str) {
+fn request_base(archiver: &Arc<Archiver>, node: &RaftNode, at_least: u64, why: &'static str) {
     let Some(service) = archiver.base_backups.clone() else {
         tracing::warn!(
             "log archive: {why}; no backups are configured here to start a new base (--backup-to)"
@@ -222,14 +223,15 @@ fn request_base(archiver: &Arc<Archiver>, node: &RaftNode, why: &'static str) {
             if !node.is_leader() {
                 break;
             }
-            match service.run_once(&node).await {
-                Ok(manifest) => {
+            match service.run_base(&node, at_least).await {
+                Ok(Some(manifest)) => {
                     tracing::info!(
                         log_index = manifest.log_index,
                         "log archive: took a base backup ({why})"
                     );
                     break;
                 }
+                Ok(None) => break,
                 Err(BackupRunError::InProgress { .. }) => {
                     tokio::time::sleep(Duration::from_secs(5)).await
                 }
@@ -295,15 +297,21 @@ async fn open_cursor(archiver: &Arc<Archiver>, node: &RaftNode) -> Result<Option
             // A new archive starts where this node's log does (or where the timeline does):
             // what came before is covered by base backups, not by this archive, so it starts
             // with one.
-            request_base(archiver, node, "the archive of a timeline starts");
             let (first_on_disk, _) = node
                 .archive_entries(first_index, 1)
                 .await
                 .map_err(|e| e.to_string())?;
+            let next = first_on_disk.map_or(first_index, |f| f.max(first_index));
+            request_base(
+                archiver,
+                node,
+                next.saturating_sub(1),
+                "the archive of a timeline starts",
+            );
             Cursor {
                 cluster_id,
                 timeline,
-                next: first_on_disk.map_or(first_index, |f| f.max(first_index)),
+                next,
                 prev_sha256: None,
                 caught_up_at: Instant::now(),
             }
@@ -510,7 +518,7 @@ async fn record_missing(
     metrics::counter!("raftlite_archive_gaps_total", "destination" => archiver.label.clone())
         .increment(1);
     archiver.with_record(|r| r.gaps += 1);
-    request_base(archiver, node, "entries were lost to a gap");
+    request_base(archiver, node, resume - 1, "entries were lost to a gap");
     c.next = resume;
     c.prev_sha256 = None;
     Ok(())

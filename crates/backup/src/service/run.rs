@@ -44,6 +44,39 @@ impl BackupService {
         Ok(manifest)
     }
 
+    /// Takes a base backup for the log archive unless the destination already holds a backup
+    /// of the cluster's current timeline at or after log index `at_least` (one the schedule, a
+    /// request or an earlier call took meanwhile): `None` then. Errors as
+    /// [`BackupService::run_once`].
+    pub async fn run_base(
+        &self,
+        node: &impl BackupCluster,
+        at_least: u64,
+    ) -> Result<Option<Manifest>, BackupRunError> {
+        let Ok(_running) = self.running.try_lock() else {
+            return Err(BackupRunError::InProgress {
+                node: node.node_id(),
+                dest: self.label.clone(),
+            });
+        };
+        ensure_leader(node)?;
+        let meta = current_meta(node, &self.label).await?;
+        if let (Some(first), Some(current)) = (meta.timeline_history.first(), meta.timeline()) {
+            let list = list_backups(&self.dest)
+                .await
+                .map_err(BackupRunError::from)?;
+            let covered = list.backups.iter().any(|(_, m)| {
+                m.cluster_id == first.id && m.timeline.id == current.id && m.log_index >= at_least
+            });
+            if covered {
+                return Ok(None);
+            }
+        }
+        let manifest = self.attempt(node, None).await?;
+        self.apply_retention(&manifest).await;
+        Ok(Some(manifest))
+    }
+
     /// Runs the schedule slot starting at `slot_unix_ms`: nothing when the destination already
     /// has a backup for it (or a later slot), a skip when its newest backup holds the same
     /// timeline and data (read from the destination, so this holds across restarts and leader
