@@ -4,12 +4,17 @@
 //!
 //! Covered: restore to an index and to a moment gives exactly the rows committed at that point
 //! on every node; the archive continues across a leader change (the new leader resumes from the
-//! destination's watermark, the chain stays unbroken); a target past the archive is refused with
-//! nothing changed; `/status` shows the archive's lag and watermark.
+//! destination's watermark, the chain stays unbroken); a leader paused while holding entries it
+//! has not archived cannot break the chain when it wakes up after a new leader took over; a
+//! target past the archive is refused with nothing changed; `/status` shows the archive's lag and
+//! watermark; losing every node and data dir loses no write older than the archive interval;
+//! tampered and missing segments are found by `backup verify` and refused by restore; an outage
+//! of the destination longer than the log hold is a recorded gap that restore refuses.
 
 mod common;
 
 use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::{http_post, run_to_completion, wait_for, Cluster, Run};
@@ -619,4 +624,126 @@ fn a_destination_outage_past_the_hold_is_a_recorded_gap_that_restore_refuses() {
     ]);
     assert_eq!(run.code, Some(0), "{run:?}");
     rows_everywhere(&c, 10);
+}
+
+/// Sends a signal (`STOP`, `CONT`) to a node's process.
+fn signal(node: &common::Node, name: &str) {
+    let pid = node.pid().expect("node is running");
+    let status = Command::new("kill")
+        .args([&format!("-{name}"), &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{name} {pid} failed");
+}
+
+/// Resumes a SIGSTOPped node however the test ends.
+struct Paused<'a>(&'a common::Node);
+
+impl Drop for Paused<'_> {
+    fn drop(&mut self) {
+        signal(self.0, "CONT");
+    }
+}
+
+#[test]
+fn a_paused_leader_waking_up_after_a_new_one_took_over_cannot_break_the_archive() {
+    let backups = tempfile::tempdir().expect("tempdir");
+    let dest_url = format!("file://{}", backups.path().display());
+    let c = Cluster::start(
+        3,
+        &[
+            "--backup-to",
+            &dest_url,
+            "--backup-interval",
+            "off",
+            "--archive-interval",
+            "300ms",
+        ],
+    );
+    let old = c.wait_leader(Duration::from_secs(30));
+    let base = c.nodes[old].base_url();
+    common::execute_at(&base, &json!(["CREATE TABLE t(n INTEGER)"])).expect("create");
+    take_backup(&base);
+    let mut last = 0;
+    for n in 1..=10 {
+        last = insert(&base, n);
+    }
+    wait_archived(&c, last);
+    // Applied by the old leader, not archived by it yet, when it is paused.
+    for n in 11..=20 {
+        insert(&base, n);
+    }
+    let paused = {
+        signal(&c.nodes[old], "STOP");
+        Paused(&c.nodes[old])
+    };
+    let others: Vec<usize> = (0..3).filter(|&i| i != old).collect();
+    let new = wait_for(
+        || {
+            others.iter().copied().find(|&i| {
+                c.nodes[i]
+                    .status()
+                    .is_ok_and(|s| s["store"]["raft"]["state"] == "Leader")
+            })
+        },
+        Duration::from_secs(30),
+        "a new leader while the old one is paused",
+    );
+    let new_base = c.nodes[new].base_url();
+    for n in 21..=30 {
+        last = insert(&new_base, n);
+    }
+    wait_for(
+        || {
+            let archived = archive_status(&new_base)?["last_archived_index"].as_u64()?;
+            (archived >= last).then_some(())
+        },
+        Duration::from_secs(30),
+        "the new leader to archive every write",
+    );
+
+    // The old leader wakes up still believing it leads, with entries it meant to archive.
+    drop(paused);
+    wait_for(
+        || {
+            let status = c.nodes[old].status().ok()?;
+            (status["store"]["raft"]["state"] != "Leader"
+                && status["archive"]["archiving"] == json!(false))
+            .then_some(())
+        },
+        Duration::from_secs(30),
+        "the old leader to learn it no longer leads",
+    );
+    for n in 31..=40 {
+        last = insert(&new_base, n);
+    }
+    wait_archived(&c, last);
+    rows_everywhere(&c, 40);
+
+    // One unbroken chain, no overlapping segments, and every write restorable.
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let dest = Destination::parse(&dest_url).expect("destination");
+    runtime.block_on(async {
+        let (cluster_id, timeline_id) = list_archive_cluster(&dest).await;
+        let listed = list_archive(&dest, &cluster_id).await.expect("list");
+        assert!(listed.warnings.is_empty(), "{:?}", listed.warnings);
+        let report = verify_archive_timeline(&dest, &cluster_id, &timeline_id, None)
+            .await
+            .expect("verify");
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
+    });
+    let node = c.nodes[new].base_url();
+    let run = raftlite(
+        &backups.path().join("cli-tmp"),
+        &[
+            "restore",
+            "--node",
+            &node,
+            "--from",
+            &dest_url,
+            "--to-latest",
+        ],
+    );
+    assert_eq!(run.code, Some(0), "{run:?}");
+    rows_everywhere(&c, 40);
 }

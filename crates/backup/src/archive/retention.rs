@@ -35,7 +35,7 @@ use crate::error::BackupError;
 use crate::manifest::{check_segment, BackupId, Manifest};
 
 use super::list::{archive_clusters, list_timelines};
-use super::{gap_file_name, GAPS_DIR};
+use super::{claim_path, gap_file_name, GAPS_DIR};
 
 /// The default `--archive-keep-within`: a week of points to go back to.
 pub const DEFAULT_ARCHIVE_KEEP_WITHIN: Duration = Duration::from_secs(7 * 86_400);
@@ -240,8 +240,22 @@ pub async fn prune_archive(
             let doomed = std::mem::take(&mut plan.deleted);
             for object in doomed {
                 let path = ObjectPath::from(object.path.as_str());
-                match dest.store().delete(&path).await {
-                    Ok(()) | Err(object_store::Error::NotFound { .. }) => plan.deleted.push(object),
+                // A segment's claim goes first: a claim left behind by a failed run would no
+                // longer be listed next time, its segment is.
+                let claim = (object.kind == PrunedKind::Segment)
+                    .then(|| claim_path(dest, cluster_id, &timeline_id, object.first_index));
+                let mut deleted = Ok(());
+                for path in claim.iter().chain(std::iter::once(&path)) {
+                    match dest.store().delete(path).await {
+                        Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                        Err(e) => {
+                            deleted = Err(e);
+                            break;
+                        }
+                    }
+                }
+                match deleted {
+                    Ok(()) => plan.deleted.push(object),
                     Err(e) => {
                         let failed = format!(
                             "deleting {} failed: {e}; the objects after it were left in place \

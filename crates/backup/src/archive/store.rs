@@ -346,6 +346,113 @@ pub async fn record_gap(
     }
 }
 
+/// Who archives the entries from `first_index` on, and how far: the object
+/// `<timeline>/claims/<first_index:020>.json`, written create-only before the segment. Every
+/// writer starts at the archive's watermark + 1, which is where a claim is, so two writers (a
+/// stale leader and the new one) racing for the same entries meet at the same claim: the first
+/// fixes the range, the other writes exactly that range (a segment with the same name and the
+/// same entries) or nothing. Without claims, their segments could overlap with different
+/// boundaries and break the chain.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SegmentClaim {
+    pub first_index: u64,
+    pub last_index: u64,
+    pub node_id: u64,
+    pub claimed_at_unix_ms: i64,
+}
+
+/// Name of the folder under a timeline's archive holding segment claims.
+pub(crate) const CLAIMS_DIR: &str = "claims";
+
+/// The object path of the claim for segments starting at `first_index`.
+pub fn claim_path(
+    dest: &Destination,
+    cluster_id: &str,
+    timeline_id: &str,
+    first_index: u64,
+) -> ObjectPath {
+    dest.archive_dir(cluster_id, timeline_id)
+        .join(CLAIMS_DIR)
+        .join(format!("{first_index:020}.json").as_str())
+}
+
+/// Claims the range of `claim` with a create-only put and returns the claim that holds: ours,
+/// or the one another writer made first for the same first index (its range wins). Stores
+/// without create-only puts get a `head` then a `put`, as for segments.
+pub async fn claim_segment(
+    dest: &Destination,
+    cluster_id: &str,
+    timeline_id: &str,
+    claim: &SegmentClaim,
+) -> Result<SegmentClaim, BackupError> {
+    check_names(cluster_id, timeline_id)?;
+    if claim.first_index > claim.last_index {
+        return Err(BackupError::InvalidOptions {
+            reason: format!(
+                "a segment claim from index {} to {} is empty",
+                claim.first_index, claim.last_index
+            ),
+        });
+    }
+    let path = claim_path(dest, cluster_id, timeline_id, claim.first_index);
+    let body = serde_json::to_vec(claim).map_err(|e| BackupError::Internal {
+        dest: dest.label(),
+        reason: format!("cannot serialize a segment claim: {e}"),
+    })?;
+    let payload = PutPayload::from(body);
+    let store = dest.store();
+    let exists = match store
+        .put_opts(&path, payload.clone(), PutOptions::from(PutMode::Create))
+        .await
+    {
+        Ok(_) => false,
+        Err(
+            object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. },
+        ) => true,
+        Err(
+            object_store::Error::NotImplemented { .. } | object_store::Error::NotSupported { .. },
+        ) => match store.head(&path).await {
+            Ok(_) => true,
+            Err(object_store::Error::NotFound { .. }) => {
+                store
+                    .put(&path, payload)
+                    .await
+                    .map_err(store_error(dest, "uploading", &path))?;
+                false
+            }
+            Err(e) => return Err(store_error(dest, "checking", &path)(e)),
+        },
+        Err(e) => return Err(store_error(dest, "uploading", &path)(e)),
+    };
+    if !exists {
+        return Ok(claim.clone());
+    }
+    let bytes = store
+        .get(&path)
+        .await
+        .map_err(store_error(dest, "reading", &path))?
+        .bytes()
+        .await
+        .map_err(store_error(dest, "reading", &path))?;
+    let held: SegmentClaim =
+        serde_json::from_slice(&bytes).map_err(|e| BackupError::ArchiveConflict {
+            dest: dest.label(),
+            segment: path.to_string(),
+            reason: format!("the segment claim there is not readable ({e}); remove it by hand"),
+        })?;
+    if held.first_index != claim.first_index || held.last_index < held.first_index {
+        return Err(BackupError::ArchiveConflict {
+            dest: dest.label(),
+            segment: path.to_string(),
+            reason: format!(
+                "the segment claim there says {}-{}, which does not fit its name",
+                held.first_index, held.last_index
+            ),
+        });
+    }
+    Ok(held)
+}
+
 /// The previous segment, as far as the chain check knows it.
 struct Previous {
     /// Highest index archived so far.

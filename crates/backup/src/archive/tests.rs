@@ -706,3 +706,39 @@ async fn stores_without_create_only_puts_fall_back() {
     let list = list_archive(&dest, CLUSTER).await.unwrap();
     assert_eq!(list.timelines[0].gaps, vec![(21, 30)]);
 }
+
+#[tokio::test]
+async fn the_first_claim_for_an_index_fixes_the_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = Destination::parse(&format!("file://{}", dir.path().display())).unwrap();
+    for dest in [memory(), file] {
+        let claim = |last, node_id| SegmentClaim {
+            first_index: 11,
+            last_index: last,
+            node_id,
+            claimed_at_unix_ms: 1,
+        };
+        let first = claim_segment(&dest, CLUSTER, "tl-1", &claim(20, 1))
+            .await
+            .unwrap();
+        assert_eq!(first, claim(20, 1));
+        // A stale leader claiming the same start gets the range already claimed.
+        let second = claim_segment(&dest, CLUSTER, "tl-1", &claim(25, 2))
+            .await
+            .unwrap();
+        assert_eq!(second, claim(20, 1));
+        // Claims are not segments: the archive still lists nothing.
+        assert!(list_archive(&dest, CLUSTER)
+            .await
+            .unwrap()
+            .timelines
+            .is_empty());
+        let empty = SegmentClaim {
+            first_index: 12,
+            last_index: 11,
+            node_id: 1,
+            claimed_at_unix_ms: 1,
+        };
+        assert!(claim_segment(&dest, CLUSTER, "tl-1", &empty).await.is_err());
+    }
+}

@@ -25,8 +25,8 @@ use raftlite_consensus::types::{Command, Entry, EntryPayload};
 use serde_json::{json, Value as Json};
 
 use crate::archive::{
-    archive_watermark, encode_segment, entry_encoded_len, put_segment_for_chain, record_gap,
-    ArchivedEntry, ArchivedKind, GapRecord, PutOutcome, SegmentDraft,
+    archive_watermark, claim_segment, encode_segment, entry_encoded_len, put_segment_for_chain,
+    record_gap, ArchivedEntry, ArchivedKind, GapRecord, PutOutcome, SegmentClaim, SegmentDraft,
 };
 use crate::service::{BackupRunError, BackupService};
 use crate::{BackupError, Destination, Encryption, TimelineRef};
@@ -403,6 +403,11 @@ async fn step(
                 break;
             }
         }
+        let Some((segment, switches_timeline)) =
+            claimed_range(archiver, node, c, segment, switches_timeline).await?
+        else {
+            return Ok(()); // the claimed range is not applied here yet: the next pass
+        };
         upload(archiver, node, c, &segment).await?;
         if switches_timeline {
             tracing::info!("log archive: a restore started a new timeline; its archive starts now");
@@ -410,6 +415,86 @@ async fn step(
             *cursor = open_cursor(archiver, node).await?;
         }
     }
+}
+
+/// How long a leader may take to confirm that it still leads before it archives a segment.
+const LEADERSHIP_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Confirms that this node still leads (a stale leader, paused or cut off while another took
+/// over, must not archive), then claims `segment`'s range ([`claim_segment`]) and returns the
+/// entries to archive: `segment` itself, or exactly the range an earlier writer claimed from the
+/// same index (`None` while this node has not applied all of it). With the timeline switch flag.
+async fn claimed_range(
+    archiver: &Archiver,
+    node: &RaftNode,
+    c: &Cursor,
+    mut segment: Vec<ArchivedEntry>,
+    switches_timeline: bool,
+) -> Result<Option<(Vec<ArchivedEntry>, bool)>, String> {
+    let Some(ours_last) = segment.last().map(|e| e.index) else {
+        return Ok(None);
+    };
+    match tokio::time::timeout(LEADERSHIP_CHECK_TIMEOUT, node.ensure_linearizable()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            return Err(format!(
+                "this node no longer leads ({e}); it stops archiving"
+            ))
+        }
+        Err(_) => {
+            return Err(format!(
+                "this node could not confirm within {LEADERSHIP_CHECK_TIMEOUT:?} that it still \
+                 leads; it archives nothing until it can"
+            ))
+        }
+    }
+    let claim = SegmentClaim {
+        first_index: c.next,
+        last_index: ours_last,
+        node_id: node.id(),
+        claimed_at_unix_ms: unix_ms(),
+    };
+    let held = claim_segment(
+        &archiver.settings.dest,
+        &c.cluster_id,
+        &c.timeline.id,
+        &claim,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    if held.last_index == ours_last {
+        return Ok(Some((segment, switches_timeline)));
+    }
+    tracing::warn!(
+        first = c.next,
+        ours = ours_last,
+        claimed = held.last_index,
+        by_node = held.node_id,
+        "log archive: entries from {} on were claimed up to {} (by node {}) before this \
+         leader cut its segment; archiving exactly that range",
+        c.next,
+        held.last_index,
+        held.node_id
+    );
+    if held.last_index < ours_last {
+        segment.retain(|e| e.index <= held.last_index);
+        // The timeline-starting entry ends a segment, so it is past the claimed range.
+        return Ok(Some((segment, false)));
+    }
+    let wanted = held.last_index - c.next + 1;
+    let (_, entries) = node
+        .archive_entries(c.next, wanted)
+        .await
+        .map_err(|e| e.to_string())?;
+    if entries.last().map(|e| e.log_id.index) != Some(held.last_index) {
+        return Ok(None);
+    }
+    let switches = entries.iter().any(starts_timeline);
+    let segment = entries
+        .iter()
+        .map(to_archived)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Some((segment, switches)))
 }
 
 async fn upload(
