@@ -25,8 +25,9 @@
 //!    `--archive-rounds` rounds, alternating which goes first. Archiving / not, as a ratio of
 //!    the medians.
 //! 3. **Replay.** A cluster archiving as in part 1 takes one base backup (`POST /backups`, the
-//!    table still empty), then [`OVERHEAD_CLIENTS`] clients send `--archive-replay-writes`
-//!    single-row INSERTs. Once the archive holds every applied entry the cluster is killed, and
+//!    table still empty), then `--archive-replay-writes` single-row INSERTs paced at
+//!    `--archive-rate` as in part 1 (one log entry each, the workload the replay target speaks
+//!    of). Once the archive holds every applied entry the cluster is killed, and
 //!    this process runs the local half of `raftlite restore --to-latest`
 //!    ([`prepare_point_in_time`]: base download + replay of every archived entry) into a scratch
 //!    directory, timed, its own peak RSS measured (VmHWM reset just before, and VmRSS sampled).
@@ -47,9 +48,7 @@ use crate::cluster::Cluster;
 use crate::http::{self, count_rows, execute_each, get_json, CREATE};
 use crate::proc::{load_average, proc_mem, reset_hwm, sample_peaks};
 use crate::tools::{create_dir_in, file_url};
-use crate::writers::{
-    join_writers, measure_runs, spawn_writers, window_stats, RaftliteInsert, Stats, WriteOp, WARMUP,
-};
+use crate::writers::{measure_runs, RaftliteInsert, Stats, WriteOp, WARMUP};
 use crate::BenchArgs;
 
 /// Nodes of every cluster in this mode.
@@ -531,7 +530,7 @@ async fn replay_part(
 ) -> anyhow::Result<ReplayRun> {
     let (mut cluster, dest_dir) = archiving_cluster(server, work, "replay", true)?;
     let dest_url = file_url(&dest_dir)?;
-    let built = replay_build(&mut cluster, http, plan.replay_writes).await;
+    let built = replay_build(&mut cluster, http, plan.replay_writes, plan.rate).await;
     let built = with_logs(&cluster, built)?;
     // The replay is measured on a quiet machine: the nodes go before it starts.
     drop(cluster);
@@ -591,6 +590,7 @@ async fn replay_build(
     cluster: &mut Cluster,
     http: &reqwest::Client,
     writes: u64,
+    rate: u64,
 ) -> anyhow::Result<(Stats, Duration, u64, u64)> {
     let leader = cluster.start(http, ARCHIVE_NODES).await?;
     execute_each(http, &leader, &[CREATE]).await?;
@@ -610,15 +610,19 @@ async fn replay_build(
         );
     }
 
-    let issued = Arc::new(AtomicU64::new(0));
+    // The workload: single-row writes at the paced rate, one log entry each (64
+    // clients back to back would group many writes per entry and flatter the replay).
+    let secs = writes.div_ceil(rate.max(1));
     let start = Instant::now();
-    let writers = spawn_writers(http, &leader, OVERHEAD_CLIENTS, move |_| {
-        issued.fetch_add(1, Ordering::Relaxed) >= writes
-    });
-    let samples = join_writers(writers).await?;
+    let paced = paced_writes(http, &leader, rate, secs).await?;
     let end = Instant::now();
-    let (stats, _) = window_stats(samples, start, end);
-    stats.print_failures("bench: replay writes: ");
+    let stats = Stats {
+        acked: paced.acks_ms.len() as u64,
+        failed: paced.failed,
+        latencies: Vec::new(),
+        window: end - start,
+        failures: Default::default(),
+    };
     let applied = applied_index(http, &leader).await?;
     let what = format!("the archive to hold entry {applied}");
     wait_archived(cluster, http, &leader, applied, &what).await?;

@@ -119,8 +119,9 @@ pub struct BenchArgs {
     #[arg(long, value_name = "N", default_value_t = 2)]
     pub archive_rounds: u32,
 
-    /// With --archive: writes archived after the base backup, then replayed.
-    #[arg(long, value_name = "N", default_value_t = 100_000)]
+    /// With --archive: single-row writes (paced at --archive-rate) archived after the base
+    /// backup, then replayed.
+    #[arg(long, value_name = "N", default_value_t = 20_000)]
     pub archive_replay_writes: u64,
 
     /// With --restore-db-mib: rounds of floor-then-restore on the one cluster. The report
@@ -438,7 +439,7 @@ mod tests {
                 plan.rounds,
                 plan.replay_writes
             ),
-            (1000, 20, 10, 2, 100_000)
+            (1000, 20, 10, 2, 20_000)
         );
     }
 

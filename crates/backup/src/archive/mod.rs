@@ -78,9 +78,10 @@ pub use segment::{
     ArchivedEntry, ArchivedKind, EncodedSegment, SegmentDraft, SegmentHeader,
 };
 pub use store::{
-    archive_watermark, claim_path, claim_segment, put_segment, put_segment_for_chain, read_segment,
-    record_gap, verify_archive_timeline, ChainProblem, ChainReport, GapRecord, PutOutcome,
-    SegmentClaim, Watermark,
+    archive_watermark, claim_path, claim_segment, claim_timeline, put_segment,
+    put_segment_for_chain, read_segment, record_gap, timeline_claim_path, timeline_history,
+    verify_archive_timeline, ChainProblem, ChainReport, GapRecord, PutOutcome, SegmentClaim,
+    Watermark,
 };
 
 /// The segment format this crate writes; readers refuse anything newer.

@@ -12,6 +12,8 @@ use crate::crypto::Identity;
 use crate::destination::Destination;
 use crate::error::BackupError;
 use crate::manifest::check_segment;
+use futures::TryStreamExt;
+use raftlite_store::TimelineRecord;
 
 use super::list::{list_timelines, merge_ranges};
 use super::segment::{check_body, named, split_object, EncodedSegment, SegmentHeader};
@@ -321,29 +323,130 @@ pub async fn record_gap(
         dest: dest.label(),
         reason: format!("cannot serialize a gap record: {e}"),
     })?;
-    let payload = PutPayload::from(body);
+    put_create_only(dest, &path, PutPayload::from(body)).await?;
+    Ok(())
+}
+
+/// A create-only put of a small object: `true` when it was written, `false` when an object
+/// was there already (the caller compares). Stores without create-only puts get a `head` then
+/// a `put`; between the two another writer can slip in.
+async fn put_create_only(
+    dest: &Destination,
+    path: &ObjectPath,
+    payload: PutPayload,
+) -> Result<bool, BackupError> {
     let store = dest.store();
     match store
-        .put_opts(&path, payload.clone(), PutOptions::from(PutMode::Create))
+        .put_opts(path, payload.clone(), PutOptions::from(PutMode::Create))
         .await
     {
-        Ok(_)
-        | Err(
+        Ok(_) => Ok(true),
+        Err(
             object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. },
-        ) => Ok(()),
+        ) => Ok(false),
         Err(
             object_store::Error::NotImplemented { .. } | object_store::Error::NotSupported { .. },
-        ) => match store.head(&path).await {
-            Ok(_) => Ok(()),
-            Err(object_store::Error::NotFound { .. }) => store
-                .put(&path, payload)
-                .await
-                .map(|_| ())
-                .map_err(store_error(dest, "uploading", &path)),
-            Err(e) => Err(store_error(dest, "checking", &path)(e)),
+        ) => match store.head(path).await {
+            Ok(_) => Ok(false),
+            Err(object_store::Error::NotFound { .. }) => {
+                store
+                    .put(path, payload)
+                    .await
+                    .map_err(store_error(dest, "uploading", path))?;
+                Ok(true)
+            }
+            Err(e) => Err(store_error(dest, "checking", path)(e)),
         },
-        Err(e) => Err(store_error(dest, "uploading", &path)(e)),
+        Err(e) => Err(store_error(dest, "uploading", path)(e)),
     }
+}
+
+/// The bytes of the small object at `path`.
+async fn get_small(dest: &Destination, path: &ObjectPath) -> Result<Bytes, BackupError> {
+    dest.store()
+        .get(path)
+        .await
+        .map_err(store_error(dest, "reading", path))?
+        .bytes()
+        .await
+        .map_err(store_error(dest, "reading", path))
+}
+
+/// `<prefix>/<cluster-id>/timelines/<timeline-id>.json`: a timeline's record (id, counter,
+/// parent, the parent's index where it branched, reason, time), written create-only by the
+/// first leader that archives it. The files together are the cluster's timeline history in the
+/// destination; a timeline id already claimed there with another record is refused.
+pub fn timeline_claim_path(dest: &Destination, cluster_id: &str, timeline_id: &str) -> ObjectPath {
+    dest.prefix()
+        .clone()
+        .join(cluster_id)
+        .join(TIMELINES_DIR)
+        .join(format!("{timeline_id}.json").as_str())
+}
+
+/// Name of the folder under `<cluster-id>/` holding the timeline history.
+const TIMELINES_DIR: &str = "timelines";
+
+/// Claims `record`'s timeline id in `dest` ([`timeline_claim_path`]). The same record already
+/// there is fine (another leader of the same timeline); a different one is
+/// [`BackupError::ArchiveConflict`]: two lineages under one id.
+pub async fn claim_timeline(
+    dest: &Destination,
+    cluster_id: &str,
+    record: &TimelineRecord,
+) -> Result<(), BackupError> {
+    check_names(cluster_id, &record.id)?;
+    let path = timeline_claim_path(dest, cluster_id, &record.id);
+    let body = serde_json::to_vec_pretty(record).map_err(|e| BackupError::Internal {
+        dest: dest.label(),
+        reason: format!("cannot serialize a timeline record: {e}"),
+    })?;
+    if put_create_only(dest, &path, PutPayload::from(body)).await? {
+        return Ok(());
+    }
+    let held: Result<TimelineRecord, _> = serde_json::from_slice(&get_small(dest, &path).await?);
+    match held {
+        Ok(held) if &held == record => Ok(()),
+        Ok(held) => Err(BackupError::ArchiveConflict {
+            dest: dest.label(),
+            segment: path.to_string(),
+            reason: format!(
+                "timeline {} is already claimed there by another history (#{} from {:?} at \
+                 entry {:?}: {}); is a second cluster using the same cluster id and \
+                 destination?",
+                held.id, held.counter, held.parent, held.parent_index, held.reason
+            ),
+        }),
+        Err(e) => Err(BackupError::ArchiveConflict {
+            dest: dest.label(),
+            segment: path.to_string(),
+            reason: format!("the timeline record there is not readable ({e})"),
+        }),
+    }
+}
+
+/// The timeline history of `cluster_id` as claimed in `dest`, by counter (oldest first).
+/// Unreadable records are skipped.
+pub async fn timeline_history(
+    dest: &Destination,
+    cluster_id: &str,
+) -> Result<Vec<TimelineRecord>, BackupError> {
+    let dir = dest.prefix().clone().join(cluster_id).join(TIMELINES_DIR);
+    let objects: Vec<_> = dest
+        .store()
+        .list(Some(&dir))
+        .try_collect()
+        .await
+        .map_err(store_error(dest, "listing", &dir))?;
+    let mut records = Vec::new();
+    for object in objects {
+        let bytes = get_small(dest, &object.location).await?;
+        if let Ok(record) = serde_json::from_slice::<TimelineRecord>(&bytes) {
+            records.push(record);
+        }
+    }
+    records.sort_by(|a, b| (a.counter, &a.id).cmp(&(b.counter, &b.id)));
+    Ok(records)
 }
 
 /// Who archives the entries from `first_index` on, and how far: the object
@@ -399,41 +502,10 @@ pub async fn claim_segment(
         dest: dest.label(),
         reason: format!("cannot serialize a segment claim: {e}"),
     })?;
-    let payload = PutPayload::from(body);
-    let store = dest.store();
-    let exists = match store
-        .put_opts(&path, payload.clone(), PutOptions::from(PutMode::Create))
-        .await
-    {
-        Ok(_) => false,
-        Err(
-            object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. },
-        ) => true,
-        Err(
-            object_store::Error::NotImplemented { .. } | object_store::Error::NotSupported { .. },
-        ) => match store.head(&path).await {
-            Ok(_) => true,
-            Err(object_store::Error::NotFound { .. }) => {
-                store
-                    .put(&path, payload)
-                    .await
-                    .map_err(store_error(dest, "uploading", &path))?;
-                false
-            }
-            Err(e) => return Err(store_error(dest, "checking", &path)(e)),
-        },
-        Err(e) => return Err(store_error(dest, "uploading", &path)(e)),
-    };
-    if !exists {
+    if put_create_only(dest, &path, PutPayload::from(body)).await? {
         return Ok(claim.clone());
     }
-    let bytes = store
-        .get(&path)
-        .await
-        .map_err(store_error(dest, "reading", &path))?
-        .bytes()
-        .await
-        .map_err(store_error(dest, "reading", &path))?;
+    let bytes = get_small(dest, &path).await?;
     let held: SegmentClaim =
         serde_json::from_slice(&bytes).map_err(|e| BackupError::ArchiveConflict {
             dest: dest.label(),

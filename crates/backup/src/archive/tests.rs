@@ -742,3 +742,38 @@ async fn the_first_claim_for_an_index_fixes_the_range() {
         assert!(claim_segment(&dest, CLUSTER, "tl-1", &empty).await.is_err());
     }
 }
+
+#[tokio::test]
+async fn timeline_ids_are_claimed_once_with_their_record() {
+    let dest = memory();
+    let record = |id: &str, counter, parent: Option<&str>| raftlite_store::TimelineRecord {
+        id: id.to_string(),
+        counter,
+        parent: parent.map(str::to_string),
+        parent_index: parent.map(|_| 41),
+        reason: "test".into(),
+        at_unix_ms: 7,
+    };
+    let first = record("tl-1", 1, None);
+    let second = record("tl-2", 2, Some("tl-1"));
+    claim_timeline(&dest, CLUSTER, &second).await.unwrap();
+    claim_timeline(&dest, CLUSTER, &first).await.unwrap();
+    // Another leader of the same timeline: the same record, fine.
+    claim_timeline(&dest, CLUSTER, &first).await.unwrap();
+    // A second lineage under the same id: refused.
+    let err = claim_timeline(&dest, CLUSTER, &record("tl-1", 1, Some("tl-0")))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, BackupError::ArchiveConflict { .. }), "{err}");
+    assert_eq!(
+        timeline_history(&dest, CLUSTER).await.unwrap(),
+        vec![first, second]
+    );
+    // Timeline records are not backups nor archive timelines.
+    assert!(list_archive(&dest, CLUSTER)
+        .await
+        .unwrap()
+        .timelines
+        .is_empty());
+    assert!(crate::list_backups(&dest).await.unwrap().backups.is_empty());
+}

@@ -1,6 +1,7 @@
 //! The leader's continuous log archive (issue 20, first part): committed log entries shipped to
-//! `<prefix>/<cluster-id>/archive/<timeline>/` as segments ([`crate::archive`]), closed every
-//! `--archive-interval` or [`MAX_SEGMENT_PLAIN_BYTES`], whichever comes first.
+//! `<prefix>/<cluster-id>/archive/<timeline>/` as segments ([`crate::archive`]), cut so that an
+//! applied entry waits about `--archive-interval` at most ([`Pace`]) and closed at
+//! [`MAX_SEGMENT_PLAIN_BYTES`].
 //!
 //! - Only the leader archives, and only applied (so committed) entries.
 //! - A new leader resumes from the archive's own watermark (the greatest segment in the
@@ -22,11 +23,13 @@ use raftlite_consensus::archive_hold::ArchiveHold;
 use raftlite_consensus::node::RaftNode;
 use raftlite_consensus::replay::{encode_archived, starts_timeline};
 use raftlite_consensus::types::{Command, Entry, EntryPayload};
+use raftlite_store::TimelineRecord;
 use serde_json::{json, Value as Json};
 
 use crate::archive::{
-    archive_watermark, claim_segment, encode_segment, entry_encoded_len, put_segment_for_chain,
-    record_gap, ArchivedEntry, ArchivedKind, GapRecord, PutOutcome, SegmentClaim, SegmentDraft,
+    archive_watermark, claim_segment, claim_timeline, encode_segment, entry_encoded_len,
+    put_segment_for_chain, record_gap, ArchivedEntry, ArchivedKind, GapRecord, PutOutcome,
+    SegmentClaim, SegmentDraft,
 };
 use crate::service::{BackupRunError, BackupService};
 use crate::{BackupError, Destination, Encryption, TimelineRef};
@@ -82,8 +85,6 @@ struct Cursor {
     next: u64,
     /// sha256 of the last segment written on this timeline (the next one's `prev`).
     prev_sha256: Option<String>,
-    /// When the archive last covered everything applied.
-    caught_up_at: Instant,
 }
 
 impl Archiver {
@@ -176,12 +177,52 @@ impl Archiver {
     }
 }
 
-/// Runs the archiver for as long as the process lives: each `interval`, on the leader, ships
-/// what was applied since the last segment.
+/// When the archiver cuts the next segment: it looks every [`Pace::tick`] and cuts once the
+/// oldest entry not archived has waited so long that, with the time the last cut took, it is
+/// archived within about `--archive-interval` of being applied; at once when
+/// [`READ_BATCH_ENTRIES`] entries wait. So the interval bounds how long an acknowledged write
+/// waits for the archive (the recovery point), not just how often segments are cut, and an idle
+/// cluster writes nothing.
+struct Pace {
+    interval: Duration,
+    tick: Duration,
+    /// When the oldest entry not archived yet was (at the latest) applied; `None` when the
+    /// archive holds everything applied.
+    pending_since: Option<Instant>,
+    /// The previous look: entries first seen now were applied after it, so taking it as their
+    /// start overstates their wait, never understates it.
+    last_look: Instant,
+    /// How long the last cut took (read, encode, claim, upload).
+    last_cut: Duration,
+}
+
+impl Pace {
+    fn new(interval: Duration) -> Pace {
+        Pace {
+            interval,
+            tick: (interval / 10).clamp(Duration::from_millis(20), Duration::from_millis(250)),
+            pending_since: None,
+            last_look: Instant::now(),
+            last_cut: Duration::ZERO,
+        }
+    }
+
+    /// Whether to cut now, with `pending` entries waiting; records their age.
+    fn due(&mut self, pending: u64, now: Instant) -> (bool, Duration) {
+        let since = *self.pending_since.get_or_insert(self.last_look);
+        let age = now.saturating_duration_since(since);
+        let due = pending >= READ_BATCH_ENTRIES || age + self.tick + self.last_cut >= self.interval;
+        (due, age)
+    }
+}
+
+/// Runs the archiver for as long as the process lives: on the leader, ships what was applied
+/// in segments paced by [`Pace`].
 pub fn spawn(archiver: Arc<Archiver>, node: RaftNode) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut cursor: Option<Cursor> = None;
-        let mut ticker = tokio::time::interval(archiver.settings.interval);
+        let mut pace = Pace::new(archiver.settings.interval);
+        let mut ticker = tokio::time::interval(pace.tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticker.tick().await;
@@ -191,10 +232,11 @@ pub fn spawn(archiver: Arc<Archiver>, node: RaftNode) -> tokio::task::JoinHandle
                 }
                 node.archive_hold().clear();
                 archiver.with_record(|r| r.leading = false);
+                pace = Pace::new(archiver.settings.interval);
                 continue;
             }
             archiver.with_record(|r| r.leading = true);
-            if let Err(e) = step(&archiver, &node, &mut cursor).await {
+            if let Err(e) = step(&archiver, &node, &mut cursor, &mut pace).await {
                 archiver.failed("cannot archive the log", &e);
                 // Start over from the destination's own watermark next time: a failed upload
                 // may or may not have landed.
@@ -255,7 +297,7 @@ fn unix_ms() -> i64 {
 
 /// Where this node's database says the archive is: cluster id and current timeline, and the
 /// first index that belongs to that timeline.
-fn current_timeline(node: &RaftNode) -> Result<Option<(String, TimelineRef, u64)>, String> {
+fn current_timeline(node: &RaftNode) -> Result<Option<(String, TimelineRecord, u64)>, String> {
     let meta = node
         .store()
         .committed_meta()
@@ -267,19 +309,16 @@ fn current_timeline(node: &RaftNode) -> Result<Option<(String, TimelineRef, u64)
     // A timeline after the first starts right after the entry that started it (parent_index is
     // what the parent had applied before that entry).
     let first_index = current.parent_index.map_or(1, |p| p.saturating_add(2));
-    Ok(Some((
-        first.id.clone(),
-        TimelineRef {
-            id: current.id.clone(),
-            counter: current.counter,
-        },
-        first_index,
-    )))
+    Ok(Some((first.id.clone(), current.clone(), first_index)))
 }
 
 async fn open_cursor(archiver: &Arc<Archiver>, node: &RaftNode) -> Result<Option<Cursor>, String> {
-    let Some((cluster_id, timeline, first_index)) = current_timeline(node)? else {
+    let Some((cluster_id, record, first_index)) = current_timeline(node)? else {
         return Ok(None);
+    };
+    let timeline = TimelineRef {
+        id: record.id.clone(),
+        counter: record.counter,
     };
     let dest = &archiver.settings.dest;
     let watermark = archive_watermark(dest, &cluster_id, &timeline.id)
@@ -291,9 +330,13 @@ async fn open_cursor(archiver: &Arc<Archiver>, node: &RaftNode) -> Result<Option
             timeline,
             next: w.last_index + 1,
             prev_sha256: Some(w.object_sha256),
-            caught_up_at: Instant::now(),
         },
         None => {
+            // The timeline's id is claimed in the destination with its record before its
+            // archive starts: the history of timelines, and an alarm for a second lineage.
+            claim_timeline(dest, &cluster_id, &record)
+                .await
+                .map_err(|e| e.to_string())?;
             // A new archive starts where this node's log does (or where the timeline does):
             // what came before is covered by base backups, not by this archive, so it starts
             // with one.
@@ -313,7 +356,6 @@ async fn open_cursor(archiver: &Arc<Archiver>, node: &RaftNode) -> Result<Option
                 timeline,
                 next,
                 prev_sha256: None,
-                caught_up_at: Instant::now(),
             }
         }
     };
@@ -358,21 +400,58 @@ async fn step(
     archiver: &Arc<Archiver>,
     node: &RaftNode,
     cursor: &mut Option<Cursor>,
+    pace: &mut Pace,
 ) -> Result<(), String> {
     if cursor.is_none() {
         *cursor = open_cursor(archiver, node).await?;
     }
+    let look = Instant::now();
+    let applied = node.metrics().last_applied.map_or(0, |l| l.index);
+    let Some(c) = cursor.as_ref() else {
+        pace.last_look = look;
+        return Ok(());
+    };
+    if c.next > applied {
+        pace.pending_since = None;
+        pace.last_look = look;
+        archiver.set_lag(0, 0.0);
+        return Ok(());
+    }
+    let (due, age) = pace.due(applied + 1 - c.next, look);
+    pace.last_look = look;
+    archiver.set_lag(applied + 1 - c.next, age.as_secs_f64());
+    if !due {
+        return Ok(());
+    }
+    let cut = Instant::now();
+    archive_through(archiver, node, cursor, applied).await?;
+    pace.last_cut = cut.elapsed();
+    let archived = cursor.as_ref().map_or(0, |c| c.next.saturating_sub(1));
+    let applied_now = node.metrics().last_applied.map_or(0, |l| l.index);
+    // What was applied while this cut ran waits since its start at most.
+    pace.pending_since = (applied_now > archived).then_some(cut);
+    let lag = pace
+        .pending_since
+        .map_or(0.0, |since| since.elapsed().as_secs_f64());
+    archiver.set_lag(applied_now.saturating_sub(archived), lag);
+    Ok(())
+}
+
+/// Archives everything up to `applied` (at least), in segments closed at
+/// [`MAX_SEGMENT_PLAIN_BYTES`] and at an entry that starts a new timeline.
+async fn archive_through(
+    archiver: &Arc<Archiver>,
+    node: &RaftNode,
+    cursor: &mut Option<Cursor>,
+    applied: u64,
+) -> Result<(), String> {
     loop {
         let Some(c) = cursor.as_mut() else {
             return Ok(());
         };
-        let applied = node.metrics().last_applied.map_or(0, |l| l.index);
         if c.next > applied {
-            c.caught_up_at = Instant::now();
-            archiver.set_lag(0, 0.0);
             return Ok(());
         }
-        archiver.set_lag(applied + 1 - c.next, c.caught_up_at.elapsed().as_secs_f64());
         let (first_on_disk, entries) = node
             .archive_entries(c.next, READ_BATCH_ENTRIES)
             .await
@@ -607,4 +686,38 @@ async fn record_missing(
     c.next = resume;
     c.prev_sha256 = None;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cut_is_due_so_that_the_oldest_entry_waits_about_the_interval() {
+        let start = Instant::now();
+        let mut pace = Pace::new(Duration::from_secs(1));
+        assert_eq!(pace.tick, Duration::from_millis(100));
+        pace.last_look = start;
+        pace.last_cut = Duration::from_millis(50);
+        // Entries first seen 300 ms after the previous look: not yet.
+        let (due, age) = pace.due(10, start + Duration::from_millis(300));
+        assert!(!due);
+        assert_eq!(age, Duration::from_millis(300));
+        // Their start stays the previous look; by 850 ms the next tick plus the cut would pass 1 s.
+        assert!(!pace.due(10, start + Duration::from_millis(800)).0);
+        assert!(pace.due(10, start + Duration::from_millis(850)).0);
+        // A full read batch waiting is cut at once.
+        let mut pace = Pace::new(Duration::from_secs(1));
+        pace.last_look = start;
+        assert!(pace.due(READ_BATCH_ENTRIES, start).0);
+        // Short and long intervals keep a sane tick.
+        assert_eq!(
+            Pace::new(Duration::from_millis(100)).tick,
+            Duration::from_millis(20)
+        );
+        assert_eq!(
+            Pace::new(Duration::from_secs(3600)).tick,
+            Duration::from_millis(250)
+        );
+    }
 }
