@@ -220,9 +220,9 @@ pub async fn measure(
     }
 
     eprintln!(
-        "bench: part 3/3, replay: a base backup, {} writes by {OVERHEAD_CLIENTS} clients, then \
-         the local half of restore --to-latest",
-        plan.replay_writes
+        "bench: part 3/3, replay: a base backup, {} writes paced at {}/s, then the local half \
+         of restore --to-latest",
+        plan.replay_writes, plan.rate
     );
     let replay = replay_part(&http, server, work, plan).await?;
     Ok(ArchiveReport {

@@ -534,7 +534,7 @@ mod tests {
             .collect()
     }
 
-    fn timeline<'a>(r: &'a ArchivePruneReport, n: u64) -> &'a TimelinePrune {
+    fn timeline(r: &ArchivePruneReport, n: u64) -> &TimelinePrune {
         r.timelines
             .iter()
             .find(|t| t.timeline_id == format!("tl-{n}"))
@@ -809,7 +809,7 @@ mod tests {
         )
         .await
         .unwrap();
-        assert_eq!(plain.deleted, [needed.0.clone()]);
+        assert_eq!(plain.deleted, std::slice::from_ref(&needed.0));
     }
 
     #[test]
