@@ -14,10 +14,9 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::{http_post, run_to_completion, wait_for, Cluster, Run};
+use common::{http_post, run_to_completion, wait_for, Cluster, Paused, Run};
 use raftlite_backup::archive::{list_archive, verify_archive_timeline};
 use raftlite_backup::Destination;
 use serde_json::{json, Value};
@@ -626,25 +625,6 @@ fn a_destination_outage_past_the_hold_is_a_recorded_gap_that_restore_refuses() {
     rows_everywhere(&c, 10);
 }
 
-/// Sends a signal (`STOP`, `CONT`) to a node's process.
-fn signal(node: &common::Node, name: &str) {
-    let pid = node.pid().expect("node is running");
-    let status = Command::new("kill")
-        .args([&format!("-{name}"), &pid.to_string()])
-        .status()
-        .expect("run kill");
-    assert!(status.success(), "kill -{name} {pid} failed");
-}
-
-/// Resumes a SIGSTOPped node however the test ends.
-struct Paused<'a>(&'a common::Node);
-
-impl Drop for Paused<'_> {
-    fn drop(&mut self) {
-        signal(self.0, "CONT");
-    }
-}
-
 #[test]
 fn a_paused_leader_waking_up_after_a_new_one_took_over_cannot_break_the_archive() {
     let backups = tempfile::tempdir().expect("tempdir");
@@ -673,10 +653,7 @@ fn a_paused_leader_waking_up_after_a_new_one_took_over_cannot_break_the_archive(
     for n in 11..=20 {
         insert(&base, n);
     }
-    let paused = {
-        signal(&c.nodes[old], "STOP");
-        Paused(&c.nodes[old])
-    };
+    let paused = Paused::new(&c.nodes[old]);
     let others: Vec<usize> = (0..3).filter(|&i| i != old).collect();
     let new = wait_for(
         || {

@@ -7,7 +7,6 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,32 +28,6 @@ fn client(timeout: Duration) -> reqwest::blocking::Client {
         .pool_max_idle_per_host(0)
         .build()
         .expect("build HTTP client")
-}
-
-/// Sends a signal (`STOP`, `CONT`) to a node's process.
-fn signal(node: &Node, name: &str) {
-    let pid = node.pid().expect("node is running");
-    let status = Command::new("kill")
-        .args([&format!("-{name}"), &pid.to_string()])
-        .status()
-        .expect("run kill");
-    assert!(status.success(), "kill -{name} {pid} failed");
-}
-
-/// Resumes a SIGSTOPped node however the test ends.
-struct Paused<'a>(&'a Node);
-
-impl<'a> Paused<'a> {
-    fn new(node: &'a Node) -> Paused<'a> {
-        signal(node, "STOP");
-        Paused(node)
-    }
-}
-
-impl Drop for Paused<'_> {
-    fn drop(&mut self) {
-        signal(self.0, "CONT");
-    }
 }
 
 struct Answer {

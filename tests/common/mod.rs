@@ -907,3 +907,29 @@ pub fn wait_ids_present(c: &Cluster, idx: usize, sql: &str, want: &[i64], timeou
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// Sends a signal (`STOP`, `CONT`) to a node's process.
+pub fn signal(node: &Node, name: &str) {
+    let pid = node.pid().expect("node is running");
+    let status = Command::new("kill")
+        .args([&format!("-{name}"), &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{name} {pid} failed");
+}
+
+/// A node paused with SIGSTOP, resumed (SIGCONT) however the test ends.
+pub struct Paused<'a>(&'a Node);
+
+impl<'a> Paused<'a> {
+    pub fn new(node: &'a Node) -> Paused<'a> {
+        signal(node, "STOP");
+        Paused(node)
+    }
+}
+
+impl Drop for Paused<'_> {
+    fn drop(&mut self) {
+        signal(self.0, "CONT");
+    }
+}

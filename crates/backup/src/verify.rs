@@ -20,7 +20,8 @@ use crate::crypto::Identity;
 use crate::destination::Destination;
 use crate::error::BackupError;
 use crate::manifest::{
-    rfc3339, BackupId, EncryptionScheme, Manifest, MANIFEST_FILE, MAX_MANIFEST_BYTES, VERIFIED_FILE,
+    rfc3339, BackupId, EncryptionInfo, EncryptionScheme, Manifest, MANIFEST_FILE,
+    MAX_MANIFEST_BYTES, VERIFIED_FILE,
 };
 use crate::pipe::{ChannelReader, Digester, CHANNEL_DEPTH, MESSAGE_BYTES};
 
@@ -473,6 +474,35 @@ async fn fetch_to(
     })
 }
 
+/// Why `identity` cannot open what `info` describes, if it cannot: the wrong kind of key, or
+/// (for X25519) none of its keys among the recorded recipients. Shared by backups and archive
+/// segments so both refuse before downloading or decrypting.
+pub(crate) fn identity_mismatch(info: &EncryptionInfo, identity: &Identity) -> Option<String> {
+    match (info.scheme, identity) {
+        (EncryptionScheme::AgeX25519, Identity::Passphrase(_)) => Some(
+            "it is encrypted to X25519 recipients, not a passphrase; give an identity file".into(),
+        ),
+        (EncryptionScheme::AgeScrypt, Identity::Keys(_)) => Some(
+            "it is encrypted with a passphrase, not to X25519 recipients; give the passphrase"
+                .into(),
+        ),
+        (EncryptionScheme::AgeX25519, Identity::Keys(_)) => {
+            let mine = identity.fingerprints();
+            (!info.recipient_fingerprints.is_empty()
+                && !mine.iter().any(|f| info.recipient_fingerprints.contains(f)))
+            .then(|| {
+                format!(
+                    "none of the identity's public keys (sha256 {}) is among its recipients \
+                     (sha256 {})",
+                    mine.join(", "),
+                    info.recipient_fingerprints.join(", ")
+                )
+            })
+        }
+        (EncryptionScheme::AgeScrypt, Identity::Passphrase(_)) => None,
+    }
+}
+
 /// Refuses early, without downloading, when the identity cannot possibly open the backup.
 fn check_identity(
     manifest: &Manifest,
@@ -496,30 +526,9 @@ fn check_identity(
             scheme: info.scheme.to_string(),
         });
     };
-    match (info.scheme, identity) {
-        (EncryptionScheme::AgeX25519, Identity::Passphrase(_)) => Err(wrong(
-            "it is encrypted to X25519 recipients, not a passphrase; give an identity file".into(),
-        )),
-        (EncryptionScheme::AgeScrypt, Identity::Keys(_)) => Err(wrong(
-            "it is encrypted with a passphrase, not to X25519 recipients; give the passphrase"
-                .into(),
-        )),
-        (EncryptionScheme::AgeX25519, Identity::Keys(_)) => {
-            let mine = identity.fingerprints();
-            if !info.recipient_fingerprints.is_empty()
-                && !mine.iter().any(|f| info.recipient_fingerprints.contains(f))
-            {
-                Err(wrong(format!(
-                    "none of the identity's public keys (sha256 {}) is among its recipients \
-                     (sha256 {})",
-                    mine.join(", "),
-                    info.recipient_fingerprints.join(", ")
-                )))
-            } else {
-                Ok(())
-            }
-        }
-        (EncryptionScheme::AgeScrypt, Identity::Passphrase(_)) => Ok(()),
+    match identity_mismatch(info, identity) {
+        Some(reason) => Err(wrong(reason)),
+        None => Ok(()),
     }
 }
 

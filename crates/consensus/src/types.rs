@@ -94,8 +94,9 @@ impl fmt::Display for Command {
 /// Serializes a byte vector as one byte string instead of element by element. For postcard the
 /// wire format is the same as a plain `Vec<u8>` (a varint length, then the raw bytes), but
 /// encoding and decoding are a copy instead of one serde call per byte, which matters for
-/// megabytes inside the AppendEntries time limit.
-mod byte_string {
+/// megabytes inside the AppendEntries time limit (and for archive segments, which hold
+/// entries in the same encoding).
+pub mod byte_string {
     use std::fmt;
 
     use serde::de::{Deserializer, Error, SeqAccess, Visitor};

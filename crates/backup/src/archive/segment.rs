@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 use crate::crypto::{Encryption, Identity};
 use crate::destination::Destination;
 use crate::error::BackupError;
-use crate::manifest::{check_segment, Compression, EncryptionInfo, EncryptionScheme, TimelineRef};
+use crate::manifest::{check_segment, Compression, EncryptionInfo, TimelineRef};
+use crate::verify::identity_mismatch;
 
 use super::{
     is_sha256_hex, sha256_bytes_hex, ARCHIVE_FORMAT_VERSION, MAX_HEADER_BYTES,
@@ -37,7 +38,7 @@ pub struct ArchivedEntry {
     pub at_unix_ms: Option<i64>,
     pub kind: ArchivedKind,
     /// The entry's payload as the consensus layer encodes it.
-    #[serde(with = "byte_string")]
+    #[serde(with = "raftlite_consensus::types::byte_string")]
     pub payload: Vec<u8>,
 }
 
@@ -605,30 +606,9 @@ fn check_identity(
             scheme: info.scheme.to_string(),
         });
     };
-    match (info.scheme, identity) {
-        (EncryptionScheme::AgeX25519, Identity::Passphrase(_)) => Err(wrong(
-            "it is encrypted to X25519 recipients, not a passphrase; give an identity file".into(),
-        )),
-        (EncryptionScheme::AgeScrypt, Identity::Keys(_)) => Err(wrong(
-            "it is encrypted with a passphrase, not to X25519 recipients; give the passphrase"
-                .into(),
-        )),
-        (EncryptionScheme::AgeX25519, Identity::Keys(_)) => {
-            let mine = identity.fingerprints();
-            if !info.recipient_fingerprints.is_empty()
-                && !mine.iter().any(|f| info.recipient_fingerprints.contains(f))
-            {
-                Err(wrong(format!(
-                    "none of the identity's public keys (sha256 {}) is among its recipients \
-                     (sha256 {})",
-                    mine.join(", "),
-                    info.recipient_fingerprints.join(", ")
-                )))
-            } else {
-                Ok(())
-            }
-        }
-        (EncryptionScheme::AgeScrypt, Identity::Passphrase(_)) => Ok(()),
+    match identity_mismatch(info, identity) {
+        Some(reason) => Err(wrong(reason)),
+        None => Ok(()),
     }
 }
 
@@ -687,48 +667,4 @@ fn decompress<R: Read>(input: R, expected: u64) -> Result<Vec<u8>, DecompressErr
         return Err(DecompressError::TooLarge(limit));
     }
     Ok(out)
-}
-
-/// `Vec<u8>` as one byte string: the same postcard bytes as a `Vec<u8>` (length, then the
-/// bytes) but encoded and decoded as one copy rather than one serde call per byte.
-mod byte_string {
-    use std::fmt;
-
-    use serde::de::{Deserializer, Error, SeqAccess, Visitor};
-    use serde::Serializer;
-
-    pub fn serialize<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_bytes(bytes)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
-        deserializer.deserialize_byte_buf(Bytes)
-    }
-
-    struct Bytes;
-
-    impl<'de> Visitor<'de> for Bytes {
-        type Value = Vec<u8>;
-
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("a byte string")
-        }
-
-        fn visit_bytes<E: Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
-            Ok(v.to_vec())
-        }
-
-        fn visit_byte_buf<E: Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
-            Ok(v)
-        }
-
-        // Self-describing formats (JSON) hand a byte string over as a sequence of numbers.
-        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u8>, A::Error> {
-            let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1 << 16));
-            while let Some(b) = seq.next_element::<u8>()? {
-                out.push(b);
-            }
-            Ok(out)
-        }
-    }
 }

@@ -119,32 +119,11 @@ pub async fn put_segment_for_chain(
     dest: &Destination,
     segment: &EncodedSegment,
 ) -> Result<(PutOutcome, String), BackupError> {
-    let store = dest.store();
-    let path = &segment.path;
     let payload = PutPayload::from(segment.bytes.clone());
-    let created = (PutOutcome::Created, segment.object_sha256.clone());
-    match store
-        .put_opts(path, payload.clone(), PutOptions::from(PutMode::Create))
-        .await
-    {
-        Ok(_) => Ok(created),
-        Err(
-            object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. },
-        ) => compare_existing(dest, segment).await,
-        Err(
-            object_store::Error::NotImplemented { .. } | object_store::Error::NotSupported { .. },
-        ) => match store.head(path).await {
-            Ok(_) => compare_existing(dest, segment).await,
-            Err(object_store::Error::NotFound { .. }) => {
-                store
-                    .put(path, payload)
-                    .await
-                    .map_err(store_error(dest, "uploading", path))?;
-                Ok(created)
-            }
-            Err(e) => Err(store_error(dest, "checking", path)(e)),
-        },
-        Err(e) => Err(store_error(dest, "uploading", path)(e)),
+    if put_create_only(dest, &segment.path, payload).await? {
+        Ok((PutOutcome::Created, segment.object_sha256.clone()))
+    } else {
+        compare_existing(dest, segment).await
     }
 }
 
