@@ -67,6 +67,22 @@ fn take_backup(base: &str) {
     assert_eq!(status, 200, "{text}");
 }
 
+/// `n` nodes backing up to `dest_url` on request only, archiving beside the backups (the
+/// default) every `interval`.
+fn archiving_cluster(n: usize, dest_url: &str, interval: &str) -> Cluster {
+    Cluster::start(
+        n,
+        &[
+            "--backup-to",
+            dest_url,
+            "--backup-interval",
+            "off",
+            "--archive-interval",
+            interval,
+        ],
+    )
+}
+
 fn leader_base(c: &Cluster) -> String {
     c.nodes[c.wait_leader(Duration::from_secs(30))].base_url()
 }
@@ -120,19 +136,7 @@ fn rfc3339(ms: i64) -> String {
 fn restore_to_an_index_and_to_a_moment_across_a_leader_change() {
     let backups = tempfile::tempdir().expect("tempdir");
     let dest_url = format!("file://{}", backups.path().display());
-    let mut c = Cluster::start(
-        3,
-        &[
-            "--backup-to",
-            &dest_url,
-            "--backup-interval",
-            "off",
-            "--archive-to",
-            "backup",
-            "--archive-interval",
-            "200ms",
-        ],
-    );
+    let mut c = archiving_cluster(3, &dest_url, "200ms");
     let base = leader_base(&c);
     common::execute_at(&base, &json!(["CREATE TABLE t(n INTEGER)"])).expect("create");
     for n in 1..=10 {
@@ -281,19 +285,7 @@ async fn list_archive_cluster(dest: &Destination) -> (String, String) {
 fn losing_every_node_loses_no_write_older_than_a_second() {
     let backups = tempfile::tempdir().expect("tempdir");
     let dest_url = format!("file://{}", backups.path().display());
-    let mut c = Cluster::start(
-        3,
-        &[
-            "--backup-to",
-            &dest_url,
-            "--backup-interval",
-            "off",
-            "--archive-to",
-            "backup",
-            "--archive-interval",
-            "1s",
-        ],
-    );
+    let mut c = archiving_cluster(3, &dest_url, "1s");
     let base = leader_base(&c);
     common::execute_at(&base, &json!(["CREATE TABLE t(n INTEGER)"])).expect("create");
     take_backup(&base);
@@ -345,19 +337,7 @@ fn losing_every_node_loses_no_write_older_than_a_second() {
 fn a_tampered_segment_is_refused_and_nothing_changes() {
     let backups = tempfile::tempdir().expect("tempdir");
     let dest_url = format!("file://{}", backups.path().display());
-    let c = Cluster::start(
-        1,
-        &[
-            "--backup-to",
-            &dest_url,
-            "--backup-interval",
-            "off",
-            "--archive-to",
-            "backup",
-            "--archive-interval",
-            "200ms",
-        ],
-    );
+    let c = archiving_cluster(1, &dest_url, "200ms");
     let base = leader_base(&c);
     common::execute_at(&base, &json!(["CREATE TABLE t(n INTEGER)"])).expect("create");
     take_backup(&base);
@@ -629,17 +609,7 @@ fn a_destination_outage_past_the_hold_is_a_recorded_gap_that_restore_refuses() {
 fn a_paused_leader_waking_up_after_a_new_one_took_over_cannot_break_the_archive() {
     let backups = tempfile::tempdir().expect("tempdir");
     let dest_url = format!("file://{}", backups.path().display());
-    let c = Cluster::start(
-        3,
-        &[
-            "--backup-to",
-            &dest_url,
-            "--backup-interval",
-            "off",
-            "--archive-interval",
-            "300ms",
-        ],
-    );
+    let c = archiving_cluster(3, &dest_url, "300ms");
     let old = c.wait_leader(Duration::from_secs(30));
     let base = c.nodes[old].base_url();
     common::execute_at(&base, &json!(["CREATE TABLE t(n INTEGER)"])).expect("create");
