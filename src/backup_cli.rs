@@ -606,6 +606,9 @@ struct ListedJson<'a> {
 
 async fn list(args: BackupListArgs) -> anyhow::Result<()> {
     let dest = open_destination(&args.from)?;
+    if args.archive {
+        return list_archive_only(&dest, args.json).await;
+    }
     let listing = list_backups(&dest).await.map_err(engine_error)?;
     if args.json {
         let out: Vec<ListedJson<'_>> = listing
@@ -692,6 +695,48 @@ async fn list(args: BackupListArgs) -> anyhow::Result<()> {
     }
     drop(out);
     print_archive_coverage(&dest).await
+}
+
+/// `backup list --archive`: the archive's coverage per cluster and timeline, with each
+/// timeline's record from the destination's history; `--json` prints
+/// `[{"cluster_id", "timeline_id", "counter", "parent", "parent_index", "reason", "first_index",
+/// "last_index", "first_at", "last_at", "segments", "bytes", "gaps": [[from, to]]}]`. Fails when
+/// the archive cannot be listed.
+async fn list_archive_only(dest: &Destination, json: bool) -> anyhow::Result<()> {
+    use raftlite_backup::archive::{archive_clusters, list_archive, rfc3339_utc, timeline_history};
+    if !json {
+        return print_archive_coverage(dest).await;
+    }
+    let mut out = Vec::new();
+    for cluster in archive_clusters(dest).await.map_err(engine_error)? {
+        let archive = list_archive(dest, &cluster).await.map_err(engine_error)?;
+        for w in &archive.warnings {
+            eprintln!("warning: cluster {cluster}: {w}");
+        }
+        let history = timeline_history(dest, &cluster)
+            .await
+            .map_err(engine_error)?;
+        for t in &archive.timelines {
+            let record = history.iter().find(|r| r.id == t.timeline_id);
+            out.push(serde_json::json!({
+                "cluster_id": cluster,
+                "timeline_id": t.timeline_id,
+                "counter": record.map(|r| r.counter),
+                "parent": record.and_then(|r| r.parent.clone()),
+                "parent_index": record.and_then(|r| r.parent_index),
+                "reason": record.map(|r| r.reason.clone()),
+                "first_index": t.first_index,
+                "last_index": t.last_index,
+                "first_at": t.first_at_unix_ms.map(rfc3339_utc),
+                "last_at": t.last_at_unix_ms.map(rfc3339_utc),
+                "segments": t.segments,
+                "bytes": t.bytes,
+                "gaps": t.gaps,
+            }));
+        }
+    }
+    print_json(&out)?;
+    Ok(())
 }
 
 /// The log archive's coverage per cluster and timeline (text only: `--json` stays the array of

@@ -478,8 +478,21 @@ fn load_archiver(
 ) -> anyhow::Result<Option<Arc<Archiver>>> {
     let backup = &config.backup;
     let Some(to) = &backup.archive_to else {
+        if backups.is_some() && backup.passphrase_env.is_some() {
+            tracing::info!(
+                "the log archive is off: with --backup-passphrase-env each segment would cost \
+                 about a second of CPU (age scrypt); encrypt to --backup-recipient keys to have \
+                 it on by default, or give --archive-to backup to accept the cost"
+            );
+        }
         return Ok(None);
     };
+    if backup.passphrase_env.is_some() {
+        tracing::warn!(
+            "--archive-to with --backup-passphrase-env: every archive segment costs about a \
+             second of CPU on the leader (age scrypt); --backup-recipient keys cost nothing alike"
+        );
+    }
     let interval = match &backup.archive_interval {
         None => DEFAULT_ARCHIVE_INTERVAL,
         Some(v) => {

@@ -694,3 +694,92 @@ fn a_paused_leader_waking_up_after_a_new_one_took_over_cannot_break_the_archive(
     assert_eq!(run.code, Some(0), "{run:?}");
     rows_everywhere(&c, 40);
 }
+
+#[test]
+fn retention_keeps_every_point_in_its_window_and_only_those() {
+    let backups = tempfile::tempdir().expect("tempdir");
+    let dest_url = format!("file://{}", backups.path().display());
+    let window_ms = 3_000;
+    let c = Cluster::start(
+        1,
+        &[
+            "--backup-to",
+            &dest_url,
+            "--backup-interval",
+            "off",
+            "--backup-keep-last",
+            "100",
+            "--archive-interval",
+            "200ms",
+            "--archive-keep-within",
+            "3s",
+        ],
+    );
+    let base = leader_base(&c);
+    common::execute_at(&base, &json!(["CREATE TABLE t(n INTEGER)"])).expect("create");
+    take_backup(&base);
+    let mut index_of = vec![0u64];
+    for n in 1..=10 {
+        index_of.push(insert(&base, n));
+    }
+    wait_archived(&c, index_of[10]);
+    take_backup(&base); // the base the window will start from
+    let second_base_at = now_ms();
+    for n in 11..=20 {
+        index_of.push(insert(&base, n));
+    }
+    wait_archived(&c, index_of[20]);
+    // Once the second base is older than the window, the next backup applies retention.
+    wait_for(
+        || (now_ms() > second_base_at + window_ms).then_some(()),
+        Duration::from_secs(10),
+        "the second base to leave the retention window",
+    );
+    take_backup(&base);
+
+    // Segments only the first base could replay are gone; the window's points remain.
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let dest = Destination::parse(&dest_url).expect("destination");
+    let first = runtime.block_on(async {
+        let (cluster_id, timeline_id) = list_archive_cluster(&dest).await;
+        let listed = list_archive(&dest, &cluster_id).await.expect("list");
+        let t = listed
+            .timelines
+            .iter()
+            .find(|t| t.timeline_id == timeline_id)
+            .expect("the timeline's archive")
+            .clone();
+        let report = verify_archive_timeline(&dest, &cluster_id, &timeline_id, None)
+            .await
+            .expect("verify");
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
+        t.first_index
+    });
+    assert!(
+        first > index_of[5],
+        "archive retention kept entries before the window's base: the archive starts at {first}"
+    );
+    let cli_tmp = backups.path().join("cli-tmp");
+    let restore_to = |index: u64| {
+        raftlite(
+            &cli_tmp,
+            &[
+                "restore",
+                "--node",
+                &base,
+                "--from",
+                &dest_url,
+                "--to-index",
+                &index.to_string(),
+            ],
+        )
+    };
+    // A point inside the window (after the second base): exact.
+    let run = restore_to(index_of[15]);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    rows_everywhere(&c, 15);
+    // A point only the pruned segments could reach: refused, nothing changes.
+    let run = restore_to(index_of[5]);
+    assert_ne!(run.code, Some(0), "{run:?}");
+    rows_everywhere(&c, 15);
+}

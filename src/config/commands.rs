@@ -131,6 +131,12 @@ pub struct BackupListArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+
+    /// List the log archive instead of the backups: per cluster and timeline its coverage
+    /// (first/last index and time, gaps, segments) and the timeline's record (parent, branch
+    /// point, reason); with --json as a JSON array.
+    #[arg(long)]
+    pub archive: bool,
 }
 
 #[derive(Debug, Clone, Args)]

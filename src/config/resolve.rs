@@ -355,9 +355,12 @@ fn validate(args: ServeOptions) -> Result<ServeConfig, ConfigError> {
                 None if auto_backup.is_some() => (None, false),
                 None => (Some(default_backup_url), true),
             };
-            // The archive follows the backups unless told otherwise.
+            // The archive follows the backups unless told otherwise, except with passphrase
+            // encryption: age's scrypt costs about a second of CPU per segment, so there it
+            // has to be asked for.
             let archive_to = match args.archive_to {
                 Some(archive_to) => Some(archive_to).filter(|to| !is_off(to)),
+                None if args.backup_passphrase_env.is_some() => None,
                 None => to.as_ref().map(|_| "backup".to_string()),
             };
             BackupConfig {

@@ -612,5 +612,5 @@ fn the_example_config_is_accepted() {
     let command = serve_command();
     let text = include_str!("../../deploy/raftlite.toml");
     let values = read(text, &file_options(&command), &file_command(&command)).unwrap();
-    assert_eq!(values.len(), 16);
+    assert_eq!(values.len(), 18);
 }

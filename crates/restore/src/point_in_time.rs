@@ -10,7 +10,8 @@
 use std::path::{Path, PathBuf};
 
 use raftlite_backup::archive::{
-    decode_segment, list_archive, list_segments, read_segment, SegmentHeader, TimelineCoverage,
+    decode_segment, list_archive, list_segments, read_segment, release_lease, take_lease,
+    RestoreLease, SegmentHeader, TimelineCoverage, LEASE_DURATION,
 };
 use raftlite_backup::{
     download_backup, list_backups, BackupError, BackupId, Destination, Identity,
@@ -126,18 +127,39 @@ pub async fn prepare_point_in_time(
         base_index + 1
     ));
     let path = scratch.join("point-in-time.sqlite");
-    download_backup(dest, base_id, identity, &path).await?;
-    let replayed = replay_onto(
+    // Archive retention on the cluster's leader keeps what this restore reads while it runs.
+    let now = now_unix_ms();
+    let lease = take_lease(
         dest,
         &cluster_id,
         &timeline_id,
-        base_index,
-        last_possible,
-        target,
-        identity,
-        &path,
+        &RestoreLease {
+            base: base_id.to_string(),
+            from_index: base_index,
+            to_index: last_possible,
+            taken_at_unix_ms: now,
+            expires_at_unix_ms: now.saturating_add(LEASE_DURATION.as_millis() as i64),
+            holder: format!("raftlite restore (pid {})", std::process::id()),
+        },
     )
     .await?;
+    let replayed = async {
+        download_backup(dest, base_id, identity, &path).await?;
+        replay_onto(
+            dest,
+            &cluster_id,
+            &timeline_id,
+            base_index,
+            last_possible,
+            target,
+            identity,
+            &path,
+        )
+        .await
+    }
+    .await;
+    release_lease(dest, &lease).await;
+    let replayed = replayed?;
     Ok(Prepared {
         path,
         cluster_id,
@@ -440,6 +462,12 @@ fn check_header(header: &SegmentHeader, timeline_id: &str) -> Result<(), PitrErr
         )));
     }
     Ok(())
+}
+
+fn now_unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 async fn blocking<T: Send + 'static>(

@@ -58,6 +58,7 @@
 //! objects over [`MAX_SEGMENT_OBJECT_BYTES`] and headers over 64 KiB unread, so a damaged or
 //! hostile object cannot make them allocate without bound.
 
+mod lease;
 mod list;
 mod retention;
 mod segment;
@@ -65,6 +66,7 @@ mod store;
 #[cfg(test)]
 mod tests;
 
+pub use lease::{release_lease, take_lease, RestoreLease, LEASE_DURATION};
 pub use list::{
     archive_clusters, list_archive, list_segments, rfc3339_utc, ArchiveList, SegmentRef,
     TimelineCoverage,

@@ -19,6 +19,9 @@
 //!   right after the segments before it), and the first failure stops the timeline: an
 //!   interrupted prune only shortens the archive from its start, never leaves a hole inside.
 //!
+//! - A live restore lease ([`super::lease`]) keeps its base backup and every segment after the
+//!   base's index, whatever the window.
+//!
 //! [`archive_needs`] is the other half: the bases the window needs, which backup retention
 //! must keep ([`crate::retention::prune_keeping`]). Run backup retention first, then
 //! [`prune_archive`] with the backups it kept.
@@ -34,6 +37,7 @@ use crate::destination::Destination;
 use crate::error::BackupError;
 use crate::manifest::{check_segment, BackupId, Manifest};
 
+use super::lease::live_leases;
 use super::list::{archive_clusters, list_timelines};
 use super::{claim_path, gap_file_name, GAPS_DIR};
 
@@ -173,6 +177,12 @@ pub async fn archive_needs(
             if let Some((id, _)) = window_base(backups, &cluster, &timeline, start) {
                 needs.insert(id.clone(), timeline.clone());
             }
+            // The bases running point-in-time restores read.
+            for lease in live_leases(dest, &cluster, &timeline, now_unix_ms, true).await? {
+                if let Ok(id) = lease.base.parse::<BackupId>() {
+                    needs.insert(id, timeline.clone());
+                }
+            }
         }
     }
     Ok(needs)
@@ -235,6 +245,9 @@ pub async fn prune_archive(
                 .min()
                 .unwrap_or(base.data_index())
         });
+        // A running point-in-time restore keeps what it reads after its base.
+        let leases = live_leases(dest, cluster_id, &timeline_id, now_unix_ms, dry_run).await?;
+        let bound = bound.map(|b| leases.iter().fold(b, |b, l| b.min(l.from_index)));
         let mut plan = plan_timeline(&timeline_id, &segments, &gaps, base, bound, start);
         if !dry_run {
             let doomed = std::mem::take(&mut plan.deleted);
@@ -400,8 +413,9 @@ mod tests {
 
     use super::*;
     use crate::archive::{
-        encode_segment, list_segments, put_segment, record_gap, verify_archive_timeline,
-        ArchivedEntry, ArchivedKind, GapRecord, PutOutcome, SegmentDraft,
+        encode_segment, list_segments, put_segment, record_gap, release_lease, take_lease,
+        verify_archive_timeline, ArchivedEntry, ArchivedKind, GapRecord, PutOutcome, RestoreLease,
+        SegmentDraft,
     };
     use crate::manifest::{Compression, TimelineRef, MANIFEST_FILE};
     use crate::retention::{prune_keeping, RetentionPolicy};
@@ -617,6 +631,51 @@ mod tests {
             .await
             .unwrap();
         assert!(timeline(&again, 1).deleted.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_running_restore_keeps_its_base_and_segments_until_its_lease_ends() {
+        let dest = memory();
+        archive(&dest, 1, &TEN).await;
+        let kept = [
+            base(1, 5, W - 2 * DAY),
+            base(1, 25, W - HOUR),
+            base(1, 45, W + HOUR),
+        ];
+        // A restore from the oldest base is reading segments 6.. right now.
+        let lease = RestoreLease {
+            base: kept[0].0.to_string(),
+            from_index: 5,
+            to_index: 30,
+            taken_at_unix_ms: NOW - 1000,
+            expires_at_unix_ms: NOW + HOUR,
+            holder: "test".into(),
+        };
+        let held = take_lease(&dest, CLUSTER, "tl-1", &lease).await.unwrap();
+        let needs = archive_needs(&dest, &kept, Some(CLUSTER), WEEK, NOW)
+            .await
+            .unwrap();
+        assert!(needs.contains_key(&kept[0].0), "{needs:?}");
+        let report = prune_archive(&dest, CLUSTER, WEEK, NOW, &kept, false)
+            .await
+            .unwrap();
+        assert_eq!(deleted(timeline(&report, 1)), []);
+        assert_eq!(ranges(&dest, 1).await, TEN);
+        // Released (or expired): the window alone decides again.
+        release_lease(&dest, &held).await;
+        let report = prune_archive(&dest, CLUSTER, WEEK, NOW, &kept, false)
+            .await
+            .unwrap();
+        assert_eq!(
+            deleted(timeline(&report, 1)),
+            [(PrunedKind::Segment, 1, 10), (PrunedKind::Segment, 11, 20)]
+        );
+        take_lease(&dest, CLUSTER, "tl-1", &lease).await.unwrap();
+        let later = NOW + 2 * HOUR;
+        assert!(live_leases(&dest, CLUSTER, "tl-1", later, false)
+            .await
+            .unwrap()
+            .is_empty());
     }
 
     #[tokio::test]
