@@ -195,6 +195,21 @@ fn restore_to_an_index_and_to_a_moment_across_a_leader_change() {
     let cli_tmp = backups.path().join("cli-tmp");
     let node = c.nodes[c.wait_leader(Duration::from_secs(30))].base_url();
 
+    // The archive's listing as JSON: coverage and the timeline's record from the history.
+    let run = raftlite(
+        &cli_tmp,
+        &["backup", "list", "--from", &dest_url, "--archive", "--json"],
+    );
+    assert_eq!(run.code, Some(0), "{run:?}");
+    let listed: Value = serde_json::from_str(&run.stdout).expect("JSON");
+    let first = &listed[0];
+    assert_eq!(first["timeline_id"], json!(timeline_id), "{listed}");
+    assert_eq!(first["counter"], json!(1), "{listed}");
+    assert_eq!(first["parent"], Value::Null, "{listed}");
+    assert_eq!(first["first_index"], json!(1), "{listed}");
+    assert!(first["last_index"].as_u64() >= Some(last), "{listed}");
+    assert_eq!(first["gaps"], json!([]), "{listed}");
+
     // Past the end of the archive: refused, nothing changes.
     let run = raftlite(
         &cli_tmp,
