@@ -117,6 +117,9 @@ async fn restore(args: RestoreArgs, timeline_id: String) -> anyhow::Result<()> {
                 .map(|ms| format!(" (last write at {})", rfc3339_ms(ms)))
                 .unwrap_or_default()
         );
+        if let Some(later) = &built.checked_against {
+            eprintln!("checked: replaying the archive on to backup {later} gives its content");
+        }
         let label = format!(
             "{} at log entry {} of timeline {}",
             args.from, built.index, built.timeline_id

@@ -154,6 +154,8 @@ fn restore_to_an_index_and_to_a_moment_across_a_leader_change() {
     let moment_after_30 = now_ms();
     std::thread::sleep(Duration::from_millis(20));
     wait_archived(&c, index_of[20]);
+    // A later base: a restore to a point before it replays on to it and compares contents.
+    take_backup(&base);
 
     // A leader change: the new leader resumes from the destination's watermark.
     let old_leader = c.wait_leader(Duration::from_secs(30));
@@ -241,7 +243,47 @@ fn restore_to_an_index_and_to_a_moment_across_a_leader_change() {
         ],
     );
     assert_eq!(run.code, Some(0), "{run:?}");
+    assert!(
+        run.all_output().contains("gives its content"),
+        "the replay was checked against the later base: {run:?}"
+    );
     rows_everywhere(&c, 20);
+
+    // Across the restore: the new timeline's archive starts with a base of its own (the leader
+    // takes it as soon as it archives the new timeline), so points on it can be restored too.
+    let node = c.nodes[c.wait_leader(Duration::from_secs(30))].base_url();
+    wait_for(
+        || {
+            let run = raftlite(&cli_tmp, &["backup", "list", "--from", &dest_url, "--json"]);
+            let backups: Value = serde_json::from_str(&run.stdout).ok()?;
+            backups
+                .as_array()?
+                .iter()
+                .any(|b| b["timeline"]["id"] != json!(timeline_id))
+                .then_some(())
+        },
+        Duration::from_secs(30),
+        "the new timeline's base backup",
+    );
+    let mut on_new_timeline = Vec::new();
+    for n in 41..=45 {
+        on_new_timeline.push(insert(&node, n));
+    }
+    wait_archived(&c, on_new_timeline[4]);
+    let run = raftlite(
+        &cli_tmp,
+        &[
+            "restore",
+            "--node",
+            &node,
+            "--from",
+            &dest_url,
+            "--to-index",
+            &on_new_timeline[2].to_string(),
+        ],
+    );
+    assert_eq!(run.code, Some(0), "{run:?}");
+    rows_everywhere(&c, 23);
 
     // To a moment, on the original timeline (the cluster is on a new one now).
     let run = raftlite(

@@ -61,6 +61,8 @@ pub struct Prepared {
     /// The leader's clock of the last write replayed, if any.
     pub at_unix_ms: Option<i64>,
     pub entries_replayed: u64,
+    /// The later base backup the replay was checked against, if one exists within the archive.
+    pub checked_against: Option<BackupId>,
 }
 
 /// Builds the database as it stood at `target` into `scratch`. `timeline` picks the timeline
@@ -143,9 +145,23 @@ pub async fn prepare_point_in_time(
         },
     )
     .await?;
+    // The base after ours, when the archive reaches it whole: replaying up to it must give its
+    // content, which checks the segments this restore trusts against an independent copy.
+    let later = bases
+        .iter()
+        .filter(|(_, index, _)| *index > base_index)
+        .min_by_key(|(_, index, _)| *index)
+        .filter(|(_, index, _)| {
+            *index <= coverage.last_index
+                && !coverage
+                    .gaps
+                    .iter()
+                    .any(|(a, b)| *b > base_index && *a <= *index)
+        })
+        .map(|(id, index, _)| (*id, *index));
     let replayed = async {
         download_backup(dest, base_id, identity, &path).await?;
-        replay_onto(
+        let replayed = replay_onto(
             dest,
             &cluster_id,
             &timeline_id,
@@ -155,7 +171,31 @@ pub async fn prepare_point_in_time(
             identity,
             &path,
         )
-        .await
+        .await?;
+        if let Some((later_id, later_index)) = later {
+            say(format!(
+                "checking the archive: replaying it from backup {base_id} up to backup \
+                 {later_id} (entry {later_index}) must give that backup's content"
+            ));
+            let check = scratch.join("check");
+            std::fs::create_dir_all(&check)
+                .map_err(|e| PitrError::Refused(format!("cannot create {}: {e}", check.display())))?;
+            let outcome = replay_and_compare(
+                dest,
+                &cluster_id,
+                &timeline_id,
+                (base_id, base_index),
+                (later_id, later_index),
+                identity,
+                &check,
+            )
+            .await;
+            let _ = std::fs::remove_dir_all(&check);
+            outcome.map_err(|reason| {
+                PitrError::Refused(format!("{reason}; nothing was restored"))
+            })?;
+        }
+        Ok::<_, PitrError>(replayed)
     }
     .await;
     release_lease(dest, &lease).await;
@@ -169,6 +209,7 @@ pub async fn prepare_point_in_time(
         index: replayed.index,
         at_unix_ms: replayed.at_unix_ms,
         entries_replayed: replayed.entries,
+        checked_against: later.map(|(id, _)| id.clone()),
     })
 }
 
