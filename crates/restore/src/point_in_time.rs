@@ -178,8 +178,9 @@ pub async fn prepare_point_in_time(
                  {later_id} (entry {later_index}) must give that backup's content"
             ));
             let check = scratch.join("check");
-            std::fs::create_dir_all(&check)
-                .map_err(|e| PitrError::Refused(format!("cannot create {}: {e}", check.display())))?;
+            std::fs::create_dir_all(&check).map_err(|e| {
+                PitrError::Refused(format!("cannot create {}: {e}", check.display()))
+            })?;
             let outcome = replay_and_compare(
                 dest,
                 &cluster_id,
@@ -191,9 +192,8 @@ pub async fn prepare_point_in_time(
             )
             .await;
             let _ = std::fs::remove_dir_all(&check);
-            outcome.map_err(|reason| {
-                PitrError::Refused(format!("{reason}; nothing was restored"))
-            })?;
+            outcome
+                .map_err(|reason| PitrError::Refused(format!("{reason}; nothing was restored")))?;
         }
         Ok::<_, PitrError>(replayed)
     }
