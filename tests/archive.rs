@@ -285,7 +285,8 @@ fn restore_to_an_index_and_to_a_moment_across_a_leader_change() {
     assert_eq!(run.code, Some(0), "{run:?}");
     rows_everywhere(&c, 23);
 
-    // To a moment, on the original timeline (the cluster is on a new one now).
+    // To a moment before the restores: the timeline history leads back to the original
+    // timeline (the cluster is two timelines further now) without naming it.
     let run = raftlite(
         &cli_tmp,
         &[
@@ -294,13 +295,15 @@ fn restore_to_an_index_and_to_a_moment_across_a_leader_change() {
             &node,
             "--from",
             &dest_url,
-            "--timeline",
-            &timeline_id,
             "--to-time",
             &rfc3339(moment_after_30),
         ],
     );
     assert_eq!(run.code, Some(0), "{run:?}");
+    assert!(
+        run.all_output().contains("following its history"),
+        "{run:?}"
+    );
     rows_everywhere(&c, 30);
 
     // And to the latest archived write.

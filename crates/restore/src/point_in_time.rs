@@ -11,12 +11,13 @@ use std::path::{Path, PathBuf};
 
 use raftlite_backup::archive::{
     decode_segment, list_archive, list_segments, read_segment, release_lease, take_lease,
-    RestoreLease, SegmentHeader, TimelineCoverage, LEASE_DURATION,
+    timeline_history, RestoreLease, SegmentHeader, TimelineCoverage, LEASE_DURATION,
 };
 use raftlite_backup::{
     download_backup, list_backups, BackupError, BackupId, Destination, Identity,
 };
 use raftlite_consensus::replay::{decode_archived, starts_timeline, ReplayError, Replayer};
+use raftlite_store::TimelineRecord;
 
 /// Where to put the data back to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -83,9 +84,21 @@ pub async fn prepare_point_in_time(
         )));
     };
     let cluster_id = newest.cluster_id.clone();
-    let timeline_id = timeline
-        .map(str::to_string)
-        .unwrap_or_else(|| newest.timeline.id.clone());
+    let timeline_id = match timeline {
+        Some(timeline) => timeline.to_string(),
+        None => {
+            let history = timeline_history(dest, &cluster_id).await?;
+            let found = timeline_of(&history, &newest.timeline.id, target);
+            if found != newest.timeline.id {
+                say(format!(
+                    "{target:?} is before timeline {} started: following its history to \
+                     timeline {found}",
+                    newest.timeline.id
+                ));
+            }
+            found
+        }
+    };
     let archive = list_archive(dest, &cluster_id).await?;
     let coverage = archive
         .timelines
@@ -455,6 +468,32 @@ async fn replay_and_compare(
     outcome
 }
 
+/// The timeline `target` lies on, following the destination's timeline history back from
+/// `newest`: a moment before a timeline started, or an index its parent still held, belongs to
+/// the parent. Stops where the history has no record (the archive then decides).
+fn timeline_of(history: &[TimelineRecord], newest: &str, target: Target) -> String {
+    let mut current = newest.to_string();
+    // Each step goes to a parent; a history cannot be longer than its records.
+    for _ in 0..=history.len() {
+        let Some(record) = history.iter().find(|r| r.id == current) else {
+            break;
+        };
+        let Some(parent) = &record.parent else {
+            break;
+        };
+        let before = match target {
+            Target::Time(at) => at < record.at_unix_ms,
+            Target::Index(index) => record.parent_index.is_some_and(|p| index <= p),
+            Target::Latest => false,
+        };
+        if !before {
+            break;
+        }
+        current = parent.clone();
+    }
+    current
+}
+
 /// Refuses a target outside the archive's coverage or behind a gap, before any download.
 fn check_reachable(
     coverage: &TimelineCoverage,
@@ -517,4 +556,40 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| PitrError::Blocking(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: &str, parent: Option<(&str, u64)>, at: i64) -> TimelineRecord {
+        TimelineRecord {
+            id: id.into(),
+            counter: 1,
+            parent: parent.map(|(p, _)| p.into()),
+            parent_index: parent.map(|(_, i)| i),
+            reason: "test".into(),
+            at_unix_ms: at,
+        }
+    }
+
+    #[test]
+    fn a_target_before_a_timeline_started_belongs_to_its_parent() {
+        // t1 from the start; t2 restored at entry 100 (time 5000); t3 at entry 200 (time 9000).
+        let history = [
+            record("t1", None, 0),
+            record("t2", Some(("t1", 100)), 5_000),
+            record("t3", Some(("t2", 200)), 9_000),
+        ];
+        let of = |target| timeline_of(&history, "t3", target);
+        assert_eq!(of(Target::Latest), "t3");
+        assert_eq!(of(Target::Time(9_500)), "t3");
+        assert_eq!(of(Target::Time(8_999)), "t2");
+        assert_eq!(of(Target::Time(4_000)), "t1");
+        assert_eq!(of(Target::Index(250)), "t3");
+        assert_eq!(of(Target::Index(150)), "t2");
+        assert_eq!(of(Target::Index(100)), "t1");
+        // No record for the newest: nothing to follow.
+        assert_eq!(timeline_of(&history[..1], "t9", Target::Time(0)), "t9");
+    }
 }
