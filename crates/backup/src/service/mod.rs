@@ -92,6 +92,9 @@ pub struct BackupService {
     busy_pace_bytes_per_sec: u64,
     /// Held for the whole of a backup: one at a time per node.
     running: tokio::sync::Mutex<()>,
+    /// The backup holding `running` is a base the log archive asked for: a requested backup
+    /// waits for it instead of being refused.
+    base_running: std::sync::atomic::AtomicBool,
     record: Mutex<Record>,
 }
 
@@ -209,6 +212,7 @@ impl BackupService {
             max_wal_bytes: settings.max_wal_bytes,
             busy_pace_bytes_per_sec: settings.busy_pace_bytes_per_sec,
             running: tokio::sync::Mutex::new(()),
+            base_running: std::sync::atomic::AtomicBool::new(false),
             record: Mutex::new(Record::default()),
         })
     }

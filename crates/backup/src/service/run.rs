@@ -22,6 +22,9 @@ use crate::{
     create_backup_fenced, list_backups, BackupError, BackupId, BackupMeta, Manifest, PruneReport,
 };
 
+/// How long a requested backup waits for a base backup of the log archive to finish.
+const BASE_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// Prefix of the scratch file names under `<data-dir>/snapshots/`.
 const SCRATCH_PURPOSE: &str = "backups";
 
@@ -32,11 +35,27 @@ impl BackupService {
     /// once (`InProgress`) while another backup runs on this node, and (`NotLeader`) on a
     /// follower; neither counts as a failed backup.
     pub async fn run_once(&self, node: &impl BackupCluster) -> Result<Manifest, BackupRunError> {
-        let Ok(_running) = self.running.try_lock() else {
-            return Err(BackupRunError::InProgress {
-                node: node.node_id(),
-                dest: self.label.clone(),
-            });
+        let _running = match self.running.try_lock() {
+            Ok(guard) => guard,
+            // The archive's own base backup (it runs by itself when a timeline's archive
+            // starts) must not turn an operator's request away: wait for it, boundedly.
+            Err(_) if self.base_running.load(std::sync::atomic::Ordering::SeqCst) => {
+                match tokio::time::timeout(BASE_WAIT, self.running.lock()).await {
+                    Ok(guard) => guard,
+                    Err(_) => {
+                        return Err(BackupRunError::InProgress {
+                            node: node.node_id(),
+                            dest: self.label.clone(),
+                        })
+                    }
+                }
+            }
+            Err(_) => {
+                return Err(BackupRunError::InProgress {
+                    node: node.node_id(),
+                    dest: self.label.clone(),
+                })
+            }
         };
         ensure_leader(node)?;
         let manifest = self.attempt(node, None).await?;
@@ -59,6 +78,15 @@ impl BackupService {
                 dest: self.label.clone(),
             });
         };
+        struct BaseRunning<'a>(&'a std::sync::atomic::AtomicBool);
+        impl Drop for BaseRunning<'_> {
+            fn drop(&mut self) {
+                self.0.store(false, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        self.base_running
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let _base = BaseRunning(&self.base_running);
         ensure_leader(node)?;
         let meta = current_meta(node, &self.label).await?;
         if let (Some(first), Some(current)) = (meta.timeline_history.first(), meta.timeline()) {
