@@ -83,6 +83,14 @@ fn archiving_cluster(n: usize, dest_url: &str, interval: &str) -> Cluster {
     )
 }
 
+/// `raftlite restore --node NODE --from DEST` plus `target` (the `--to-*` flags), as a child
+/// process with `cli_tmp` as its temp dir.
+fn restore_with(cli_tmp: &Path, node: &str, dest_url: &str, target: &[&str]) -> Run {
+    let mut args = vec!["restore", "--node", node, "--from", dest_url];
+    args.extend_from_slice(target);
+    raftlite(cli_tmp, &args)
+}
+
 fn leader_base(c: &Cluster) -> String {
     c.nodes[c.wait_leader(Duration::from_secs(30))].base_url()
 }
@@ -213,34 +221,17 @@ fn restore_to_an_index_and_to_a_moment_across_a_leader_change() {
     assert_eq!(first["gaps"], json!([]), "{listed}");
 
     // Past the end of the archive: refused, nothing changes.
-    let run = raftlite(
-        &cli_tmp,
-        &[
-            "restore",
-            "--node",
-            &node,
-            "--from",
-            &dest_url,
-            "--to-index",
-            "999999",
-        ],
-    );
+    let run = restore_with(&cli_tmp, &node, &dest_url, &["--to-index", "999999"]);
     assert_ne!(run.code, Some(0), "{run:?}");
     assert!(run.all_output().contains("past the end"), "{run:?}");
     rows_everywhere(&c, 40);
 
     // To an index: exactly the rows committed up to it.
-    let run = raftlite(
+    let run = restore_with(
         &cli_tmp,
-        &[
-            "restore",
-            "--node",
-            &node,
-            "--from",
-            &dest_url,
-            "--to-index",
-            &after_20.to_string(),
-        ],
+        &node,
+        &dest_url,
+        &["--to-index", &after_20.to_string()],
     );
     assert_eq!(run.code, Some(0), "{run:?}");
     assert!(
@@ -270,34 +261,22 @@ fn restore_to_an_index_and_to_a_moment_across_a_leader_change() {
         on_new_timeline.push(insert(&node, n));
     }
     wait_archived(&c, on_new_timeline[4]);
-    let run = raftlite(
+    let run = restore_with(
         &cli_tmp,
-        &[
-            "restore",
-            "--node",
-            &node,
-            "--from",
-            &dest_url,
-            "--to-index",
-            &on_new_timeline[2].to_string(),
-        ],
+        &node,
+        &dest_url,
+        &["--to-index", &on_new_timeline[2].to_string()],
     );
     assert_eq!(run.code, Some(0), "{run:?}");
     rows_everywhere(&c, 23);
 
     // To a moment before the restores: the timeline history leads back to the original
     // timeline (the cluster is two timelines further now) without naming it.
-    let run = raftlite(
+    let run = restore_with(
         &cli_tmp,
-        &[
-            "restore",
-            "--node",
-            &node,
-            "--from",
-            &dest_url,
-            "--to-time",
-            &rfc3339(moment_after_30),
-        ],
+        &node,
+        &dest_url,
+        &["--to-time", &rfc3339(moment_after_30)],
     );
     assert_eq!(run.code, Some(0), "{run:?}");
     assert!(
@@ -307,18 +286,11 @@ fn restore_to_an_index_and_to_a_moment_across_a_leader_change() {
     rows_everywhere(&c, 30);
 
     // And to the latest archived write.
-    let run = raftlite(
+    let run = restore_with(
         &cli_tmp,
-        &[
-            "restore",
-            "--node",
-            &node,
-            "--from",
-            &dest_url,
-            "--timeline",
-            &timeline_id,
-            "--to-latest",
-        ],
+        &node,
+        &dest_url,
+        &["--timeline", &timeline_id, "--to-latest"],
     );
     assert_eq!(run.code, Some(0), "{run:?}");
     rows_everywhere(&c, 40);
@@ -411,11 +383,7 @@ fn a_tampered_segment_is_refused_and_nothing_changes() {
     let (last, at_25) = (index_of[30], index_of[25]);
     wait_archived(&c, last);
     let cli_tmp = backups.path().join("cli-tmp");
-    let restore_to = |target: &[&str]| {
-        let mut args = vec!["restore", "--node", &base, "--from", &dest_url];
-        args.extend_from_slice(target);
-        raftlite(&cli_tmp, &args)
-    };
+    let restore_to = |target: &[&str]| restore_with(&cli_tmp, &base, &dest_url, target);
     let verify = || raftlite(&cli_tmp, &["backup", "verify", "--from", &dest_url]);
 
     // Flip one byte near the end of the newest segment's body.
@@ -740,16 +708,11 @@ fn a_paused_leader_waking_up_after_a_new_one_took_over_cannot_break_the_archive(
         assert!(report.problems.is_empty(), "{:?}", report.problems);
     });
     let node = c.nodes[new].base_url();
-    let run = raftlite(
+    let run = restore_with(
         &backups.path().join("cli-tmp"),
-        &[
-            "restore",
-            "--node",
-            &node,
-            "--from",
-            &dest_url,
-            "--to-latest",
-        ],
+        &node,
+        &dest_url,
+        &["--to-latest"],
     );
     assert_eq!(run.code, Some(0), "{run:?}");
     rows_everywhere(&c, 40);
@@ -821,17 +784,11 @@ fn retention_keeps_every_point_in_its_window_and_only_those() {
     );
     let cli_tmp = backups.path().join("cli-tmp");
     let restore_to = |index: u64| {
-        raftlite(
+        restore_with(
             &cli_tmp,
-            &[
-                "restore",
-                "--node",
-                &base,
-                "--from",
-                &dest_url,
-                "--to-index",
-                &index.to_string(),
-            ],
+            &base,
+            &dest_url,
+            &["--to-index", &index.to_string()],
         )
     };
     // A point inside the window (after the second base): exact.
