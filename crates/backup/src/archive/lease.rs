@@ -16,7 +16,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::destination::Destination;
 use crate::error::BackupError;
-use crate::manifest::check_segment;
+
+use super::store::{check_names, store_error};
 
 /// How long a lease holds without being released: longer than any restore runs.
 pub const LEASE_DURATION: Duration = Duration::from_secs(6 * 3600);
@@ -42,15 +43,6 @@ fn leases_dir(dest: &Destination, cluster_id: &str, timeline_id: &str) -> Object
     dest.archive_dir(cluster_id, timeline_id).join(LEASES_DIR)
 }
 
-fn names_error(cluster_id: &str, timeline_id: &str) -> Result<(), BackupError> {
-    for (what, name) in [("cluster id", cluster_id), ("timeline id", timeline_id)] {
-        check_segment(name).map_err(|reason| BackupError::InvalidOptions {
-            reason: format!("{what} {name:?}: {reason}"),
-        })?;
-    }
-    Ok(())
-}
-
 /// Writes `lease` for a restore reading `timeline_id` and returns where, for
 /// [`release_lease`].
 pub async fn take_lease(
@@ -60,7 +52,7 @@ pub async fn take_lease(
     lease: &RestoreLease,
 ) -> Result<ObjectPath, BackupError> {
     static TAKEN: AtomicU64 = AtomicU64::new(0);
-    names_error(cluster_id, timeline_id)?;
+    check_names(cluster_id, timeline_id)?;
     let name = format!(
         "{}-{}-{}.json",
         lease.taken_at_unix_ms,
@@ -75,12 +67,7 @@ pub async fn take_lease(
     dest.store()
         .put(&path, PutPayload::from(body))
         .await
-        .map_err(|source| BackupError::ArchiveStore {
-            dest: dest.label(),
-            op: "uploading",
-            object: path.to_string(),
-            source: Box::new(source),
-        })?;
+        .map_err(store_error(dest, "uploading", &path))?;
     Ok(path)
 }
 
@@ -103,18 +90,12 @@ pub(crate) async fn live_leases(
     dry_run: bool,
 ) -> Result<Vec<RestoreLease>, BackupError> {
     let dir = leases_dir(dest, cluster_id, timeline_id);
-    let listing_error = |source| BackupError::ArchiveStore {
-        dest: dest.label(),
-        op: "listing",
-        object: dir.to_string(),
-        source: Box::new(source),
-    };
     let objects: Vec<_> = dest
         .store()
         .list(Some(&dir))
         .try_collect()
         .await
-        .map_err(listing_error)?;
+        .map_err(store_error(dest, "listing", &dir))?;
     let mut live = Vec::new();
     for object in objects {
         let read = async {

@@ -76,7 +76,7 @@ pub struct ChainReport {
     pub problems: Vec<ChainProblem>,
 }
 
-fn store_error(
+pub(crate) fn store_error(
     dest: &Destination,
     op: &'static str,
     path: &ObjectPath,
@@ -267,7 +267,7 @@ pub async fn archive_watermark(
     }))
 }
 
-fn check_names(cluster_id: &str, timeline_id: &str) -> Result<(), BackupError> {
+pub(crate) fn check_names(cluster_id: &str, timeline_id: &str) -> Result<(), BackupError> {
     check_segment(cluster_id).map_err(|reason| BackupError::InvalidOptions {
         reason: format!("cluster id {cluster_id:?}: {reason}"),
     })?;
