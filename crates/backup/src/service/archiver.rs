@@ -15,7 +15,6 @@
 //!   timeline's archive, and the new timeline's archive starts after it. Restore chunks are
 //!   archived as markers without their data (a new timeline begins from the restored file).
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -73,8 +72,41 @@ pub struct Archiver {
     record: Mutex<ArchiveRecord>,
     /// Takes the base backups a new timeline's archive and a gap call for.
     base_backups: Option<Arc<BackupService>>,
-    /// A base backup is being asked for (one at a time).
-    base_pending: AtomicBool,
+    /// The base backups asked for and not yet taken, served one at a time.
+    base_requests: Mutex<BaseRequests>,
+}
+
+/// The newest base backup asked for, and whether a worker is taking it. A request that arrives
+/// while the worker runs is kept (the highest index wins), never dropped: the worker serves it
+/// next, so a gap's base is not lost behind a timeline-start base that was already covered.
+#[derive(Default)]
+struct BaseRequests {
+    wanted: Option<(u64, &'static str)>,
+    worker_running: bool,
+}
+
+impl BaseRequests {
+    fn ask(&mut self, at_least: u64, why: &'static str) -> bool {
+        if self.wanted.is_none_or(|(wanted, _)| at_least >= wanted) {
+            self.wanted = Some((at_least, why));
+        }
+        let start_worker = !self.worker_running;
+        self.worker_running = true;
+        start_worker
+    }
+
+    /// The next request for the worker, or `None` and the worker stops.
+    fn next(&mut self) -> Option<(u64, &'static str)> {
+        let next = self.wanted.take();
+        self.worker_running = next.is_some();
+        next
+    }
+
+    /// No longer the leader: what was asked for is the next leader's to take.
+    fn abandon(&mut self) {
+        self.wanted = None;
+        self.worker_running = false;
+    }
 }
 
 /// Where the leader is in the archive of one timeline.
@@ -94,7 +126,7 @@ impl Archiver {
             settings,
             record: Mutex::new(ArchiveRecord::default()),
             base_backups: None,
-            base_pending: AtomicBool::new(false),
+            base_requests: Mutex::new(BaseRequests::default()),
         }
     }
 
@@ -112,6 +144,11 @@ impl Archiver {
 
     pub fn interval(&self) -> Duration {
         self.settings.interval
+    }
+
+    fn with_base_requests<T>(&self, f: impl FnOnce(&mut BaseRequests) -> T) -> T {
+        let mut requests = self.base_requests.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut requests)
     }
 
     fn with_record<T>(&self, f: impl FnOnce(&mut ArchiveRecord) -> T) -> T {
@@ -256,36 +293,48 @@ fn request_base(archiver: &Arc<Archiver>, node: &RaftNode, at_least: u64, why: &
         );
         return;
     };
-    if archiver.base_pending.swap(true, Ordering::SeqCst) {
+    let start_worker = archiver.with_base_requests(|r| r.ask(at_least, why));
+    if !start_worker {
         return;
     }
     let (archiver, node) = (Arc::clone(archiver), node.clone());
     tokio::spawn(async move {
-        for _ in 0..60 {
-            if !node.is_leader() {
-                break;
-            }
-            match service.run_base(&node, at_least).await {
-                Ok(Some(manifest)) => {
-                    tracing::info!(
-                        log_index = manifest.log_index,
-                        "log archive: took a base backup ({why})"
-                    );
-                    break;
-                }
-                Ok(None) => break,
-                Err(BackupRunError::InProgress { .. }) => {
-                    tokio::time::sleep(Duration::from_secs(5)).await
-                }
-                Err(BackupRunError::NotLeader { .. }) => break,
-                Err(e) => {
-                    tracing::warn!(error = %e, "log archive: the base backup ({why}) failed; retrying in 30 s");
-                    tokio::time::sleep(Duration::from_secs(30)).await
-                }
+        while let Some((at_least, why)) = archiver.with_base_requests(BaseRequests::next) {
+            if !take_base(&service, &node, at_least, why).await {
+                archiver.with_base_requests(BaseRequests::abandon);
+                return;
             }
         }
-        archiver.base_pending.store(false, Ordering::SeqCst);
     });
+}
+
+/// Takes one base backup at or after `at_least`, retrying while another backup runs. False when
+/// this node stopped leading.
+async fn take_base(service: &BackupService, node: &RaftNode, at_least: u64, why: &str) -> bool {
+    for _ in 0..60 {
+        if !node.is_leader() {
+            return false;
+        }
+        match service.run_base(node, at_least).await {
+            Ok(Some(manifest)) => {
+                tracing::info!(
+                    log_index = manifest.log_index,
+                    "log archive: took a base backup ({why})"
+                );
+                return true;
+            }
+            Ok(None) => return true,
+            Err(BackupRunError::InProgress { .. }) => {
+                tokio::time::sleep(Duration::from_secs(5)).await
+            }
+            Err(BackupRunError::NotLeader { .. }) => return false,
+            Err(e) => {
+                tracing::warn!(error = %e, "log archive: the base backup ({why}) failed; retrying in 30 s");
+                tokio::time::sleep(Duration::from_secs(30)).await
+            }
+        }
+    }
+    true
 }
 
 fn unix_ms() -> i64 {
@@ -691,6 +740,26 @@ async fn record_missing(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_base_asked_for_while_another_is_taken_is_served_next() {
+        let mut requests = BaseRequests::default();
+        assert!(requests.ask(0, "the archive of a timeline starts"));
+        assert_eq!(
+            requests.next(),
+            Some((0, "the archive of a timeline starts"))
+        );
+        // The worker is busy with index 0 when a gap asks for a base at 194: kept, not dropped.
+        assert!(!requests.ask(194, "entries were lost to a gap"));
+        assert!(!requests.ask(50, "the archive of a timeline starts"));
+        assert_eq!(requests.next(), Some((194, "entries were lost to a gap")));
+        assert_eq!(requests.next(), None);
+        // The worker stopped: the next request starts one again.
+        assert!(requests.ask(300, "entries were lost to a gap"));
+        requests.abandon();
+        assert_eq!(requests.next(), None);
+        assert!(requests.ask(301, "entries were lost to a gap"));
+    }
 
     #[test]
     fn a_cut_is_due_so_that_the_oldest_entry_waits_about_the_interval() {
