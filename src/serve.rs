@@ -649,6 +649,14 @@ fn load_backups(config: &ServeConfig) -> anyhow::Result<Option<Arc<BackupService
     settings.verify_interval = verify_interval;
     settings.identity_file = backup.identity.clone();
     settings.retention = retention;
+    if let Some(every) = backup.full_every {
+        if every == 0 {
+            bail!(
+                "refusing to start: --backup-full-every must be at least 1 (1: every backup is full)"
+            );
+        }
+        settings.full_every = every;
+    }
     if backup.archive_to.as_deref() == Some("backup") {
         let window = backup.archive_keep_within.as_deref().unwrap_or("7d");
         let within = parse_duration(window).map_err(|e| {

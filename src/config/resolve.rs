@@ -64,6 +64,8 @@ pub struct BackupConfig {
     pub recipients: Vec<String>,
     pub passphrase_env: Option<String>,
     pub level: i32,
+    /// `--backup-full-every`: `None` for the default.
+    pub full_every: Option<u32>,
     /// `Some("off")` turns the schedule off; `None` with no cron means hourly.
     pub interval: Option<String>,
     pub cron: Option<String>,
@@ -369,6 +371,7 @@ fn validate(args: ServeOptions) -> Result<ServeConfig, ConfigError> {
                 recipients: args.backup_recipient,
                 passphrase_env: args.backup_passphrase_env,
                 level: args.backup_level.unwrap_or(3),
+                full_every: args.backup_full_every,
                 interval: args.backup_interval,
                 cron: args.backup_cron,
                 tz: args.backup_tz,

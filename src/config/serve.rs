@@ -268,6 +268,13 @@ serve_options! {
         #[arg(long, value_name = "N", env = "RAFTLITE_BACKUP_LEVEL")]
         pub backup_level: Option<i32>,
 
+        /// Take a full backup every N backups, and incremental ones (only the pages changed
+        /// since the previous backup) between; a full is also taken when the chain's changes pass
+        /// half the database, after a leader change and on a new timeline. 1 means every backup
+        /// is full [default: 1].
+        #[arg(long, value_name = "N", env = "RAFTLITE_BACKUP_FULL_EVERY")]
+        pub backup_full_every: Option<u32>,
+
         /// Ship the committed log continuously to a destination, for point-in-time restore:
         /// `backup` for --backup-to's destination (and its encryption), a URL (encrypted like the
         /// backups), or `off` [default: backup when backups are on, else off].

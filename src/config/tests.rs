@@ -369,6 +369,7 @@ fn file_keys_are_the_documented_ones() {
         "recipients",
         "passphrase_env",
         "level",
+        "full_every",
         "interval",
         "cron",
         "tz",

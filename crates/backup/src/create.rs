@@ -17,7 +17,7 @@ use crate::destination::Destination;
 use crate::error::BackupError;
 use crate::manifest::{
     check_segment, rfc3339, BackupId, Compression, Manifest, TimelineRef, DATA_FILE,
-    DATA_FILE_ENCRYPTED, FORMAT_VERSION, MANIFEST_FILE,
+    DATA_FILE_ENCRYPTED, FULL_FORMAT_VERSION, MANIFEST_FILE,
 };
 use crate::pipe::{ChannelWriter, Digester, CHANNEL_DEPTH};
 
@@ -391,7 +391,7 @@ async fn upload(
     let (plain_size, plain_sha256) = encoded.plain;
     let (stored_size, stored_sha256) = encoded.stored;
     let manifest = Manifest {
-        format_version: FORMAT_VERSION,
+        format_version: FULL_FORMAT_VERSION,
         cluster_id: meta.cluster_id.clone(),
         node_id: meta.node_id,
         timeline: meta.timeline.clone(),
@@ -414,6 +414,11 @@ async fn upload(
         data_changed_index: meta.data_changed_index,
         leader_term: meta.leader_term,
         slot_unix_ms: meta.slot_unix_ms,
+        kind: crate::manifest::BackupKind::Full,
+        parent: None,
+        pages_digest: None,
+        chain_depth: 0,
+        chain_delta_bytes: 0,
     };
     let body = serde_json::to_vec_pretty(&manifest).map_err(|e| BackupError::Internal {
         dest: label.clone(),

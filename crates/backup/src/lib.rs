@@ -79,8 +79,9 @@ pub use keep::{KeepRules, KeepRulesError};
 pub use keys::{encryption_from, identity_from, passphrase_from_env, KeyError};
 pub use list::{list_backups, BackupList, ListWarning};
 pub use manifest::{
-    BackupId, Compression, EncryptionInfo, EncryptionScheme, Manifest, TimelineRef, DATA_FILE,
-    DATA_FILE_ENCRYPTED, FORMAT_VERSION, MANIFEST_FILE, VERIFIED_FILE,
+    BackupId, BackupKind, Compression, EncryptionInfo, EncryptionScheme, Manifest, ParentRef,
+    TimelineRef, DATA_FILE, DATA_FILE_ENCRYPTED, FORMAT_VERSION, MANIFEST_FILE, PAGES_FILE,
+    PAGES_FILE_ENCRYPTED, VERIFIED_FILE,
 };
 pub use retention::{
     plan as plan_retention, prune, Candidate, PruneReport, RetentionPlan, RetentionPolicy,

@@ -205,6 +205,11 @@ mod tests {
             data_changed_index: None,
             leader_term: term,
             slot_unix_ms: slot,
+            kind: crate::manifest::BackupKind::Full,
+            parent: None,
+            pages_digest: None,
+            chain_depth: 0,
+            chain_delta_bytes: 0,
         };
         (m.id().unwrap(), m)
     }

@@ -1,7 +1,8 @@
 //! The manifest of a backup set and the names of things in the store.
 //!
 //! ```text
-//! <prefix>/<cluster-id>/backups/<set>/db.sqlite.zst[.age]   the data (standard zstd frame, in a standard age file)
+//! <prefix>/<cluster-id>/backups/<set>/db.sqlite.zst[.age]   a full backup's data (standard zstd frame, in a standard age file)
+//! <prefix>/<cluster-id>/backups/<set>/pages.zst[.age]       an incremental's page frames (crate::incremental)
 //! <prefix>/<cluster-id>/backups/<set>/manifest.json         written last: a set without it does not exist
 //! <set> = <UTC time YYYYMMDDTHHMMSS.mmmZ>-<timeline counter>-<log index>
 //! ```
@@ -13,14 +14,24 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::BackupError;
 
-/// The manifest format this crate writes; readers refuse anything newer.
-pub const FORMAT_VERSION: u32 = 1;
+/// The newest manifest format this crate reads; readers refuse anything newer.
+pub const FORMAT_VERSION: u32 = 2;
+/// The format of a full backup's manifest: 1, so a raftlite from before incrementals still
+/// restores every full backup.
+pub const FULL_FORMAT_VERSION: u32 = 1;
+/// The format of an incremental's manifest: a raftlite that cannot apply page frames refuses
+/// it as written by a newer raftlite instead of mistaking it for a database.
+pub const INCREMENTAL_FORMAT_VERSION: u32 = 2;
 /// File name of the manifest inside a set.
 pub const MANIFEST_FILE: &str = "manifest.json";
 /// File name of the data object of an unencrypted set.
 pub const DATA_FILE: &str = "db.sqlite.zst";
 /// File name of the data object of an encrypted set.
 pub const DATA_FILE_ENCRYPTED: &str = "db.sqlite.zst.age";
+/// File name of the page frames of an unencrypted incremental set.
+pub const PAGES_FILE: &str = "pages.zst";
+/// File name of the page frames of an encrypted incremental set.
+pub const PAGES_FILE_ENCRYPTED: &str = "pages.zst.age";
 /// Written into a set by a successful restore drill (or `backup verify`): the set was
 /// downloaded, decrypted, decompressed and opened, and every check passed.
 pub const VERIFIED_FILE: &str = "verified.json";
@@ -176,6 +187,34 @@ pub struct EncryptionInfo {
     pub recipient_fingerprints: Vec<String>,
 }
 
+/// What a set's data object holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackupKind {
+    /// The whole SQLite file.
+    #[default]
+    Full,
+    /// The pages that changed since `parent` ([`crate::incremental`]).
+    Incremental,
+}
+
+impl fmt::Display for BackupKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            BackupKind::Full => "full",
+            BackupKind::Incremental => "incremental",
+        })
+    }
+}
+
+/// The backup an incremental applies on top of.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParentRef {
+    pub id: BackupId,
+    /// The parent's [`Manifest::pages_digest`]: the database the page frames expect.
+    pub pages_digest: String,
+}
+
 /// `manifest.json`: everything needed to check and restore a set without opening it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
@@ -214,6 +253,33 @@ pub struct Manifest {
     /// counts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slot_unix_ms: Option<i64>,
+    /// Full, or incremental on top of `parent`. Manifests from before incrementals are full.
+    #[serde(default)]
+    pub kind: BackupKind,
+    /// The set an incremental applies on top of; `None` for a full backup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<ParentRef>,
+    /// Digest of the database this set restores to, page by page
+    /// ([`crate::incremental::PageDigests`]): what an incremental on top of it expects, and
+    /// what a restore of a chain checks at its end. Absent in fulls from before incrementals,
+    /// which therefore never start a chain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pages_digest: Option<String>,
+    /// Incrementals from the chain's full backup to this set (0 for a full).
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub chain_depth: u32,
+    /// Page bytes (uncompressed) of the incrementals from the chain's full to this set: a full
+    /// is due when they pass half the database.
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub chain_delta_bytes: u64,
+}
+
+fn is_zero_u32(n: &u32) -> bool {
+    *n == 0
+}
+
+fn is_zero_u64(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Manifest {
@@ -236,11 +302,16 @@ impl Manifest {
 impl Manifest {
     /// The data object's file name inside the set.
     pub fn object_name(&self) -> &'static str {
-        if self.encryption.is_some() {
-            DATA_FILE_ENCRYPTED
-        } else {
-            DATA_FILE
+        match (self.kind, self.encryption.is_some()) {
+            (BackupKind::Full, true) => DATA_FILE_ENCRYPTED,
+            (BackupKind::Full, false) => DATA_FILE,
+            (BackupKind::Incremental, true) => PAGES_FILE_ENCRYPTED,
+            (BackupKind::Incremental, false) => PAGES_FILE,
         }
+    }
+
+    pub fn is_incremental(&self) -> bool {
+        self.kind == BackupKind::Incremental
     }
 
     /// Checks what a reader relies on; `Err` carries the reason.
@@ -272,12 +343,46 @@ impl Manifest {
             ("plain_sha256", &self.plain_sha256),
             ("stored_sha256", &self.stored_sha256),
         ] {
-            if value.len() != 64 || !value.bytes().all(|b| b.is_ascii_hexdigit()) {
+            if !is_hex_digest(value) {
                 return Err(format!("{name} is not a sha256 in hex"));
             }
         }
-        Ok(())
+        if let Some(digest) = &self.pages_digest {
+            if !is_hex_digest(digest) {
+                return Err("pages_digest is not a 32-byte digest in hex".into());
+            }
+        }
+        match (self.kind, &self.parent) {
+            (BackupKind::Full, None) => Ok(()),
+            (BackupKind::Full, Some(_)) => Err("a full backup names a parent".into()),
+            (BackupKind::Incremental, None) => Err("an incremental names no parent".into()),
+            (BackupKind::Incremental, Some(parent)) => {
+                if self.format_version < INCREMENTAL_FORMAT_VERSION {
+                    return Err(format!(
+                        "an incremental with format_version {}",
+                        self.format_version
+                    ));
+                }
+                if self.pages_digest.is_none() || !is_hex_digest(&parent.pages_digest) {
+                    return Err("an incremental without both page digests".into());
+                }
+                if parent.id.cluster_id() != self.cluster_id {
+                    return Err(format!(
+                        "its parent {} belongs to another cluster",
+                        parent.id
+                    ));
+                }
+                if self.chain_depth == 0 {
+                    return Err("an incremental with chain_depth 0".into());
+                }
+                Ok(())
+            }
+        }
     }
+}
+
+fn is_hex_digest(value: &str) -> bool {
+    value.len() == 64 && value.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// sha256 of `text`, hex.

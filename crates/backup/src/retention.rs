@@ -86,6 +86,8 @@ pub struct Candidate {
     pub created_at_unix_ms: i64,
     /// A restore drill or `backup verify` passed for it.
     pub verified: bool,
+    /// The backup an incremental applies on top of (`None` for a full backup).
+    pub parent: Option<BackupId>,
 }
 
 /// What [`plan`] decided, each list newest first.
@@ -272,6 +274,7 @@ pub async fn prune_keeping(
                 id: id.clone(),
                 created_at_unix_ms: manifest.created_at_unix_ms,
                 verified: listing.verified.contains(id),
+                parent: manifest.parent.as_ref().map(|p| p.id.clone()),
             });
     }
 
@@ -421,6 +424,7 @@ mod tests {
             id: BackupId::for_backup("c1", ms, 1, 1).unwrap(),
             created_at_unix_ms: ms,
             verified: false,
+            parent: None,
         }
     }
 

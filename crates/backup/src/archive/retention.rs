@@ -465,6 +465,11 @@ mod tests {
             data_changed_index: Some(index),
             leader_term: Some(1),
             slot_unix_ms: None,
+            kind: crate::manifest::BackupKind::Full,
+            parent: None,
+            pages_digest: None,
+            chain_depth: 0,
+            chain_delta_bytes: 0,
         };
         (m.id().unwrap(), m)
     }

@@ -19,6 +19,9 @@ pub struct BackupSettings {
     pub recipients: Vec<String>,
     pub passphrase_env: Option<String>,
     pub level: i32,
+    /// Every `full_every`-th backup of a chain is full, the others incremental
+    /// ([`crate::incremental`]); 1: every backup is full.
+    pub full_every: u32,
     /// `None`: backups only on request (`POST /backups`).
     pub schedule: Option<Schedule>,
     /// How often the leader drills a restore of the newest backup; `None`: never.
@@ -47,6 +50,7 @@ impl BackupSettings {
             recipients: Vec::new(),
             passphrase_env: None,
             level: 3,
+            full_every: DEFAULT_FULL_EVERY,
             schedule: None,
             verify_interval: None,
             identity_file: None,
@@ -69,6 +73,9 @@ impl BackupSettings {
         Ok(self)
     }
 }
+
+/// `--backup-full-every` when not given: every backup is full.
+pub const DEFAULT_FULL_EVERY: u32 = 1;
 
 /// Environment variable: the WAL size (MiB) past which a backup stops pinning the database.
 pub const MAX_WAL_ENV: &str = "RAFTLITE_BACKUP_MAX_WAL_MIB";
