@@ -138,7 +138,7 @@ async fn restore(args: RestoreArgs, timeline_id: String) -> anyhow::Result<()> {
             identity: args.identity.clone(),
             passphrase_env: args.passphrase_env.clone(),
         };
-        prepare_backup(&source, &mut |line| eprintln!("{line}")).await?
+        prepare_backup(&source, scratch.path(), &mut |line| eprintln!("{line}")).await?
     } else {
         let (path, label) = if args.from == "-" {
             (spool_stdin(scratch.path()).await?, "stdin".to_string())

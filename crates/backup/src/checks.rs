@@ -98,6 +98,8 @@ pub fn failed_check(e: &BackupError) -> &'static str {
         BackupError::PageCountMismatch { .. } => "page count",
         BackupError::RestoredMetaMismatch { .. } => "_raftlite_meta",
         BackupError::Local { .. } => "local file",
+        BackupError::BrokenChain { .. } => "chain of incrementals",
+        BackupError::ChainDigestMismatch { .. } => "page digest of the chain",
         _ => "verify",
     }
 }

@@ -15,9 +15,10 @@ use tokio::sync::mpsc;
 use crate::crypto::Encryption;
 use crate::destination::Destination;
 use crate::error::BackupError;
+use crate::incremental::{PageDigests, PageHasher};
 use crate::manifest::{
-    check_segment, rfc3339, BackupId, Compression, Manifest, TimelineRef, DATA_FILE,
-    DATA_FILE_ENCRYPTED, FULL_FORMAT_VERSION, MANIFEST_FILE,
+    check_segment, rfc3339, BackupId, BackupKind, Compression, Manifest, ParentRef, TimelineRef,
+    FULL_FORMAT_VERSION, INCREMENTAL_FORMAT_VERSION, MANIFEST_FILE,
 };
 use crate::pipe::{ChannelWriter, Digester, CHANNEL_DEPTH};
 
@@ -131,10 +132,10 @@ impl Default for CreateOptions {
 
 /// What the SQLite header says.
 #[derive(Clone, Copy, Debug)]
-struct SourceInfo {
-    page_size: u32,
-    page_count: u64,
-    len: u64,
+pub(crate) struct SourceInfo {
+    pub(crate) page_size: u32,
+    pub(crate) page_count: u64,
+    pub(crate) len: u64,
 }
 
 /// Backs up `source`, a consistent SQLite file nobody writes to (as `Store::snapshot_to`
@@ -198,8 +199,10 @@ pub async fn create_backup_fenced(
         opts,
         fence,
         Reading::default(),
+        UploadKind::Full,
     )
     .await
+    .map(|created| created.manifest)
 }
 
 /// A consistent SQLite file the caller has open and keeps from changing until the backup is
@@ -235,6 +238,13 @@ pub struct Spill {
 /// See [`Spill::take_rest`].
 pub type TakeRest = Box<dyn FnOnce(&mut File, u64) -> io::Result<File> + Send>;
 
+/// A backup just written, and the page hashes of the database it holds (the parent's side of
+/// the next incremental; `None` when the file was not a whole number of pages).
+pub struct Created {
+    pub manifest: Manifest,
+    pub pages: Option<PageDigests>,
+}
+
 /// [`create_backup_fenced`] from an [`OpenSource`]: streams the open file directly.
 pub async fn create_backup_open(
     source: OpenSource,
@@ -243,6 +253,20 @@ pub async fn create_backup_open(
     opts: &CreateOptions,
     fence: impl std::future::Future<Output = Result<(), String>>,
 ) -> Result<Manifest, BackupError> {
+    create_full_open(source, meta, dest, opts, fence)
+        .await
+        .map(|created| created.manifest)
+}
+
+/// [`create_backup_open`], also hashing every page as the file passes (for the manifest's
+/// `pages_digest` and the next incremental).
+pub async fn create_full_open(
+    source: OpenSource,
+    meta: BackupMeta,
+    dest: &Destination,
+    opts: &CreateOptions,
+    fence: impl std::future::Future<Output = Result<(), String>>,
+) -> Result<Created, BackupError> {
     let label = dest.label();
     let OpenSource {
         file,
@@ -262,8 +286,82 @@ pub async fn create_backup_open(
         })
         .await??
     };
-    let reading = Reading { pace, spill };
-    upload(&path, file, info, meta, dest, opts, fence, reading).await
+    let reading = Reading {
+        pace,
+        spill,
+        pages: Some(PageHasher::new(info.page_size)),
+    };
+    upload(
+        &path,
+        file,
+        info,
+        meta,
+        dest,
+        opts,
+        fence,
+        reading,
+        UploadKind::Full,
+    )
+    .await
+}
+
+/// An incremental's page-frame file, written by the caller (see
+/// [`crate::incremental::write_page_frames`]), and what its manifest records.
+pub struct IncrementalUpload {
+    /// The plain page-frame file.
+    pub frames: PathBuf,
+    pub parent: ParentRef,
+    /// The page hashes of the database the frames rebuild.
+    pub pages: PageDigests,
+    /// The parent's chain depth and delta bytes plus this link's.
+    pub chain_depth: u32,
+    pub chain_delta_bytes: u64,
+}
+
+/// Uploads an incremental set: the page-frame file compressed and encrypted like a full
+/// backup, then the manifest (kind, parent, page digests, chain), last.
+pub async fn create_incremental(
+    upload_source: IncrementalUpload,
+    meta: BackupMeta,
+    dest: &Destination,
+    opts: &CreateOptions,
+    fence: impl std::future::Future<Output = Result<(), String>>,
+) -> Result<Created, BackupError> {
+    let frames = upload_source.frames.clone();
+    let file = File::open(&frames).map_err(|source| BackupError::Source {
+        path: frames.clone(),
+        source,
+    })?;
+    let len = file
+        .metadata()
+        .map_err(|source| BackupError::Source {
+            path: frames.clone(),
+            source,
+        })?
+        .len();
+    let info = SourceInfo {
+        page_size: upload_source.pages.page_size(),
+        page_count: upload_source.pages.page_count(),
+        len,
+    };
+    upload(
+        &frames,
+        file,
+        info,
+        meta,
+        dest,
+        opts,
+        fence,
+        Reading::default(),
+        UploadKind::Incremental(upload_source),
+    )
+    .await
+}
+
+/// What [`upload`] stores: the database, or an incremental's page frames.
+enum UploadKind {
+    Full,
+    Incremental(IncrementalUpload),
 }
 
 /// How the source is read: its pace, and whether it may be spilled (see [`OpenSource`]).
@@ -271,6 +369,8 @@ pub async fn create_backup_open(
 struct Reading {
     pace: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
     spill: Option<Spill>,
+    /// Hashes the pages as they are read (a full backup of a database).
+    pages: Option<PageHasher>,
 }
 
 /// The common part: checks, then streams `file` (read from its start) up as a set.
@@ -284,7 +384,8 @@ async fn upload(
     opts: &CreateOptions,
     fence: impl std::future::Future<Output = Result<(), String>>,
     reading: Reading,
-) -> Result<Manifest, BackupError> {
+    kind: UploadKind,
+) -> Result<Created, BackupError> {
     meta.check()?;
     let levels = zstd::compression_level_range();
     if !levels.contains(&opts.level) {
@@ -310,10 +411,11 @@ async fn upload(
         meta.log_index,
     )?;
     let set_dir = dest.set_dir(&id);
-    let object_name = if opts.encryption.is_some() {
-        DATA_FILE_ENCRYPTED
-    } else {
-        DATA_FILE
+    let object_name = match (&kind, opts.encryption.is_some()) {
+        (UploadKind::Full, true) => crate::manifest::DATA_FILE_ENCRYPTED,
+        (UploadKind::Full, false) => crate::manifest::DATA_FILE,
+        (UploadKind::Incremental(_), true) => crate::manifest::PAGES_FILE_ENCRYPTED,
+        (UploadKind::Incremental(_), false) => crate::manifest::PAGES_FILE,
     };
     let object_path = set_dir.clone().join(object_name);
     let manifest_path = set_dir.join(MANIFEST_FILE);
@@ -390,8 +492,26 @@ async fn upload(
 
     let (plain_size, plain_sha256) = encoded.plain;
     let (stored_size, stored_sha256) = encoded.stored;
+    let (format_version, backup_kind, parent, pages, chain_depth, chain_delta_bytes) = match kind {
+        UploadKind::Full => (
+            FULL_FORMAT_VERSION,
+            BackupKind::Full,
+            None,
+            encoded.pages,
+            0,
+            0,
+        ),
+        UploadKind::Incremental(link) => (
+            INCREMENTAL_FORMAT_VERSION,
+            BackupKind::Incremental,
+            Some(link.parent),
+            Some(link.pages),
+            link.chain_depth,
+            link.chain_delta_bytes,
+        ),
+    };
     let manifest = Manifest {
-        format_version: FULL_FORMAT_VERSION,
+        format_version,
         cluster_id: meta.cluster_id.clone(),
         node_id: meta.node_id,
         timeline: meta.timeline.clone(),
@@ -414,11 +534,11 @@ async fn upload(
         data_changed_index: meta.data_changed_index,
         leader_term: meta.leader_term,
         slot_unix_ms: meta.slot_unix_ms,
-        kind: crate::manifest::BackupKind::Full,
-        parent: None,
-        pages_digest: None,
-        chain_depth: 0,
-        chain_delta_bytes: 0,
+        kind: backup_kind,
+        parent,
+        pages_digest: pages.as_ref().map(PageDigests::digest),
+        chain_depth,
+        chain_delta_bytes,
     };
     let body = serde_json::to_vec_pretty(&manifest).map_err(|e| BackupError::Internal {
         dest: label.clone(),
@@ -437,8 +557,8 @@ async fn upload(
             source: Box::new(source),
         });
     }
-    tracing::info!(dest = %label, %id, plain_size, stored_size, "backup written");
-    Ok(manifest)
+    tracing::info!(dest = %label, %id, kind = %manifest.kind, plain_size, stored_size, "backup written");
+    Ok(Created { manifest, pages })
 }
 
 async fn abort_upload(writer: WriteMultipart, label: &str) {
@@ -553,7 +673,7 @@ pub(crate) fn check_meta_agrees(state: &MetaState, meta: &BackupMeta) -> Result<
 /// Page size and page count from the 100-byte SQLite header, by SQLite's own rules: page size
 /// at offset 16 (big-endian, 1 = 65536); the in-header page count (offset 28) is valid only if
 /// non-zero and the change counter (24) equals version-valid-for (92), else size / page size.
-fn read_sqlite_header(file: &File, path: &Path) -> Result<SourceInfo, BackupError> {
+pub(crate) fn read_sqlite_header(file: &File, path: &Path) -> Result<SourceInfo, BackupError> {
     use std::os::unix::fs::FileExt;
     let source_err = |source| BackupError::Source {
         path: path.to_path_buf(),
@@ -599,6 +719,7 @@ fn read_sqlite_header(file: &File, path: &Path) -> Result<SourceInfo, BackupErro
 struct Encoded {
     plain: (u64, String),
     stored: (u64, String),
+    pages: Option<PageDigests>,
 }
 
 enum EncodeError {
@@ -651,6 +772,7 @@ fn encode(
     Ok(Encoded {
         plain: plain.finish(),
         stored,
+        pages: reading.pages.take().and_then(PageHasher::finish),
     })
 }
 
@@ -710,6 +832,9 @@ fn compress<W: Write>(
             Err(e) => return Err(EncodeError::Source(e)),
         };
         plain.update(&buf[..n]);
+        if let Some(pages) = reading.pages.as_mut() {
+            pages.update(&buf[..n]);
+        }
         if plain.len() > expected_len {
             break;
         }

@@ -126,6 +126,28 @@ pub enum BackupError {
     #[error("backup {id} not found in {dest} (no readable manifest.json); list the backups to see which exist")]
     NotFound { id: BackupId, dest: String },
 
+    #[error(
+        "backup {id} in {dest} is an incremental whose chain is broken: {reason}; it cannot be \
+         restored: use a full backup or an incremental of an intact chain (`backup list` shows \
+         the parents)"
+    )]
+    BrokenChain {
+        id: BackupId,
+        dest: String,
+        reason: String,
+    },
+
+    #[error(
+        "backup {id} in {dest}: applying its chain gave a database with page digest {actual}, \
+         the manifest says {expected}; a link was altered or taken wrongly: use another backup"
+    )]
+    ChainDigestMismatch {
+        id: BackupId,
+        dest: String,
+        expected: String,
+        actual: String,
+    },
+
     #[error("manifest.json of backup {id} in {dest} is unusable: {reason}; use another backup")]
     BadManifest {
         id: BackupId,

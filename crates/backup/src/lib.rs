@@ -56,6 +56,7 @@ mod create;
 mod crypto;
 mod destination;
 mod error;
+pub mod incremental;
 mod keep;
 mod keys;
 mod list;
@@ -69,8 +70,9 @@ mod verify;
 pub use age::secrecy;
 pub use checks::{checks_of, failed_check, human_bytes, Check};
 pub use create::{
-    create_backup, create_backup_fenced, create_backup_open, BackupMeta, CreateOptions, OpenSource,
-    Spill, PARTS_IN_FLIGHT, PART_SIZE,
+    create_backup, create_backup_fenced, create_backup_open, create_full_open, create_incremental,
+    BackupMeta, CreateOptions, Created, IncrementalUpload, OpenSource, Spill, PARTS_IN_FLIGHT,
+    PART_SIZE,
 };
 pub use crypto::{recipient_fingerprint, Encryption, Identity};
 pub use destination::Destination;
@@ -88,6 +90,6 @@ pub use retention::{
 };
 pub use schedule::{format_duration, parse_duration, Schedule};
 pub use verify::{
-    download_backup, mark_verified, read_manifest, stream_backup, verify_backup, verify_backup_in,
-    verify_stored, VerifyReport,
+    backup_chain, download_backup, mark_verified, read_manifest, stream_backup, verify_backup,
+    verify_backup_in, verify_stored, VerifyReport,
 };

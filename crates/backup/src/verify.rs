@@ -397,8 +397,193 @@ pub async fn stream_backup<W: Write + Send + 'static>(
     identity: Option<&Identity>,
     sink: W,
 ) -> Result<Manifest, BackupError> {
+    let manifest = read_manifest(dest, id).await?;
+    if manifest.is_incremental() {
+        return Err(BackupError::InvalidOptions {
+            reason: format!(
+                "backup {id} is incremental: it cannot be streamed, its chain is applied to a \
+                 local file first (download_backup)"
+            ),
+        });
+    }
     let fetched = fetch_into(dest, id, identity, sink, Path::new("(the upload)")).await?;
     Ok(fetched.manifest)
+}
+
+/// The longest chain a restore follows: a full backup and this many incrementals.
+const MAX_CHAIN_LINKS: usize = 10_000;
+
+/// The chain backup `id` restores from, its full backup first and `id` last, every link's
+/// manifest read and checked against the next: the parent exists, holds the page digest its
+/// child expects, and has the same page size. A full backup is a chain of one.
+pub async fn backup_chain(
+    dest: &Destination,
+    id: &BackupId,
+) -> Result<Vec<(BackupId, Manifest)>, BackupError> {
+    let label = dest.label();
+    let broken = |reason: String| BackupError::BrokenChain {
+        id: id.clone(),
+        dest: label.clone(),
+        reason,
+    };
+    let mut chain = vec![(id.clone(), read_manifest(dest, id).await?)];
+    while let Some((child_id, child)) = chain.last() {
+        let Some(parent) = child.parent.clone() else {
+            break;
+        };
+        let child_id = child_id.clone();
+        let page_size = child.sqlite_page_size;
+        if chain.len() > MAX_CHAIN_LINKS {
+            return Err(broken(format!(
+                "more than {MAX_CHAIN_LINKS} links without reaching a full backup"
+            )));
+        }
+        if chain.iter().any(|(seen, _)| *seen == parent.id) {
+            return Err(broken(format!(
+                "its links name each other in a circle (at {})",
+                parent.id
+            )));
+        }
+        let manifest = match read_manifest(dest, &parent.id).await {
+            Ok(m) => m,
+            Err(BackupError::NotFound { .. }) => {
+                return Err(broken(format!(
+                    "link {} (the parent of {child_id}) is missing",
+                    parent.id
+                )))
+            }
+            Err(BackupError::BadManifest { reason, .. }) => {
+                return Err(broken(format!(
+                    "the manifest of link {} is unusable: {reason}",
+                    parent.id
+                )))
+            }
+            Err(e) => return Err(e),
+        };
+        if manifest.pages_digest.as_deref() != Some(parent.pages_digest.as_str()) {
+            return Err(broken(format!(
+                "link {child_id} applies to {} with page digest {}, but that backup records {}",
+                parent.id,
+                parent.pages_digest,
+                manifest.pages_digest.as_deref().unwrap_or("none")
+            )));
+        }
+        if manifest.sqlite_page_size != page_size {
+            return Err(broken(format!(
+                "link {child_id} has pages of {page_size} bytes, its parent {} of {}",
+                parent.id, manifest.sqlite_page_size
+            )));
+        }
+        chain.push((parent.id, manifest));
+    }
+    chain.reverse();
+    Ok(chain)
+}
+
+/// Downloads a chain (from [`backup_chain`]) into `out`: the full backup, then each
+/// incremental's page frames (every object checked as [`fetch_into`] checks it) applied in
+/// order, then the page digest of the result against the last link's manifest.
+async fn fetch_chain_to(
+    dest: &Destination,
+    chain: &[(BackupId, Manifest)],
+    identity: Option<&Identity>,
+    out: &Path,
+) -> Result<Fetched, BackupError> {
+    let label = dest.label();
+    let (Some((root_id, _)), Some((target_id, target))) = (chain.first(), chain.last()) else {
+        return Err(BackupError::Internal {
+            dest: label,
+            reason: "an empty chain".into(),
+        });
+    };
+    let local = |id: &BackupId, path: &Path, source| BackupError::Local {
+        id: id.clone(),
+        dest: label.clone(),
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = File::create(out).map_err(|e| local(root_id, out, e))?;
+    let sink = BufWriter::with_capacity(COPY_BYTES, file);
+    let mut stored_size = fetch_into(dest, root_id, identity, sink, out)
+        .await?
+        .stored_size;
+    let frames = out.with_extension("frames");
+    let _cleanup = RemoveOnDrop(frames.clone());
+    for pair in chain.windows(2) {
+        let [(parent_id, _), (link_id, link)] = pair else {
+            continue;
+        };
+        let file = File::create(&frames).map_err(|e| local(link_id, &frames, e))?;
+        let sink = BufWriter::with_capacity(COPY_BYTES, file);
+        stored_size += fetch_into(dest, link_id, identity, sink, &frames)
+            .await?
+            .stored_size;
+        let expected_parent = link
+            .parent
+            .as_ref()
+            .map(|p| p.pages_digest.clone())
+            .unwrap_or_default();
+        let applied = {
+            let (frames, out, parent_id) = (frames.clone(), out.to_path_buf(), parent_id.clone());
+            run_blocking(&label, move || {
+                crate::incremental::apply_page_frames(&frames, &out, (&parent_id, &expected_parent))
+            })
+            .await?
+        };
+        let broken = |reason: String| BackupError::BrokenChain {
+            id: target_id.clone(),
+            dest: label.clone(),
+            reason: format!("link {link_id}: {reason}"),
+        };
+        let header = applied.map_err(broken)?;
+        if link.pages_digest.as_deref() != Some(header.pages_digest.as_str())
+            || header.db_pages != link.sqlite_page_count
+        {
+            return Err(broken(
+                "its page frames and its manifest disagree on the database they make".into(),
+            ));
+        }
+    }
+    let expected = target.pages_digest.clone().unwrap_or_default();
+    let (actual, plain_size) = {
+        let (path, page_size) = (out.to_path_buf(), target.sqlite_page_size);
+        run_blocking(&label, move || -> io::Result<(String, u64)> {
+            let file = File::open(&path)?;
+            let len = file.metadata()?.len();
+            let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let digests = crate::incremental::PageDigests::of_file(
+                &file,
+                page_size,
+                len / u64::from(page_size.max(1)),
+                threads,
+            )?;
+            file.sync_all()?;
+            Ok((digests.digest(), len))
+        })
+        .await?
+        .map_err(|e| local(target_id, out, e))?
+    };
+    if actual != expected {
+        return Err(BackupError::ChainDigestMismatch {
+            id: target_id.clone(),
+            dest: label.clone(),
+            expected,
+            actual,
+        });
+    }
+    Ok(Fetched {
+        manifest: target.clone(),
+        stored_size,
+        plain_size,
+    })
+}
+
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 async fn fetch_to(
@@ -414,13 +599,19 @@ async fn fetch_to(
         path: out.to_path_buf(),
         source,
     };
-    let file = File::create(out).map_err(local)?;
-    let sink = SyncedFile(BufWriter::with_capacity(COPY_BYTES, file));
+    let head = read_manifest(dest, id).await?;
     let Fetched {
         manifest,
         stored_size,
         plain_size,
-    } = fetch_into(dest, id, identity, sink, out).await?;
+    } = if head.is_incremental() {
+        let chain = backup_chain(dest, id).await?;
+        fetch_chain_to(dest, &chain, identity, out).await?
+    } else {
+        let file = File::create(out).map_err(local)?;
+        let sink = SyncedFile(BufWriter::with_capacity(COPY_BYTES, file));
+        fetch_into(dest, id, identity, sink, out).await?
+    };
 
     let checked = {
         let out = out.to_path_buf();

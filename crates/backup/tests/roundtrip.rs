@@ -400,7 +400,7 @@ async fn list_is_newest_first_and_ignores_sets_without_manifest() {
         assert!(matches!(err, BackupError::BadManifest { .. }), "{err}");
 
         let (newest, _) = &list.backups[0];
-        rewrite_manifest(&dest, newest, |m| m.format_version = 2).await;
+        rewrite_manifest(&dest, newest, |m| m.format_version = 3).await;
         let list = list_backups(&dest).await.unwrap();
         assert_eq!(list.backups.len(), 2);
         assert!(list

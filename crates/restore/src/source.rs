@@ -134,8 +134,13 @@ pub enum Upload {
 
 /// Picks the backup and reads its manifest; the backup itself is streamed by the upload.
 /// `notice` is told the lines for the operator (a listing's warnings, an unverified choice).
+///
+/// An incremental backup cannot be streamed: its chain (the full backup and every incremental
+/// up to it) is downloaded and applied into `scratch` first, every link and the result checked
+/// ([`raftlite_backup::download_backup`]), and that file is sent.
 pub async fn prepare_backup(
     source: &BackupSource,
+    scratch: &Path,
     notice: &mut (dyn FnMut(&str) + Send),
 ) -> Result<Prepared, SourceError> {
     let identity = identity_from(source.identity.as_deref(), source.passphrase_env.as_deref())?;
@@ -151,6 +156,23 @@ pub async fn prepare_backup(
         return Err(SourceError::Encrypted {
             id,
             dest: dest.to_string(),
+        });
+    }
+    if manifest.is_incremental() {
+        notice(&format!(
+            "backup {id} is incremental ({} links after its full backup): downloading and \
+             applying its chain locally first",
+            manifest.chain_depth
+        ));
+        let path = scratch.join("chain.sqlite");
+        let report = raftlite_backup::download_backup(&dest, &id, identity.as_ref(), &path)
+            .await
+            .map_err(|e| SourceError::Manifest(Box::new(e)))?;
+        return Ok(Prepared {
+            label: format!("backup {id} in {dest}"),
+            size: report.plain_size,
+            upload: Upload::File(path),
+            consolidated_wal: false,
         });
     }
     Ok(Prepared {

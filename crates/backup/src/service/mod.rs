@@ -48,6 +48,7 @@ pub mod archiver;
 mod cluster;
 mod drill;
 mod error;
+mod incremental;
 mod pacing;
 mod run;
 pub mod scheduler;
@@ -90,6 +91,8 @@ pub struct BackupService {
     pub(crate) snapshots: PathBuf,
     max_wal_bytes: u64,
     busy_pace_bytes_per_sec: u64,
+    /// `--backup-full-every`: 1 takes only full backups.
+    pub(crate) full_every: u32,
     /// Held for the whole of a backup: one at a time per node.
     running: tokio::sync::Mutex<()>,
     /// The backup holding `running` is a base the log archive asked for: a requested backup
@@ -211,6 +214,7 @@ impl BackupService {
             snapshots: DataDirLayout::new(data_dir).snapshots,
             max_wal_bytes: settings.max_wal_bytes,
             busy_pace_bytes_per_sec: settings.busy_pace_bytes_per_sec,
+            full_every: settings.full_every.max(1),
             running: tokio::sync::Mutex::new(()),
             base_running: std::sync::atomic::AtomicBool::new(false),
             record: Mutex::new(Record::default()),

@@ -200,6 +200,27 @@ impl BackupService {
             let mut backup_meta = BackupMeta::of_database(node.node_id(), &pinned.meta)?;
             backup_meta.leader_term = Some(term);
             backup_meta.slot_unix_ms = slot_unix_ms;
+            if let Some(parent) = self.incremental_parent(&pinned.meta).await {
+                let file = pinned
+                    .file
+                    .try_clone()
+                    .map_err(|e| snapshot_error(format!("cannot reopen the database file: {e}")))?;
+                let path = store.path().to_path_buf();
+                if let Some(frames) = self.prepare_frames(file, path, parent).await? {
+                    // The changed pages are in the scratch file: writes may checkpoint again.
+                    drop(pinned);
+                    let created = crate::create_incremental(
+                        frames.upload,
+                        backup_meta,
+                        &self.dest,
+                        &self.options,
+                        self.fence(node, term),
+                    )
+                    .await?;
+                    self.remember_pages(Some(&created)).await;
+                    return Ok(created.manifest);
+                }
+            }
             let file = pinned
                 .file
                 .try_clone()
@@ -234,7 +255,7 @@ impl BackupService {
                 pace: Some(pace),
                 spill: Some(spill),
             };
-            let manifest = crate::create_backup_open(
+            let created = crate::create_full_open(
                 source,
                 backup_meta,
                 &self.dest,
@@ -245,7 +266,8 @@ impl BackupService {
             drop(yielding);
             drop(pin);
             drop(scratch);
-            return Ok(manifest);
+            self.remember_pages(Some(&created)).await;
+            return Ok(created.manifest);
         }
         tracing::info!("the database file could not be pinned (a long query holds an older snapshot); copying it for the backup instead");
         let snapshots = self.snapshots.clone();
@@ -279,6 +301,8 @@ impl BackupService {
         )
         .await?;
         drop(scratch);
+        // Copied, not hashed: the next backup starts a new chain.
+        self.remember_pages(None).await;
         Ok(manifest)
     }
 
