@@ -21,6 +21,9 @@
 //!
 //! - A live restore lease ([`super::lease`]) keeps its base backup and every segment after the
 //!   base's index, whatever the window.
+//! - An incremental is a base only while its whole chain (parent, parent's parent, ..., down
+//!   to a full backup) is among the backups: without it nothing restores from it. Backup
+//!   retention keeps the chain of every base [`archive_needs`] names (reason `chain`).
 //!
 //! [`archive_needs`] is the other half: the bases the window needs, which backup retention
 //! must keep ([`crate::retention::prune_keeping`]). Run backup retention first, then
@@ -35,7 +38,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::destination::Destination;
 use crate::error::BackupError;
-use crate::manifest::{check_segment, BackupId, Manifest};
+use crate::manifest::{check_segment, BackupId, BackupKind, Manifest};
 
 use super::lease::live_leases;
 use super::list::{archive_clusters, list_timelines};
@@ -122,13 +125,15 @@ pub fn window_start(keep_within: Duration, now_unix_ms: i64) -> i64 {
 }
 
 /// The newest base backup of `cluster_id`'s timeline `timeline_id` taken at or before
-/// `window_start` (by creation time, then data index, then id), among `backups`.
+/// `window_start` (by creation time, then data index, then id), among `backups`. An
+/// incremental whose chain is not complete among `backups` is no base.
 pub fn window_base<'a>(
     backups: &'a [(BackupId, Manifest)],
     cluster_id: &str,
     timeline_id: &str,
     window_start: i64,
 ) -> Option<&'a (BackupId, Manifest)> {
+    let by_id: BTreeMap<&BackupId, &Manifest> = backups.iter().map(|(id, m)| (id, m)).collect();
     backups
         .iter()
         .filter(|(id, m)| {
@@ -136,6 +141,7 @@ pub fn window_base<'a>(
                 && m.cluster_id == cluster_id
                 && m.timeline.id == timeline_id
                 && m.created_at_unix_ms <= window_start
+                && chain_complete(&by_id, m)
         })
         .max_by(|(a_id, a), (b_id, b)| {
             (a.created_at_unix_ms, a.data_index(), a_id).cmp(&(
@@ -146,11 +152,32 @@ pub fn window_base<'a>(
         })
 }
 
+/// Whether `manifest`'s set restores from `backups` alone: a full backup does; an incremental
+/// does when its parent is there and restores in turn. A cycle of parents (corrupt manifests)
+/// does not.
+fn chain_complete(backups: &BTreeMap<&BackupId, &Manifest>, manifest: &Manifest) -> bool {
+    let mut current = manifest;
+    // A chain longer than the number of backups goes round a cycle.
+    for _ in 0..=backups.len() {
+        match (current.kind, &current.parent) {
+            (BackupKind::Full, None) => return true,
+            (BackupKind::Incremental, Some(parent)) => match backups.get(&parent.id) {
+                Some(m) => current = m,
+                None => return false,
+            },
+            // Refused when listed; never a base.
+            (BackupKind::Full, Some(_)) | (BackupKind::Incremental, None) => return false,
+        }
+    }
+    false
+}
+
 /// The base backups the archive's retained window needs, per cluster (only `cluster_id` when
 /// given) and timeline with an archive: the newest base of that timeline taken at or before
 /// `now - keep_within`. Backup retention must keep these (see
-/// [`crate::retention::prune_keeping`]), or the retained points between the window start and
-/// the next base could no longer be restored. `backups` is the complete listing
+/// [`crate::retention::prune_keeping`]), and with an incremental base the sets of its chain,
+/// which it does on its own, or the retained points between the window start and the next base
+/// could no longer be restored. `backups` is the complete listing
 /// ([`crate::list_backups`]). Returns each needed id with the timeline that needs it.
 pub async fn archive_needs(
     dest: &Destination,
@@ -471,6 +498,25 @@ mod tests {
             chain_depth: 0,
             chain_delta_bytes: 0,
         };
+        (m.id().unwrap(), m)
+    }
+
+    /// An incremental of timeline `n` on top of `parent`.
+    fn incremental(
+        n: u64,
+        index: u64,
+        created: i64,
+        parent: &(BackupId, Manifest),
+    ) -> (BackupId, Manifest) {
+        let (_, mut m) = base(n, index, created);
+        m.format_version = 2;
+        m.kind = crate::manifest::BackupKind::Incremental;
+        m.parent = Some(crate::manifest::ParentRef {
+            id: parent.0.clone(),
+            pages_digest: "0".repeat(64),
+        });
+        m.pages_digest = Some("1".repeat(64));
+        m.chain_depth = parent.1.chain_depth + 1;
         (m.id().unwrap(), m)
     }
 
@@ -874,6 +920,83 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(plain.deleted, std::slice::from_ref(&needed.0));
+    }
+
+    #[tokio::test]
+    async fn an_incremental_base_keeps_its_chain() {
+        let dest = memory();
+        archive(&dest, 1, &TEN).await;
+        let older = base(1, 2, W - 2 * DAY);
+        let full = base(1, 5, W - 3 * HOUR);
+        let first = incremental(1, 15, W - 2 * HOUR, &full);
+        let needed = incremental(1, 25, W - HOUR, &first);
+        let recent = base(1, 45, NOW - HOUR);
+        for b in [&older, &full, &first, &needed, &recent] {
+            store_base(&dest, b).await;
+        }
+        let listing = crate::list_backups(&dest).await.unwrap();
+        let needs = archive_needs(&dest, &listing.backups, Some(CLUSTER), WEEK, NOW)
+            .await
+            .unwrap();
+        let keep: BTreeSet<BackupId> = needs.into_keys().collect();
+        assert_eq!(keep, BTreeSet::from([needed.0.clone()]));
+
+        let keep_last = RetentionPolicy {
+            keep_last: Some(1),
+            ..RetentionPolicy::default()
+        };
+        let report = prune_keeping(
+            &dest,
+            &listing,
+            Some(CLUSTER),
+            &keep_last,
+            NOW,
+            &keep,
+            false,
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            report.kept,
+            vec![
+                (recent.0.clone(), vec!["last", "newest"]),
+                (needed.0.clone(), vec!["archive"]),
+                (first.0.clone(), vec!["chain"]),
+                (full.0.clone(), vec!["chain"]),
+            ]
+        );
+        assert_eq!(report.deleted, std::slice::from_ref(&older.0));
+        let kept = kept_backups(
+            &listing.backups,
+            report.kept.iter().map(|(id, _)| id.clone()),
+        );
+        let archive = prune_archive(&dest, CLUSTER, WEEK, NOW, &kept, false)
+            .await
+            .unwrap();
+        assert_eq!(timeline(&archive, 1).base, Some(needed.0.clone()));
+        assert_eq!(ranges(&dest, 1).await, TEN[2..]);
+
+        // An incremental whose chain lost a set restores from nothing: no base. The window
+        // falls back to the newest base that restores, or to none (keep the whole archive).
+        let broken = [recent.clone(), needed.clone(), full.clone()];
+        assert_eq!(window_base(&broken, CLUSTER, "tl-1", W), Some(&full));
+        let no_full = [recent.clone(), needed.clone(), first.clone()];
+        assert_eq!(window_base(&no_full, CLUSTER, "tl-1", W), None);
+        let dry = prune_archive(&dest, CLUSTER, WEEK, NOW, &no_full, true)
+            .await
+            .unwrap();
+        assert_eq!(timeline(&dry, 1).base, None);
+        assert!(timeline(&dry, 1).deleted.is_empty());
+
+        // Corrupt manifests naming each other are no base either, and end the walk.
+        let mut x = incremental(1, 30, W - 30 * 60_000, &full);
+        let y = incremental(1, 31, W - 20 * 60_000, &x);
+        x.1.parent = Some(crate::manifest::ParentRef {
+            id: y.0.clone(),
+            pages_digest: "0".repeat(64),
+        });
+        let cycle = [y, x, full.clone()];
+        assert_eq!(window_base(&cycle, CLUSTER, "tl-1", W), Some(&full));
     }
 
     #[test]
