@@ -97,8 +97,15 @@ fn change(base: &str, k: i64) {
 }
 
 fn cli(args: &[&str]) -> Run {
+    cli_with(args, &[])
+}
+
+fn cli_with(args: &[&str], envs: &[(String, String)]) -> Run {
     let mut cmd = common::cli_command();
     cmd.args(args);
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
     let mut child = cmd.spawn().expect("spawn raftlite");
     run_to_completion(&mut child, RUN_DEADLINE)
 }
@@ -197,14 +204,37 @@ fn a_chain_survives_a_restart_restores_exactly_and_a_bad_link_is_refused() {
         "{run:?}"
     );
     assert_eq!(content(&base), before);
+    let verify = cli(&[
+        "backup",
+        "verify",
+        "--from",
+        &dest_url,
+        "--id",
+        &b4.to_string(),
+    ]);
+    assert_ne!(verify.code, Some(0), "{verify:?}");
+    assert!(verify.all_output().contains("missing"), "{verify:?}");
     let _ = m4;
 }
 
+/// On the embedded S3 server, encrypted to an age recipient.
 #[test]
 fn a_new_leader_and_a_restore_start_new_chains() {
-    let backups = tempfile::tempdir().expect("tempdir");
-    let dest_url = format!("file://{}", backups.path().display());
-    let mut c = Cluster::start(3, &backup_args(&dest_url, "10"));
+    let s3 = raftlite_testkit::S3TestServer::start().expect("S3 test server");
+    let envs = s3.env_vars();
+    let key = age::x25519::Identity::generate();
+    let recipient = key.to_public().to_string();
+    let keys = tempfile::tempdir().expect("tempdir");
+    let key_file = keys.path().join("key.txt");
+    {
+        use age::secrecy::ExposeSecret;
+        std::fs::write(&key_file, key.to_string().expose_secret()).expect("write key");
+    }
+    let key_arg = key_file.display().to_string();
+    let dest_url = "s3://raftlite-test/incremental".to_string();
+    let mut args = backup_args(&dest_url, "10");
+    args.extend(["--backup-recipient", &recipient]);
+    let mut c = Cluster::start_with_envs(3, &args, &envs);
     let leader = c.wait_leader(Duration::from_secs(30));
     let base = c.nodes[leader].base_url();
     seed(&base);
@@ -213,6 +243,7 @@ fn a_new_leader_and_a_restore_start_new_chains() {
     change(&base, 1);
     let (b2, m2) = take_backup(&base);
     assert_link(&m2, &b1, 1);
+    assert!(m2.encryption.is_some(), "{m2:?}");
 
     // A new leader holds no page hashes of the old one's backups: a full backup, then its own
     // chain.
@@ -235,7 +266,18 @@ fn a_new_leader_and_a_restore_start_new_chains() {
 
     // Restoring the incremental: the whole cluster gets exactly its rows.
     change(&base, 4);
-    let run = restore(&base, &dest_url, &b4);
+    let restore_args = [
+        "restore",
+        "--node",
+        &base,
+        "--from",
+        &dest_url,
+        "--identity",
+        &key_arg,
+        "--id",
+        &b4.to_string(),
+    ];
+    let run = cli_with(&restore_args, &envs);
     assert_eq!(run.code, Some(0), "{run:?}");
     let leader = c.wait_sole_leader(Duration::from_secs(30));
     let base = c.nodes[leader].base_url();
@@ -258,4 +300,75 @@ fn a_new_leader_and_a_restore_start_new_chains() {
     assert_eq!(m5.kind, BackupKind::Full, "{m5:?}");
     assert_ne!(m5.timeline.id, m4.timeline.id);
     let _ = b2;
+}
+
+/// Waits until the archive of the node at `base` holds everything it applied.
+fn wait_all_archived(base: &str) {
+    wait_for(
+        || {
+            let (_, text) = common::http_get(&format!("{base}/status")).ok()?;
+            let status: Value = serde_json::from_str(&text).ok()?;
+            let applied = status["store"]["raft"]["applied_index"].as_u64()?;
+            let archived = status["archive"]["last_archived_index"].as_u64()?;
+            (archived >= applied).then_some(())
+        },
+        Duration::from_secs(30),
+        "the archive to hold every applied entry",
+    );
+}
+
+#[test]
+fn point_in_time_restore_and_auto_restore_start_from_an_incremental() {
+    let backups = tempfile::tempdir().expect("tempdir");
+    let dest_url = format!("file://{}", backups.path().display());
+    let c = Cluster::start(
+        1,
+        &[
+            "--backup-to",
+            &dest_url,
+            "--backup-interval",
+            "off",
+            "--backup-verify-interval",
+            "off",
+            "--archive-interval",
+            "200ms",
+            "--backup-full-every",
+            "10",
+        ],
+    );
+    let base = c.nodes[0].base_url();
+    seed(&base);
+    take_backup(&base);
+    change(&base, 1);
+    let (incremental, m) = take_backup(&base);
+    assert_eq!(m.kind, BackupKind::Incremental, "{m:?}");
+    change(&base, 2);
+    change(&base, 3);
+    wait_all_archived(&base);
+    let latest = content(&base);
+
+    // Point in time: the archive replays onto the incremental, the newest base.
+    let run = cli(&[
+        "restore",
+        "--node",
+        &base,
+        "--from",
+        &dest_url,
+        "--to-latest",
+    ]);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert!(
+        run.all_output()
+            .contains(&format!("onto backup {incremental}")),
+        "{run:?}"
+    );
+    assert_eq!(content(&base), latest);
+
+    // A brand-new node restores the newest point through the same chain.
+    let fresh = tempfile::tempdir().expect("tempdir");
+    let mut node = common::Node::new(7, fresh.path(), &["--auto-restore-from", &dest_url]);
+    node.start(None);
+    node.wait_ready(Duration::from_secs(60));
+    assert_eq!(content(&node.base_url()), latest);
+    node.stop();
 }
