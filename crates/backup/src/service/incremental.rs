@@ -185,26 +185,38 @@ impl BackupService {
     }
 
     /// Keeps the page hashes of the backup just written for the next incremental (or forgets
-    /// them when there are none). A failure only makes the next backup a full one.
-    pub(super) async fn remember_pages(&self, created: Option<&Created>) {
-        let path = self.page_state_path();
-        let saved = match created.and_then(|c| Some((c.manifest.id().ok()?, c))) {
-            Some((id, created)) => match (&created.pages, &created.manifest.pages_digest) {
-                (Some(pages), Some(digest)) => {
-                    let record = PageStateRecord {
-                        backup_id: id,
-                        pages_digest: digest.clone(),
-                        page_size: pages.page_size(),
-                        page_count: pages.page_count(),
-                    };
-                    let pages = pages.clone();
-                    tokio::task::spawn_blocking(move || save_page_state(&path, &record, &pages))
-                        .await
-                }
-                _ => tokio::task::spawn_blocking(move || forget(&path)).await,
-            },
-            None => tokio::task::spawn_blocking(move || forget(&path)).await,
+    /// them when there are none), and hands back its manifest. A failure only makes the next
+    /// backup a full one.
+    pub(super) async fn remember_pages(&self, created: Created) -> Manifest {
+        let Created { manifest, pages } = created;
+        let record = match (pages, manifest.id(), &manifest.pages_digest) {
+            (Some(pages), Ok(backup_id), Some(digest)) => Some((
+                PageStateRecord {
+                    backup_id,
+                    pages_digest: digest.clone(),
+                    page_size: pages.page_size(),
+                    page_count: pages.page_count(),
+                },
+                pages,
+            )),
+            _ => None,
         };
+        self.store_page_state(record).await;
+        manifest
+    }
+
+    /// After a backup that was copied rather than hashed: the next one starts a new chain.
+    pub(super) async fn forget_pages(&self) {
+        self.store_page_state(None).await;
+    }
+
+    async fn store_page_state(&self, state: Option<(PageStateRecord, PageDigests)>) {
+        let path = self.page_state_path();
+        let saved = tokio::task::spawn_blocking(move || match state {
+            Some((record, pages)) => save_page_state(&path, &record, &pages),
+            None => forget(&path),
+        })
+        .await;
         match saved {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {

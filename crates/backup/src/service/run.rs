@@ -217,8 +217,7 @@ impl BackupService {
                         self.fence(node, term),
                     )
                     .await?;
-                    self.remember_pages(Some(&created)).await;
-                    return Ok(created.manifest);
+                    return Ok(self.remember_pages(created).await);
                 }
             }
             let file = pinned
@@ -266,8 +265,7 @@ impl BackupService {
             drop(yielding);
             drop(pin);
             drop(scratch);
-            self.remember_pages(Some(&created)).await;
-            return Ok(created.manifest);
+            return Ok(self.remember_pages(created).await);
         }
         tracing::info!("the database file could not be pinned (a long query holds an older snapshot); copying it for the backup instead");
         let snapshots = self.snapshots.clone();
@@ -302,7 +300,7 @@ impl BackupService {
         .await?;
         drop(scratch);
         // Copied, not hashed: the next backup starts a new chain.
-        self.remember_pages(None).await;
+        self.forget_pages().await;
         Ok(manifest)
     }
 
