@@ -458,6 +458,7 @@ impl BackupService {
         tracing::info!(
             destination = %dest,
             %id,
+            kind = %manifest.kind,
             log_index = manifest.log_index,
             log_term = manifest.log_term,
             timeline = %manifest.timeline.id,
@@ -478,6 +479,8 @@ impl BackupService {
         let entry = json!({
             "outcome": "success",
             "id": id,
+            "kind": manifest.kind,
+            "parent": manifest.parent.as_ref().map(|p| p.id.to_string()),
             "finished_at_unix_ms": unix_ms(),
             "duration_secs": secs,
             "created_at": manifest.created_at,
