@@ -551,7 +551,7 @@ async fn retention_deletes_a_set_with_its_markers_and_a_lone_marker_is_incomplet
     let lone = BackupId::new(CLUSTER, "20200101T000000.000Z-1-1").unwrap();
     write_marker(&s.from, &s.to, &lone).await.unwrap();
     let listed = list_backups(&s.from).await.unwrap();
-    assert_eq!(listed.incomplete, [lone.clone()]);
+    assert_eq!(listed.incomplete, std::slice::from_ref(&lone));
     assert!(!listed.copies.contains_key(&lone));
     let report = crate::prune(&s.from, None, &policy, now_unix_ms(), false)
         .await
