@@ -10,8 +10,8 @@
 //!   to the write path. Hashing runs on the blocking pool.
 //! - A failing copy destination fails its passes only (metrics, `/status`, a warning in the
 //!   log); backups and the other copies go on. Passes are retried with backoff (5 s doubling to
-//!   a minute), and the first pass that gets through copies everything missing: an outage is
-//!   caught up without anything to do.
+//!   30 s; a failing pass costs a few requests), and the first pass that gets through copies
+//!   everything missing: an outage is caught up without anything to do.
 //! - After a pass that copied sets (and after the first pass of a new leader), the copy's
 //!   retention runs: `--backup-copy-keep-*` (by default the backups' own policy), keeping the
 //!   base backups the copy's archive needs; then, when the archive is copied, archive retention
@@ -37,7 +37,7 @@ use crate::{list_backups, BackupError, Destination, PruneReport, RetentionPolicy
 pub const COPY_POLL: Duration = Duration::from_secs(5);
 /// First wait after a failed pass; doubles up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_secs(5);
-const MAX_BACKOFF: Duration = Duration::from_secs(60);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// A failure that goes on is warned about again this often (debug in between).
 const REWARN: Duration = Duration::from_secs(600);
 
@@ -593,9 +593,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn failed_passes_back_off_to_a_minute() {
-        let waits: Vec<u64> = (1..=6).map(|n| backoff(n).as_secs()).collect();
-        assert_eq!(waits, [5, 10, 20, 40, 60, 60]);
+    fn failed_passes_back_off_to_half_a_minute() {
+        let waits: Vec<u64> = (1..=5).map(|n| backoff(n).as_secs()).collect();
+        assert_eq!(waits, [5, 10, 20, 30, 30]);
         assert_eq!(backoff(0), FIRST_BACKOFF);
         assert_eq!(backoff(u32::MAX), MAX_BACKOFF);
     }
