@@ -371,16 +371,21 @@ impl Copier {
             r.consecutive_failures += 1;
             r.consecutive_failures
         });
-        let wait = backoff(failing);
-        t.failed(
-            1,
-            &format!(
+        let wait = crate::format_duration(backoff(failing));
+        let source_down = matches!(e, BackupError::List { dest, .. } if *dest == self.source_label);
+        let what = if source_down {
+            format!(
+                "{e}; the backup destination itself is out of reach, so nothing can be copied \
+                 from it; the next attempt is in {wait}"
+            )
+        } else {
+            format!(
                 "{e}; backups go on in {} and the cluster is not affected; the next attempt \
-                 (in {}) copies everything missing",
-                self.source_label,
-                crate::format_duration(wait)
-            ),
-        );
+                 (in {wait}) copies everything missing",
+                self.source_label
+            )
+        };
+        t.failed(1, &what);
         let since = t.with_record(|r| r.synced_at_unix_ms);
         match pending_copies(&self.source, &t.dest, select, since).await {
             Ok(pending) => {
@@ -591,6 +596,146 @@ async fn run_target<C: BackupCluster>(copier: Arc<Copier>, index: usize, node: C
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::service::BackupSettings;
+    use crate::{create_backup, BackupMeta, CreateOptions, TimelineRef};
+    use raftlite_consensus::{NodeAddr, NodeId};
+    use raftlite_store::{LogPosition, Store, StoreOptions, TimelineRecord};
+
+    const CLUSTER: &str = "feedfacefeedfacefeedfacefeedface";
+
+    /// A leader whose database has its first timeline: all a copy asks of the cluster.
+    #[derive(Clone)]
+    struct Leader(Arc<Store>);
+
+    impl Leader {
+        fn new(dir: &std::path::Path) -> Leader {
+            let store = Store::open(&dir.join("db.sqlite"), StoreOptions::default()).unwrap();
+            let timeline = TimelineRecord {
+                id: CLUSTER.into(),
+                counter: 1,
+                parent: None,
+                parent_index: None,
+                reason: "bootstrap".into(),
+                at_unix_ms: 1_700_000_000_000,
+            };
+            let pos = LogPosition {
+                term: 1,
+                leader_node: 1,
+                index: 1,
+            };
+            store.apply_init_timeline(pos, &timeline).unwrap();
+            Leader(Arc::new(store))
+        }
+    }
+
+    impl BackupCluster for Leader {
+        fn node_id(&self) -> NodeId {
+            1
+        }
+        fn is_leader(&self) -> bool {
+            true
+        }
+        fn leader(&self) -> Option<(NodeId, NodeAddr)> {
+            None
+        }
+        fn current_term(&self) -> u64 {
+            1
+        }
+        fn applied_index(&self) -> u64 {
+            1
+        }
+        async fn ensure_linearizable(&self) -> Result<(), String> {
+            Ok(())
+        }
+        fn store(&self) -> Arc<Store> {
+            Arc::clone(&self.0)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_pass_copies_applies_the_copys_retention_and_does_not_copy_back_what_it_pruned() {
+        let dir = tempfile::tempdir().unwrap();
+        let leader = Leader::new(dir.path());
+        let primary = format!("file://{}", dir.path().join("primary").display());
+        let service =
+            BackupService::from_settings(BackupSettings::new(&primary), dir.path()).unwrap();
+        let copy_url = format!("file://{}", dir.path().join("copy").display());
+        let copy = Destination::parse(&copy_url).unwrap();
+        let keep_one = RetentionPolicy {
+            keep_last: Some(1),
+            ..RetentionPolicy::default()
+        };
+        let target = CopyTarget {
+            dest: copy.clone(),
+            retention: Some(keep_one),
+        };
+        let err = Copier::new(&service, vec![target.clone(), target.clone()], false)
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("twice"), "{err}");
+        let own = CopyTarget {
+            dest: service.destination().clone(),
+            retention: None,
+        };
+        let err = Copier::new(&service, vec![own], false).err().unwrap();
+        assert!(
+            err.to_string().contains("backup destination itself"),
+            "{err}"
+        );
+        let copier = Copier::new(&service, vec![target], false).unwrap();
+
+        let db = dir.path().join("source.sqlite");
+        rusqlite::Connection::open(&db)
+            .unwrap()
+            .execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1);")
+            .unwrap();
+        for index in [10, 20, 30] {
+            let meta = BackupMeta {
+                cluster_id: CLUSTER.into(),
+                node_id: 1,
+                timeline: TimelineRef {
+                    id: CLUSTER.into(),
+                    counter: 1,
+                },
+                log_index: index,
+                log_term: 1,
+                data_changed_index: Some(index),
+                leader_term: None,
+                slot_unix_ms: None,
+            };
+            create_backup(&db, meta, service.destination(), &CreateOptions::default())
+                .await
+                .unwrap();
+        }
+
+        let t = &copier.targets[0];
+        t.with_record(|r| r.leading = true);
+        assert_eq!(copier.pass(t, &leader, true).await, (true, false));
+        let status = copier.status();
+        assert_eq!(status[0]["state"], "in sync", "{status}");
+        assert_eq!(status[0]["sets_copied"], 3, "{status}");
+        assert_eq!(status[0]["retention"], "keep-last 1", "{status}");
+        assert_eq!(
+            status[0]["last_prune"]["deleted"].as_array().map(Vec::len),
+            Some(2)
+        );
+        let in_copy = list_backups(&copy).await.unwrap();
+        assert_eq!(in_copy.backups.len(), 1, "the copy's own retention");
+        assert_eq!(
+            list_backups(service.destination())
+                .await
+                .unwrap()
+                .backups
+                .len(),
+            3
+        );
+
+        // The sets the copy pruned stay out of it.
+        assert_eq!(copier.pass(t, &leader, false).await, (true, false));
+        assert_eq!(list_backups(&copy).await.unwrap().backups.len(), 1);
+        assert_eq!(copier.status()[0]["sets_copied"], 3);
+        assert_eq!(copier.status()[0]["pending_objects"], 0);
+    }
 
     #[test]
     fn failed_passes_back_off_to_half_a_minute() {
