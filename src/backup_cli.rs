@@ -8,18 +8,23 @@
 //!   history), and hands it to [`create_backup`], which compresses, encrypts and uploads it with
 //!   the manifest written last. The temporary directory is removed at the end, on error and on
 //!   Ctrl-C/SIGTERM too.
-//! - `list` prints the complete backups of a destination, newest first, then the sets that could
-//!   not be used (bad manifest) and the incomplete ones (no manifest: in progress or failed),
-//!   then the log archive's coverage per timeline (index and time range, gaps).
+//! - `list` prints the complete backups of a destination, newest first, each with its kind (full
+//!   or incremental), an incremental's parent and the destinations it was copied to, then the
+//!   sets that could not be used (bad manifest) and the incomplete ones (no manifest: in progress
+//!   or failed), then the log archive's coverage per timeline (index and time range, gaps).
 //! - `verify` downloads and checks backups end to end ([`verify_backup`]), then (unless one
 //!   `--id` is asked for) the log archive of every cluster and timeline: segment hashes, names
 //!   and chain continuity, and the entries when the identity opens them.
 //! - `prune` applies the `--keep-*` rules, never deleting a base backup the log archive's
 //!   retained window needs, and with `--archive-keep-within` prunes the archive too.
+//! - `copy` copies finished backups (and the log archive) that `--to` lacks from `--from`
+//!   ([`copy_destination`]): each object checked against its hash before it lands, manifests
+//!   last, so an interrupted or refused copy never shows a half set; running it again moves only
+//!   what is still missing.
 //!
 //! Exit status: 0 on success, 1 when `verify` found a backup or archive timeline that fails a
-//! check, 2 for any other error (bad flags, node or destination unreachable, ...; `main` maps
-//! errors to 2).
+//! check or `copy` could not copy everything, 2 for any other error (bad flags, node or
+//! destination unreachable, ...; `main` maps errors to 2).
 //!
 //! Cloud destinations retry failing requests (object_store's default: up to 10 retries within
 //! 3 minutes). `RAFTLITE_BACKUP_MAX_RETRIES` (a count) and `RAFTLITE_BACKUP_RETRY_TIMEOUT_SECS`
@@ -36,10 +41,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _};
 use indicatif::{ProgressBar, ProgressStyle};
+use raftlite_backup::copy::{copy_labels, CopyReport};
 use raftlite_backup::{
-    checks_of, create_backup, encryption_from, failed_check, human_bytes, identity_from,
-    list_backups, read_manifest, verify_backup, BackupId, Check, CreateOptions, Destination,
-    KeepRules, Manifest,
+    checks_of, copy_destination, create_backup, encryption_from, failed_check, human_bytes,
+    identity_from, list_backups, read_manifest, verify_backup, BackupId, BackupKind, Check,
+    CopySelection, CreateOptions, Destination, KeepRules, Manifest,
 };
 use raftlite_restore::snapshot::backup_meta;
 use raftlite_restore::{
@@ -49,11 +55,14 @@ use raftlite_restore::{
 use serde::Serialize;
 
 use crate::config::{
-    BackupArgs, BackupCommand, BackupCreateArgs, BackupListArgs, BackupVerifyArgs, NodeConnection,
+    BackupArgs, BackupCommand, BackupCopyArgs, BackupCreateArgs, BackupListArgs, BackupVerifyArgs,
+    NodeConnection,
 };
 
 /// Exit status of `verify` when a backup failed a check.
 const EXIT_VERIFY_FAILED: i32 = 1;
+/// Exit status of `copy` when something could not be copied.
+const EXIT_COPY_INCOMPLETE: i32 = 1;
 /// zstd levels accepted by `--level`.
 const LEVELS: std::ops::RangeInclusive<i32> = 1..=22;
 
@@ -372,6 +381,19 @@ pub async fn run(args: BackupArgs) -> anyhow::Result<()> {
         }
         BackupCommand::List(args) => list(args).await,
         BackupCommand::Prune(args) => prune(args).await,
+        BackupCommand::Copy(args) => {
+            let complete = interruptible(
+                copy(args),
+                "a set whose copy was cut short has no manifest in the copy, so it does not \
+                 count there; run the same copy again",
+            )
+            .await?;
+            if !complete {
+                let _ = io::stdout().flush();
+                std::process::exit(EXIT_COPY_INCOMPLETE);
+            }
+            Ok(())
+        }
         BackupCommand::Verify(args) => {
             let all_passed =
                 interruptible(verify(args), "the temporary files were removed").await?;
@@ -382,6 +404,101 @@ pub async fn run(args: BackupArgs) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// backup copy
+// ---------------------------------------------------------------------------------------------
+
+/// `raftlite backup copy`: prints what was copied, skipped and failed; `Ok(false)` when
+/// something could not be copied (the caller exits with [`EXIT_COPY_INCOMPLETE`]).
+async fn copy(args: BackupCopyArgs) -> anyhow::Result<bool> {
+    let ids = args
+        .id
+        .iter()
+        .map(|id| id.parse::<BackupId>().map_err(engine_error))
+        .collect::<Result<Vec<_>, _>>()?;
+    let from = open_destination(&args.from)?;
+    let to = open_destination(&args.to)?;
+    let select = CopySelection {
+        archive: !args.no_archive && ids.is_empty(),
+        ids,
+        cluster: args.cluster.clone(),
+        recopy: args.recopy,
+    };
+    let spinner = spinner(
+        io::stderr().is_terminal(),
+        format!("copying what {to} lacks from {from}"),
+    );
+    let copied = copy_destination(&from, &to, &select).await;
+    spinner.finish_and_clear();
+    let report = copied.map_err(engine_error)?;
+    if args.json {
+        print_json(&report)?;
+    } else {
+        print_copy_report(&report)?;
+    }
+    if !report.is_complete() {
+        let n = report.failed.len();
+        eprintln!(
+            "error: {n} object{} could not be copied to {to} (listed above); fix the cause and \
+             run the same command again: only what is still missing moves",
+            if n == 1 { "" } else { "s" }
+        );
+    }
+    Ok(report.is_complete())
+}
+
+fn print_copy_report(report: &CopyReport) -> anyhow::Result<()> {
+    let mut out = io::stdout().lock();
+    for set in &report.copied {
+        writeln!(
+            out,
+            "copied   {}  {}  {}",
+            set.id,
+            set.kind,
+            human_bytes(set.stored_size)
+        )?;
+    }
+    for set in &report.skipped {
+        writeln!(out, "skipped  {}  ({})", set.id, set.reason)?;
+    }
+    for failure in &report.failed {
+        writeln!(out, "failed   {}: {}", failure.object, failure.reason)?;
+    }
+    if let Some(a) = &report.archive {
+        writeln!(
+            out,
+            "log archive: {} object{} copied ({} segment{}, {}), {} already there{}",
+            a.copied,
+            if a.copied == 1 { "" } else { "s" },
+            a.segments,
+            if a.segments == 1 { "" } else { "s" },
+            human_bytes(a.copied_bytes),
+            a.present,
+            if a.pruned_in_copy > 0 {
+                format!(
+                    ", {} older than the copy's own archive retention keeps",
+                    a.pruned_in_copy
+                )
+            } else {
+                String::new()
+            }
+        )?;
+    }
+    writeln!(
+        out,
+        "{} -> {}: {} backup{} copied ({}), {} already there, {} skipped, {} failed",
+        report.from,
+        report.to,
+        report.copied.len(),
+        if report.copied.len() == 1 { "" } else { "s" },
+        human_bytes(report.copied_bytes),
+        report.present,
+        report.skipped.len(),
+        report.failed.len()
+    )?;
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -596,12 +713,14 @@ pub(crate) fn spinner(visible: bool, message: String) -> ProgressBar {
 // backup list
 // ---------------------------------------------------------------------------------------------
 
-/// One backup in JSON: the id, then the manifest's fields.
+/// One backup in JSON: the id, then the manifest's fields (`kind` and `parent` among them),
+/// then the destinations it was copied to.
 #[derive(Serialize)]
 struct ListedJson<'a> {
     id: &'a BackupId,
     #[serde(flatten)]
     manifest: &'a Manifest,
+    copies: Vec<&'a str>,
 }
 
 async fn list(args: BackupListArgs) -> anyhow::Result<()> {
@@ -610,11 +729,25 @@ async fn list(args: BackupListArgs) -> anyhow::Result<()> {
         return list_archive_only(&dest, args.json).await;
     }
     let listing = list_backups(&dest).await.map_err(engine_error)?;
+    let labels = copy_labels(&dest, &listing).await;
+    let copies_of = |id: &BackupId| -> Vec<&str> {
+        listing
+            .copies
+            .get(id)
+            .into_iter()
+            .flatten()
+            .map(|key| labels.get(key).map_or(key.as_str(), String::as_str))
+            .collect()
+    };
     if args.json {
         let out: Vec<ListedJson<'_>> = listing
             .backups
             .iter()
-            .map(|(id, manifest)| ListedJson { id, manifest })
+            .map(|(id, manifest)| ListedJson {
+                id,
+                manifest,
+                copies: copies_of(id),
+            })
             .collect();
         print_json(&out)?;
         // stdout stays a JSON array; the rest goes to stderr.
@@ -638,6 +771,9 @@ async fn list(args: BackupListArgs) -> anyhow::Result<()> {
             "INDEX",
             "PLAIN",
             "STORED",
+            "KIND",
+            "PARENT",
+            "COPIES",
             "ENCRYPTED",
             "VERIFIED",
         ]
@@ -658,6 +794,15 @@ async fn list(args: BackupListArgs) -> anyhow::Result<()> {
                     m.log_index.to_string(),
                     human_bytes(m.plain_size),
                     human_bytes(m.stored_size),
+                    m.kind.to_string(),
+                    match (&m.kind, &m.parent) {
+                        (BackupKind::Incremental, Some(parent)) => parent.id.set().to_string(),
+                        _ => "-".to_string(),
+                    },
+                    match copies_of(id).join(",") {
+                        copies if copies.is_empty() => "-".to_string(),
+                        copies => copies,
+                    },
                     if m.encryption.is_some() { "yes" } else { "no" }.to_string(),
                     if listing.verified.contains(id) {
                         "yes"
@@ -1188,10 +1333,13 @@ mod tests {
         let json = serde_json::to_value(ListedJson {
             id: &id,
             manifest: &manifest,
+            copies: vec!["s3://copy/raftlite"],
         })
         .unwrap();
         assert_eq!(json["id"], "c1/20250102T030405.678Z-2-42");
         assert_eq!(json["log_index"], 42);
+        assert_eq!(json["kind"], "full");
+        assert_eq!(json["copies"], serde_json::json!(["s3://copy/raftlite"]));
     }
 
     #[test]

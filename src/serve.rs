@@ -8,6 +8,7 @@ use anyhow::{bail, Context};
 use raftlite_api::auth::{AuthStore, Perm};
 use raftlite_api::server::{router, ApiState, JoinRequest};
 use raftlite_backup::service::archiver::{ArchiveSettings, Archiver, DEFAULT_ARCHIVE_INTERVAL};
+use raftlite_backup::service::copier::{Copier, CopyTarget};
 use raftlite_backup::service::{BackupService, BackupSettings};
 use raftlite_backup::{parse_duration, RetentionPolicy, Schedule};
 use raftlite_consensus::node::{NodeConfig, RaftNode};
@@ -32,6 +33,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let (auth, join_credentials) = load_auth(&config)?;
     let backups = load_backups(&config)?;
     let archiver = load_archiver(&config, backups.as_ref())?;
+    let copier = load_copier(&config, backups.as_ref())?;
 
     let addr = NodeAddr {
         raft_addr: config.raft_advertise_addr.clone(),
@@ -117,6 +119,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(archiver) = &archiver {
         archiver.register_metrics();
     }
+    if let (Some(copier), Some(backups)) = (&copier, &backups) {
+        copier.register_metrics();
+        backups.attach_copier(Arc::clone(copier));
+    }
     // Joins and forwarding to other members' APIs: https with the node CA when configured.
     let node_client = tls.api_client(Duration::from_secs(30))?;
     let api = Arc::new(ApiState {
@@ -139,10 +145,18 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let archive_task = archiver
         .clone()
         .map(|archiver| raftlite_backup::service::archiver::spawn(archiver, node.clone()));
-    let backup_tasks = match backups {
+    let mut backup_tasks = match backups {
         Some(service) => raftlite_backup::service::spawn(service, node.clone()),
         None => Vec::new(),
     };
+    // The copies read the backup destination only: background tasks beside serving, never in
+    // the write path.
+    if let Some(copier) = copier {
+        backup_tasks.extend(raftlite_backup::service::copier::spawn(
+            copier,
+            node.clone(),
+        ));
+    }
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let http = tokio::spawn(serve_until(
@@ -549,6 +563,77 @@ fn load_archiver(
         interval
     );
     Ok(Some(Arc::new(archiver)))
+}
+
+/// The copies of `--backup-copy-to`, if any, all checked now: a bad URL or retention rule, a
+/// copy without backups, or a copy that is the backup destination refuses the start. The log
+/// archive is copied along when it lies beside the backups (`--archive-to backup`).
+fn load_copier(
+    config: &ServeConfig,
+    backups: Option<&Arc<BackupService>>,
+) -> anyhow::Result<Option<Arc<Copier>>> {
+    let backup = &config.backup;
+    let urls: Vec<&String> = backup.copy_to.iter().filter(|url| !is_off(url)).collect();
+    if urls.is_empty() {
+        if backup.copy_keep != raftlite_backup::KeepRules::default() {
+            tracing::warn!(
+                "--backup-copy-keep-* is set but there is no --backup-copy-to: it has no effect"
+            );
+        }
+        return Ok(None);
+    }
+    let Some(service) = backups else {
+        bail!(
+            "refusing to start: --backup-copy-to copies the backups, but backups are off \
+             (--backup-to off); give --backup-to, or remove --backup-copy-to"
+        );
+    };
+    let retention = if backup.copy_keep == raftlite_backup::KeepRules::default() {
+        None
+    } else {
+        Some(backup.copy_keep.as_given().map_err(|e| {
+            let value = backup.copy_keep.keep_within.as_deref().unwrap_or_default();
+            anyhow::anyhow!(
+                "refusing to start: invalid --backup-copy-keep-within `{value}`: {}",
+                match e {
+                    raftlite_backup::KeepRulesError::KeepWithin(reason) => reason,
+                    other => other.to_string(),
+                }
+            )
+        })?)
+    };
+    let mut targets = Vec::new();
+    for url in urls {
+        // Bounded retries, as for the backup destination: a copy that is down fails its pass
+        // within seconds and is retried later, instead of hanging for minutes.
+        let dest = raftlite_backup::Destination::parse_with_options(
+            url,
+            [("max_retries", "4"), ("retry_timeout_secs", "30")],
+        )
+        .context("refusing to start: bad --backup-copy-to")?;
+        targets.push(CopyTarget {
+            dest,
+            retention: retention.clone(),
+        });
+    }
+    let copy_archive = backup.archive_to.as_deref() == Some("backup");
+    let copier = Copier::new(service, targets, copy_archive).context("refusing to start")?;
+    for (label, policy) in copier.describe() {
+        tracing::info!(
+            copy = %label,
+            retention = %policy,
+            archive = copy_archive,
+            "finished backups{} are copied to {label} (retention: {policy})",
+            if copy_archive { " and the log archive" } else { "" }
+        );
+    }
+    if !copy_archive && backup.archive_to.is_some() {
+        tracing::info!(
+            "the log archive has a destination of its own (--archive-to URL) and is not copied; \
+             copies hold backups only"
+        );
+    }
+    Ok(Some(Arc::new(copier)))
 }
 
 /// Backup settings (`--backup-*`, `--auto-backup`), all checked now: a bad destination URL,

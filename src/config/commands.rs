@@ -26,6 +26,42 @@ pub enum BackupCommand {
     /// Delete backups that no retention rule keeps (manifest first, then data), and with
     /// --archive-keep-within the log archive no retained point needs.
     Prune(BackupPruneArgs),
+    /// Copy finished backups and the log archive to another destination: every hash checked
+    /// before an object lands, manifests last; only what the copy lacks moves.
+    Copy(BackupCopyArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BackupCopyArgs {
+    /// Destination to copy from.
+    #[arg(long, value_name = "DEST", env = "RAFTLITE_BACKUP_TO")]
+    pub from: String,
+
+    /// Destination to copy to (file:///abs/dir, s3://bucket/prefix, gs://..., az://...).
+    #[arg(long, value_name = "DEST")]
+    pub to: String,
+
+    /// Only this backup (with the parents an incremental needs), even if it was copied before
+    /// and deleted from --to since; repeatable. The log archive is not copied then.
+    #[arg(long, value_name = "ID")]
+    pub id: Vec<String>,
+
+    /// Only this cluster's backups and log archive [default: every cluster in --from].
+    #[arg(long, value_name = "ID")]
+    pub cluster: Option<String>,
+
+    /// Copy backups only, not the log archive.
+    #[arg(long)]
+    pub no_archive: bool,
+
+    /// Also copy backups copied to --to before that it no longer holds (its retention deleted
+    /// them, or it was emptied).
+    #[arg(long)]
+    pub recopy: bool,
+
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Clone, Args)]

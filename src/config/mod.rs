@@ -23,8 +23,8 @@ mod serve;
 mod tests;
 
 pub use commands::{
-    BackupArgs, BackupCommand, BackupCreateArgs, BackupListArgs, BackupPruneArgs, BackupVerifyArgs,
-    NodeConnection, RestoreArgs,
+    BackupArgs, BackupCommand, BackupCopyArgs, BackupCreateArgs, BackupListArgs, BackupPruneArgs,
+    BackupVerifyArgs, NodeConnection, RestoreArgs,
 };
 pub use resolve::{is_off, resolve, SecurityConfig, ServeConfig};
 pub use serve::ServeArgs;

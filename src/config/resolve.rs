@@ -81,6 +81,10 @@ pub struct BackupConfig {
     pub archive_to: Option<String>,
     pub archive_interval: Option<String>,
     pub archive_keep_within: Option<String>,
+    /// `--backup-copy-to`: further destinations every finished backup is copied to.
+    pub copy_to: Vec<String>,
+    /// `--backup-copy-keep-*`; no rule at all means the backups' own policy.
+    pub copy_keep: raftlite_backup::KeepRules,
 }
 
 /// Name of the default backup directory, created beside the data dir.
@@ -389,6 +393,20 @@ fn validate(args: ServeOptions) -> Result<ServeConfig, ConfigError> {
                 archive_to,
                 archive_interval: args.archive_interval,
                 archive_keep_within: args.archive_keep_within,
+                copy_to: args
+                    .backup_copy_to
+                    .into_iter()
+                    .map(|to| to.trim().to_string())
+                    .filter(|to| !to.is_empty())
+                    .collect(),
+                copy_keep: raftlite_backup::KeepRules {
+                    keep_last: args.backup_copy_keep_last,
+                    keep_hourly: args.backup_copy_keep_hourly,
+                    keep_daily: args.backup_copy_keep_daily,
+                    keep_weekly: args.backup_copy_keep_weekly,
+                    keep_monthly: args.backup_copy_keep_monthly,
+                    keep_within: args.backup_copy_keep_within,
+                },
             }
         },
         recovery_mode: args.recovery_mode,

@@ -294,6 +294,43 @@ serve_options! {
         [file: "backup.archive_keep_within"]
         pub archive_keep_within: Option<String>,
 
+        /// Also copy every finished backup, and the log archive when it lies beside the backups,
+        /// to this further destination (file:///dir, s3://, gs://, az://), checking each object's
+        /// hash, the manifest last; repeatable or comma-separated. Runs on the leader in the
+        /// background and catches up after an outage; a restore can use any copy.
+        #[arg(
+            long,
+            value_name = "DEST",
+            env = "RAFTLITE_BACKUP_COPY_TO",
+            value_delimiter = ','
+        )]
+        pub backup_copy_to: Vec<String>,
+
+        /// Retention of the copies: keep the newest N backups. With no --backup-copy-keep-*
+        /// option a copy keeps what the backups' own retention keeps.
+        #[arg(long, value_name = "N", env = "RAFTLITE_BACKUP_COPY_KEEP_LAST")]
+        pub backup_copy_keep_last: Option<u32>,
+
+        /// Retention of the copies: keep the newest backup of each of the last N hours.
+        #[arg(long, value_name = "N", env = "RAFTLITE_BACKUP_COPY_KEEP_HOURLY")]
+        pub backup_copy_keep_hourly: Option<u32>,
+
+        /// Retention of the copies: keep the newest backup of each of the last N days (UTC).
+        #[arg(long, value_name = "N", env = "RAFTLITE_BACKUP_COPY_KEEP_DAILY")]
+        pub backup_copy_keep_daily: Option<u32>,
+
+        /// Retention of the copies: keep the newest backup of each of the last N ISO weeks.
+        #[arg(long, value_name = "N", env = "RAFTLITE_BACKUP_COPY_KEEP_WEEKLY")]
+        pub backup_copy_keep_weekly: Option<u32>,
+
+        /// Retention of the copies: keep the newest backup of each of the last N months.
+        #[arg(long, value_name = "N", env = "RAFTLITE_BACKUP_COPY_KEEP_MONTHLY")]
+        pub backup_copy_keep_monthly: Option<u32>,
+
+        /// Retention of the copies: keep every backup younger than this, e.g. `48h`, `30d`.
+        #[arg(long, value_name = "DUR", env = "RAFTLITE_BACKUP_COPY_KEEP_WITHIN")]
+        pub backup_copy_keep_within: Option<String>,
+
         /// Largest write request, encoded as one Raft log entry (bytes, or with KiB/MiB): a larger
         /// one is refused with 413 before it reaches the log [default: 4MiB; at most 8MiB].
         #[arg(long, value_name = "BYTES", env = "RAFTLITE_MAX_ENTRY_BYTES", value_parser = parse_byte_size)]

@@ -385,6 +385,13 @@ fn file_keys_are_the_documented_ones() {
         "archive_to",
         "archive_interval",
         "archive_keep_within",
+        "copy_to",
+        "copy_keep_last",
+        "copy_keep_hourly",
+        "copy_keep_daily",
+        "copy_keep_weekly",
+        "copy_keep_monthly",
+        "copy_keep_within",
     ];
     want_backup.sort_unstable();
     assert_eq!(backup, want_backup);
@@ -605,6 +612,50 @@ fn backup_table_keys_and_lists() {
     ]))
     .unwrap();
     assert_eq!(cfg.backup.recipients, ["age1c"]);
+}
+
+#[test]
+fn backup_copies_come_from_flags_env_and_file() {
+    let env = EnvGuard::new();
+    let defaults = resolve(serve_args(&[])).unwrap();
+    assert!(defaults.backup.copy_to.is_empty());
+    assert_eq!(
+        defaults.backup.copy_keep,
+        raftlite_backup::KeepRules::default()
+    );
+    let (_f, path) = temp_toml(
+        r#"
+        [backup]
+        copy_to = ["s3://b/copy", "gs://c/copy"]
+        copy_keep_daily = 30
+        "#,
+    );
+    let cfg = resolve(serve_args(&["--config", &path])).unwrap();
+    assert_eq!(cfg.backup.copy_to, ["s3://b/copy", "gs://c/copy"]);
+    assert_eq!(cfg.backup.copy_keep.keep_daily, Some(30));
+    env.set("RAFTLITE_BACKUP_COPY_TO", "s3://e/1, s3://e/2");
+    env.set("RAFTLITE_BACKUP_COPY_KEEP_LAST", "3");
+    let cfg = resolve(serve_args(&["--config", &path])).unwrap();
+    assert_eq!(cfg.backup.copy_to, ["s3://e/1", "s3://e/2"]);
+    assert_eq!(cfg.backup.copy_keep.keep_last, Some(3));
+    assert_eq!(
+        cfg.backup.copy_keep.keep_daily,
+        Some(30),
+        "the file for the rest"
+    );
+    let cfg = resolve(serve_args(&[
+        "--config",
+        &path,
+        "--backup-copy-to",
+        "file:///a",
+        "--backup-copy-to",
+        "file:///b,file:///c",
+        "--backup-copy-keep-within",
+        "48h",
+    ]))
+    .unwrap();
+    assert_eq!(cfg.backup.copy_to, ["file:///a", "file:///b", "file:///c"]);
+    assert_eq!(cfg.backup.copy_keep.keep_within.as_deref(), Some("48h"));
 }
 
 /// The commented example in `deploy/` is a valid file.

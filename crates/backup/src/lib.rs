@@ -52,6 +52,7 @@
 pub mod archive;
 pub mod auto_backup;
 mod checks;
+pub mod copy;
 mod create;
 mod crypto;
 mod destination;
@@ -69,6 +70,7 @@ mod verify;
 
 pub use age::secrecy;
 pub use checks::{checks_of, failed_check, human_bytes, Check};
+pub use copy::{copy_destination, CopyReport, CopySelection};
 pub use create::{
     create_backup, create_backup_fenced, create_backup_open, create_full_open, create_incremental,
     BackupMeta, CreateOptions, Created, IncrementalUpload, OpenSource, Spill, PARTS_IN_FLIGHT,

@@ -5,6 +5,7 @@ use std::fmt;
 
 use futures::{StreamExt, TryStreamExt};
 
+use crate::copy::{marker_key_of, COPIES_DIR};
 use crate::destination::Destination;
 use crate::error::BackupError;
 use crate::manifest::{
@@ -40,6 +41,10 @@ pub struct BackupList {
     pub superseded: Vec<(BackupId, Manifest)>,
     /// Sets (among `backups`) that a restore drill or `backup verify` checked end to end.
     pub verified: BTreeSet<BackupId>,
+    /// Sets (among `backups`) copied to further destinations, by their copy markers' keys
+    /// ([`crate::copy::copy_key`]; `copies/<key>.json` in the set's folder, from the same
+    /// listing: no extra request). [`crate::copy::copy_labels`] names the destinations.
+    pub copies: BTreeMap<BackupId, BTreeSet<String>>,
     /// Sets with a manifest that could not be used.
     pub warnings: Vec<ListWarning>,
     /// Sets without a manifest: a backup in progress, or one that failed (safe to delete once
@@ -77,11 +82,23 @@ pub async fn list_backups(dest: &Destination) -> Result<BackupList, BackupError>
     // set -> has a manifest
     let mut sets: BTreeMap<BackupId, bool> = BTreeMap::new();
     let mut verified = BTreeSet::new();
+    let mut copies: BTreeMap<BackupId, BTreeSet<String>> = BTreeMap::new();
     for object in objects {
         let Some(parts) = object.location.prefix_match(&prefix) else {
             continue;
         };
         let parts: Vec<String> = parts.map(|p| p.as_ref().to_string()).collect();
+        // A copy marker belongs to its set: a set left with nothing but a marker (its deletion
+        // was interrupted) is incomplete, and retention removes it like any other.
+        if let [cluster, backups, set, dir, file] = parts.as_slice() {
+            if backups == BACKUPS_DIR && dir == COPIES_DIR {
+                if let (Ok(id), Some(key)) = (BackupId::new(cluster, set), marker_key_of(file)) {
+                    copies.entry(id.clone()).or_default().insert(key);
+                    sets.entry(id).or_insert(false);
+                }
+            }
+            continue;
+        }
         let [cluster, backups, set, file] = parts.as_slice() else {
             continue;
         };
@@ -141,6 +158,8 @@ pub async fn list_backups(dest: &Destination) -> Result<BackupList, BackupError>
         .into_iter()
         .filter(|id| list.backups.iter().any(|(b, _)| b == id))
         .collect();
+    copies.retain(|id, _| list.backups.iter().any(|(b, _)| b == id));
+    list.copies = copies;
     Ok(list)
 }
 

@@ -75,6 +75,7 @@ pub use retention::{
     archive_needs, kept_backups, prune_archive, window_base, window_start, ArchivePruneReport,
     KeptSegments, PrunedKind, PrunedObject, TimelinePrune, DEFAULT_ARCHIVE_KEEP_WITHIN,
 };
+pub(crate) use segment::{check_body, split_object};
 pub use segment::{
     decode_segment, encode_segment, entry_encoded_len, read_segment_header, segment_path,
     ArchivedEntry, ArchivedKind, EncodedSegment, SegmentDraft, SegmentHeader,
@@ -85,6 +86,7 @@ pub use store::{
     verify_archive_timeline, ChainProblem, ChainReport, GapRecord, PutOutcome, SegmentClaim,
     Watermark,
 };
+pub(crate) use store::{CLAIMS_DIR, TIMELINES_DIR};
 
 /// The segment format this crate writes; readers refuse anything newer.
 pub const ARCHIVE_FORMAT_VERSION: u32 = 1;

@@ -364,7 +364,7 @@ pub fn timeline_claim_path(dest: &Destination, cluster_id: &str, timeline_id: &s
 }
 
 /// Name of the folder under `<cluster-id>/` holding the timeline history.
-const TIMELINES_DIR: &str = "timelines";
+pub(crate) const TIMELINES_DIR: &str = "timelines";
 
 /// Claims `record`'s timeline id in `dest` ([`timeline_claim_path`]). The same record already
 /// there is fine (another leader of the same timeline); a different one is

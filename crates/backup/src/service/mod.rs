@@ -46,6 +46,7 @@ use crate::{
 
 pub mod archiver;
 mod cluster;
+pub mod copier;
 mod drill;
 mod error;
 mod incremental;
@@ -99,6 +100,8 @@ pub struct BackupService {
     /// waits for it instead of being refused.
     base_running: std::sync::atomic::AtomicBool,
     record: Mutex<Record>,
+    /// The copies to further destinations (`--backup-copy-to`), shown in `status`.
+    copier: std::sync::OnceLock<std::sync::Arc<copier::Copier>>,
 }
 
 impl std::fmt::Debug for BackupService {
@@ -218,7 +221,13 @@ impl BackupService {
             running: tokio::sync::Mutex::new(()),
             base_running: std::sync::atomic::AtomicBool::new(false),
             record: Mutex::new(Record::default()),
+            copier: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Shows `copier`'s copies in [`BackupService::status`] (under `copies`); once.
+    pub fn attach_copier(&self, copier: std::sync::Arc<copier::Copier>) {
+        let _ = self.copier.set(copier);
     }
 
     /// The destination as it may be shown: no credentials.
@@ -291,6 +300,7 @@ impl BackupService {
             "last_success": record.last_success,
             "last_verify": record.last_verify,
             "last_prune": record.last_prune,
+            "copies": self.copier.get().map(|c| c.status()),
         })
     }
 }
