@@ -31,7 +31,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload, WriteMultipart};
+use object_store::{ObjectStoreExt, PutPayload, WriteMultipart};
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
 
@@ -1134,38 +1134,13 @@ async fn put_checked(
     }
 }
 
-/// A create-only put: `true` when written, `false` when an object was there. Stores without
-/// create-only puts get a `head` then a `put`.
+/// A create-only put of `bytes`: `true` when written, `false` when an object was there.
 async fn put_create_only(
     dest: &Destination,
     path: &ObjectPath,
     bytes: Bytes,
 ) -> Result<bool, object_store::Error> {
-    let store = dest.store();
-    match store
-        .put_opts(
-            path,
-            PutPayload::from(bytes.clone()),
-            PutOptions::from(PutMode::Create),
-        )
-        .await
-    {
-        Ok(_) => Ok(true),
-        Err(
-            object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. },
-        ) => Ok(false),
-        Err(
-            object_store::Error::NotImplemented { .. } | object_store::Error::NotSupported { .. },
-        ) => match store.head(path).await {
-            Ok(_) => Ok(false),
-            Err(object_store::Error::NotFound { .. }) => {
-                store.put(path, PutPayload::from(bytes)).await?;
-                Ok(true)
-            }
-            Err(e) => Err(e),
-        },
-        Err(e) => Err(e),
-    }
+    crate::archive::put_object_create_only(dest, path, PutPayload::from(bytes)).await
 }
 
 /// The bytes of a small object, refusing one over [`MAX_SMALL_OBJECT_BYTES`] unread.

@@ -307,13 +307,24 @@ pub async fn record_gap(
 }
 
 /// A create-only put of a small object: `true` when it was written, `false` when an object
-/// was there already (the caller compares). Stores without create-only puts get a `head` then
-/// a `put`; between the two another writer can slip in.
+/// was there already (the caller compares).
 async fn put_create_only(
     dest: &Destination,
     path: &ObjectPath,
     payload: PutPayload,
 ) -> Result<bool, BackupError> {
+    put_object_create_only(dest, path, payload)
+        .await
+        .map_err(store_error(dest, "writing", path))
+}
+
+/// [`put_create_only`] with the store's own error. Stores without create-only puts get a
+/// `head` then a `put`; between the two another writer can slip in.
+pub(crate) async fn put_object_create_only(
+    dest: &Destination,
+    path: &ObjectPath,
+    payload: PutPayload,
+) -> Result<bool, object_store::Error> {
     let store = dest.store();
     match store
         .put_opts(path, payload.clone(), PutOptions::from(PutMode::Create))
@@ -328,15 +339,12 @@ async fn put_create_only(
         ) => match store.head(path).await {
             Ok(_) => Ok(false),
             Err(object_store::Error::NotFound { .. }) => {
-                store
-                    .put(path, payload)
-                    .await
-                    .map_err(store_error(dest, "uploading", path))?;
+                store.put(path, payload).await?;
                 Ok(true)
             }
-            Err(e) => Err(store_error(dest, "checking", path)(e)),
+            Err(e) => Err(e),
         },
-        Err(e) => Err(store_error(dest, "uploading", path)(e)),
+        Err(e) => Err(e),
     }
 }
 
