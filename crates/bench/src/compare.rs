@@ -175,6 +175,7 @@ fn describe(mode: Mode) -> String {
         Mode::Restore(mib) => format!("--restore-db-mib {mib}"),
         Mode::BackupWal(mib) => format!("--backup-wal-db-mib {mib}"),
         Mode::Archive => "--archive".into(),
+        Mode::Incremental => "--incremental".into(),
     }
 }
 

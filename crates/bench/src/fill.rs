@@ -208,7 +208,7 @@ pub fn build_source(path: &Path, target: u64) -> anyhow::Result<(u64, u64)> {
 }
 
 /// Refills `blob` with alternating [`FILL_CHUNK`]s of random bytes and words.
-fn fill_blob(rng: &mut impl rand::RngCore, blob: &mut [u8]) {
+pub fn fill_blob(rng: &mut impl rand::RngCore, blob: &mut [u8]) {
     for (i, chunk) in blob.chunks_mut(FILL_CHUNK).enumerate() {
         if i % 2 == 0 {
             rng.fill_bytes(chunk);
@@ -230,7 +230,7 @@ fn words(rng: &mut impl rand::Rng, len: usize) -> String {
 }
 
 /// `x'0aff..'`: how the rqlite API takes a blob parameter in JSON.
-fn hex_literal(bytes: &[u8]) -> String {
+pub fn hex_literal(bytes: &[u8]) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(2 * bytes.len() + 3);
     s.push_str("x'");

@@ -20,6 +20,11 @@
 //! [`archive`]): the archive's lag under 1,000 paced writes/s, the inserts/s of 64 clients with
 //! and without archiving, and how fast the local half of a point-in-time restore replays it.
 //!
+//! With `--incremental` it measures incremental backups against full ones on one node (see
+//! [`incremental`]): time, stored size and memory of a full and of an incremental after ~1% of
+//! the pages changed, the restore of a chain of 1 full + 23 incrementals against that of a
+//! full, and the inserts/s of 16 clients while every backup is copied to a second destination.
+//!
 //! With `--compare-bin OLD` every measurement runs for the OLD server binary and for the
 //! `--server-bin` one, alternating, and one table gives both figures and their ratio (see
 //! [`compare`]). Only HTTP and the `serve` command line are used, so an older build works.
@@ -35,6 +40,8 @@ mod compare;
 mod etcd;
 mod fill;
 mod http;
+mod incremental;
+mod incremental_report;
 mod insert;
 mod proc;
 mod report;
@@ -124,6 +131,27 @@ pub struct BenchArgs {
     #[arg(long, value_name = "N", default_value_t = 20_000)]
     pub archive_replay_writes: u64,
 
+    /// Measure incremental backups instead of inserts, on one node backing up to file://: a
+    /// full backup and an incremental after --incremental-change-pct of the pages changed (time,
+    /// stored size, peak RSS), a chain of 1 full + --incremental-links incrementals restored with
+    /// `raftlite restore` vs a full of the same database, and inserts/s of 16 clients while
+    /// every backup is copied to a second destination vs without.
+    #[arg(long)]
+    pub incremental: bool,
+
+    /// With --incremental: the database's size in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = 4096)]
+    pub incremental_db_mib: u64,
+
+    /// With --incremental: incrementals in the chain after its full backup.
+    #[arg(long, value_name = "N", default_value_t = 23)]
+    pub incremental_links: u32,
+
+    /// With --incremental: percent of the database's pages changed (at random) before each
+    /// incremental.
+    #[arg(long, value_name = "P", default_value_t = 1.0)]
+    pub incremental_change_pct: f64,
+
     /// With --restore-db-mib: rounds of floor-then-restore on the one cluster. The report
     /// gives each round's ratio (against the floor measured just before it) and, for more than
     /// one, the medians: a shared machine's disk and CPU vary from run to run.
@@ -163,6 +191,7 @@ enum Mode {
     Restore(u64),
     BackupWal(u64),
     Archive,
+    Incremental,
 }
 
 impl Mode {
@@ -173,14 +202,17 @@ impl Mode {
             args.restore_db_mib,
             args.backup_wal_db_mib,
             args.archive,
+            args.incremental,
         ) {
-            (Some(mib), None, None, false) => Mode::Backup(mib),
-            (None, Some(mib), None, false) => Mode::Restore(mib),
-            (None, None, Some(mib), false) => Mode::BackupWal(mib),
-            (None, None, None, true) => Mode::Archive,
-            (None, None, None, false) => Mode::Inserts,
+            (Some(mib), None, None, false, false) => Mode::Backup(mib),
+            (None, Some(mib), None, false, false) => Mode::Restore(mib),
+            (None, None, Some(mib), false, false) => Mode::BackupWal(mib),
+            (None, None, None, true, false) => Mode::Archive,
+            (None, None, None, false, true) => Mode::Incremental,
+            (None, None, None, false, false) => Mode::Inserts,
             _ => bail!(
-                "give one of --backup-db-mib, --restore-db-mib, --backup-wal-db-mib and --archive"
+                "give one of --backup-db-mib, --restore-db-mib, --backup-wal-db-mib, --archive \
+                 and --incremental"
             ),
         };
         match mode {
@@ -220,6 +252,7 @@ impl Mode {
                     );
                 }
             }
+            Mode::Incremental => incremental::IncrementalPlan::of(args).check()?,
         }
         Ok(mode)
     }
@@ -246,6 +279,9 @@ impl Mode {
                 restore::measure(server, root, mib, args.restore_runs).await?,
             )),
             Mode::Archive => Report::Archive(Box::new(archive::measure(args, server, root).await?)),
+            Mode::Incremental => {
+                Report::Incremental(Box::new(incremental::measure(args, server, root).await?))
+            }
         })
     }
 }
@@ -257,6 +293,7 @@ enum Report {
     BackupWal(Box<backup_wal::WalReport>),
     Restore(Box<restore::RestoreReport>),
     Archive(Box<archive::ArchiveReport>),
+    Incremental(Box<incremental::IncrementalReport>),
 }
 
 impl Report {
@@ -267,6 +304,7 @@ impl Report {
             Report::BackupWal(r) => backup_wal::print_report(args, r),
             Report::Restore(r) => restore_report::print(args, r),
             Report::Archive(r) => archive_report::print(args, r),
+            Report::Incremental(r) => incremental_report::print(args, r),
         }
     }
 
@@ -278,6 +316,7 @@ impl Report {
             Report::BackupWal(r) => backup_wal::figures(r),
             Report::Restore(r) => restore_report::figures(r),
             Report::Archive(r) => archive_report::figures(r),
+            Report::Incremental(r) => incremental_report::figures(r),
         }
     }
 
@@ -303,6 +342,7 @@ impl Report {
             Report::BackupWal(r) => r.check,
             Report::Restore(_) => return Ok(()),
             Report::Archive(r) => return archive_report::check(r),
+            Report::Incremental(r) => r.check,
         };
         if count < acked {
             bail!("the node lost acknowledged inserts: COUNT(*) {count} < {acked} acknowledged");
@@ -429,6 +469,14 @@ mod tests {
         assert_eq!(parse(&["--archive"]).unwrap(), Mode::Archive);
         assert!(parse(&["--archive", "--backup-db-mib", "8"]).is_err());
         assert!(parse(&["--archive", "--archive-rate", "0"]).is_err());
+        assert_eq!(parse(&["--incremental"]).unwrap(), Mode::Incremental);
+        assert!(parse(&["--incremental", "--archive"]).is_err());
+        assert!(parse(&["--incremental", "--incremental-links", "0"]).is_err());
+        assert!(parse(&["--incremental", "--incremental-change-pct", "0"]).is_err());
+        let b = BenchArgs::try_parse_from(["raftlite-bench", "--incremental"]).unwrap();
+        let plan = incremental::IncrementalPlan::of(&b);
+        assert_eq!((plan.db_mib, plan.links), (4096, 23));
+        assert_eq!(plan.change_pct, 1.0);
         let b = BenchArgs::try_parse_from(["raftlite-bench", "--archive"]).unwrap();
         let plan = archive::ArchivePlan::of(&b);
         assert_eq!(
