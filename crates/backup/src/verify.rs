@@ -131,17 +131,50 @@ pub async fn download_backup(
     let tmp = temp_dir_in(dest, id, &dir)?;
     let staged = tmp.path().join("db.sqlite");
     let report = fetch_to(dest, id, identity, &staged).await?;
+    install_staged(dest, id, &staged, target, &dir)?;
+    Ok(report)
+}
+
+/// Applies the chain of backup `id` (an incremental, or a full backup: a chain of one) into a
+/// plain SQLite file at `target`, every link's hashes and the result's page digest checked,
+/// but without [`download_backup`]'s `integrity_check`: for a restore, whose nodes check the
+/// database before anything changes. Returns the target's manifest.
+pub async fn assemble_chain(
+    dest: &Destination,
+    id: &BackupId,
+    identity: Option<&Identity>,
+    target: &Path,
+) -> Result<Manifest, BackupError> {
+    let dir = match target.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let chain = backup_chain(dest, id).await?;
+    let tmp = temp_dir_in(dest, id, &dir)?;
+    let staged = tmp.path().join("db.sqlite");
+    let fetched = fetch_chain_to(dest, &chain, identity, &staged).await?;
+    install_staged(dest, id, &staged, target, &dir)?;
+    Ok(fetched.manifest)
+}
+
+/// Renames the checked file `staged` over `target` and makes the rename durable.
+fn install_staged(
+    dest: &Destination,
+    id: &BackupId,
+    staged: &Path,
+    target: &Path,
+    dir: &Path,
+) -> Result<(), BackupError> {
     let local = |path: &Path, source| BackupError::Local {
         id: id.clone(),
         dest: dest.label(),
         path: path.to_path_buf(),
         source,
     };
-    std::fs::rename(&staged, target).map_err(|e| local(target, e))?;
-    File::open(&dir)
+    std::fs::rename(staged, target).map_err(|e| local(target, e))?;
+    File::open(dir)
         .and_then(|d| d.sync_all())
-        .map_err(|e| local(&dir, e))?;
-    Ok(report)
+        .map_err(|e| local(dir, e))
 }
 
 /// Checks only what can be checked without the key: the stored object's size and sha256

@@ -137,7 +137,7 @@ pub enum Upload {
 ///
 /// An incremental backup cannot be streamed: its chain (the full backup and every incremental
 /// up to it) is downloaded and applied into `scratch` first, every link and the result checked
-/// ([`raftlite_backup::download_backup`]), and that file is sent.
+/// ([`raftlite_backup::assemble_chain`]), and that file is sent.
 pub async fn prepare_backup(
     source: &BackupSource,
     scratch: &Path,
@@ -165,12 +165,20 @@ pub async fn prepare_backup(
             manifest.chain_depth
         ));
         let path = scratch.join("chain.sqlite");
-        let report = raftlite_backup::download_backup(&dest, &id, identity.as_ref(), &path)
+        // The nodes run integrity_check before the restore changes anything; here the chain's
+        // page digest proves the file is the backed-up database.
+        raftlite_backup::assemble_chain(&dest, &id, identity.as_ref(), &path)
             .await
             .map_err(|e| SourceError::Manifest(Box::new(e)))?;
+        let size = std::fs::metadata(&path)
+            .map_err(|source| SourceError::Read {
+                path: path.clone(),
+                source,
+            })?
+            .len();
         return Ok(Prepared {
             label: format!("backup {id} in {dest}"),
-            size: report.plain_size,
+            size,
             upload: Upload::File(path),
             consolidated_wal: false,
         });

@@ -139,8 +139,10 @@ impl BackupService {
                 return Ok(None);
             }
             let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let hashing = std::time::Instant::now();
             let pages = PageDigests::of_file(&file, info.page_size, info.page_count, threads)
                 .map_err(|e| format!("cannot read {} to hash its pages: {e}", path.display()))?;
+            let hash_secs = hashing.elapsed().as_secs_f64();
             let changed = pages.changed_since(&parent.pages);
             let delta = changed.len() as u64 * u64::from(info.page_size);
             let chain_delta_bytes = parent.manifest.chain_delta_bytes.saturating_add(delta);
@@ -162,8 +164,20 @@ impl BackupService {
             })?;
             let out = File::create(&frames)
                 .map_err(|e| format!("cannot create {}: {e}", frames.display()))?;
+            let writing = std::time::Instant::now();
             write_page_frames(&file, &header, &changed, out)
                 .map_err(|e| format!("cannot write the page frames to {}: {e}", frames.display()))?;
+            tracing::info!(
+                destination = %label,
+                pages = info.page_count,
+                changed = changed.len(),
+                hash_secs,
+                frames_secs = writing.elapsed().as_secs_f64(),
+                "incremental backup: {} of {} pages changed since {}",
+                changed.len(),
+                info.page_count,
+                parent.id
+            );
             Ok(Some(IncrementalUpload {
                 frames,
                 parent: ParentRef {
