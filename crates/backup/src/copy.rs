@@ -44,15 +44,10 @@ use crate::destination::Destination;
 use crate::error::BackupError;
 use crate::list::{list_backups, BackupList};
 use crate::manifest::{
-    check_segment, rfc3339, sha256_hex, BackupId, BackupKind, Manifest, BACKUPS_DIR, MANIFEST_FILE,
-    MAX_MANIFEST_BYTES,
+    check_segment, marker_key_of, rfc3339, sha256_hex, BackupId, BackupKind, Manifest, BACKUPS_DIR,
+    COPIES_DIR, COPY_KEY_HEX, MANIFEST_FILE, MARKER_SUFFIX, MAX_MANIFEST_BYTES,
 };
 
-/// Folder inside a set that holds its copy markers.
-pub(crate) const COPIES_DIR: &str = "copies";
-/// Hex digits of a destination's key ([`copy_key`]).
-const KEY_HEX: usize = 16;
-const MARKER_SUFFIX: &str = ".json";
 /// Manifests, claims, gap records, timeline records and markers larger than this are refused
 /// unread.
 const MAX_SMALL_OBJECT_BYTES: u64 = MAX_MANIFEST_BYTES;
@@ -63,15 +58,8 @@ const HASH_QUEUE: usize = 4;
 /// sha256 of its label (scheme, bucket or directory, prefix; never credentials).
 pub fn copy_key(dest: &Destination) -> String {
     let mut key = sha256_hex(&dest.label());
-    key.truncate(KEY_HEX);
+    key.truncate(COPY_KEY_HEX);
     key
-}
-
-/// The key of a marker file name (`<16 hex>.json`), `None` for any other name.
-pub(crate) fn marker_key_of(file: &str) -> Option<String> {
-    let key = file.strip_suffix(MARKER_SUFFIX)?;
-    (key.len() == KEY_HEX && key.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
-        .then(|| key.to_string())
 }
 
 /// `copies/<key>.json` in a set of the source: the set was copied to `destination`.

@@ -5,11 +5,11 @@ use std::fmt;
 
 use futures::{StreamExt, TryStreamExt};
 
-use crate::copy::{marker_key_of, COPIES_DIR};
 use crate::destination::Destination;
 use crate::error::BackupError;
 use crate::manifest::{
-    check_segment, BackupId, Manifest, BACKUPS_DIR, MANIFEST_FILE, VERIFIED_FILE,
+    check_segment, marker_key_of, BackupId, Manifest, BACKUPS_DIR, COPIES_DIR, MANIFEST_FILE,
+    VERIFIED_FILE,
 };
 use crate::verify::{read_manifest_inner, ManifestError};
 

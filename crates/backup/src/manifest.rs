@@ -36,6 +36,18 @@ pub const PAGES_FILE_ENCRYPTED: &str = "pages.zst.age";
 /// downloaded, decrypted, decompressed and opened, and every check passed.
 pub const VERIFIED_FILE: &str = "verified.json";
 pub(crate) const BACKUPS_DIR: &str = "backups";
+/// The folder, inside a set, of the markers that record its copies (`crate::copy`).
+pub(crate) const COPIES_DIR: &str = "copies";
+/// Hex digits of a destination's key in a copy marker's name (`crate::copy::copy_key`).
+pub(crate) const COPY_KEY_HEX: usize = 16;
+pub(crate) const MARKER_SUFFIX: &str = ".json";
+
+/// The key of a copy marker's file name (`<16 hex>.json`), `None` for any other name.
+pub(crate) fn marker_key_of(file: &str) -> Option<String> {
+    let key = file.strip_suffix(MARKER_SUFFIX)?;
+    (key.len() == COPY_KEY_HEX && key.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+        .then(|| key.to_string())
+}
 /// Manifests larger than this are refused unread (a real one is about 1 KiB).
 pub(crate) const MAX_MANIFEST_BYTES: u64 = 1 << 20;
 
