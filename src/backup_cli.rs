@@ -425,6 +425,9 @@ async fn copy(args: BackupCopyArgs) -> anyhow::Result<bool> {
         ids,
         cluster: args.cluster.clone(),
         recopy: args.recopy,
+        pace: args
+            .max_rate
+            .map(|rate| std::sync::Arc::new(std::sync::atomic::AtomicU64::new(rate as u64))),
     };
     let spinner = spinner(
         io::stderr().is_terminal(),

@@ -59,6 +59,11 @@ pub struct BackupCopyArgs {
     #[arg(long)]
     pub recopy: bool,
 
+    /// Copy backups at most this many bytes per second (e.g. `16MiB`), so a copy sharing a disk
+    /// or a link with a running cluster leaves it room [default: no limit].
+    #[arg(long, value_name = "BYTES", value_parser = super::serve::parse_bytes)]
+    pub max_rate: Option<usize>,
+
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,

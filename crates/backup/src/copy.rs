@@ -26,6 +26,8 @@
 //! [`CopyReport`] and the rest goes on.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -74,7 +76,7 @@ pub struct CopyMarker {
 }
 
 /// What [`copy_destination`] copies.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct CopySelection {
     /// Only these sets (with the parents an incremental among them needs); empty: every
     /// complete set. A set named here is copied even if the source records an earlier copy.
@@ -87,6 +89,10 @@ pub struct CopySelection {
     /// Also copy sets the source records as copied before that the copy no longer has (its
     /// retention deleted them, or the copy was emptied).
     pub recopy: bool,
+    /// Bytes per second the backup sets are copied at, at most (0: no limit), read as the copy
+    /// goes: the leader lowers it while it applies writes, so that a copy sharing a disk with
+    /// the log does not stretch the log's fsyncs.
+    pub pace: Option<Arc<AtomicU64>>,
 }
 
 impl Default for CopySelection {
@@ -96,6 +102,7 @@ impl Default for CopySelection {
             cluster: None,
             archive: true,
             recopy: false,
+            pace: None,
         }
     }
 }
@@ -674,7 +681,7 @@ async fn copy_sets(
                 continue;
             }
         }
-        match copy_set(from, to, &id).await {
+        match copy_set(from, to, &id, select.pace.as_deref()).await {
             Ok(SetOutcome::Copied(copied)) => {
                 report.copied_bytes += copied.stored_size;
                 report.copied.push(copied);
@@ -726,6 +733,7 @@ async fn copy_set(
     from: &Destination,
     to: &Destination,
     id: &BackupId,
+    pace: Option<&AtomicU64>,
 ) -> Result<SetOutcome, String> {
     let manifest_path = from.set_dir(id).join(MANIFEST_FILE);
     let bytes = match get_small(from, &manifest_path).await {
@@ -742,7 +750,7 @@ async fn copy_set(
     let name = manifest.object_name();
     let source = from.set_dir(id).join(name);
     let target = to.set_dir(id).join(name);
-    match stream_checked(from, to, &source, &target, &manifest).await {
+    match stream_checked(from, to, &source, &target, &manifest, pace).await {
         Ok(()) => {}
         Err(ObjectError::SourceGone) => return Ok(SetOutcome::SourceGone),
         Err(ObjectError::Failed(reason)) => return Err(format!("{name}: {reason}")),
@@ -776,6 +784,7 @@ async fn stream_checked(
     source: &ObjectPath,
     target: &ObjectPath,
     manifest: &Manifest,
+    pace: Option<&AtomicU64>,
 ) -> Result<(), ObjectError> {
     let expected = manifest.stored_size;
     let damaged = |what: String| {
@@ -808,6 +817,7 @@ async fn stream_checked(
     let (pieces, hashing) = hash_in_background();
     let mut stream = got.into_stream();
     let mut size = 0u64;
+    let mut paced = Paced::new(pace);
     let streamed: Result<(), ObjectError> = async {
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|e| {
@@ -827,6 +837,7 @@ async fn stream_checked(
                 return Err(ObjectError::Failed("its hashing thread stopped".into()));
             }
             writer.put(chunk);
+            paced.wait(size).await;
         }
         Ok(())
     }
@@ -858,6 +869,41 @@ async fn stream_checked(
         .await
         .map(|_| ())
         .map_err(|e| ObjectError::Failed(format!("completing its upload to {to} failed: {e}")))
+}
+
+/// Keeps a copy at or under its pace: after each piece it sleeps until the bytes so far fit the
+/// rate, counted from the moment the rate last changed.
+struct Paced<'a> {
+    pace: Option<&'a AtomicU64>,
+    /// Rate, bytes and time when the rate last changed.
+    since: (u64, u64, std::time::Instant),
+}
+
+impl<'a> Paced<'a> {
+    fn new(pace: Option<&'a AtomicU64>) -> Paced<'a> {
+        Paced {
+            pace,
+            since: (0, 0, std::time::Instant::now()),
+        }
+    }
+
+    async fn wait(&mut self, bytes: u64) {
+        let Some(pace) = self.pace else {
+            return;
+        };
+        let rate = pace.load(Ordering::Relaxed);
+        if rate != self.since.0 {
+            self.since = (rate, bytes, std::time::Instant::now());
+        }
+        if rate == 0 {
+            return;
+        }
+        let due = std::time::Duration::from_secs_f64((bytes - self.since.1) as f64 / rate as f64);
+        let elapsed = self.since.2.elapsed();
+        if due > elapsed {
+            tokio::time::sleep(due - elapsed).await;
+        }
+    }
 }
 
 /// A sha256 of the pieces sent, computed on the blocking pool (a backup of gigabytes would

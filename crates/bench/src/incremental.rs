@@ -18,9 +18,11 @@
 //!    of that full and of the chain's newest incremental, each timed until the CLI exits (the
 //!    restore took effect), with the CLI's and the server's peak RSS;
 //! 4. the copy load: single-row inserts/s of 16 clients for --duration-secs without copying,
-//!    then from the start of `raftlite backup copy --from file://A --to file://B` of every
-//!    backup (or, where the server binary has no such subcommand, `cp -r` of the backup folder,
-//!    and the report says so) until the copy and a `sync` after it are done.
+//!    then for as long again from the start of `raftlite backup copy --from file://A --to
+//!    file://B --max-rate 16MiB` of every backup (the pace the server's copier keeps while the
+//!    node applies writes; stopped at the end of the window if still copying), until it and a
+//!    `sync` after it are done. Where the server binary has no such subcommand, `cp -r` of the
+//!    backup folder, and the report says so.
 //!
 //! The report is printed by [`crate::incremental_report`].
 
@@ -188,12 +190,18 @@ pub enum CopyMethod {
     Cp { why: String },
 }
 
+/// The pace of the copy: what the server's copier (`--backup-copy-to`) runs at while the node
+/// applies writes (half of a backup's busy pace of 32 MiB/s; the same engine).
+pub const COPY_PACE: &str = "16MiB";
+
 impl CopyMethod {
     pub fn describe(&self) -> String {
         match self {
-            CopyMethod::BackupCopy => {
-                "`raftlite backup copy --from file://A --to file://B` (child process)".into()
-            }
+            CopyMethod::BackupCopy => format!(
+                "`raftlite backup copy --from file://A --to file://B --max-rate {COPY_PACE}` \
+                 (child process; the pace the server's copier keeps while the node applies \
+                 writes)"
+            ),
             CopyMethod::Cp { why } => format!(
                 "`cp -r` of the backup folder (child process), NOT `raftlite backup copy`: {why}"
             ),
@@ -207,6 +215,8 @@ pub struct CopyLoad {
     /// Bytes of one copy of every backup.
     pub copied_bytes: u64,
     pub copy: ChildRun,
+    /// The copy was still running at the end of the write window and was stopped there.
+    pub stopped: bool,
     /// The `sync` after it (`None` without a `sync` tool).
     pub sync: Option<Duration>,
     pub idle: Stats,
@@ -780,23 +790,23 @@ impl Run {
         tokio::time::sleep_until(from.into()).await;
         let copied = async {
             let cmd = self.copy_command(&method, &to, &log)?;
-            let copy = run_child(cmd, "the copy", self.deadline).await?;
-            if !copy.status.success() {
+            let (copy, stopped) = run_for(cmd, "the copy", self.plan.window).await?;
+            if !stopped && !copy.status.success() {
                 bail!("the copy failed ({}):\n{}", copy.status, log_tail(&log, 20));
             }
             let Some(sync) = find_tool("sync") else {
-                return Ok((copy, None));
+                return Ok((copy, stopped, None));
             };
             let mut cmd = Command::new(sync);
             cmd.stdin(std::process::Stdio::null());
             let sync = run_child(cmd, "sync", self.deadline).await?;
-            Ok((copy, Some(sync.wall)))
+            Ok((copy, stopped, Some(sync.wall)))
         }
         .await;
         let until = Instant::now();
         stop.store(true, Ordering::Relaxed);
         let samples = join_writers(writers).await?;
-        let (copy, sync) = copied?;
+        let (copy, stopped, sync) = copied?;
         let (during, during_acked) = window_stats(samples, from, until);
         during.print_failures("bench: during copy: ");
         let copied_bytes = dir_bytes(&to)?;
@@ -806,6 +816,7 @@ impl Run {
             method,
             copied_bytes,
             copy,
+            stopped,
             sync,
             idle,
             during,
@@ -846,8 +857,16 @@ impl Run {
                 std::fs::create_dir(to)
                     .with_context(|| format!("cannot create {}", to.display()))?;
                 let mut cmd = Command::new(&self.server);
-                cmd.args(["backup", "copy", "--from", &self.dest_url, "--to"])
-                    .arg(file_url(to)?);
+                cmd.args([
+                    "backup",
+                    "copy",
+                    "--max-rate",
+                    COPY_PACE,
+                    "--from",
+                    &self.dest_url,
+                ])
+                .arg("--to")
+                .arg(file_url(to)?);
                 clean_env(&mut cmd);
                 logged(cmd, log)
             }
@@ -860,6 +879,54 @@ impl Run {
                 logged(cmd, log)
             }
         }
+    }
+}
+
+/// Runs `cmd` until it exits or `window` has passed, when it is killed (`true`): the copy is
+/// measured over the write window, not to its end.
+async fn run_for(
+    mut cmd: Command,
+    what: &str,
+    window: Duration,
+) -> anyhow::Result<(ChildRun, bool)> {
+    let start = Instant::now();
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("cannot start {what}"))?;
+    let pid = child.id();
+    let mut peak_kib = None;
+    loop {
+        if let Some(m) = crate::proc::proc_mem(pid) {
+            peak_kib = peak_kib.max(Some(m.hwm_kib));
+        }
+        if let Some(status) = child
+            .try_wait()
+            .with_context(|| format!("waiting for {what}"))?
+        {
+            let wall = start.elapsed();
+            return Ok((
+                ChildRun {
+                    status,
+                    wall,
+                    peak_kib,
+                },
+                false,
+            ));
+        }
+        if start.elapsed() >= window {
+            let _ = child.kill();
+            let status = child.wait().with_context(|| format!("stopping {what}"))?;
+            let wall = start.elapsed();
+            return Ok((
+                ChildRun {
+                    status,
+                    wall,
+                    peak_kib,
+                },
+                true,
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -238,6 +238,7 @@ pub fn print(args: &BenchArgs, r: &IncrementalReport) -> anyhow::Result<()> {
                 "method": r.copy.method.describe(),
                 "copied_bytes": r.copy.copied_bytes,
                 "copy_secs": round(r.copy.copy.wall.as_secs_f64()),
+                "stopped_at_window_end": r.copy.stopped,
                 "sync_secs": r.copy.sync.map(|d| round(d.as_secs_f64())),
                 "peak_rss_mib": mib_of_kib(r.copy.copy.peak_kib).map(round),
                 "writes": {
@@ -392,11 +393,16 @@ pub fn print(args: &BenchArgs, r: &IncrementalReport) -> anyhow::Result<()> {
     println!("(wall: the CLI's start to its exit, the restore confirmed on the cluster; cluster s: what the node reported)");
     println!();
     println!(
-        "copy of every backup ({:.1} MiB) to a second destination by {}: {:.2} s, then `sync` \
+        "copy of the backups to a second destination by {}: {:.1} MiB in {:.2} s{}, then `sync` \
          {} s (the writes are measured until the copy is on disk); copy peak RSS {} MiB",
-        mib_of(r.copy.copied_bytes),
         r.copy.method.describe(),
+        mib_of(r.copy.copied_bytes),
         r.copy.copy.wall.as_secs_f64(),
+        if r.copy.stopped {
+            " (still copying at the end of the write window: stopped there)"
+        } else {
+            ""
+        },
         opt(r.copy.sync.map(|d| d.as_secs_f64()), 2),
         opt(mib_of_kib(r.copy.copy.peak_kib), 1),
     );

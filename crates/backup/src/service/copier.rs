@@ -17,6 +17,7 @@
 //!   base backups the copy's archive needs; then, when the archive is copied, archive retention
 //!   with the backups' `--archive-keep-within`.
 
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -25,6 +26,7 @@ use serde_json::{json, Value as Json};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use super::pacing::YieldToWrites;
 use super::{BackupCluster, BackupService};
 use crate::archive::{
     archive_needs, kept_backups, prune_archive, ArchivePruneReport, DEFAULT_ARCHIVE_KEEP_WITHIN,
@@ -161,6 +163,9 @@ pub struct Copier {
     copy_archive: bool,
     archive_keep_within: Option<Duration>,
     poll: Duration,
+    /// Bytes per second a copy runs at while the node applies writes: half a backup's busy
+    /// pace, since a copy reads and writes (both may share the log's disk).
+    busy_pace: u64,
 }
 
 impl Copier {
@@ -206,6 +211,7 @@ impl Copier {
             copy_archive,
             archive_keep_within: service.archive_keep_within,
             poll: COPY_POLL,
+            busy_pace: (service.busy_pace_bytes_per_sec / 2).max(1 << 20),
         })
     }
 
@@ -262,13 +268,17 @@ impl Copier {
         let Some(cluster) = cluster_id(node).await else {
             return (true, prune_due); // bootstrapping: nothing backed up yet
         };
+        let pace = Arc::new(AtomicU64::new(0));
         let select = CopySelection {
             cluster: Some(cluster.clone()),
             archive: self.copy_archive,
+            pace: Some(pace.clone()),
             ..CopySelection::default()
         };
         t.with_record(|r| r.in_progress_since_unix_ms = Some(unix_ms()));
+        let yielding = YieldToWrites::start(node, pace, self.busy_pace, None);
         let result = copy_destination(&self.source, &t.dest, &select).await;
+        drop(yielding);
         let now = unix_ms();
         t.with_record(|r| {
             r.in_progress_since_unix_ms = None;

@@ -23,13 +23,13 @@ impl YieldToWrites {
         node: &impl BackupCluster,
         pace: Arc<std::sync::atomic::AtomicU64>,
         busy_pace: u64,
-        spill_at: (u64, Arc<std::sync::atomic::AtomicBool>),
+        spill_at: Option<(u64, Arc<std::sync::atomic::AtomicBool>)>,
     ) -> YieldToWrites {
         let node = node.clone();
         YieldToWrites(tokio::spawn(async move {
             use std::sync::atomic::Ordering;
             let mut last = node.applied_index();
-            let mut spill_at = Some(spill_at);
+            let mut spill_at = spill_at;
             loop {
                 tokio::time::sleep(PACE_CHECK).await;
                 let now = node.applied_index();

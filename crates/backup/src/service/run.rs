@@ -245,7 +245,7 @@ impl BackupService {
                 node,
                 pace.clone(),
                 self.busy_pace_bytes_per_sec,
-                (self.max_wal_bytes, spill.requested.clone()),
+                Some((self.max_wal_bytes, spill.requested.clone())),
             );
             let source = crate::OpenSource {
                 file,
