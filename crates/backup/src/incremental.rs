@@ -327,6 +327,214 @@ pub fn apply_page_frames(
     Ok(header)
 }
 
+/// Where each frame's page lies in a page-frame file: (page number, offset of the page).
+pub type FrameIndex = Vec<(u32, u64)>;
+/// A link of a chain ready to merge: its frame file, header and index.
+pub type IndexedLink = (File, PageFramesHeader, FrameIndex);
+
+/// Reads the header of the page-frame file `frames` and where each frame's page lies in it,
+/// checking that it applies to `parent` (id and page digest) and that its frames are in order
+/// and within the database. `Err` reasons are for an operator.
+pub fn index_page_frames(
+    frames: &Path,
+    parent: (&BackupId, &str),
+) -> Result<(PageFramesHeader, FrameIndex), String> {
+    use std::io::{Seek, SeekFrom};
+    let input = File::open(frames).map_err(|e| format!("cannot open {}: {e}", frames.display()))?;
+    let len = input
+        .metadata()
+        .map_err(|e| format!("cannot read {}: {e}", frames.display()))?
+        .len();
+    let mut input = BufReader::with_capacity(1 << 16, input);
+    let header: PageFramesHeader = read_header(&mut input, MAGIC, "page-frame file")
+        .map_err(|e| format!("the page frames are unreadable: {e}"))?;
+    if &header.parent_id != parent.0 || header.parent_pages_digest != parent.1 {
+        return Err(format!(
+            "the page frames apply to backup {} (page digest {}), not to {} ({})",
+            header.parent_id, header.parent_pages_digest, parent.0, parent.1
+        ));
+    }
+    if !(512..=65_536).contains(&header.page_size) || !header.page_size.is_power_of_two() {
+        return Err(format!("a page size of {}", header.page_size));
+    }
+    let frame_len = 4 + u64::from(header.page_size);
+    let mut at = input
+        .stream_position()
+        .map_err(|e| format!("cannot read {}: {e}", frames.display()))?;
+    if header
+        .frames
+        .checked_mul(frame_len)
+        .and_then(|n| n.checked_add(at))
+        != Some(len)
+    {
+        return Err(format!(
+            "{} frames of {frame_len} bytes do not fill the {len}-byte file",
+            header.frames
+        ));
+    }
+    let mut index = Vec::with_capacity(header.frames as usize);
+    let mut last = 0u32;
+    for _ in 0..header.frames {
+        let mut number = [0u8; 4];
+        input
+            .read_exact(&mut number)
+            .map_err(|e| format!("the page frames end early: {e}"))?;
+        let number = u32::from_le_bytes(number);
+        if number <= last || u64::from(number) > header.db_pages {
+            return Err(format!(
+                "frame for page {number} out of order or past the database's {} pages",
+                header.db_pages
+            ));
+        }
+        last = number;
+        index.push((number, at + 4));
+        at += frame_len;
+        input
+            .seek(SeekFrom::Start(at))
+            .map_err(|e| format!("cannot read {}: {e}", frames.display()))?;
+    }
+    Ok((header, index))
+}
+
+/// Builds, page by page, the database a chain restores to from its full backup's bytes and
+/// its links' frames, hashing every page it gives out for the page digest.
+pub struct ChainMerge {
+    page_size: usize,
+    /// Pages of the result.
+    db_pages: u64,
+    /// Pages of the full backup still part of the result: no link cut the database below them.
+    from_full: u64,
+    /// The newest frame of each page: (link, offset of the page in that link's file).
+    newest: std::collections::BTreeMap<u32, (usize, u64)>,
+    links: Vec<File>,
+    /// Bytes of the full backup not yet a whole page.
+    partial: Vec<u8>,
+    /// Pages of the full backup seen.
+    seen: u64,
+    /// Pages given out.
+    out: u64,
+    digest: Sha256,
+    page: Vec<u8>,
+}
+
+impl ChainMerge {
+    /// `full_pages`: the full backup's page count; `links`: each link's frame file, its header
+    /// and index ([`index_page_frames`]), oldest first.
+    pub fn new(
+        page_size: u32,
+        full_pages: u64,
+        links: Vec<IndexedLink>,
+    ) -> Result<ChainMerge, String> {
+        let mut newest = std::collections::BTreeMap::new();
+        let mut from_full = full_pages;
+        let mut db_pages = full_pages;
+        let mut files = Vec::with_capacity(links.len());
+        for (i, (file, header, index)) in links.into_iter().enumerate() {
+            if header.page_size != page_size {
+                return Err(format!(
+                    "a link has pages of {} bytes, the full backup of {page_size}",
+                    header.page_size
+                ));
+            }
+            // A link that shrinks the database drops every later page; one that grows it
+            // again carries the new pages as frames (they differ from nothing).
+            db_pages = header.db_pages;
+            from_full = from_full.min(db_pages);
+            let cut = u32::try_from(db_pages).unwrap_or(u32::MAX);
+            newest.retain(|page, _| *page <= cut);
+            for (page, offset) in index {
+                newest.insert(page, (i, offset));
+            }
+            files.push(file);
+        }
+        let mut digest = Sha256::new();
+        digest.update(b"raftlite-pages-v1");
+        digest.update(page_size.to_be_bytes());
+        digest.update(db_pages.to_be_bytes());
+        Ok(ChainMerge {
+            page_size: page_size as usize,
+            db_pages,
+            from_full,
+            newest,
+            links: files,
+            partial: Vec::with_capacity(page_size as usize),
+            seen: 0,
+            out: 0,
+            digest,
+            page: vec![0u8; page_size as usize],
+        })
+    }
+
+    /// The size of the result in bytes.
+    pub fn len(&self) -> u64 {
+        self.db_pages * self.page_size as u64
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.db_pages == 0
+    }
+
+    /// Feeds bytes of the full backup; writes the result's pages they complete to `out`.
+    pub fn feed<W: Write>(&mut self, mut bytes: &[u8], out: &mut W) -> io::Result<()> {
+        while !bytes.is_empty() {
+            let take = (self.page_size - self.partial.len()).min(bytes.len());
+            self.partial.extend_from_slice(&bytes[..take]);
+            bytes = &bytes[take..];
+            if self.partial.len() == self.page_size {
+                self.seen += 1;
+                let page = std::mem::take(&mut self.partial);
+                if self.seen <= self.from_full {
+                    self.emit(self.seen, Some(&page), out)?;
+                }
+                self.partial = page;
+                self.partial.clear();
+            }
+        }
+        Ok(())
+    }
+
+    /// After the whole full backup: the pages past it (all from frames), then the page digest.
+    pub fn finish<W: Write>(mut self, out: &mut W) -> io::Result<String> {
+        if !self.partial.is_empty() || self.seen < self.from_full {
+            return Err(invalid(format!(
+                "the full backup ended after {} pages and {} bytes; the chain needs {}",
+                self.seen,
+                self.partial.len(),
+                self.from_full
+            )));
+        }
+        for number in self.out + 1..=self.db_pages {
+            self.emit(number, None, out)?;
+        }
+        out.flush()?;
+        Ok(raftlite_store::hex::encode(&self.digest.finalize()))
+    }
+
+    fn emit<W: Write>(&mut self, number: u64, full: Option<&[u8]>, out: &mut W) -> io::Result<()> {
+        let key = u32::try_from(number).map_err(|_| invalid("a page number past 2^32"))?;
+        let page: &[u8] = match (self.newest.get(&key), full) {
+            (Some(&(link, offset)), _) => {
+                let file = self
+                    .links
+                    .get(link)
+                    .ok_or_else(|| invalid("a frame of an unknown link"))?;
+                file.read_exact_at(&mut self.page, offset)?;
+                &self.page
+            }
+            (None, Some(full)) => full,
+            (None, None) => {
+                return Err(invalid(format!(
+                    "page {number} is in neither the full backup nor any link"
+                )))
+            }
+        };
+        self.digest.update(page_hash(page));
+        out.write_all(page)?;
+        self.out = number;
+        Ok(())
+    }
+}
+
 /// What a node keeps of the newest backup it took: its id and page hashes, so that the next
 /// backup can be an incremental on top of it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -468,6 +676,82 @@ mod tests {
         std::fs::write(&frames, &bytes[..bytes.len() - 10]).unwrap();
         let err = apply_page_frames(&frames, &rebuilt, (&parent_id, &parent.digest())).unwrap_err();
         assert!(err.contains("end early"), "{err}");
+    }
+
+    /// Frames from `parent` to `child`, written to `out`.
+    fn frames_between(
+        parent: &Path,
+        parent_id: &BackupId,
+        child: &Path,
+        out: &Path,
+    ) -> (PageFramesHeader, PageDigests) {
+        let (p, c) = (digests_of(parent), digests_of(child));
+        let changed = c.changed_since(&p);
+        let header = PageFramesHeader {
+            page_size: 4096,
+            db_pages: c.page_count(),
+            parent_id: parent_id.clone(),
+            parent_pages_digest: p.digest(),
+            pages_digest: c.digest(),
+            frames: changed.len() as u64,
+        };
+        let source = File::open(child).unwrap();
+        write_page_frames(&source, &header, &changed, File::create(out).unwrap()).unwrap();
+        (header, c)
+    }
+
+    #[test]
+    fn a_chain_merged_while_the_full_streams_is_the_newest_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let full = db_file(dir.path(), 5000);
+        let step = |from: &Path, name: &str, sql: &str| {
+            let to = dir.path().join(name);
+            std::fs::copy(from, &to).unwrap();
+            rusqlite::Connection::open(&to)
+                .unwrap()
+                .execute_batch(sql)
+                .unwrap();
+            to
+        };
+        // Grows, then shrinks below the full's size (VACUUM), then grows again.
+        let one = step(
+            &full,
+            "one.sqlite",
+            "UPDATE t SET v = randomblob(300) WHERE id % 50 = 0;
+             INSERT INTO t SELECT id + 10000, randomblob(2000) FROM t WHERE id < 300;",
+        );
+        let two = step(&one, "two.sqlite", "DELETE FROM t WHERE id > 2000; VACUUM;");
+        let three = step(
+            &two,
+            "three.sqlite",
+            "INSERT INTO t SELECT id + 20000, randomblob(900) FROM t WHERE id < 200;",
+        );
+        let ids: Vec<BackupId> = (1..=3)
+            .map(|n| format!("c1/20250102T030405.678Z-1-{n}").parse().unwrap())
+            .collect();
+        let mut links = Vec::new();
+        let mut last = None;
+        for (n, (from, to)) in [(&full, &one), (&one, &two), (&two, &three)]
+            .into_iter()
+            .enumerate()
+        {
+            let path = dir.path().join(format!("link-{n}"));
+            let (header, digests) = frames_between(from, &ids[n], to, &path);
+            let (indexed, index) =
+                index_page_frames(&path, (&ids[n], &header.parent_pages_digest)).unwrap();
+            assert_eq!(indexed, header);
+            links.push((File::open(&path).unwrap(), header, index));
+            last = Some(digests);
+        }
+        let full_bytes = std::fs::read(&full).unwrap();
+        let mut merge = ChainMerge::new(4096, full_bytes.len() as u64 / 4096, links).unwrap();
+        let mut out = Vec::new();
+        for piece in full_bytes.chunks(10_000) {
+            merge.feed(piece, &mut out).unwrap();
+        }
+        let digest = merge.finish(&mut out).unwrap();
+        assert_eq!(out, std::fs::read(&three).unwrap());
+        assert_eq!(digest, last.unwrap().digest());
     }
 
     #[test]

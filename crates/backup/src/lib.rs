@@ -92,6 +92,6 @@ pub use retention::{
 };
 pub use schedule::{format_duration, parse_duration, Schedule};
 pub use verify::{
-    assemble_chain, backup_chain, download_backup, mark_verified, read_manifest, stream_backup,
+    backup_chain, download_backup, mark_verified, read_manifest, stream_backup, stream_chain,
     verify_backup, verify_backup_in, verify_stored, VerifyReport,
 };

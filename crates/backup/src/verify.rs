@@ -135,28 +135,6 @@ pub async fn download_backup(
     Ok(report)
 }
 
-/// Applies the chain of backup `id` (an incremental, or a full backup: a chain of one) into a
-/// plain SQLite file at `target`, every link's hashes and the result's page digest checked,
-/// but without [`download_backup`]'s `integrity_check`: for a restore, whose nodes check the
-/// database before anything changes. Returns the target's manifest.
-pub async fn assemble_chain(
-    dest: &Destination,
-    id: &BackupId,
-    identity: Option<&Identity>,
-    target: &Path,
-) -> Result<Manifest, BackupError> {
-    let dir = match target.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let chain = backup_chain(dest, id).await?;
-    let tmp = temp_dir_in(dest, id, &dir)?;
-    let staged = tmp.path().join("db.sqlite");
-    let fetched = fetch_chain_to(dest, &chain, identity, &staged).await?;
-    install_staged(dest, id, &staged, target, &dir)?;
-    Ok(fetched.manifest)
-}
-
 /// Renames the checked file `staged` over `target` and makes the rename durable.
 fn install_staged(
     dest: &Destination,
@@ -441,6 +419,138 @@ pub async fn stream_backup<W: Write + Send + 'static>(
     }
     let fetched = fetch_into(dest, id, identity, sink, Path::new("(the upload)")).await?;
     Ok(fetched.manifest)
+}
+
+/// Streams the database that backup `id` restores to into `sink`, like [`stream_backup`], for
+/// an incremental too: each link's page frames are downloaded into `scratch` first (checked as
+/// [`fetch_into`] checks every object, and against their parents), then the full backup is
+/// streamed and every page is taken from the newest link that holds it, else from the full.
+/// `Ok` only when the page digest of everything written equals the manifest's, so a caller
+/// forwarding the bytes must not let the receiver treat them as complete before `Ok`.
+pub async fn stream_chain<W: Write + Send + 'static>(
+    dest: &Destination,
+    id: &BackupId,
+    identity: Option<&Identity>,
+    sink: W,
+    scratch: &Path,
+) -> Result<Manifest, BackupError> {
+    let label = dest.label();
+    let chain = backup_chain(dest, id).await?;
+    let (Some((root_id, root)), Some((target_id, target))) = (chain.first(), chain.last()) else {
+        return Err(BackupError::Internal {
+            dest: label,
+            reason: "an empty chain".into(),
+        });
+    };
+    if chain.len() == 1 {
+        return stream_backup(dest, id, identity, sink).await;
+    }
+    let broken = |link: &BackupId, reason: String| BackupError::BrokenChain {
+        id: target_id.clone(),
+        dest: label.clone(),
+        reason: format!("link {link}: {reason}"),
+    };
+    let local = |link: &BackupId, path: &Path, source| BackupError::Local {
+        id: link.clone(),
+        dest: label.clone(),
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut cleanup = Vec::new();
+    let mut links = Vec::new();
+    for (n, pair) in chain.windows(2).enumerate() {
+        let [(parent_id, _), (link_id, link)] = pair else {
+            continue;
+        };
+        let path = scratch.join(format!("link-{n}.frames"));
+        cleanup.push(RemoveOnDrop(path.clone()));
+        let file = File::create(&path).map_err(|e| local(link_id, &path, e))?;
+        fetch_into(
+            dest,
+            link_id,
+            identity,
+            BufWriter::with_capacity(COPY_BYTES, file),
+            &path,
+        )
+        .await?;
+        let expected_parent = link
+            .parent
+            .as_ref()
+            .map(|p| p.pages_digest.clone())
+            .unwrap_or_default();
+        let indexed = {
+            let (path, parent_id) = (path.clone(), parent_id.clone());
+            run_blocking(&label, move || {
+                crate::incremental::index_page_frames(&path, (&parent_id, &expected_parent))
+            })
+            .await?
+        };
+        let (header, index) = indexed.map_err(|reason| broken(link_id, reason))?;
+        if link.pages_digest.as_deref() != Some(header.pages_digest.as_str())
+            || header.db_pages != link.sqlite_page_count
+        {
+            return Err(broken(
+                link_id,
+                "its page frames and its manifest disagree on the database they make".into(),
+            ));
+        }
+        let file = File::open(&path).map_err(|e| local(link_id, &path, e))?;
+        links.push((file, header, index));
+    }
+    let page_size = root.sqlite_page_size.max(1);
+    let merge = crate::incremental::ChainMerge::new(
+        root.sqlite_page_size,
+        root.plain_size / u64::from(page_size),
+        links,
+    )
+    .map_err(|reason| broken(root_id, reason))?;
+    let shared = std::sync::Arc::new(std::sync::Mutex::new(Some((merge, sink))));
+    let feeder = MergeSink(shared.clone());
+    fetch_into(dest, root_id, identity, feeder, Path::new("(the upload)")).await?;
+    let taken = shared.lock().unwrap_or_else(|p| p.into_inner()).take();
+    let Some((merge, mut sink)) = taken else {
+        return Err(BackupError::Internal {
+            dest: label,
+            reason: "the merged stream was lost".into(),
+        });
+    };
+    let actual = run_blocking(&label, move || merge.finish(&mut sink))
+        .await?
+        .map_err(|e| local(target_id, Path::new("(the upload)"), e))?;
+    let expected = target.pages_digest.clone().unwrap_or_default();
+    if actual != expected {
+        return Err(BackupError::ChainDigestMismatch {
+            id: target_id.clone(),
+            dest: label,
+            expected,
+            actual,
+        });
+    }
+    drop(cleanup);
+    Ok(target.clone())
+}
+
+/// The full backup's plain bytes into a [`crate::incremental::ChainMerge`], whose pages go on
+/// to the sink beside it.
+struct MergeSink<W>(std::sync::Arc<std::sync::Mutex<Option<(crate::incremental::ChainMerge, W)>>>);
+
+impl<W: Write> Write for MergeSink<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let mut guard = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let (merge, sink) = guard
+            .as_mut()
+            .ok_or_else(|| io::Error::other("the merge is over"))?;
+        merge.feed(buf, sink)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        let mut guard = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        match guard.as_mut() {
+            Some((_, sink)) => sink.flush(),
+            None => Ok(()),
+        }
+    }
 }
 
 /// The longest chain a restore follows: a full backup and this many incrementals.

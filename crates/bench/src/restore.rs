@@ -554,7 +554,8 @@ async fn restore_once(
         dest: dest.clone(),
         id: id.clone(),
         identity: None,
-        plain_sha256: plain_sha256.to_string(),
+        plain_sha256: Some(plain_sha256.to_string()),
+        chain_scratch: None,
     };
     let (body, feeder) = raftlite_restore::upload::backup_body(
         backup,

@@ -107,9 +107,10 @@ pub async fn load(
         Upload::File(path) => request = request.body(file_body(path.clone(), progress)),
         Upload::Backup(backup) => {
             let (body, task) = backup_body(backup.clone(), progress);
-            request = request
-                .header(EXPECT_SHA256_HEADER, backup.plain_sha256.as_str())
-                .body(body);
+            if let Some(sha256) = &backup.plain_sha256 {
+                request = request.header(EXPECT_SHA256_HEADER, sha256.as_str());
+            }
+            request = request.body(body);
             feeder = Some(task);
         }
     }

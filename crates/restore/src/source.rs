@@ -135,9 +135,8 @@ pub enum Upload {
 /// Picks the backup and reads its manifest; the backup itself is streamed by the upload.
 /// `notice` is told the lines for the operator (a listing's warnings, an unverified choice).
 ///
-/// An incremental backup cannot be streamed: its chain (the full backup and every incremental
-/// up to it) is downloaded and applied into `scratch` first, every link and the result checked
-/// ([`raftlite_backup::assemble_chain`]), and that file is sent.
+/// An incremental streams too ([`raftlite_backup::stream_chain`]): its links' page frames are
+/// downloaded into `scratch` first, then the full backup streams with their pages in place.
 pub async fn prepare_backup(
     source: &BackupSource,
     scratch: &Path,
@@ -160,26 +159,22 @@ pub async fn prepare_backup(
     }
     if manifest.is_incremental() {
         notice(&format!(
-            "backup {id} is incremental ({} links after its full backup): downloading and \
-             applying its chain locally first",
+            "backup {id} is incremental ({} links after its full backup): its links are \
+             downloaded first, then the full backup streams with their pages in place",
             manifest.chain_depth
         ));
-        let path = scratch.join("chain.sqlite");
-        // The nodes run integrity_check before the restore changes anything; here the chain's
-        // page digest proves the file is the backed-up database.
-        raftlite_backup::assemble_chain(&dest, &id, identity.as_ref(), &path)
-            .await
-            .map_err(|e| SourceError::Manifest(Box::new(e)))?;
-        let size = std::fs::metadata(&path)
-            .map_err(|source| SourceError::Read {
-                path: path.clone(),
-                source,
-            })?
-            .len();
         return Ok(Prepared {
             label: format!("backup {id} in {dest}"),
-            size,
-            upload: Upload::File(path),
+            size: manifest.sqlite_page_count * u64::from(manifest.sqlite_page_size),
+            upload: Upload::Backup(BackupStream {
+                dest,
+                id,
+                identity,
+                // The database's sha256 is not recorded for a chain: the page digest is
+                // checked as it streams, and the body fails before its end if it differs.
+                plain_sha256: None,
+                chain_scratch: Some(scratch.to_path_buf()),
+            }),
             consolidated_wal: false,
         });
     }
@@ -190,7 +185,8 @@ pub async fn prepare_backup(
             dest,
             id,
             identity,
-            plain_sha256: manifest.plain_sha256.clone(),
+            plain_sha256: Some(manifest.plain_sha256.clone()),
+            chain_scratch: None,
         }),
         consolidated_wal: false,
     })

@@ -15,7 +15,11 @@ pub struct BackupStream {
     pub dest: Destination,
     pub id: BackupId,
     pub identity: Option<Identity>,
-    pub plain_sha256: String,
+    /// The database's sha256, for the node to check; `None` for an incremental, whose page
+    /// digest the stream checks itself.
+    pub plain_sha256: Option<String>,
+    /// For an incremental: where its links' page frames wait while the full backup streams.
+    pub chain_scratch: Option<std::path::PathBuf>,
 }
 
 /// The request header that makes the node check the upload's sha256.
@@ -97,13 +101,27 @@ pub fn backup_body(
         progress: progress.clone(),
     };
     let feeder = tokio::spawn(async move {
-        let streamed = raftlite_backup::stream_backup(
-            &backup.dest,
-            &backup.id,
-            backup.identity.as_ref(),
-            sink,
-        )
-        .await;
+        let streamed = match &backup.chain_scratch {
+            Some(scratch) => {
+                raftlite_backup::stream_chain(
+                    &backup.dest,
+                    &backup.id,
+                    backup.identity.as_ref(),
+                    sink,
+                    scratch,
+                )
+                .await
+            }
+            None => {
+                raftlite_backup::stream_backup(
+                    &backup.dest,
+                    &backup.id,
+                    backup.identity.as_ref(),
+                    sink,
+                )
+                .await
+            }
+        };
         match &streamed {
             Ok(_) => progress.all_sent(),
             Err(e) => {
