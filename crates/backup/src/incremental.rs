@@ -110,35 +110,55 @@ impl PageDigests {
         page_count: u64,
         threads: usize,
     ) -> io::Result<PageDigests> {
-        let page = page_size as usize;
-        let threads = threads.clamp(1, 8) as u64;
-        let per_thread = page_count.div_ceil(threads).max(1);
-        let ranges: Vec<(u64, u64)> = (0..threads)
-            .map(|t| {
-                let start = (t * per_thread).min(page_count);
-                (start, ((t + 1) * per_thread).min(page_count))
-            })
-            .filter(|(start, end)| start < end)
-            .collect();
-        let parts: Vec<io::Result<Vec<PageHash>>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = ranges
-                .iter()
-                .map(|&(start, end)| {
-                    scope.spawn(move || -> io::Result<Vec<PageHash>> {
-                        let mut out = Vec::with_capacity((end - start) as usize);
-                        let pages_per_read = (HASH_READ_BYTES / page).max(1) as u64;
-                        let mut buf = vec![0u8; pages_per_read as usize * page];
-                        let mut at = start;
-                        while at < end {
-                            let n = pages_per_read.min(end - at);
-                            let bytes = &mut buf[..n as usize * page];
-                            file.read_exact_at(bytes, at * page as u64)?;
-                            for chunk in bytes.chunks_exact(page) {
-                                out.push(page_hash(chunk));
+        let mut digests = PageDigests {
+            page_size,
+            pages: Vec::new(),
+        };
+        digests.update_from_file(file, page_count, threads)?;
+        Ok(digests)
+    }
+
+    /// Makes these the hashes of the first `page_count` pages of `file` (same page size), in
+    /// place, on up to `threads` threads: no second list, however large the database. Returns
+    /// the 1-based numbers of the pages whose hash changed or that are new, in order.
+    pub fn update_from_file(
+        &mut self,
+        file: &File,
+        page_count: u64,
+        threads: usize,
+    ) -> io::Result<Vec<u32>> {
+        let page = self.page_size as usize;
+        let known = self.pages.len().min(page_count as usize);
+        self.pages.resize(page_count as usize, PageHash::default());
+        let threads = threads.clamp(1, 8);
+        let per_thread = (page_count as usize).div_ceil(threads).max(1);
+        let parts: Vec<io::Result<Vec<u32>>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = self
+                .pages
+                .chunks_mut(per_thread)
+                .enumerate()
+                .map(|(t, slots)| {
+                    scope.spawn(move || -> io::Result<Vec<u32>> {
+                        let first = t * per_thread;
+                        let pages_per_read = (HASH_READ_BYTES / page).max(1);
+                        let mut buf = vec![0u8; pages_per_read * page];
+                        let mut changed = Vec::new();
+                        let mut done = 0;
+                        while done < slots.len() {
+                            let n = pages_per_read.min(slots.len() - done);
+                            let bytes = &mut buf[..n * page];
+                            file.read_exact_at(bytes, ((first + done) * page) as u64)?;
+                            for (k, chunk) in bytes.chunks_exact(page).enumerate() {
+                                let i = done + k;
+                                let hash = page_hash(chunk);
+                                if first + i >= known || slots[i] != hash {
+                                    changed.push((first + i + 1) as u32);
+                                    slots[i] = hash;
+                                }
                             }
-                            at += n;
+                            done += n;
                         }
-                        Ok(out)
+                        Ok(changed)
                     })
                 })
                 .collect();
@@ -150,11 +170,11 @@ impl PageDigests {
                 })
                 .collect()
         });
-        let mut pages = Vec::with_capacity(page_count as usize);
+        let mut changed = Vec::new();
         for part in parts {
-            pages.extend(part?);
+            changed.extend(part?);
         }
-        Ok(PageDigests { page_size, pages })
+        Ok(changed)
     }
 
     /// The 1-based numbers of the pages that differ from `parent` (or are new), in order.
@@ -642,6 +662,13 @@ mod tests {
         let child = digests_of(&child_path);
         let changed = child.changed_since(&parent);
         assert!(!changed.is_empty() && changed.len() < child.pages.len() / 2);
+        let mut in_place = parent.clone();
+        let file = File::open(&child_path).unwrap();
+        let found = in_place
+            .update_from_file(&file, child.page_count(), 3)
+            .unwrap();
+        assert_eq!(found, changed);
+        assert_eq!(in_place, child);
 
         let parent_id: BackupId = "c1/20250102T030405.678Z-1-42".parse().unwrap();
         let header = PageFramesHeader {

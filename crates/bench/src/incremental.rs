@@ -19,7 +19,7 @@
 //!    restore took effect), with the CLI's and the server's peak RSS;
 //! 4. the copy load: single-row inserts/s of 16 clients for --duration-secs without copying,
 //!    then for as long again from the start of `raftlite backup copy --from file://A --to
-//!    file://B --max-rate 16MiB` of every backup (the pace the server's copier keeps while the
+//!    file://B --max-rate 8MiB` of every backup (the pace the server's copier keeps while the
 //!    node applies writes; stopped at the end of the window if still copying), until it and a
 //!    `sync` after it are done. Where the server binary has no such subcommand, `cp -r` of the
 //!    backup folder, and the report says so.
@@ -191,8 +191,8 @@ pub enum CopyMethod {
 }
 
 /// The pace of the copy: what the server's copier (`--backup-copy-to`) runs at while the node
-/// applies writes (half of a backup's busy pace of 32 MiB/s; the same engine).
-pub const COPY_PACE: &str = "16MiB";
+/// applies writes (a quarter of a backup's busy pace of 32 MiB/s; the same engine).
+pub const COPY_PACE: &str = "8MiB";
 
 impl CopyMethod {
     pub fn describe(&self) -> String {

@@ -140,10 +140,13 @@ impl BackupService {
             }
             let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
             let hashing = std::time::Instant::now();
-            let pages = PageDigests::of_file(&file, info.page_size, info.page_count, threads)
+            let parent_pages_digest = parent.pages.digest();
+            // The parent's hashes become this backup's in place (one list in memory).
+            let mut pages = parent.pages;
+            let changed = pages
+                .update_from_file(&file, info.page_count, threads)
                 .map_err(|e| format!("cannot read {} to hash its pages: {e}", path.display()))?;
             let hash_secs = hashing.elapsed().as_secs_f64();
-            let changed = pages.changed_since(&parent.pages);
             let delta = changed.len() as u64 * u64::from(info.page_size);
             let chain_delta_bytes = parent.manifest.chain_delta_bytes.saturating_add(delta);
             let db_bytes = info.page_count * u64::from(info.page_size);
@@ -155,7 +158,7 @@ impl BackupService {
                 page_size: info.page_size,
                 db_pages: info.page_count,
                 parent_id: parent.id.clone(),
-                parent_pages_digest: parent.pages.digest(),
+                parent_pages_digest,
                 pages_digest: pages.digest(),
                 frames: changed.len() as u64,
             };
