@@ -31,6 +31,8 @@ pub const PARTS_IN_FLIGHT: usize = 2;
 const READ_BYTES: usize = 256 * 1024;
 /// zstd worker threads at most (each holds a few MiB of window and job buffers).
 const MAX_ZSTD_WORKERS: usize = 2;
+/// Bytes of one zstd multi-threaded job (see `compress`).
+const ZSTD_JOB_BYTES: u32 = 2 << 20;
 
 /// Where the backed-up database stands: what the manifest records about its origin.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -797,6 +799,13 @@ fn compress<W: Write>(
         .unwrap_or(1)
         .min(MAX_ZSTD_WORKERS);
     encoder.multithread(workers as u32).map_err(encode_io)?;
+    if workers > 1 {
+        // zstd's default job at level 3 is 8 MiB, and each worker holds its input and output:
+        // smaller jobs keep a backup's memory down while the node serves.
+        encoder
+            .set_parameter(zstd::stream::raw::CParameter::JobSize(ZSTD_JOB_BYTES))
+            .map_err(encode_io)?;
+    }
 
     let mut plain = Digester::in_background();
     let mut buf = vec![0u8; READ_BYTES];

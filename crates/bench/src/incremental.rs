@@ -21,7 +21,8 @@
 //!    then for as long again from the start of `raftlite backup copy --from file://A --to
 //!    file://B --max-rate 8MiB` of every backup (the pace the server's copier keeps while the
 //!    node applies writes; stopped at the end of the window if still copying), until it and a
-//!    `sync` after it are done. Where the server binary has no such subcommand, `cp -r` of the
+//!    `sync` after it are done. The copy goes to `/dev/shm` where there is one: another device
+//!    than the log's, as a copy in another place would be. Where the server binary has no such subcommand, `cp -r` of the
 //!    backup folder, and the report says so.
 //!
 //! The report is printed by [`crate::incremental_report`].
@@ -217,6 +218,8 @@ pub struct CopyLoad {
     pub copy: ChildRun,
     /// The copy was still running at the end of the write window and was stopped there.
     pub stopped: bool,
+    /// Where the copy went.
+    pub place: String,
     /// The `sync` after it (`None` without a `sync` tool).
     pub sync: Option<Duration>,
     pub idle: Stats,
@@ -765,7 +768,7 @@ impl Run {
     /// (the copy, then `sync`: `cp` leaves most of its writes to the page cache, to be flushed
     /// under whatever runs next).
     async fn copy_load(&self, leader: &str) -> anyhow::Result<CopyLoad> {
-        let to = self.work.join("backups-copy");
+        let (to, place) = self.copy_target();
         let log = self.work.join("copy.log");
         let method = self.copy_method();
         eprintln!("bench: copy by {}", method.describe());
@@ -817,12 +820,32 @@ impl Run {
             copied_bytes,
             copy,
             stopped,
+            place,
             sync,
             idle,
             during,
             idle_acked_total: idle_acked,
             during_acked_total: during_acked,
         })
+    }
+
+    /// Where the copy goes: a folder on another device than the log's when there is one
+    /// (`/dev/shm`, standing for a store in another place, which the copy's writes do not
+    /// reach the node's disk for), else beside the backups, on the log's disk.
+    fn copy_target(&self) -> (PathBuf, String) {
+        let shm = Path::new("/dev/shm");
+        if shm.is_dir() {
+            (
+                shm.join(format!("raftlite-bench-copy-{}", std::process::id())),
+                "/dev/shm (tmpfs, another device than the log's, as for a copy in another place)"
+                    .into(),
+            )
+        } else {
+            (
+                self.work.join("backups-copy"),
+                "the work dir (the log's own disk: the worst case)".into(),
+            )
+        }
     }
 
     /// `raftlite backup copy` when this binary has it, else `cp -r` (saying why).

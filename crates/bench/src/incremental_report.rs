@@ -239,6 +239,7 @@ pub fn print(args: &BenchArgs, r: &IncrementalReport) -> anyhow::Result<()> {
                 "copied_bytes": r.copy.copied_bytes,
                 "copy_secs": round(r.copy.copy.wall.as_secs_f64()),
                 "stopped_at_window_end": r.copy.stopped,
+                "destination": r.copy.place,
                 "sync_secs": r.copy.sync.map(|d| round(d.as_secs_f64())),
                 "peak_rss_mib": mib_of_kib(r.copy.copy.peak_kib).map(round),
                 "writes": {
@@ -393,8 +394,9 @@ pub fn print(args: &BenchArgs, r: &IncrementalReport) -> anyhow::Result<()> {
     println!("(wall: the CLI's start to its exit, the restore confirmed on the cluster; cluster s: what the node reported)");
     println!();
     println!(
-        "copy of the backups to a second destination by {}: {:.1} MiB in {:.2} s{}, then `sync` \
-         {} s (the writes are measured until the copy is on disk); copy peak RSS {} MiB",
+        "copy of the backups to a second destination in {} by {}: {:.1} MiB in {:.2} s{}, then \
+         `sync` {} s (the writes are measured until the copy is on disk); copy peak RSS {} MiB",
+        r.copy.place,
         r.copy.method.describe(),
         mib_of(r.copy.copied_bytes),
         r.copy.copy.wall.as_secs_f64(),
