@@ -815,7 +815,7 @@ async fn stream_checked(
         .map_err(|e| ObjectError::Failed(format!("starting its upload to {to} failed: {e}")))?;
     let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
     let (pieces, hashing) = hash_in_background();
-    let mut stream = got.into_stream();
+    let (mut stream, local_reader) = object_stream(got);
     let mut size = 0u64;
     let mut paced = Paced::new(pace);
     let streamed: Result<(), ObjectError> = async {
@@ -842,6 +842,19 @@ async fn stream_checked(
         Ok(())
     }
     .await;
+    drop(stream);
+    let streamed = match (streamed, local_reader) {
+        (Ok(()), Some(reader)) => match reader.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(ObjectError::Failed(format!(
+                "reading it from {from} failed midway: {e}"
+            ))),
+            Err(e) => Err(ObjectError::Failed(format!(
+                "its reading thread failed: {e}"
+            ))),
+        },
+        (streamed, _) => streamed,
+    };
     drop(pieces);
     let sha256 = hashing.await;
     let checked = streamed.and_then(|()| match sha256 {
@@ -869,6 +882,37 @@ async fn stream_checked(
         .await
         .map(|_| ())
         .map_err(|e| ObjectError::Failed(format!("completing its upload to {to} failed: {e}")))
+}
+
+/// The object's bytes as a stream. A local object (`file://`) is read in large blocks on a
+/// thread of its own, with that thread's result: object_store's own stream of a local file
+/// reads 8 KiB per step, each on the blocking pool, which costs the node's CPU far more than
+/// the copy's pace.
+#[allow(clippy::type_complexity)]
+fn object_stream(
+    got: object_store::GetResult,
+) -> (
+    futures::stream::BoxStream<'static, Result<Bytes, object_store::Error>>,
+    Option<tokio::task::JoinHandle<Result<(), String>>>,
+) {
+    match got.payload {
+        object_store::GetResultPayload::File(file, path) => {
+            let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(crate::pipe::CHANNEL_DEPTH);
+            let range = got.range.clone();
+            let reader = tokio::task::spawn_blocking(move || {
+                crate::verify::read_local_object(file, range, &tx)
+                    .map_err(|e| format!("cannot read {}: {e}", path.display()))
+            });
+            let stream = futures::stream::unfold(rx, |mut rx| async move {
+                rx.recv()
+                    .await
+                    .map(|piece| (Ok::<Bytes, object_store::Error>(piece), rx))
+            })
+            .boxed();
+            (stream, Some(reader))
+        }
+        object_store::GetResultPayload::Stream(stream) => (stream, None),
+    }
 }
 
 /// Keeps a copy at or under its pace: after each piece it sleeps until the bytes so far fit the

@@ -242,7 +242,7 @@ struct Fetched {
 
 /// Sends `range` of a local object to the decoder, in [`MESSAGE_BYTES`] pieces; stops early,
 /// without an error, when the decoder stopped (it reports why).
-fn read_local_object(
+pub(crate) fn read_local_object(
     mut file: File,
     range: std::ops::Range<u64>,
     tx: &mpsc::Sender<Bytes>,
