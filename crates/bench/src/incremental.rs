@@ -17,20 +17,16 @@
 //!    database (the chain's newest state). Then `raftlite restore` (the CLI, a child process)
 //!    of that full and of the chain's newest incremental, each timed until the CLI exits (the
 //!    restore took effect), with the CLI's and the server's peak RSS;
-//! 4. the copy load: single-row inserts/s of 16 clients for --duration-secs without copying,
-//!    then for as long again from the start of `raftlite backup copy --from file://A --to
-//!    file://B --max-rate 8MiB` of every backup (the pace the server's copier keeps while the
-//!    node applies writes; stopped at the end of the window if still copying), until it and a
-//!    `sync` after it are done. The copy goes to `/dev/shm` where there is one: another device
-//!    than the log's, as a copy in another place would be. Where the server binary has no such subcommand, `cp -r` of the
-//!    backup folder, and the report says so.
+//! 4. the copy load: single-row inserts/s of 16 clients for --duration-secs after a restart,
+//!    then for as long again after a restart with `--backup-copy-to` (to `/dev/shm` where there
+//!    is one: another device than the log's, as a copy in another place would be), once the
+//!    node's own copier is copying every backup (it keeps to 8 MiB/s while the node applies
+//!    writes); then a restart without it for the restores.
 //!
 //! The report is printed by [`crate::incremental_report`].
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
@@ -42,7 +38,7 @@ use crate::fill::{fill_blob, hex_literal, FILL_BLOB_BYTES, FILL_LOADERS};
 use crate::http::{self, count_rows, get_json, post, result_error, send_json};
 use crate::proc::{load_average, watch_memory, ServerMem};
 use crate::report::mib_of;
-use crate::tools::{create_dir_in, file_url, find_tool, log_tail, logged, run_child};
+use crate::tools::{create_dir_in, file_url, log_tail, logged, run_child};
 use crate::tools::{settle_disk, ChildRun};
 use crate::writers::{join_writers, spawn_writers, window_stats, Stats, WARMUP};
 use crate::BenchArgs;
@@ -184,28 +180,19 @@ pub struct RestoreStep {
     pub index: Option<u64>,
 }
 
-/// How the backups were copied to the second destination.
+/// How the backups were copied to the second destination: by the node's own copier
+/// (`--backup-copy-to`), which keeps to its pace while the node applies writes.
 #[derive(Clone, Debug)]
 pub enum CopyMethod {
-    BackupCopy,
-    Cp { why: String },
+    Server,
 }
-
-/// The pace of the copy: what the server's copier (`--backup-copy-to`) runs at while the node
-/// applies writes (a quarter of a backup's busy pace of 32 MiB/s; the same engine).
-pub const COPY_PACE: &str = "8MiB";
 
 impl CopyMethod {
     pub fn describe(&self) -> String {
         match self {
-            CopyMethod::BackupCopy => format!(
-                "`raftlite backup copy --from file://A --to file://B --max-rate {COPY_PACE}` \
-                 (child process; the pace the server's copier keeps while the node applies \
-                 writes)"
-            ),
-            CopyMethod::Cp { why } => format!(
-                "`cp -r` of the backup folder (child process), NOT `raftlite backup copy`: {why}"
-            ),
+            CopyMethod::Server => "the node's own copier (`--backup-copy-to`, 8 MiB/s while the \
+                                   node applies writes)"
+                .into(),
         }
     }
 }
@@ -316,7 +303,6 @@ pub async fn measure(
         http,
         server: server.to_path_buf(),
         work: work.to_path_buf(),
-        dest_dir,
         dest_url,
         plan,
         deadline: long_deadline(plan.db_mib),
@@ -334,7 +320,6 @@ struct Run {
     /// The `raftlite` binary: the nodes and the CLI children.
     server: PathBuf,
     work: PathBuf,
-    dest_dir: PathBuf,
     dest_url: String,
     plan: IncrementalPlan,
     deadline: Duration,
@@ -474,7 +459,7 @@ impl Run {
 
         eprintln!("bench: copy load: {BACKUP_BENCH_CLIENTS} clients inserting without, then during a copy of every backup");
         let t = Instant::now();
-        let copy = self.copy_load(&leader).await?;
+        let copy = self.copy_load(cluster, &leader).await?;
         let count = count_rows(&self.http, &leader).await?;
         phase("copy load: both write windows", t);
         eprintln!(
@@ -767,66 +752,78 @@ impl Run {
     /// from the start of a copy of every backup to a second destination until it is on disk
     /// (the copy, then `sync`: `cp` leaves most of its writes to the page cache, to be flushed
     /// under whatever runs next).
-    async fn copy_load(&self, leader: &str) -> anyhow::Result<CopyLoad> {
+    async fn copy_load(&self, cluster: &mut Cluster, leader: &str) -> anyhow::Result<CopyLoad> {
         let (to, place) = self.copy_target();
-        let log = self.work.join("copy.log");
-        let method = self.copy_method();
+        let method = CopyMethod::Server;
         eprintln!("bench: copy by {}", method.describe());
 
+        // Both windows start from a fresh restart, the second with the copier on.
+        cluster.restart(&self.http, 0).await?;
         settle_disk().await;
+        let (idle, idle_acked) = self.write_window(leader).await?;
+        idle.print_failures("bench: without copy: ");
+
+        std::fs::create_dir_all(&to).with_context(|| format!("cannot create {}", to.display()))?;
+        let copy_url = file_url(&to)?;
+        set_flag(&mut cluster.extra_args, "--backup-copy-to", &copy_url);
+        let started = Instant::now();
+        cluster.restart(&self.http, 0).await?;
+        let status_url = format!("{leader}/status");
+        let copying = |status: &Value| status["backup"]["copies"][0]["in_progress"] == true;
+        let until = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(status) = get_json(&self.http, &status_url).await {
+                if copying(&status) {
+                    break;
+                }
+            }
+            if Instant::now() >= until {
+                bail!("the node's copier did not start copying within 60 s");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let (during, during_acked) = self.write_window(leader).await?;
+        during.print_failures("bench: during copy: ");
+        let still = get_json(&self.http, &status_url)
+            .await
+            .map(|s| copying(&s))
+            .unwrap_or(false);
+        let wall = started.elapsed();
+        let peak_kib = crate::proc::proc_mem(cluster.pid(0)?).map(|m| m.hwm_kib);
+        // The copier off again for the restores; what it wrote is only measured.
+        cluster
+            .extra_args
+            .retain(|a| a != "--backup-copy-to" && *a != copy_url);
+        cluster.restart(&self.http, 0).await?;
+        let copied_bytes = dir_bytes(&to)?;
+        let _ = std::fs::remove_dir_all(&to);
+        Ok(CopyLoad {
+            method,
+            copied_bytes,
+            copy: ChildRun {
+                status: std::process::ExitStatus::default(),
+                wall,
+                peak_kib,
+            },
+            stopped: still,
+            place,
+            sync: None,
+            idle,
+            during,
+            idle_acked_total: idle_acked,
+            during_acked_total: during_acked,
+        })
+    }
+
+    /// [`BACKUP_BENCH_CLIENTS`] clients inserting for the plan's window after a warm-up.
+    async fn write_window(&self, leader: &str) -> anyhow::Result<(Stats, u64)> {
         let from = Instant::now() + WARMUP;
         let end = from + self.plan.window;
         let writers = spawn_writers(&self.http, leader, BACKUP_BENCH_CLIENTS, move |now| {
             now >= end
         });
         let samples = join_writers(writers).await?;
-        let (idle, idle_acked) = window_stats(samples, from, end);
-        idle.print_failures("bench: without copy: ");
-
-        settle_disk().await;
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopped = stop.clone();
-        let from = Instant::now() + WARMUP;
-        let writers = spawn_writers(&self.http, leader, BACKUP_BENCH_CLIENTS, move |_| {
-            stopped.load(Ordering::Relaxed)
-        });
-        tokio::time::sleep_until(from.into()).await;
-        let copied = async {
-            let cmd = self.copy_command(&method, &to, &log)?;
-            let (copy, stopped) = run_for(cmd, "the copy", self.plan.window).await?;
-            if !stopped && !copy.status.success() {
-                bail!("the copy failed ({}):\n{}", copy.status, log_tail(&log, 20));
-            }
-            let Some(sync) = find_tool("sync") else {
-                return Ok((copy, stopped, None));
-            };
-            let mut cmd = Command::new(sync);
-            cmd.stdin(std::process::Stdio::null());
-            let sync = run_child(cmd, "sync", self.deadline).await?;
-            Ok((copy, stopped, Some(sync.wall)))
-        }
-        .await;
-        let until = Instant::now();
-        stop.store(true, Ordering::Relaxed);
-        let samples = join_writers(writers).await?;
-        let (copy, stopped, sync) = copied?;
-        let (during, during_acked) = window_stats(samples, from, until);
-        during.print_failures("bench: during copy: ");
-        let copied_bytes = dir_bytes(&to)?;
-        // Only the copy's cost counts; the files would only take the disk the restores need.
-        let _ = std::fs::remove_dir_all(&to);
-        Ok(CopyLoad {
-            method,
-            copied_bytes,
-            copy,
-            stopped,
-            place,
-            sync,
-            idle,
-            during,
-            idle_acked_total: idle_acked,
-            during_acked_total: during_acked,
-        })
+        Ok(window_stats(samples, from, end))
     }
 
     /// Where the copy goes: a folder on another device than the log's when there is one
@@ -846,110 +843,6 @@ impl Run {
                 "the work dir (the log's own disk: the worst case)".into(),
             )
         }
-    }
-
-    /// `raftlite backup copy` when this binary has it, else `cp -r` (saying why).
-    fn copy_method(&self) -> CopyMethod {
-        let help = Command::new(&self.server)
-            .args(["backup", "copy", "--help"])
-            .stdin(std::process::Stdio::null())
-            .output();
-        match help {
-            Ok(out) if out.status.success() => CopyMethod::BackupCopy,
-            Ok(out) => {
-                let text = String::from_utf8_lossy(&out.stderr);
-                let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
-                CopyMethod::Cp {
-                    why: format!(
-                        "`raftlite backup copy --help` exited with {} ({})",
-                        out.status,
-                        first.trim()
-                    ),
-                }
-            }
-            Err(e) => CopyMethod::Cp {
-                why: format!("cannot run `raftlite backup copy --help`: {e}"),
-            },
-        }
-    }
-
-    /// The command that copies every backup to the new folder `to`.
-    fn copy_command(&self, method: &CopyMethod, to: &Path, log: &Path) -> anyhow::Result<Command> {
-        match method {
-            CopyMethod::BackupCopy => {
-                std::fs::create_dir(to)
-                    .with_context(|| format!("cannot create {}", to.display()))?;
-                let mut cmd = Command::new(&self.server);
-                cmd.args([
-                    "backup",
-                    "copy",
-                    "--max-rate",
-                    COPY_PACE,
-                    "--from",
-                    &self.dest_url,
-                ])
-                .arg("--to")
-                .arg(file_url(to)?);
-                clean_env(&mut cmd);
-                logged(cmd, log)
-            }
-            CopyMethod::Cp { why } => {
-                let Some(cp) = find_tool("cp") else {
-                    bail!("{why}, and no cp in PATH or /usr/bin to copy the backups with");
-                };
-                let mut cmd = Command::new(cp);
-                cmd.arg("-r").arg(&self.dest_dir).arg(to);
-                logged(cmd, log)
-            }
-        }
-    }
-}
-
-/// Runs `cmd` until it exits or `window` has passed, when it is killed (`true`): the copy is
-/// measured over the write window, not to its end.
-async fn run_for(
-    mut cmd: Command,
-    what: &str,
-    window: Duration,
-) -> anyhow::Result<(ChildRun, bool)> {
-    let start = Instant::now();
-    let mut child = cmd
-        .spawn()
-        .with_context(|| format!("cannot start {what}"))?;
-    let pid = child.id();
-    let mut peak_kib = None;
-    loop {
-        if let Some(m) = crate::proc::proc_mem(pid) {
-            peak_kib = peak_kib.max(Some(m.hwm_kib));
-        }
-        if let Some(status) = child
-            .try_wait()
-            .with_context(|| format!("waiting for {what}"))?
-        {
-            let wall = start.elapsed();
-            return Ok((
-                ChildRun {
-                    status,
-                    wall,
-                    peak_kib,
-                },
-                false,
-            ));
-        }
-        if start.elapsed() >= window {
-            let _ = child.kill();
-            let status = child.wait().with_context(|| format!("stopping {what}"))?;
-            let wall = start.elapsed();
-            return Ok((
-                ChildRun {
-                    status,
-                    wall,
-                    peak_kib,
-                },
-                true,
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
