@@ -460,6 +460,8 @@ impl Run {
         eprintln!("bench: copy load: {BACKUP_BENCH_CLIENTS} clients inserting without, then during a copy of every backup");
         let t = Instant::now();
         let copy = self.copy_load(cluster, &leader).await?;
+        // The copy load restarted the node.
+        pid = cluster.pid(0)?;
         let count = count_rows(&self.http, &leader).await?;
         phase("copy load: both write windows", t);
         eprintln!(
