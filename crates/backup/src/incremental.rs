@@ -291,16 +291,20 @@ pub fn write_page_frames<W: Write>(
     Ok(changed.len() as u64 * u64::from(header.page_size))
 }
 
-/// Applies the page-frame file `frames` to the database file `db` (the parent's content, whose
-/// id and page digest must be `parent`), in place. Returns the header. `Err` leaves `db` in an
-/// unknown state: the caller works on a copy. Reasons are for an operator.
-pub fn apply_page_frames(
+/// Opens the page-frame file `frames` and reads its header, checking that it applies to
+/// `parent` (id and page digest) and has a valid page size. Returns the reader positioned at
+/// the first frame, the header and the file's length.
+fn open_page_frames(
     frames: &Path,
-    db: &Path,
     parent: (&BackupId, &str),
-) -> Result<PageFramesHeader, String> {
+    buffer: usize,
+) -> Result<(BufReader<File>, PageFramesHeader, u64), String> {
     let input = File::open(frames).map_err(|e| format!("cannot open {}: {e}", frames.display()))?;
-    let mut input = BufReader::with_capacity(1 << 20, input);
+    let len = input
+        .metadata()
+        .map_err(|e| format!("cannot read {}: {e}", frames.display()))?
+        .len();
+    let mut input = BufReader::with_capacity(buffer, input);
     let header: PageFramesHeader = read_header(&mut input, MAGIC, "page-frame file")
         .map_err(|e| format!("the page frames are unreadable: {e}"))?;
     if &header.parent_id != parent.0 || header.parent_pages_digest != parent.1 {
@@ -312,6 +316,18 @@ pub fn apply_page_frames(
     if !(512..=65_536).contains(&header.page_size) || !header.page_size.is_power_of_two() {
         return Err(format!("a page size of {}", header.page_size));
     }
+    Ok((input, header, len))
+}
+
+/// Applies the page-frame file `frames` to the database file `db` (the parent's content, whose
+/// id and page digest must be `parent`), in place. Returns the header. `Err` leaves `db` in an
+/// unknown state: the caller works on a copy. Reasons are for an operator.
+pub fn apply_page_frames(
+    frames: &Path,
+    db: &Path,
+    parent: (&BackupId, &str),
+) -> Result<PageFramesHeader, String> {
+    let (mut input, header, _) = open_page_frames(frames, parent, 1 << 20)?;
     let file = std::fs::OpenOptions::new()
         .write(true)
         .open(db)
@@ -360,23 +376,7 @@ pub fn index_page_frames(
     parent: (&BackupId, &str),
 ) -> Result<(PageFramesHeader, FrameIndex), String> {
     use std::io::{Seek, SeekFrom};
-    let input = File::open(frames).map_err(|e| format!("cannot open {}: {e}", frames.display()))?;
-    let len = input
-        .metadata()
-        .map_err(|e| format!("cannot read {}: {e}", frames.display()))?
-        .len();
-    let mut input = BufReader::with_capacity(1 << 16, input);
-    let header: PageFramesHeader = read_header(&mut input, MAGIC, "page-frame file")
-        .map_err(|e| format!("the page frames are unreadable: {e}"))?;
-    if &header.parent_id != parent.0 || header.parent_pages_digest != parent.1 {
-        return Err(format!(
-            "the page frames apply to backup {} (page digest {}), not to {} ({})",
-            header.parent_id, header.parent_pages_digest, parent.0, parent.1
-        ));
-    }
-    if !(512..=65_536).contains(&header.page_size) || !header.page_size.is_power_of_two() {
-        return Err(format!("a page size of {}", header.page_size));
-    }
+    let (mut input, header, len) = open_page_frames(frames, parent, 1 << 16)?;
     let frame_len = 4 + u64::from(header.page_size);
     let mut at = input
         .stream_position()
