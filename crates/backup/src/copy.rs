@@ -47,12 +47,9 @@ use crate::error::BackupError;
 use crate::list::{list_backups, BackupList};
 use crate::manifest::{
     check_segment, marker_key_of, rfc3339, sha256_hex, BackupId, BackupKind, Manifest, BACKUPS_DIR,
-    COPIES_DIR, COPY_KEY_HEX, MANIFEST_FILE, MARKER_SUFFIX, MAX_MANIFEST_BYTES,
+    COPIES_DIR, COPY_KEY_HEX, MANIFEST_FILE, MARKER_SUFFIX,
 };
 
-/// Manifests, claims, gap records, timeline records and markers larger than this are refused
-/// unread.
-const MAX_SMALL_OBJECT_BYTES: u64 = MAX_MANIFEST_BYTES;
 /// Pieces of a data object queued for its hashing thread.
 const HASH_QUEUE: usize = 4;
 
@@ -1221,20 +1218,9 @@ async fn put_create_only(
     crate::archive::put_object_create_only(dest, path, PutPayload::from(bytes)).await
 }
 
-/// The bytes of a small object, refusing one over [`MAX_SMALL_OBJECT_BYTES`] unread.
+/// The bytes of a small object (manifest, claim, gap or timeline record, marker).
 async fn get_small(dest: &Destination, path: &ObjectPath) -> Result<Bytes, object_store::Error> {
-    let got = dest.store().get(path).await?;
-    if got.meta.size > MAX_SMALL_OBJECT_BYTES {
-        return Err(object_store::Error::Generic {
-            store: "raftlite",
-            source: format!(
-                "{path} has {} bytes, more than such an object can be",
-                got.meta.size
-            )
-            .into(),
-        });
-    }
-    got.bytes().await
+    crate::archive::get_small_object(dest, path).await
 }
 
 fn now_unix_ms() -> i64 {

@@ -9,7 +9,6 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use futures::TryStreamExt;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStoreExt, PutPayload};
 use serde::{Deserialize, Serialize};
@@ -17,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::destination::Destination;
 use crate::error::BackupError;
 
-use super::store::{check_names, store_error};
+use super::store::{check_names, get_small_object, list_dir, store_error};
 
 /// How long a lease holds without being released: longer than any restore runs.
 pub const LEASE_DURATION: Duration = Duration::from_secs(6 * 3600);
@@ -90,20 +89,9 @@ pub(crate) async fn live_leases(
     dry_run: bool,
 ) -> Result<Vec<RestoreLease>, BackupError> {
     let dir = leases_dir(dest, cluster_id, timeline_id);
-    let objects: Vec<_> = dest
-        .store()
-        .list(Some(&dir))
-        .try_collect()
-        .await
-        .map_err(store_error(dest, "listing", &dir))?;
     let mut live = Vec::new();
-    for object in objects {
-        let read = async {
-            let bytes = dest.store().get(&object.location).await?.bytes().await?;
-            Ok::<_, object_store::Error>(bytes)
-        }
-        .await;
-        let lease = match read {
+    for object in list_dir(dest, &dir).await? {
+        let lease = match get_small_object(dest, &object.location).await {
             Ok(bytes) => serde_json::from_slice::<RestoreLease>(&bytes).ok(),
             Err(object_store::Error::NotFound { .. }) => continue, // released meanwhile
             Err(_) => None,

@@ -86,7 +86,7 @@ pub use store::{
     verify_archive_timeline, ChainProblem, ChainReport, GapRecord, PutOutcome, SegmentClaim,
     Watermark,
 };
-pub(crate) use store::{put_object_create_only, CLAIMS_DIR, TIMELINES_DIR};
+pub(crate) use store::{get_small_object, put_object_create_only, CLAIMS_DIR, TIMELINES_DIR};
 
 /// The segment format this crate writes; readers refuse anything newer.
 pub const ARCHIVE_FORMAT_VERSION: u32 = 1;

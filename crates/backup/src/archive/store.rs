@@ -350,13 +350,42 @@ pub(crate) async fn put_object_create_only(
 
 /// The bytes of the small object at `path`.
 async fn get_small(dest: &Destination, path: &ObjectPath) -> Result<Bytes, BackupError> {
-    dest.store()
-        .get(path)
-        .await
-        .map_err(store_error(dest, "reading", path))?
-        .bytes()
+    get_small_object(dest, path)
         .await
         .map_err(store_error(dest, "reading", path))
+}
+
+/// The bytes of a small object (a claim, gap, lease or timeline record, a manifest, a copy
+/// marker), refusing one larger than a manifest can be unread, so a damaged or hostile object
+/// cannot make the reader allocate without bound.
+pub(crate) async fn get_small_object(
+    dest: &Destination,
+    path: &ObjectPath,
+) -> Result<Bytes, object_store::Error> {
+    let got = dest.store().get(path).await?;
+    if got.meta.size > crate::manifest::MAX_MANIFEST_BYTES {
+        return Err(object_store::Error::Generic {
+            store: "raftlite",
+            source: format!(
+                "{path} has {} bytes, more than such an object can be",
+                got.meta.size
+            )
+            .into(),
+        });
+    }
+    got.bytes().await
+}
+
+/// Every object in the folder `dir` of `dest` (recursively).
+pub(crate) async fn list_dir(
+    dest: &Destination,
+    dir: &ObjectPath,
+) -> Result<Vec<object_store::ObjectMeta>, BackupError> {
+    dest.store()
+        .list(Some(dir))
+        .try_collect()
+        .await
+        .map_err(store_error(dest, "listing", dir))
 }
 
 /// `<prefix>/<cluster-id>/timelines/<timeline-id>.json`: a timeline's record (id, counter,
@@ -419,14 +448,8 @@ pub async fn timeline_history(
     cluster_id: &str,
 ) -> Result<Vec<TimelineRecord>, BackupError> {
     let dir = dest.prefix().clone().join(cluster_id).join(TIMELINES_DIR);
-    let objects: Vec<_> = dest
-        .store()
-        .list(Some(&dir))
-        .try_collect()
-        .await
-        .map_err(store_error(dest, "listing", &dir))?;
     let mut records = Vec::new();
-    for object in objects {
+    for object in list_dir(dest, &dir).await? {
         let bytes = get_small(dest, &object.location).await?;
         if let Ok(record) = serde_json::from_slice::<TimelineRecord>(&bytes) {
             records.push(record);
