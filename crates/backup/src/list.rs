@@ -194,41 +194,18 @@ fn drop_superseded(backups: Vec<Listed>) -> (Vec<Listed>, Vec<Listed>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::manifest::{Compression, TimelineRef};
+    use crate::manifest::TimelineRef;
 
     fn manifest(created: i64, slot: Option<i64>, term: Option<u64>) -> (BackupId, Manifest) {
+        let timeline = TimelineRef {
+            id: "t".into(),
+            counter: 1,
+        };
         let m = Manifest {
-            format_version: 1,
-            cluster_id: "c1".into(),
-            node_id: 1,
-            timeline: TimelineRef {
-                id: "t".into(),
-                counter: 1,
-            },
-            log_index: created as u64,
-            log_term: 1,
             created_at: String::new(),
-            created_at_unix_ms: created,
-            sqlite_page_size: 4096,
-            sqlite_page_count: 1,
-            plain_sha256: "0".repeat(64),
-            plain_size: 4096,
-            stored_sha256: "0".repeat(64),
-            stored_size: 10,
-            compression: Compression {
-                algorithm: "zstd".into(),
-                level: 3,
-            },
-            encryption: None,
-            raftlite_version: "0".into(),
-            data_changed_index: None,
             leader_term: term,
             slot_unix_ms: slot,
-            kind: crate::manifest::BackupKind::Full,
-            parent: None,
-            pages_digest: None,
-            chain_depth: 0,
-            chain_delta_bytes: 0,
+            ..Manifest::sample("c1", timeline, created as u64, created)
         };
         (m.id().unwrap(), m)
     }

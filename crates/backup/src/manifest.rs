@@ -397,6 +397,49 @@ fn is_hex_digest(value: &str) -> bool {
     value.len() == 64 && value.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
+#[cfg(test)]
+impl Manifest {
+    /// A full backup's manifest for tests: cluster `cluster_id`, timeline `timeline`, log index
+    /// `log_index`, taken at `created`; placeholder hashes and sizes.
+    pub(crate) fn sample(
+        cluster_id: &str,
+        timeline: TimelineRef,
+        log_index: u64,
+        created: i64,
+    ) -> Manifest {
+        Manifest {
+            format_version: FULL_FORMAT_VERSION,
+            cluster_id: cluster_id.into(),
+            node_id: 1,
+            timeline,
+            log_index,
+            log_term: 1,
+            created_at: rfc3339(created),
+            created_at_unix_ms: created,
+            sqlite_page_size: 4096,
+            sqlite_page_count: 1,
+            plain_sha256: "0".repeat(64),
+            plain_size: 4096,
+            stored_sha256: "0".repeat(64),
+            stored_size: 10,
+            compression: Compression {
+                algorithm: "zstd".into(),
+                level: 3,
+            },
+            encryption: None,
+            raftlite_version: "0".into(),
+            data_changed_index: None,
+            leader_term: None,
+            slot_unix_ms: None,
+            kind: BackupKind::Full,
+            parent: None,
+            pages_digest: None,
+            chain_depth: 0,
+            chain_delta_bytes: 0,
+        }
+    }
+}
+
 /// sha256 of `text`, hex.
 pub(crate) fn sha256_hex(text: &str) -> String {
     use sha2::Digest;

@@ -941,32 +941,13 @@ mod tests {
         leader_term: u64,
         parent: Option<&(BackupId, crate::manifest::Manifest)>,
     ) -> (BackupId, crate::manifest::Manifest) {
-        use crate::manifest::{BackupKind, Compression, Manifest, ParentRef, TimelineRef};
+        use crate::manifest::{BackupKind, Manifest, ParentRef, TimelineRef};
+        let timeline = TimelineRef {
+            id: "tl-1".into(),
+            counter: 1,
+        };
         let m = Manifest {
             format_version: if parent.is_some() { 2 } else { 1 },
-            cluster_id: "c1".into(),
-            node_id: 1,
-            timeline: TimelineRef {
-                id: "tl-1".into(),
-                counter: 1,
-            },
-            log_index: 1,
-            log_term: 1,
-            created_at: crate::manifest::rfc3339(created),
-            created_at_unix_ms: created,
-            sqlite_page_size: 4096,
-            sqlite_page_count: 1,
-            plain_sha256: "0".repeat(64),
-            plain_size: 4096,
-            stored_sha256: "0".repeat(64),
-            stored_size: 10,
-            compression: Compression {
-                algorithm: "zstd".into(),
-                level: 3,
-            },
-            encryption: None,
-            raftlite_version: "0".into(),
-            data_changed_index: None,
             leader_term: Some(leader_term),
             slot_unix_ms: Some(slot),
             kind: match parent {
@@ -979,7 +960,7 @@ mod tests {
             }),
             pages_digest: Some("1".repeat(64)),
             chain_depth: parent.map_or(0, |(_, m)| m.chain_depth + 1),
-            chain_delta_bytes: 0,
+            ..Manifest::sample("c1", timeline, 1, created)
         };
         (m.id().unwrap(), m)
     }

@@ -444,7 +444,7 @@ mod tests {
         verify_archive_timeline, ArchivedEntry, ArchivedKind, GapRecord, PutOutcome, RestoreLease,
         SegmentDraft,
     };
-    use crate::manifest::{Compression, TimelineRef, MANIFEST_FILE};
+    use crate::manifest::{TimelineRef, MANIFEST_FILE};
     use crate::retention::{prune_keeping, RetentionPolicy};
 
     const CLUSTER: &str = "c1";
@@ -469,34 +469,9 @@ mod tests {
     /// A base backup of timeline `n` holding data up to `index`, taken at `created`.
     fn base(n: u64, index: u64, created: i64) -> (BackupId, Manifest) {
         let m = Manifest {
-            format_version: 1,
-            cluster_id: CLUSTER.into(),
-            node_id: 1,
-            timeline: tl(n),
-            log_index: index,
-            log_term: 1,
-            created_at: crate::manifest::rfc3339(created),
-            created_at_unix_ms: created,
-            sqlite_page_size: 4096,
-            sqlite_page_count: 1,
-            plain_sha256: "0".repeat(64),
-            plain_size: 4096,
-            stored_sha256: "0".repeat(64),
-            stored_size: 10,
-            compression: Compression {
-                algorithm: "zstd".into(),
-                level: 3,
-            },
-            encryption: None,
-            raftlite_version: "0".into(),
             data_changed_index: Some(index),
             leader_term: Some(1),
-            slot_unix_ms: None,
-            kind: crate::manifest::BackupKind::Full,
-            parent: None,
-            pages_digest: None,
-            chain_depth: 0,
-            chain_delta_bytes: 0,
+            ..Manifest::sample(CLUSTER, tl(n), index, created)
         };
         (m.id().unwrap(), m)
     }
